@@ -1,0 +1,7 @@
+#pragma once
+// Everything zmp offers, in one include.
+
+#include "zmp/errors.hpp"
+#include "zmp/pipe.hpp"
+#include "zmp/process.hpp"
+#include "zmp/timeout.hpp"

@@ -1,0 +1,352 @@
+#include "zmp/process.hpp"
+
+#include <sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cxxabi.h>
+#include <iostream>
+
+#include "process_state.hpp"
+#include "runtime.hpp"
+#include "zmp/transport/codec.hpp"
+
+namespace zmp {
+namespace detail {
+namespace {
+
+// zmp::exit() inside a child's target unwinds to the bootstrap with this; it is not a
+// std::exception so that `catch (const std::exception&)` in user code does not swallow it.
+struct SystemExit {
+    int code;
+};
+thread_local bool running_target = false;
+
+// Runs the target the way Python's _bootstrap does and returns the exit code.
+int run_target(Process& process) {
+    running_target = true;
+    try {
+        process.run();
+        return 0;
+    } catch (const SystemExit& e) {
+        return e.code;
+    } catch (const std::exception& e) {
+        std::cout.flush();
+        std::fflush(stdout);
+        std::fprintf(stderr, "Process %s:\n%s: %s\n", Runtime::instance().name().c_str(),
+                     transport::type_name(typeid(e)).c_str(), e.what());
+        return 1;
+    } catch (...) {
+        const std::type_info* type = abi::__cxa_current_exception_type();
+        std::fprintf(stderr, "Process %s:\n%s\n", Runtime::instance().name().c_str(),
+                     type ? transport::type_name(*type).c_str() : "unknown exception");
+        return 1;
+    }
+}
+
+[[noreturn]] void child_main(const ChildIdentity& who, Process& process) {
+    Runtime& rt = Runtime::instance();
+    rt.become_child(who);
+    rt.exit_child(run_target(process));
+}
+
+}  // namespace
+
+int exitcode_from_status(int status) {
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return -WTERMSIG(status);
+    return 1;
+}
+
+ForkPopen::ForkPopen(pid_t pid) : pid_(pid), pidfd_(open_pidfd(pid)) {}
+
+ForkPopen::~ForkPopen() {
+    if (pidfd_ >= 0) ::close(pidfd_);
+}
+
+std::optional<int> ForkPopen::poll() {
+    if (exitcode_) return exitcode_;
+    int status = 0;
+    pid_t rc;
+    do {
+        rc = ::waitpid(pid_, &status, WNOHANG);
+    } while (rc < 0 && errno == EINTR);
+    if (rc == pid_) exitcode_ = exitcode_from_status(status);
+    else if (rc < 0) throw_os_error("waitpid", errno);
+    return exitcode_;
+}
+
+void ForkPopen::send_signal(int signal) {
+    if (exitcode_) return;
+    // Through the pidfd, so that a recycled pid can never receive it.
+    if (::syscall(SYS_pidfd_send_signal, pidfd_, signal, nullptr, 0) != 0 && errno != ESRCH) {
+        throw_os_error("pidfd_send_signal", errno);
+    }
+}
+
+std::optional<int> ProcessState::poll_locked() {
+    if (!exitcode && popen) exitcode = popen->poll();
+    return exitcode;
+}
+
+}  // namespace detail
+
+using detail::ProcessState;
+using detail::Runtime;
+
+namespace {
+
+ProcessState& checked_open(ProcessState& st) {
+    if (st.closed) throw ValueError("process object is closed");
+    return st;
+}
+
+// Parent-side checks shared by join(), is_alive() and the signals.
+void require_child_of_caller(const ProcessState& st, const char* what) {
+    if (st.role == ProcessState::Role::current) throw ValueError(std::string("can only ") + what + " a child process");
+    if (st.creator != ::getpid()) throw ValueError(std::string("can only ") + what + " a child process");
+}
+
+}  // namespace
+
+Process::Process() : Process(ProcessOptions{}) {}
+
+Process::Process(ProcessOptions options) : state_(std::make_shared<ProcessState>()) {
+    Runtime& rt = Runtime::instance();
+    ProcessState& st = *state_;
+    st.creator = ::getpid();
+    st.identity = rt.next_child_identity();
+    if (options.name.empty()) {
+        st.name = "Process-";
+        for (std::size_t i = 0; i < st.identity.size(); ++i) {
+            if (i > 0) st.name += ':';
+            st.name += std::to_string(st.identity[i]);
+        }
+    } else {
+        st.name = std::move(options.name);
+    }
+    st.daemon = options.daemon.value_or(rt.daemon());
+}
+
+Process::~Process() = default;
+
+ProcessState& Process::state() const {
+    if (!state_) throw ValueError("process object has been moved from");
+    return *state_;
+}
+
+void Process::set_target(std::function<void()> target) { state().target = std::move(target); }
+
+void Process::run() {
+    if (state_ && state_->target) state_->target();
+}
+
+void Process::start() {
+    ProcessState& st = state();
+    std::unique_lock lock(st.mutex);
+    checked_open(st);
+    if (st.popen || st.role == ProcessState::Role::current) throw ValueError("cannot start a process twice");
+    if (st.creator != ::getpid()) throw ValueError("can only start a process object created by current process");
+
+    Runtime& rt = Runtime::instance();
+    for (const auto& child : rt.children()) {  // reap children that have ended, as Python's start() does
+        if (child.get() == &st) continue;
+        std::lock_guard child_lock(child->mutex);
+        if (child->poll_locked()) rt.forget_child(child.get());
+    }
+    (void)rt.run_dir();  // children inherit the run directory; only the root makes it
+
+    detail::ChildIdentity who{st.name, st.daemon, st.identity, ::getpid(), rt.name(),
+                              static_cast<pid_t>(::syscall(SYS_gettid)) == ::getpid()};
+    // Buffered output would otherwise be written twice, once by each process.
+    std::cout.flush();
+    std::cerr.flush();
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid < 0) throw_os_error("fork", errno);
+    if (pid == 0) detail::child_main(who, *this);
+
+    st.popen = std::make_unique<detail::ForkPopen>(pid);
+    st.target = nullptr;  // the parent keeps no reference to the target (bpo-30775)
+    lock.unlock();
+    rt.add_child(state_);
+}
+
+void Process::join() {
+    ProcessState& st = checked_open(state());
+    require_child_of_caller(st, "join");
+    int sentinel;
+    {
+        std::lock_guard lock(st.mutex);
+        if (!st.popen) throw ValueError("can only join a started process");
+        if (st.poll_locked()) {
+            Runtime::instance().forget_child(&st);
+            return;
+        }
+        sentinel = st.popen->sentinel();
+    }
+    detail::wait_fd_readable(sentinel, std::nullopt);
+    std::lock_guard lock(st.mutex);
+    // The pidfd is readable once the child has exited, so waitpid no longer blocks.
+    while (!st.poll_locked()) detail::wait_fd_readable(sentinel, 0.01);
+    Runtime::instance().forget_child(&st);
+}
+
+bool Process::join(Seconds timeout) {
+    ProcessState& st = checked_open(state());
+    require_child_of_caller(st, "join");
+    int sentinel;
+    {
+        std::lock_guard lock(st.mutex);
+        if (!st.popen) throw ValueError("can only join a started process");
+        if (!st.poll_locked()) sentinel = st.popen->sentinel();
+        else sentinel = -1;
+    }
+    if (sentinel >= 0 && !detail::wait_fd_readable(sentinel, timeout.count())) return false;
+    std::lock_guard lock(st.mutex);
+    if (!st.poll_locked()) return false;
+    Runtime::instance().forget_child(&st);
+    return true;
+}
+
+bool Process::is_alive() const {
+    ProcessState& st = checked_open(state());
+    if (st.role == ProcessState::Role::current) return true;
+    require_child_of_caller(st, "test");
+    std::lock_guard lock(st.mutex);
+    if (!st.popen) return false;
+    return !st.poll_locked();
+}
+
+void Process::terminate() {
+    ProcessState& st = checked_open(state());
+    require_child_of_caller(st, "terminate");
+    std::lock_guard lock(st.mutex);
+    if (!st.popen) throw ValueError("can only terminate a started process");
+    if (!st.exitcode) st.popen->send_signal(SIGTERM);
+}
+
+void Process::kill() {
+    ProcessState& st = checked_open(state());
+    require_child_of_caller(st, "kill");
+    std::lock_guard lock(st.mutex);
+    if (!st.popen) throw ValueError("can only kill a started process");
+    if (!st.exitcode) st.popen->send_signal(SIGKILL);
+}
+
+std::optional<int> Process::exitcode() const {
+    ProcessState& st = checked_open(state());
+    if (st.role == ProcessState::Role::current || st.creator != ::getpid()) return std::nullopt;
+    std::lock_guard lock(st.mutex);
+    return st.poll_locked();
+}
+
+std::optional<pid_t> Process::pid() const {
+    ProcessState& st = checked_open(state());
+    if (st.role == ProcessState::Role::current) return Runtime::instance().pid();
+    std::lock_guard lock(st.mutex);
+    if (!st.popen) return std::nullopt;
+    return st.popen->pid();
+}
+
+const std::string& Process::name() const { return checked_open(state()).name; }
+
+void Process::set_name(std::string name) {
+    ProcessState& st = checked_open(state());
+    std::lock_guard lock(st.mutex);
+    st.name = std::move(name);
+}
+
+bool Process::daemon() const { return checked_open(state()).daemon; }
+
+void Process::set_daemon(bool daemon) {
+    ProcessState& st = checked_open(state());
+    std::lock_guard lock(st.mutex);
+    if (st.popen || st.role == ProcessState::Role::current) throw ValueError("process has already started");
+    st.daemon = daemon;
+}
+
+int Process::sentinel() const {
+    ProcessState& st = checked_open(state());
+    std::lock_guard lock(st.mutex);
+    if (!st.popen) throw ValueError("process not started");
+    return st.popen->sentinel();
+}
+
+void Process::close() {
+    ProcessState& st = state();
+    std::lock_guard lock(st.mutex);
+    if (st.closed) return;
+    if (st.popen) {
+        if (!st.poll_locked()) {
+            throw ValueError("Cannot close a process while it is still running. You should first call join() or terminate().");
+        }
+        st.popen.reset();
+    }
+    st.closed = true;
+    st.target = nullptr;
+    Runtime::instance().forget_child(&st);
+}
+
+bool ParentProcess::is_alive() const {
+    if (pidfd_ < 0) return false;
+    return !detail::wait_fd_readable(pidfd_, 0.0);
+}
+
+bool ParentProcess::join(Timeout timeout) const {
+    if (pidfd_ < 0) return true;
+    return detail::wait_fd_readable(pidfd_, timeout ? std::optional<double>(timeout->count()) : std::nullopt);
+}
+
+Process& current_process() {
+    // One handle per process; rebuilt when a forked child takes on its own identity.
+    thread_local std::pair<const ProcessState*, Process> cached{nullptr, Process(std::shared_ptr<ProcessState>())};
+    const auto& state = Runtime::instance().current_state();
+    if (cached.first != state.get()) cached = {state.get(), Process(state)};
+    return cached.second;
+}
+
+std::optional<ParentProcess> parent_process() {
+    Runtime& rt = Runtime::instance();
+    if (!rt.is_child()) return std::nullopt;
+    return ParentProcess(rt.parent_pid(), rt.parent_name(), rt.parent_pidfd());
+}
+
+std::vector<Process> active_children() {
+    Runtime& rt = Runtime::instance();
+    std::vector<Process> alive;
+    for (const auto& child : rt.children()) {
+        std::unique_lock lock(child->mutex);
+        if (child->poll_locked()) {
+            lock.unlock();
+            rt.forget_child(child.get());
+        } else {
+            alive.emplace_back(child);
+        }
+    }
+    return alive;
+}
+
+int cpu_count() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? static_cast<int>(n) : 1;
+}
+
+[[noreturn]] void exit(int code) {
+    Runtime& rt = Runtime::instance();
+    if (detail::running_target) throw detail::SystemExit{code};
+    if (rt.is_child()) rt.exit_child(code);
+    std::exit(code);
+}
+
+}  // namespace zmp

@@ -1,0 +1,287 @@
+#include "runtime.hpp"
+
+#include <dirent.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+#include <unordered_map>
+
+#include "process_state.hpp"
+#include "zmp/errors.hpp"
+#include "zmp/process.hpp"
+
+namespace zmp::detail {
+namespace {
+
+std::string choose_run_base() {
+    for (const char* var : {"TMPDIR", "TEMP", "TMP"}) {
+        const char* value = std::getenv(var);
+        // Leave room for "/zmp-<pid>-XXXXXX/<endpoint>" within the 107-byte ipc limit.
+        if (value != nullptr && *value == '/' && std::strlen(value) < 48) return value;
+    }
+    return "/tmp";
+}
+
+// Removes run directories left behind by roots that died without cleaning up (SIGKILL).
+void remove_stale_run_dirs(const std::string& base) {
+    DIR* dir = ::opendir(base.c_str());
+    if (dir == nullptr) return;
+    const uid_t me = ::getuid();
+    while (dirent* entry = ::readdir(dir)) {
+        int pid = 0;
+        if (std::sscanf(entry->d_name, "zmp-%d-", &pid) != 1 || pid <= 0) continue;
+        if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its root may still be alive
+        std::string path = base + "/" + entry->d_name;
+        struct stat info{};
+        if (::lstat(path.c_str(), &info) != 0 || !S_ISDIR(info.st_mode) || info.st_uid != me) continue;
+        std::error_code ignored;
+        std::filesystem::remove_all(path, ignored);
+    }
+    ::closedir(dir);
+}
+
+// Sockets of one thread. They belong to the ZeroMQ context of the generation that made them; in
+// a forked child that context is the parent's, and they are abandoned rather than closed.
+struct ThreadSockets {
+    std::uint64_t generation = 0;
+    std::unordered_map<std::string, std::unique_ptr<zmq::socket_t>> sockets;
+
+    void abandon() {
+        for (auto& [key, socket] : sockets) (void)socket.release();
+        sockets.clear();
+    }
+    ~ThreadSockets() {
+        if (generation != Runtime::instance().generation()) abandon();
+    }
+};
+thread_local ThreadSockets thread_sockets;
+
+void atfork_prepare() { Runtime::instance().before_fork(); }
+void atfork_parent() { Runtime::instance().after_fork_parent(); }
+void atfork_child() { Runtime::instance().after_fork_child(); }
+
+}  // namespace
+
+int open_pidfd(pid_t pid) {
+    // pidfds are always close-on-exec.
+    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+bool wait_fd_readable(int fd, std::optional<double> timeout_seconds) {
+    using Clock = std::chrono::steady_clock;
+    const auto deadline =
+        timeout_seconds ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(std::max(0.0, *timeout_seconds)))
+                        : Clock::time_point::max();
+    for (;;) {
+        int wait_ms = -1;
+        if (timeout_seconds) {
+            auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now()).count();
+            wait_ms = left <= 0 ? 0 : static_cast<int>((left + 999) / 1000);
+        }
+        pollfd p{fd, POLLIN, 0};
+        int rc = ::poll(&p, 1, wait_ms);
+        if (rc > 0) return true;
+        if (rc == 0) {
+            if (!timeout_seconds || Clock::now() >= deadline) return false;
+            continue;
+        }
+        if (errno != EINTR) throw_os_error("poll", errno);
+    }
+}
+
+Runtime& Runtime::instance() {
+    // Never destroyed: statics destroyed during exit may still use zmp, and in a forked child the
+    // destructor of an inherited context would hang.
+    static Runtime* runtime = new Runtime();
+    return *runtime;
+}
+
+Runtime::Runtime() : pid_(::getpid()), root_pid_(::getpid()) {
+    std::size_t filled = 0;
+    while (filled < authkey_.size()) {
+        ssize_t n = ::getrandom(authkey_.data() + filled, authkey_.size() - filled, 0);
+        if (n > 0) filled += static_cast<std::size_t>(n);
+        else if (errno != EINTR) throw_os_error("getrandom", errno);
+    }
+    current_ = std::make_shared<ProcessState>();
+    current_->role = ProcessState::Role::current;
+    current_->creator = pid_;
+    current_->name = name_;
+    ::pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    std::atexit(&Runtime::at_exit);
+}
+
+std::vector<int> Runtime::next_child_identity() {
+    std::lock_guard lock(mutex_);
+    std::vector<int> id = identity_;
+    id.push_back(++child_counter_);
+    return id;
+}
+
+const std::string& Runtime::run_dir() {
+    std::lock_guard lock(mutex_);
+    if (run_dir_.empty()) {
+        const std::string base = choose_run_base();
+        remove_stale_run_dirs(base);
+        std::string pattern = base + "/zmp-" + std::to_string(root_pid_) + "-XXXXXX";
+        if (::mkdtemp(pattern.data()) == nullptr) throw_os_error("cannot create run directory in " + base, errno);
+        run_dir_ = pattern;  // mkdtemp makes it 0700
+    }
+    return run_dir_;
+}
+
+void Runtime::remove_run_dir() {
+    if (run_dir_.empty()) return;
+    std::error_code ignored;
+    std::filesystem::remove_all(run_dir_, ignored);
+    run_dir_.clear();
+}
+
+zmq::context_t& Runtime::context() {
+    std::lock_guard lock(mutex_);
+    if (context_ == nullptr) {
+        context_ = new zmq::context_t(1);
+        context_->set(zmq::ctxopt::blocky, 0);
+    }
+    return *context_;
+}
+
+zmq::socket_ref Runtime::thread_socket(const std::string& key,
+                                       const std::function<zmq::socket_t(zmq::context_t&)>& make) {
+    const std::uint64_t now = generation();
+    if (thread_sockets.generation != now) {
+        thread_sockets.abandon();
+        thread_sockets.generation = now;
+    }
+    auto it = thread_sockets.sockets.find(key);
+    if (it == thread_sockets.sockets.end()) {
+        auto socket = std::make_unique<zmq::socket_t>(make(context()));
+        it = thread_sockets.sockets.emplace(key, std::move(socket)).first;
+    }
+    return zmq::socket_ref(*it->second);
+}
+
+void Runtime::close_thread_sockets() {
+    if (thread_sockets.generation == generation()) thread_sockets.sockets.clear();
+    else thread_sockets.abandon();
+}
+
+void Runtime::add_child(std::shared_ptr<ProcessState> child) {
+    std::lock_guard lock(mutex_);
+    children_.push_back(std::move(child));
+}
+
+std::vector<std::shared_ptr<ProcessState>> Runtime::children() {
+    std::lock_guard lock(mutex_);
+    return children_;
+}
+
+void Runtime::forget_child(const ProcessState* child) {
+    std::lock_guard lock(mutex_);
+    std::erase_if(children_, [child](const auto& c) { return c.get() == child; });
+}
+
+void Runtime::become_child(const ChildIdentity& who) {
+    name_ = who.name;
+    pid_ = ::getpid();
+    daemon_ = who.daemon;
+    identity_ = who.identity;
+    child_counter_ = 0;
+    is_child_ = true;
+    parent_pid_ = who.parent_pid;
+    parent_name_ = who.parent_name;
+    // If the parent already died, getppid() no longer names it and the pidfd would name a stranger.
+    parent_pidfd_ = ::getppid() == who.parent_pid ? open_pidfd(who.parent_pid) : -1;
+
+    current_ = std::make_shared<ProcessState>();
+    current_->role = ProcessState::Role::current;
+    current_->creator = pid_;
+    current_->name = name_;
+    current_->daemon = daemon_;
+    current_->identity = identity_;
+
+    if (daemon_) {
+        // A daemon dies with its parent, even when the parent is SIGKILLed.
+        if (who.parent_forked_from_main_thread) {
+            // PDEATHSIG fires when the forking *thread* ends, so it is only right for the main thread.
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (::getppid() != who.parent_pid) ::_exit(1);  // it died before prctl took effect
+        } else if (parent_pidfd_ >= 0) {
+            std::thread([fd = parent_pidfd_] {
+                wait_fd_readable(fd, std::nullopt);
+                ::kill(::getpid(), SIGKILL);
+            }).detach();
+        }
+        if (parent_pidfd_ < 0) ::_exit(1);  // the parent is already gone
+    }
+}
+
+void Runtime::finish_children() {
+    // Python's _exit_function: terminate daemonic children, then join every child.
+    for (const auto& child : children()) {
+        zmp::Process handle(child);
+        if (handle.daemon() && handle.is_alive()) handle.terminate();
+    }
+    for (const auto& child : children()) {
+        zmp::Process handle(child);
+        try {
+            handle.join();
+        } catch (const ProcessError&) {
+        }
+    }
+}
+
+[[noreturn]] void Runtime::exit_child(int code) {
+    try {
+        finish_children();
+    } catch (...) {
+    }
+    std::cout.flush();
+    std::cerr.flush();
+    std::fflush(nullptr);
+    close_thread_sockets();
+    ::_exit(code);
+}
+
+void Runtime::at_exit() {
+    Runtime& rt = instance();
+    try {
+        rt.finish_children();
+    } catch (...) {
+    }
+    if (rt.is_root()) {
+        std::lock_guard lock(rt.mutex_);
+        rt.remove_run_dir();
+    }
+}
+
+void Runtime::before_fork() { mutex_.lock(); }
+
+void Runtime::after_fork_parent() { mutex_.unlock(); }
+
+void Runtime::after_fork_child() {
+    mutex_.unlock();
+    // Whatever belonged to the parent stays untouched: the context (its destructor would hang),
+    // the parent's children (not ours to join).
+    context_ = nullptr;
+    new std::vector<std::shared_ptr<ProcessState>>(std::move(children_));  // leaked on purpose
+    children_.clear();
+    pid_ = ::getpid();
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+}  // namespace zmp::detail

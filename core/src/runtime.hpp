@@ -1,0 +1,122 @@
+#pragma once
+// The runtime of one process (DESIGN.md §3): identity, authkey, run directory, ZeroMQ context,
+// per-thread sockets, children, and the exit path. One per process, created on first use and
+// never destroyed (it must outlive every static that might use zmp during exit).
+//
+// fork(): the child must never touch its parent's ZeroMQ objects. A pthread_atfork child handler
+// drops (leaks) the inherited context and bumps the fork generation; per-thread socket caches
+// made under an older generation are abandoned, not closed.
+
+#include <sys/types.h>
+
+#include <zmq.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace zmp::detail {
+
+struct ProcessState;
+using Authkey = std::array<std::uint8_t, 32>;
+
+/// What a new child needs to become itself; filled in by the parent before the child starts.
+struct ChildIdentity {
+    std::string name;
+    bool daemon = false;
+    std::vector<int> identity;     // Python's _identity tuple: (1,), (1, 2), ...
+    pid_t parent_pid = 0;
+    std::string parent_name;
+    bool parent_forked_from_main_thread = true;
+};
+
+class Runtime {
+public:
+    static Runtime& instance();
+
+    // Identity of this process.
+    const std::string& name() const { return name_; }
+    pid_t pid() const { return pid_; }
+    bool daemon() const { return daemon_; }
+    bool is_root() const { return root_pid_ == ::getpid(); }
+    const std::vector<int>& identity() const { return identity_; }
+    /// The next child's identity tuple and default name ("Process-1", "Process-1:2", ...).
+    std::vector<int> next_child_identity();
+    const std::shared_ptr<ProcessState>& current_state() const { return current_; }
+    pid_t parent_pid() const { return parent_pid_; }
+    const std::string& parent_name() const { return parent_name_; }
+    int parent_pidfd() const { return parent_pidfd_; }
+
+    const Authkey& authkey() const { return authkey_; }
+
+    /// The private 0700 directory for this run's ipc endpoints, made by the root on first use
+    /// (stale ones of dead roots are removed then) and removed when the root exits.
+    const std::string& run_dir();
+
+    /// This process's ZeroMQ context, made on first use. Never call it on behalf of another process.
+    zmq::context_t& context();
+    /// Bumped in every forked child; sockets cached under an older generation are abandoned.
+    std::uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+    /// A socket owned by the calling thread, made by `make` on first use under `key`.
+    zmq::socket_ref thread_socket(const std::string& key, const std::function<zmq::socket_t(zmq::context_t&)>& make);
+    /// Closes the calling thread's sockets (when they belong to this process).
+    void close_thread_sockets();
+
+    // Children of this process.
+    void add_child(std::shared_ptr<ProcessState> child);
+    /// Children still tracked (started, not yet joined and removed).
+    std::vector<std::shared_ptr<ProcessState>> children();
+    void forget_child(const ProcessState* child);
+
+    /// Called in a freshly forked child (after the atfork handler) to take on its identity.
+    void become_child(const ChildIdentity& who);
+
+    /// Python's _exit_function: terminate daemon children, then join the others.
+    void finish_children();
+    /// The end of every zmp child: finish children, flush stdio, close sockets, _exit(code).
+    [[noreturn]] void exit_child(int code);
+    /// True while this process is a zmp child running its target.
+    bool is_child() const { return is_child_; }
+
+    // fork handlers (pthread_atfork)
+    void before_fork();
+    void after_fork_parent();
+    void after_fork_child();
+
+private:
+    Runtime();
+    void remove_run_dir();
+    static void at_exit();
+
+    mutable std::mutex mutex_;
+    std::string name_ = "MainProcess";
+    pid_t pid_;
+    pid_t root_pid_;
+    bool daemon_ = false;
+    bool is_child_ = false;
+    std::vector<int> identity_;
+    int child_counter_ = 0;
+    std::shared_ptr<ProcessState> current_;
+    pid_t parent_pid_ = 0;
+    std::string parent_name_;
+    int parent_pidfd_ = -1;
+    Authkey authkey_{};
+    std::string run_dir_;
+    zmq::context_t* context_ = nullptr;  // leaked on purpose: destroying it in a child hangs
+    std::atomic<std::uint64_t> generation_{1};
+    std::vector<std::shared_ptr<ProcessState>> children_;
+};
+
+/// Opens a pidfd for `pid`, or -1 if the process is already gone.
+int open_pidfd(pid_t pid);
+/// Waits until `fd` is readable; false on timeout (nullopt: for ever). EINTR is retried.
+bool wait_fd_readable(int fd, std::optional<double> timeout_seconds);
+
+}  // namespace zmp::detail

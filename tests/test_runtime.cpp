@@ -1,0 +1,98 @@
+// The per-process runtime: run directory, authkey, ZeroMQ after fork.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <sstream>
+
+#include "runtime.hpp"
+#include "test_util.hpp"
+#include "zmp/pipe.hpp"
+#include "zmp/process.hpp"
+#include "zmp/transport/zsocket.hpp"
+
+using namespace std::chrono_literals;
+using zmp::detail::Runtime;
+
+namespace {
+std::pair<std::string, std::string> probe(const std::string& args = "") {
+    auto result = test_util::run_command(std::string(HELPER_run_dir_probe) + " " + args);
+    std::istringstream in(result.out);
+    std::string dir, mode;
+    in >> dir >> mode;
+    return {dir, mode};
+}
+}  // namespace
+
+TEST_CASE("the run directory is private (0700) and removed when the root exits") {
+    auto [dir, mode] = probe();
+    REQUIRE_FALSE(dir.empty());
+    CHECK(mode == "700");
+    CHECK(dir.find("/zmp-") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dir));
+}
+
+TEST_CASE("a run directory left by a SIGKILLed root is removed by the next root") {
+    auto [stale, mode] = probe("--kill-self");
+    REQUIRE_FALSE(stale.empty());
+    REQUIRE(std::filesystem::exists(stale));  // nobody cleaned up after the kill
+    auto [fresh, fresh_mode] = probe();
+    CHECK(fresh != stale);
+    CHECK_FALSE(std::filesystem::exists(stale));
+}
+
+TEST_CASE("the authkey is 32 random bytes, made by the root and inherited by children") {
+    const auto& key = Runtime::instance().authkey();
+    CHECK(key.size() == 32);
+    CHECK(std::any_of(key.begin(), key.end(), [](auto b) { return b != 0; }));
+    auto [reader, writer] = zmp::Pipe(false);
+    zmp::Process p([w = writer]() mutable {
+        const auto& k = Runtime::instance().authkey();
+        w.send(std::vector<std::uint8_t>(k.begin(), k.end()));
+    });
+    p.start();
+    writer.close();
+    auto child_key = reader.recv<std::vector<std::uint8_t>>();
+    p.join();
+    CHECK(child_key == std::vector<std::uint8_t>(key.begin(), key.end()));
+}
+
+TEST_CASE("a forked child makes its own ZeroMQ context and sockets and exits cleanly") {
+    Runtime& rt = Runtime::instance();
+    const std::string endpoint = zmp::transport::ipc_endpoint(rt.run_dir(), "afterfork");
+    // The parent has a live context, a bound socket and a cached per-thread socket.
+    zmq::socket_t server = zmp::transport::open_socket(rt.context(), zmq::socket_type::pull);
+    server.bind(endpoint);
+    auto make_push = [&](zmq::context_t& ctx) {
+        zmq::socket_t s = zmp::transport::open_socket(ctx, zmq::socket_type::push);
+        s.connect(endpoint);
+        return s;
+    };
+    zmq::socket_ref parent_socket = rt.thread_socket("push", make_push);
+    const void* parent_handle = parent_socket.handle();
+    const std::uint64_t parent_generation = rt.generation();
+
+    auto [done_reader, done_writer] = zmp::Pipe(false);
+    zmp::Process child([&, r = done_reader]() mutable {
+        Runtime& crt = Runtime::instance();
+        zmq::socket_ref mine = crt.thread_socket("push", make_push);
+        const bool fresh = mine.handle() != parent_handle && crt.generation() != parent_generation;
+        std::string text = fresh ? "fresh socket" : "inherited socket";
+        zmp::transport::send_message(mine, {zmq::const_buffer(text.data(), text.size())});
+        (void)r.recv<int>();  // ZeroMQ delivers at most once: wait until the parent has it
+    });
+    child.start();
+    std::vector<zmq::message_t> frames;
+    REQUIRE(zmp::transport::recv_message(server, frames, 1, 30s));
+    CHECK(frames[0].to_string() == "fresh socket");
+    done_writer.send(1);
+    CHECK(child.join(30s));
+    CHECK(child.exitcode() == 0);
+    // The parent's own cached socket is untouched and still works.
+    CHECK(rt.thread_socket("push", make_push).handle() == parent_handle);
+    zmp::transport::send_message(parent_socket, {zmq::const_buffer("parent", 6)});
+    REQUIRE(zmp::transport::recv_message(server, frames, 1, 30s));
+    CHECK(frames[0].to_string() == "parent");
+}

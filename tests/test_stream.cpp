@@ -1,0 +1,98 @@
+// ZeroMQ delivers at most once; zmp's acknowledged streams must deliver everything, even when the
+// sender exits the moment it is done (libzmq#4660).
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+#include "runtime.hpp"
+#include "zmp/process.hpp"
+#include "zmp/transport/stream.hpp"
+#include "zmp/transport/zsocket.hpp"
+
+using namespace std::chrono_literals;
+using zmp::detail::Runtime;
+using zmp::transport::StreamReceiver;
+using zmp::transport::StreamSender;
+
+TEST_CASE("100,000 messages from a child that exits right after sending all arrive, 20 times in a row") {
+    Runtime& rt = Runtime::instance();
+    constexpr std::uint64_t kCount = 100000;
+    for (int round = 0; round < 20; ++round) {
+        const std::string endpoint = zmp::transport::ipc_endpoint(rt.run_dir(), "stream" + std::to_string(round));
+        StreamReceiver receiver(rt.context(), endpoint);
+        zmp::Process child([endpoint] {
+            StreamSender sender(Runtime::instance().context(), endpoint);
+            for (std::uint64_t i = 0; i < kCount; ++i) sender.send(&i, sizeof i);
+            if (!sender.finish(30s)) zmp::exit(3);
+            zmp::exit(0);  // and gone at once
+        });
+        child.start();
+
+        std::uint64_t expected = 0;
+        bool ended = false;
+        while (!ended) {
+            auto item = receiver.recv(30s);
+            REQUIRE(item);
+            if (item->kind == StreamReceiver::Item::Kind::end) {
+                ended = true;
+            } else {
+                std::uint64_t value;
+                REQUIRE(item->payload.size() == sizeof value);
+                std::memcpy(&value, item->payload.data(), sizeof value);
+                REQUIRE(value == expected);  // in order, none missing, none twice
+                ++expected;
+            }
+        }
+        CHECK(expected == kCount);
+        child.join();
+        CHECK(child.exitcode() == 0);
+    }
+}
+
+TEST_CASE("a frame over a socket's size limit is dropped and the receiver keeps serving others") {
+    Runtime& rt = Runtime::instance();
+    const std::string endpoint = zmp::transport::ipc_endpoint(rt.run_dir(), "limit");
+    zmp::transport::SocketOptions small;
+    small.max_message = 1024;
+    zmq::socket_t server = zmp::transport::open_socket(rt.context(), zmq::socket_type::pull, small);
+    server.bind(endpoint);
+
+    zmq::socket_t big = zmp::transport::open_socket(rt.context(), zmq::socket_type::push);
+    big.connect(endpoint);
+    std::string huge(64 * 1024, 'x');
+    zmp::transport::send_message(big, {zmq::const_buffer(huge.data(), huge.size())});
+    std::vector<zmq::message_t> frames;
+    CHECK_FALSE(zmp::transport::recv_message(server, frames, 4, 300ms));
+
+    zmq::socket_t polite = zmp::transport::open_socket(rt.context(), zmq::socket_type::push);
+    polite.connect(endpoint);
+    zmp::transport::send_message(polite, {zmq::const_buffer("hello", 5)});
+    REQUIRE(zmp::transport::recv_message(server, frames, 4, 5s));
+    CHECK(frames.at(0).to_string() == "hello");
+}
+
+TEST_CASE("a stream receiver drops malformed messages and counts them") {
+    Runtime& rt = Runtime::instance();
+    const std::string endpoint = zmp::transport::ipc_endpoint(rt.run_dir(), "garbage");
+    StreamReceiver receiver(rt.context(), endpoint);
+    zmq::socket_t rogue = zmp::transport::open_socket(rt.context(), zmq::socket_type::dealer);
+    rogue.connect(endpoint);
+    zmp::transport::send_message(rogue, {zmq::const_buffer("??", 2)});
+    zmp::transport::send_message(rogue, {zmq::const_buffer("E", 1), zmq::const_buffer("short", 5)});
+    zmp::transport::send_message(rogue, {zmq::const_buffer("X", 1), zmq::const_buffer("12345678", 8)});
+
+    StreamSender sender(rt.context(), endpoint);
+    int v = 7;
+    sender.send(&v, sizeof v);
+    auto item = receiver.recv(5s);
+    REQUIRE(item);
+    CHECK(item->kind == StreamReceiver::Item::Kind::data);
+    CHECK_FALSE(receiver.recv(300ms));  // drains whatever garbage came after the data
+    CHECK(receiver.dropped() == 3);
+}
+
+TEST_CASE("ipc endpoints longer than sun_path are refused with a clear error") {
+    std::string dir = "/tmp/" + std::string(120, 'd');
+    CHECK_THROWS_AS(zmp::transport::ipc_endpoint(dir, "x"), zmp::ValueError);
+    CHECK(zmp::transport::ipc_endpoint("/tmp/a", "b") == "ipc:///tmp/a/b");
+}

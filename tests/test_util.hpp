@@ -1,0 +1,40 @@
+#pragma once
+// Small helpers shared by the tests.
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+namespace test_util {
+
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+/// Runs a shell command and returns its standard output and exit status.
+struct CommandResult {
+    std::string out;
+    int status;
+};
+inline CommandResult run_command(const std::string& command) {
+    CommandResult result{"", -1};
+    FILE* pipe = ::popen(command.c_str(), "r");
+    if (pipe == nullptr) return result;
+    std::array<char, 4096> chunk{};
+    std::size_t n;
+    while ((n = std::fread(chunk.data(), 1, chunk.size(), pipe)) > 0) result.out.append(chunk.data(), n);
+    int status = ::pclose(pipe);
+    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return result;
+}
+
+/// True if a process with this pid exists (and is not a zombie of ours).
+inline bool pid_exists(pid_t pid) { return ::kill(pid, 0) == 0; }
+
+}  // namespace test_util

@@ -1,0 +1,74 @@
+#pragma once
+// A message channel over one end of a Unix stream socket: the same-host fast path under Pipe and
+// under the spawn / forkserver hand-off. Messages keep their boundaries (0-byte messages are
+// messages), may be of any size up to a limit, and may carry file descriptors (SCM_RIGHTS).
+// The kernel gives the end-of-stream semantics Python's Pipe has: EOF once every copy of the
+// peer's end, in every process, is closed, including by the death of its holder.
+//
+// Threading: one thread may send while another receives; two concurrent senders (or receivers)
+// on the same channel must be serialised by the caller.
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace zmp::transport {
+
+/// Largest message a channel accepts unless told otherwise: 1 GiB.
+inline constexpr std::uint64_t kDefaultMaxChannelMessage = std::uint64_t{1} << 30;
+
+/// A received message: its bytes (uninitialised storage, exactly `size` of them) and the
+/// descriptors that came with it, which the receiver now owns.
+struct ChannelMessage {
+    std::unique_ptr<char[]> data;
+    std::size_t size = 0;
+    std::vector<int> fds;
+};
+
+class FdChannel {
+public:
+    /// Two connected ends (socketpair, close-on-exec).
+    static std::pair<FdChannel, FdChannel> pair();
+
+    FdChannel() = default;
+    /// Adopts `fd`, a connected Unix stream socket.
+    explicit FdChannel(int fd, std::uint64_t max_message = kDefaultMaxChannelMessage) noexcept
+        : fd_(fd), max_message_(max_message) {}
+    FdChannel(FdChannel&& other) noexcept;
+    FdChannel& operator=(FdChannel&& other) noexcept;
+    FdChannel(const FdChannel&) = delete;
+    FdChannel& operator=(const FdChannel&) = delete;
+    ~FdChannel();
+
+    int fd() const noexcept { return fd_; }
+    bool is_open() const noexcept { return fd_ >= 0; }
+    /// Gives up ownership of the descriptor without closing it.
+    int release() noexcept;
+    void close() noexcept;
+
+    /// Sends one message made of `parts` (gathered, not copied), with `fds` attached.
+    /// Throws OSError (EPIPE when the peer is gone).
+    void send(std::span<const iovec> parts, std::span<const int> fds = {});
+    void send(const void* data, std::size_t size, std::span<const int> fds = {});
+
+    /// Receives one whole message. Returns false at a clean end of stream (the peer closed and
+    /// nothing is left). Throws ProtocolError for a message over the limit or cut short by EOF
+    /// (the channel is unusable afterwards), OSError for other failures.
+    bool recv(ChannelMessage& out);
+
+    /// Waits up to `timeout_ms` (negative: for ever) until a message or end of stream can be
+    /// read. True if recv() would not block.
+    bool poll(int timeout_ms) const;
+
+private:
+    int fd_ = -1;
+    std::uint64_t max_message_ = kDefaultMaxChannelMessage;
+    bool broken_ = false;
+};
+
+}  // namespace zmp::transport

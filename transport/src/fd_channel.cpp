@@ -1,0 +1,213 @@
+#include "zmp/transport/fd_channel.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "zmp/transport/errors.hpp"
+
+namespace zmp::transport {
+namespace {
+
+// Every message starts with this header; the magic catches a desynchronised or foreign stream.
+struct Header {
+    std::uint64_t size;
+    std::uint32_t nfds;
+    std::uint32_t magic;
+};
+constexpr std::uint32_t kMagic = 0x7a6d7046;  // "zmpF"
+constexpr std::uint32_t kMaxFds = 250;         // below the kernel's SCM_MAX_FD (253)
+
+void close_all(const std::vector<int>& fds) {
+    for (int fd : fds) ::close(fd);
+}
+
+// Reads exactly `size` bytes. Returns the count read before EOF (less than size only at EOF).
+std::size_t read_fully(int fd, char* data, std::size_t size) {
+    std::size_t done = 0;
+    while (done < size) {
+        ssize_t n = ::read(fd, data + done, size - done);
+        if (n > 0) {
+            done += static_cast<std::size_t>(n);
+        } else if (n == 0) {
+            break;
+        } else if (errno != EINTR) {
+            throw_os_error("read from channel", errno);
+        }
+    }
+    return done;
+}
+
+}  // namespace
+
+std::pair<FdChannel, FdChannel> FdChannel::pair() {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) throw_os_error("socketpair", errno);
+    return {FdChannel(fds[0]), FdChannel(fds[1])};
+}
+
+FdChannel::FdChannel(FdChannel&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), max_message_(other.max_message_), broken_(other.broken_) {}
+
+FdChannel& FdChannel::operator=(FdChannel&& other) noexcept {
+    if (this != &other) {
+        close();
+        fd_ = std::exchange(other.fd_, -1);
+        max_message_ = other.max_message_;
+        broken_ = other.broken_;
+    }
+    return *this;
+}
+
+FdChannel::~FdChannel() { close(); }
+
+int FdChannel::release() noexcept { return std::exchange(fd_, -1); }
+
+void FdChannel::close() noexcept {
+    if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+}
+
+void FdChannel::send(const void* data, std::size_t size, std::span<const int> fds) {
+    iovec part{const_cast<void*>(data), size};
+    send(std::span<const iovec>(&part, 1), fds);
+}
+
+void FdChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
+    if (fd_ < 0) throw OSError("handle is closed", EBADF);
+    if (fds.size() > kMaxFds) throw ValueError("too many file descriptors in one message");
+    std::uint64_t total = 0;
+    for (const iovec& p : parts) total += p.iov_len;
+    if (total > max_message_) {
+        throw ValueError("message of " + std::to_string(total) + " bytes exceeds the channel limit of " +
+                         std::to_string(max_message_) + " bytes");
+    }
+    Header header{total, static_cast<std::uint32_t>(fds.size()), kMagic};
+
+    std::vector<iovec> iov;
+    iov.reserve(parts.size() + 1);
+    iov.push_back({&header, sizeof header});
+    for (const iovec& p : parts)
+        if (p.iov_len > 0) iov.push_back(p);
+
+    std::vector<char> control;
+    if (!fds.empty()) {
+        control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
+    }
+    std::size_t first = 0;  // index of the first iovec not yet fully written
+    bool control_sent = false;
+    while (first < iov.size()) {
+        msghdr msg{};
+        msg.msg_iov = iov.data() + first;
+        msg.msg_iovlen = std::min<std::size_t>(iov.size() - first, IOV_MAX);
+        if (!control.empty() && !control_sent) {
+            msg.msg_control = control.data();
+            msg.msg_controllen = control.size();
+            cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+            cmsg->cmsg_level = SOL_SOCKET;
+            cmsg->cmsg_type = SCM_RIGHTS;
+            cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+            std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+        }
+        ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EPIPE || errno == ECONNRESET) throw OSError("the other end of the channel is closed", errno);
+            throw_os_error("send on channel", errno);
+        }
+        control_sent = true;
+        auto left = static_cast<std::size_t>(n);
+        while (first < iov.size() && left >= iov[first].iov_len) {
+            left -= iov[first].iov_len;
+            ++first;
+        }
+        if (left > 0) {
+            iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+            iov[first].iov_len -= left;
+        }
+    }
+}
+
+bool FdChannel::recv(ChannelMessage& out) {
+    if (fd_ < 0) throw OSError("handle is closed", EBADF);
+    if (broken_) throw ProtocolError("channel is unusable after an earlier framing error");
+    out.fds.clear();
+    out.size = 0;
+
+    // The header travels with the descriptors, so it is read with recvmsg.
+    Header header{};
+    std::size_t got = 0;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+    while (got < sizeof header) {
+        iovec iov{reinterpret_cast<char*>(&header) + got, sizeof header - got};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        ssize_t n = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == ECONNRESET) n = 0;
+            else throw_os_error("receive on channel", errno);
+        }
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                const int* received = reinterpret_cast<const int*>(CMSG_DATA(c));
+                out.fds.insert(out.fds.end(), received, received + count);
+            }
+        }
+        if (n == 0) {
+            close_all(out.fds);
+            out.fds.clear();
+            if (got == 0) return false;
+            broken_ = true;
+            throw ProtocolError("got end of file during message");
+        }
+        got += static_cast<std::size_t>(n);
+    }
+    if (header.magic != kMagic || header.nfds != out.fds.size()) {
+        close_all(out.fds);
+        out.fds.clear();
+        broken_ = true;
+        throw ProtocolError("channel stream is corrupt (bad message header)");
+    }
+    if (header.size > max_message_) {
+        close_all(out.fds);
+        out.fds.clear();
+        broken_ = true;
+        throw ProtocolError("bad message length: " + std::to_string(header.size) + " bytes exceeds the limit of " +
+                            std::to_string(max_message_));
+    }
+    out.size = static_cast<std::size_t>(header.size);
+    out.data.reset(new char[out.size > 0 ? out.size : 1]);
+    if (read_fully(fd_, out.data.get(), out.size) != out.size) {
+        close_all(out.fds);
+        out.fds.clear();
+        broken_ = true;
+        throw ProtocolError("got end of file during message");
+    }
+    return true;
+}
+
+bool FdChannel::poll(int timeout_ms) const {
+    if (fd_ < 0) throw OSError("handle is closed", EBADF);
+    pollfd p{fd_, POLLIN, 0};
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+        int rc = ::poll(&p, 1, timeout_ms);
+        if (rc > 0) return true;
+        if (rc == 0) return false;
+        if (errno != EINTR) throw_os_error("poll on channel", errno);
+        if (timeout_ms >= 0) {
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            timeout_ms = left.count() > 0 ? static_cast<int>(left.count()) : 0;
+        }
+    }
+}
+
+}  // namespace zmp::transport
