@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <mutex>
 
 #include "fd_passing.hpp"
@@ -20,6 +21,7 @@ struct ConnectionState {
     const bool writable;
     std::mutex send_mutex;
     std::mutex recv_mutex;
+    transport::ChannelMessage recv_buffer;  // reused by typed recv (under recv_mutex)
 };
 
 namespace {
@@ -109,12 +111,13 @@ void Connection::finish_send_value(void* fd_scope, const char* data, std::size_t
 
 Connection::ReceivedValue Connection::receive_value() {
     ConnectionState& st = detail::for_reading(state_);
-    transport::ChannelMessage message;
-    {
-        std::lock_guard lock(st.recv_mutex);
-        if (!st.channel.recv(message)) throw EOFError("the other end of the connection is closed");
-    }
+    std::lock_guard lock(st.recv_mutex);
+    transport::ChannelMessage& message = st.recv_buffer;
+    if (!st.channel.recv(message)) throw EOFError("the other end of the connection is closed");
+    // The supply owns the descriptors from here on, even if decoding fails.
     auto supply = std::make_shared<detail::FdSupply>(std::move(message.fds));
+    message.fds.clear();
+    // decode() copies what it keeps, so the buffer is free for the next message afterwards.
     return ReceivedValue{transport::decode(message.data.get(), message.size), std::move(supply)};
 }
 
@@ -133,34 +136,52 @@ void Connection::send_bytes(std::string_view buffer, std::size_t offset, std::op
     send_bytes(buffer.data() + offset, count);
 }
 
-std::string Connection::recv_bytes(std::optional<std::size_t> max_length) {
-    ConnectionState& st = detail::for_reading(state_);
-    transport::ChannelMessage message;
+namespace {
+
+// Receives one message into whatever `storage` provides; raw-byte receivers drop descriptors.
+void receive_raw(ConnectionState& st, const std::function<char*(std::size_t)>& storage) {
+    std::vector<int> fds;
+    bool got;
     {
         std::lock_guard lock(st.recv_mutex);
-        if (!st.channel.recv(message)) throw EOFError("the other end of the connection is closed");
+        got = st.channel.recv(storage, fds);
     }
-    for (int fd : message.fds) ::close(fd);
-    if (max_length && message.size > *max_length) {
+    for (int fd : fds) ::close(fd);
+    if (!got) throw EOFError("the other end of the connection is closed");
+}
+
+}  // namespace
+
+std::string Connection::recv_bytes(std::optional<std::size_t> max_length) {
+    ConnectionState& st = detail::for_reading(state_);
+    std::string bytes;
+    bool too_long = false;
+    receive_raw(st, [&](std::size_t size) {
+        too_long = max_length && size > *max_length;
+        bytes.resize(size);  // the message lands in the returned string, with no copy
+        return bytes.data();
+    });
+    if (too_long) {
         st.channel.close();  // Python leaves the connection unusable after a bad length
-        throw ProtocolError("bad message length: " + std::to_string(message.size) + " bytes exceeds maxlength " +
+        throw ProtocolError("bad message length: " + std::to_string(bytes.size()) + " bytes exceeds maxlength " +
                             std::to_string(*max_length));
     }
-    return std::string(message.data.get(), message.size);
+    return bytes;
 }
 
 std::size_t Connection::recv_bytes_into(std::span<std::byte> buffer, std::size_t offset) {
     if (offset > buffer.size()) throw ValueError("offset is larger than the buffer");
     ConnectionState& st = detail::for_reading(state_);
-    transport::ChannelMessage message;
-    {
-        std::lock_guard lock(st.recv_mutex);
-        if (!st.channel.recv(message)) throw EOFError("the other end of the connection is closed");
-    }
-    for (int fd : message.fds) ::close(fd);
-    if (message.size > buffer.size() - offset) throw BufferTooShort(std::string(message.data.get(), message.size));
-    std::memcpy(buffer.data() + offset, message.data.get(), message.size);
-    return message.size;
+    std::string overflow;
+    std::size_t received = 0;
+    receive_raw(st, [&](std::size_t size) {
+        received = size;
+        if (size <= buffer.size() - offset) return reinterpret_cast<char*>(buffer.data() + offset);
+        overflow.resize(size);
+        return overflow.data();
+    });
+    if (received > buffer.size() - offset) throw BufferTooShort(std::move(overflow));
+    return received;
 }
 
 bool Connection::poll(Timeout timeout) const {

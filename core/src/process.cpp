@@ -9,7 +9,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cxxabi.h>
+#include <cstring>
 #include <iostream>
+#include <ostream>
 
 #include "process_state.hpp"
 #include "runtime.hpp"
@@ -24,11 +26,9 @@ namespace {
 struct SystemExit {
     int code;
 };
-thread_local bool running_target = false;
-
 // Runs the target the way Python's _bootstrap does and returns the exit code.
 int run_target(Process& process) {
-    running_target = true;
+    Runtime::instance().set_target_thread(true);
     try {
         process.run();
         return 0;
@@ -108,7 +108,7 @@ ProcessState& checked_open(ProcessState& st) {
 // Parent-side checks shared by join(), is_alive() and the signals.
 void require_child_of_caller(const ProcessState& st, const char* what) {
     if (st.role == ProcessState::Role::current) throw ValueError(std::string("can only ") + what + " a child process");
-    if (st.creator != ::getpid()) throw ValueError(std::string("can only ") + what + " a child process");
+    if (st.creator != Runtime::instance().pid()) throw ValueError(std::string("can only ") + what + " a child process");
 }
 
 }  // namespace
@@ -118,7 +118,7 @@ Process::Process() : Process(ProcessOptions{}) {}
 Process::Process(ProcessOptions options) : state_(std::make_shared<ProcessState>()) {
     Runtime& rt = Runtime::instance();
     ProcessState& st = *state_;
-    st.creator = ::getpid();
+    st.creator = rt.pid();
     st.identity = rt.next_child_identity();
     if (options.name.empty()) {
         st.name = "Process-";
@@ -150,22 +150,20 @@ void Process::start() {
     std::unique_lock lock(st.mutex);
     checked_open(st);
     if (st.popen || st.role == ProcessState::Role::current) throw ValueError("cannot start a process twice");
-    if (st.creator != ::getpid()) throw ValueError("can only start a process object created by current process");
-
     Runtime& rt = Runtime::instance();
+    if (st.creator != rt.pid()) throw ValueError("can only start a process object created by current process");
+
     for (const auto& child : rt.children()) {  // reap children that have ended, as Python's start() does
         if (child.get() == &st) continue;
         std::lock_guard child_lock(child->mutex);
         if (child->poll_locked()) rt.forget_child(child.get());
     }
-    (void)rt.run_dir();  // children inherit the run directory; only the root makes it
+    (void)rt.run_dir();    // children inherit the run directory; only the root makes it
+    (void)rt.self_pidfd(); // and a pidfd on this process, their parent
 
-    detail::ChildIdentity who{st.name, st.daemon, st.identity, ::getpid(), rt.name(),
-                              static_cast<pid_t>(::syscall(SYS_gettid)) == ::getpid()};
-    // Buffered output would otherwise be written twice, once by each process.
-    std::cout.flush();
-    std::cerr.flush();
-    std::fflush(nullptr);
+    detail::ChildIdentity who{st.name, st.daemon, st.identity, rt.pid(), rt.name(),
+                              static_cast<pid_t>(::syscall(SYS_gettid)) == rt.pid()};
+    detail::flush_std_streams();  // or buffered output would be written twice, once by each process
     const pid_t pid = ::fork();
     if (pid < 0) throw_os_error("fork", errno);
     if (pid == 0) detail::child_main(who, *this);
@@ -240,7 +238,7 @@ void Process::kill() {
 
 std::optional<int> Process::exitcode() const {
     ProcessState& st = checked_open(state());
-    if (st.role == ProcessState::Role::current || st.creator != ::getpid()) return std::nullopt;
+    if (st.role == ProcessState::Role::current || st.creator != Runtime::instance().pid()) return std::nullopt;
     std::lock_guard lock(st.mutex);
     return st.poll_locked();
 }
@@ -290,6 +288,29 @@ void Process::close() {
     st.closed = true;
     st.target = nullptr;
     Runtime::instance().forget_child(&st);
+}
+
+std::ostream& operator<<(std::ostream& out, const Process& process) {
+    const ProcessState& st = checked_open(process.state());
+    out << "<" << (st.role == ProcessState::Role::current ? "_MainProcess" : "Process") << " name='" << st.name << "'";
+    if (st.role == ProcessState::Role::current) return out << " started>";
+    std::optional<int> code;
+    std::optional<pid_t> pid;
+    {
+        std::lock_guard lock(st.mutex);
+        if (st.popen) {
+            pid = st.popen->pid();
+            if (st.creator == Runtime::instance().pid()) code = const_cast<ProcessState&>(st).poll_locked();
+        }
+    }
+    if (pid) out << " pid=" << *pid;
+    out << " parent=" << st.creator;
+    if (!pid) out << " initial";
+    else if (!code) out << " started";
+    else if (*code < 0) out << " stopped exitcode=-SIG" << (sigabbrev_np(-*code) ? sigabbrev_np(-*code) : "?");
+    else out << " stopped exitcode=" << *code;
+    if (st.daemon) out << " daemon";
+    return out << ">";
 }
 
 bool ParentProcess::is_alive() const {
@@ -344,7 +365,7 @@ int cpu_count() {
 
 [[noreturn]] void exit(int code) {
     Runtime& rt = Runtime::instance();
-    if (detail::running_target) throw detail::SystemExit{code};
+    if (rt.on_target_thread()) throw detail::SystemExit{code};
     if (rt.is_child()) rt.exit_child(code);
     std::exit(code);
 }

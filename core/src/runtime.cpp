@@ -10,6 +10,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <ext/stdio_sync_filebuf.h>
+#include <stdio_ext.h>
+
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -68,12 +71,26 @@ struct ThreadSockets {
     }
 };
 thread_local ThreadSockets thread_sockets;
+// Trivially destructible, so reading it never sets up thread_sockets on a thread that has none.
+thread_local bool thread_has_sockets = false;
+
+void flush_stream(std::ostream& stream) {
+    // Synced with stdio (the default), the stream keeps no buffer of its own.
+    if (dynamic_cast<__gnu_cxx::stdio_sync_filebuf<char>*>(stream.rdbuf()) == nullptr) stream.flush();
+}
 
 void atfork_prepare() { Runtime::instance().before_fork(); }
 void atfork_parent() { Runtime::instance().after_fork_parent(); }
 void atfork_child() { Runtime::instance().after_fork_child(); }
 
 }  // namespace
+
+void flush_std_streams() {
+    flush_stream(std::cout);
+    flush_stream(std::cerr);
+    if (__fpending(stdout) > 0) std::fflush(stdout);
+    if (__fpending(stderr) > 0) std::fflush(stderr);
+}
 
 int open_pidfd(pid_t pid) {
     // pidfds are always close-on-exec.
@@ -117,12 +134,38 @@ Runtime::Runtime() : pid_(::getpid()), root_pid_(::getpid()) {
         if (n > 0) filled += static_cast<std::size_t>(n);
         else if (errno != EINTR) throw_os_error("getrandom", errno);
     }
-    current_ = std::make_shared<ProcessState>();
-    current_->role = ProcessState::Role::current;
-    current_->creator = pid_;
-    current_->name = name_;
     ::pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
     std::atexit(&Runtime::at_exit);
+}
+
+const std::shared_ptr<ProcessState>& Runtime::current_state() {
+    std::lock_guard lock(mutex_);
+    if (!current_ || current_pid_ != pid_) {
+        auto state = std::make_shared<ProcessState>();
+        state->role = ProcessState::Role::current;
+        state->creator = pid_;
+        state->name = name_;
+        state->daemon = daemon_;
+        state->identity = identity_;
+        current_ = std::move(state);
+        current_pid_ = pid_;
+    }
+    return current_;
+}
+
+int Runtime::self_pidfd() {
+    std::lock_guard lock(mutex_);
+    if (self_pidfd_ < 0) self_pidfd_ = open_pidfd(pid_);
+    return self_pidfd_;
+}
+
+bool Runtime::on_target_thread() const {
+    return is_child_ && target_running_ && ::pthread_equal(target_thread_, ::pthread_self());
+}
+
+void Runtime::set_target_thread(bool running) {
+    target_running_ = running;
+    target_thread_ = ::pthread_self();
 }
 
 std::vector<int> Runtime::next_child_identity() {
@@ -167,6 +210,7 @@ zmq::socket_ref Runtime::thread_socket(const std::string& key,
         thread_sockets.abandon();
         thread_sockets.generation = now;
     }
+    thread_has_sockets = true;
     auto it = thread_sockets.sockets.find(key);
     if (it == thread_sockets.sockets.end()) {
         auto socket = std::make_unique<zmq::socket_t>(make(context()));
@@ -176,6 +220,7 @@ zmq::socket_ref Runtime::thread_socket(const std::string& key,
 }
 
 void Runtime::close_thread_sockets() {
+    if (!thread_has_sockets) return;
     if (thread_sockets.generation == generation()) thread_sockets.sockets.clear();
     else thread_sockets.abandon();
 }
@@ -197,22 +242,14 @@ void Runtime::forget_child(const ProcessState* child) {
 
 void Runtime::become_child(const ChildIdentity& who) {
     name_ = who.name;
-    pid_ = ::getpid();
     daemon_ = who.daemon;
     identity_ = who.identity;
     child_counter_ = 0;
     is_child_ = true;
     parent_pid_ = who.parent_pid;
     parent_name_ = who.parent_name;
-    // If the parent already died, getppid() no longer names it and the pidfd would name a stranger.
-    parent_pidfd_ = ::getppid() == who.parent_pid ? open_pidfd(who.parent_pid) : -1;
-
-    current_ = std::make_shared<ProcessState>();
-    current_->role = ProcessState::Role::current;
-    current_->creator = pid_;
-    current_->name = name_;
-    current_->daemon = daemon_;
-    current_->identity = identity_;
+    // The parent opened a pidfd on itself before forking; this child inherited it.
+    parent_pidfd_ = inherited_pidfd_;
 
     if (daemon_) {
         // A daemon dies with its parent, even when the parent is SIGKILLed.
@@ -221,6 +258,7 @@ void Runtime::become_child(const ChildIdentity& who) {
             ::prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (::getppid() != who.parent_pid) ::_exit(1);  // it died before prctl took effect
         } else if (parent_pidfd_ >= 0) {
+            // std::thread allocates, but a daemon pays that once; ordinary children do not.
             std::thread([fd = parent_pidfd_] {
                 wait_fd_readable(fd, std::nullopt);
                 ::kill(::getpid(), SIGKILL);
@@ -250,9 +288,7 @@ void Runtime::finish_children() {
         finish_children();
     } catch (...) {
     }
-    std::cout.flush();
-    std::cerr.flush();
-    std::fflush(nullptr);
+    flush_std_streams();
     close_thread_sockets();
     ::_exit(code);
 }
@@ -278,8 +314,12 @@ void Runtime::after_fork_child() {
     // Whatever belonged to the parent stays untouched: the context (its destructor would hang),
     // the parent's children (not ours to join).
     context_ = nullptr;
-    new std::vector<std::shared_ptr<ProcessState>>(std::move(children_));  // leaked on purpose
-    children_.clear();
+    if (!children_.empty()) {
+        new std::vector<std::shared_ptr<ProcessState>>(std::move(children_));  // leaked on purpose
+        children_.clear();
+    }
+    inherited_pidfd_ = std::exchange(self_pidfd_, -1);
+    target_running_ = false;
     pid_ = ::getpid();
     generation_.fetch_add(1, std::memory_order_acq_rel);
 }

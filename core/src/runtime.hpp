@@ -7,6 +7,7 @@
 // drops (leaks) the inherited context and bumps the fork generation; per-thread socket caches
 // made under an older generation are abandoned, not closed.
 
+#include <pthread.h>
 #include <sys/types.h>
 
 #include <zmq.hpp>
@@ -42,16 +43,20 @@ public:
 
     // Identity of this process.
     const std::string& name() const { return name_; }
+    /// This process's pid, kept up to date across fork() (cheaper than the getpid syscall).
     pid_t pid() const { return pid_; }
     bool daemon() const { return daemon_; }
     bool is_root() const { return root_pid_ == ::getpid(); }
     const std::vector<int>& identity() const { return identity_; }
     /// The next child's identity tuple and default name ("Process-1", "Process-1:2", ...).
     std::vector<int> next_child_identity();
-    const std::shared_ptr<ProcessState>& current_state() const { return current_; }
+    /// The state behind current_process(), made on first use in each process.
+    const std::shared_ptr<ProcessState>& current_state();
     pid_t parent_pid() const { return parent_pid_; }
     const std::string& parent_name() const { return parent_name_; }
     int parent_pidfd() const { return parent_pidfd_; }
+    /// A pidfd on this process, opened once; a forked child inherits it as its parent's pidfd.
+    int self_pidfd();
 
     const Authkey& authkey() const { return authkey_; }
 
@@ -82,8 +87,11 @@ public:
     void finish_children();
     /// The end of every zmp child: finish children, flush stdio, close sockets, _exit(code).
     [[noreturn]] void exit_child(int code);
-    /// True while this process is a zmp child running its target.
+    /// True in a process started by zmp (as opposed to the root).
     bool is_child() const { return is_child_; }
+    /// True on the thread that runs this child's target, while it runs.
+    bool on_target_thread() const;
+    void set_target_thread(bool running);
 
     // fork handlers (pthread_atfork)
     void before_fork();
@@ -104,9 +112,14 @@ private:
     std::vector<int> identity_;
     int child_counter_ = 0;
     std::shared_ptr<ProcessState> current_;
+    pid_t current_pid_ = 0;              // the pid current_ was made for
     pid_t parent_pid_ = 0;
     std::string parent_name_;
     int parent_pidfd_ = -1;
+    int self_pidfd_ = -1;
+    int inherited_pidfd_ = -1;           // the parent's self_pidfd_, as this child inherited it
+    bool target_running_ = false;
+    pthread_t target_thread_{};
     Authkey authkey_{};
     std::string run_dir_;
     zmq::context_t* context_ = nullptr;  // leaked on purpose: destroying it in a child hangs
@@ -114,6 +127,9 @@ private:
     std::vector<std::shared_ptr<ProcessState>> children_;
 };
 
+/// Flushes stdout and stderr (and std::cout / std::cerr) if they hold anything; a forked child
+/// that has nothing to flush then touches none of their pages.
+void flush_std_streams();
 /// Opens a pidfd for `pid`, or -1 if the process is already gone.
 int open_pidfd(pid_t pid);
 /// Waits until `fd` is readable; false on timeout (nullopt: for ever). EINTR is retried.

@@ -22,10 +22,6 @@ struct Header {
 constexpr std::uint32_t kMagic = 0x7a6d7046;  // "zmpF"
 constexpr std::uint32_t kMaxFds = 250;         // below the kernel's SCM_MAX_FD (253)
 
-void close_all(const std::vector<int>& fds) {
-    for (int fd : fds) ::close(fd);
-}
-
 // Reads exactly `size` bytes. Returns the count read before EOF (less than size only at EOF).
 std::size_t read_fully(int fd, char* data, std::size_t size) {
     std::size_t done = 0;
@@ -132,10 +128,28 @@ void FdChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
 }
 
 bool FdChannel::recv(ChannelMessage& out) {
-    if (fd_ < 0) throw OSError("handle is closed", EBADF);
-    if (broken_) throw ProtocolError("channel is unusable after an earlier framing error");
     out.fds.clear();
     out.size = 0;
+    return recv(
+        [&out](std::size_t size) {
+            if (size > out.capacity || !out.data) {
+                out.data.reset(new char[size > 0 ? size : 1]);
+                out.capacity = size;
+            }
+            out.size = size;
+            return out.data.get();
+        },
+        out.fds);
+}
+
+bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vector<int>& fds) {
+    if (fd_ < 0) throw OSError("handle is closed", EBADF);
+    if (broken_) throw ProtocolError("channel is unusable after an earlier framing error");
+    const std::size_t fds_before = fds.size();
+    auto drop_fds = [&] {
+        for (std::size_t i = fds_before; i < fds.size(); ++i) ::close(fds[i]);
+        fds.resize(fds_before);
+    };
 
     // The header travels with the descriptors, so it is read with recvmsg.
     Header header{};
@@ -158,36 +172,32 @@ bool FdChannel::recv(ChannelMessage& out) {
             if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
                 std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
                 const int* received = reinterpret_cast<const int*>(CMSG_DATA(c));
-                out.fds.insert(out.fds.end(), received, received + count);
+                fds.insert(fds.end(), received, received + count);
             }
         }
         if (n == 0) {
-            close_all(out.fds);
-            out.fds.clear();
+            drop_fds();
             if (got == 0) return false;
             broken_ = true;
             throw ProtocolError("got end of file during message");
         }
         got += static_cast<std::size_t>(n);
     }
-    if (header.magic != kMagic || header.nfds != out.fds.size()) {
-        close_all(out.fds);
-        out.fds.clear();
+    if (header.magic != kMagic || header.nfds != fds.size() - fds_before) {
+        drop_fds();
         broken_ = true;
         throw ProtocolError("channel stream is corrupt (bad message header)");
     }
     if (header.size > max_message_) {
-        close_all(out.fds);
-        out.fds.clear();
+        drop_fds();
         broken_ = true;
         throw ProtocolError("bad message length: " + std::to_string(header.size) + " bytes exceeds the limit of " +
                             std::to_string(max_message_));
     }
-    out.size = static_cast<std::size_t>(header.size);
-    out.data.reset(new char[out.size > 0 ? out.size : 1]);
-    if (read_fully(fd_, out.data.get(), out.size) != out.size) {
-        close_all(out.fds);
-        out.fds.clear();
+    const auto size = static_cast<std::size_t>(header.size);
+    char* data = storage(size);
+    if (read_fully(fd_, data, size) != size) {
+        drop_fds();
         broken_ = true;
         throw ProtocolError("got end of file during message");
     }

@@ -24,6 +24,7 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <optional>
 #include <string>
@@ -111,6 +112,7 @@ public:
     explicit Process(std::shared_ptr<detail::ProcessState> state) : state_(std::move(state)) {}
 
 private:
+    friend std::ostream& operator<<(std::ostream& out, const Process& process);
     template <class F, class... Args>
     static std::function<void()> bind_target(F&& target, Args&&... args) {
         return [fn = std::decay_t<F>(std::forward<F>(target)),
@@ -123,6 +125,10 @@ private:
 
     std::shared_ptr<detail::ProcessState> state_;
 };
+
+/// Python's repr: <Process name='Process-1' pid=4242 parent=4241 started daemon>, with
+/// "initial" before start and "stopped exitcode=-SIGTERM" (or "exitcode=N") after the end.
+std::ostream& operator<<(std::ostream& out, const Process& process);
 
 /// What a child knows of its parent: a name and a pid, and whether it still runs.
 class ParentProcess {

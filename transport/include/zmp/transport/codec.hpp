@@ -44,7 +44,7 @@ T convert(const msgpack::object& obj) {
 /// Packs one value into a fresh buffer. Types without a msgpack adaptor fail to compile.
 template <class T>
 msgpack::sbuffer encode(const T& value) {
-    msgpack::sbuffer buffer;
+    msgpack::sbuffer buffer(256);  // most messages are small; the default 8 KiB costs a big malloc
     msgpack::pack(buffer, value);
     return buffer;
 }

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <utility>
@@ -22,11 +23,12 @@ namespace zmp::transport {
 /// Largest message a channel accepts unless told otherwise: 1 GiB.
 inline constexpr std::uint64_t kDefaultMaxChannelMessage = std::uint64_t{1} << 30;
 
-/// A received message: its bytes (uninitialised storage, exactly `size` of them) and the
-/// descriptors that came with it, which the receiver now owns.
+/// A received message: its bytes and the descriptors that came with it, which the receiver now
+/// owns. Reusing one ChannelMessage for many recv() calls reuses its storage.
 struct ChannelMessage {
     std::unique_ptr<char[]> data;
     std::size_t size = 0;
+    std::size_t capacity = 0;
     std::vector<int> fds;
 };
 
@@ -60,6 +62,11 @@ public:
     /// nothing is left). Throws ProtocolError for a message over the limit or cut short by EOF
     /// (the channel is unusable afterwards), OSError for other failures.
     bool recv(ChannelMessage& out);
+
+    /// The same, but the bytes go where `storage(size)` says: it is called once the size is
+    /// known and returns room for exactly that many bytes (so a message can land in its final
+    /// place without a copy). Descriptors are appended to `fds`.
+    bool recv(const std::function<char*(std::size_t)>& storage, std::vector<int>& fds);
 
     /// Waits up to `timeout_ms` (negative: for ever) until a message or end of stream can be
     /// read. True if recv() would not block.

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Python multiprocessing's figures for zmp's benchmark rows, measured the same way as zmp's.
+
+    python3 bench/python_bench.py --list
+    python3 bench/python_bench.py <row> [--quick]     -> one JSON line {"name", "unit", "value"}
+"""
+import json
+import multiprocessing as mp
+import pickle
+import statistics
+import sys
+import time
+
+ROWS = {}
+
+
+def row(name, unit):
+    def register(fn):
+        ROWS[name] = (unit, fn)
+        return fn
+    return register
+
+
+def n(quick, full):
+    return max(1, full // 5) if quick else full
+
+
+def seconds_per_op(rounds, per_round, fn):
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(per_round):
+            fn()
+        samples.append((time.perf_counter() - start) / per_round)
+    return statistics.median(samples)
+
+
+def _nothing():
+    pass
+
+
+def _start_join(method, quick, full):
+    ctx = mp.get_context(method)
+    warm = ctx.Process(target=_nothing)
+    warm.start()
+    warm.join()
+
+    def once():
+        p = ctx.Process(target=_nothing)
+        p.start()
+        p.join()
+    return 1e3 * seconds_per_op(5, n(quick, full), once)
+
+
+@row("process.start_join.fork", "ms")
+def start_join_fork(quick):
+    return _start_join("fork", quick, 40)
+
+
+def _echo(conn, inherited):
+    inherited.close()  # the forked child holds a copy of the parent's end too
+    try:
+        while True:
+            conn.send_bytes(conn.recv_bytes())
+    except EOFError:
+        pass
+
+
+def _pipe_rtt_us(quick, size, per_round):
+    here, there = mp.get_context("fork").Pipe()
+    p = mp.get_context("fork").Process(target=_echo, args=(there, here))
+    p.start()
+    there.close()
+    payload = b"x" * size
+    for _ in range(10):
+        here.send_bytes(payload)
+        here.recv_bytes()
+
+    def rtt():
+        here.send_bytes(payload)
+        here.recv_bytes()
+    s = seconds_per_op(5, n(quick, per_round), rtt)
+    here.close()
+    p.join()
+    return s * 1e6
+
+
+@row("pipe.rtt.1B", "us")
+def pipe_1b(quick):
+    return _pipe_rtt_us(quick, 1, 5000)
+
+
+@row("pipe.rtt.1KiB", "us")
+def pipe_1k(quick):
+    return _pipe_rtt_us(quick, 1024, 5000)
+
+
+@row("pipe.rtt.1MiB", "us")
+def pipe_1m(quick):
+    return _pipe_rtt_us(quick, 1 << 20, 200)
+
+
+@row("codec.int", "ns")
+def codec_int(quick):
+    counter = [0]
+
+    def once():
+        counter[0] += 1
+        pickle.loads(pickle.dumps(counter[0]))
+    return 1e9 * seconds_per_op(5, n(quick, 200000), once)
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if argv[1] == "--list":
+        for name, (unit, _) in ROWS.items():
+            print(name, unit)
+        return 0
+    name = argv[1]
+    if name not in ROWS:
+        print("no row named", name, file=sys.stderr)
+        return 3
+    unit, fn = ROWS[name]
+    value = fn("--quick" in argv[2:])
+    print(json.dumps({"name": name, "unit": unit, "value": value}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
