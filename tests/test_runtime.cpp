@@ -1,6 +1,8 @@
 // The per-process runtime: run directory, authkey, ZeroMQ after fork.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -95,4 +97,44 @@ TEST_CASE("a forked child makes its own ZeroMQ context and sockets and exits cle
     zmp::transport::send_message(parent_socket, {zmq::const_buffer("parent", 6)});
     REQUIRE(zmp::transport::recv_message(server, frames, 1, 30s));
     CHECK(frames[0].to_string() == "parent");
+}
+
+namespace {
+bool segment_exists(const std::string& name) {
+    int fd = ::shm_open(name.c_str(), O_RDONLY, 0);
+    if (fd < 0) return false;
+    ::close(fd);
+    return true;
+}
+}  // namespace
+
+TEST_CASE("segments recorded by a run are unlinked when its root exits") {
+    const std::string name = "/zmp-test-seg-" + std::to_string(::getpid()) + "-a";
+    auto [dir, mode] = probe("--segment " + name);
+    REQUIRE_FALSE(dir.empty());
+    CHECK_FALSE(segment_exists(name));
+}
+
+TEST_CASE("segments recorded by a killed root are unlinked by the next root") {
+    const std::string name = "/zmp-test-seg-" + std::to_string(::getpid()) + "-b";
+    auto [dir, mode] = probe("--kill-self --segment " + name);
+    REQUIRE_FALSE(dir.empty());
+    REQUIRE(segment_exists(name));  // the killed root could not clean up
+    probe();
+    CHECK_FALSE(segment_exists(name));
+}
+
+TEST_CASE("exit hooks run when a child exits, start hooks before each child starts") {
+    auto [reader, writer] = zmp::Pipe(false);
+    auto started = std::make_shared<int>(0);  // the hook outlives this test case
+    Runtime::instance().add_start_hook([started] { ++*started; });
+    zmp::Process p([w = writer]() mutable {
+        Runtime::instance().add_exit_hook([w]() mutable { w.send(std::string("exit hook ran")); });
+    });
+    p.start();
+    writer.close();
+    CHECK(reader.recv<std::string>() == "exit hook ran");
+    p.join();
+    CHECK(p.exitcode() == 0);
+    CHECK(*started == 1);
 }

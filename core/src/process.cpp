@@ -158,6 +158,7 @@ void Process::start() {
         std::lock_guard child_lock(child->mutex);
         if (child->poll_locked()) rt.forget_child(child.get());
     }
+    rt.run_start_hooks();  // services children rely on (the broker) are up before the first one
     (void)rt.run_dir();    // children inherit the run directory; only the root makes it
     (void)rt.self_pidfd(); // and a pidfd on this process, their parent
 

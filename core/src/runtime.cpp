@@ -1,6 +1,8 @@
 #include "runtime.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -38,7 +40,30 @@ std::string choose_run_base() {
     return "/tmp";
 }
 
-// Removes run directories left behind by roots that died without cleaning up (SIGKILL).
+// Segment names are recorded as files in <run dir>/shm; '/' cannot appear in a file name.
+std::string segment_marker(const std::string& dir, const std::string& name) {
+    std::string file = name;
+    for (char& c : file)
+        if (c == '/') c = '%';
+    return dir + "/shm/" + file;
+}
+
+// Unlinks every shared-memory segment recorded in a run directory.
+void unlink_recorded_segments(const std::string& dir) {
+    DIR* shm = ::opendir((dir + "/shm").c_str());
+    if (shm == nullptr) return;
+    while (dirent* entry = ::readdir(shm)) {
+        std::string name = entry->d_name;
+        if (name == "." || name == "..") continue;
+        for (char& c : name)
+            if (c == '%') c = '/';
+        ::shm_unlink(name.c_str());
+    }
+    ::closedir(shm);
+}
+
+// Removes run directories left behind by roots that died without cleaning up (SIGKILL), and
+// the shared-memory segments their processes left.
 void remove_stale_run_dirs(const std::string& base) {
     DIR* dir = ::opendir(base.c_str());
     if (dir == nullptr) return;
@@ -50,6 +75,7 @@ void remove_stale_run_dirs(const std::string& base) {
         std::string path = base + "/" + entry->d_name;
         struct stat info{};
         if (::lstat(path.c_str(), &info) != 0 || !S_ISDIR(info.st_mode) || info.st_uid != me) continue;
+        unlink_recorded_segments(path);
         std::error_code ignored;
         std::filesystem::remove_all(path, ignored);
     }
@@ -189,6 +215,7 @@ const std::string& Runtime::run_dir() {
 
 void Runtime::remove_run_dir() {
     if (run_dir_.empty()) return;
+    unlink_recorded_segments(run_dir_);
     std::error_code ignored;
     std::filesystem::remove_all(run_dir_, ignored);
     run_dir_.clear();
@@ -223,6 +250,51 @@ void Runtime::close_thread_sockets() {
     if (!thread_has_sockets) return;
     if (thread_sockets.generation == generation()) thread_sockets.sockets.clear();
     else thread_sockets.abandon();
+}
+
+void Runtime::add_start_hook(std::function<void()> hook) {
+    std::lock_guard lock(mutex_);
+    start_hooks_.push_back(std::move(hook));
+}
+
+void Runtime::run_start_hooks() {
+    std::vector<std::function<void()>> hooks;
+    {
+        std::lock_guard lock(mutex_);
+        hooks = start_hooks_;
+    }
+    for (auto& hook : hooks) hook();
+}
+
+void Runtime::add_exit_hook(std::function<void()> hook) {
+    std::lock_guard lock(mutex_);
+    exit_hooks_.push_back(std::move(hook));
+}
+
+void Runtime::run_exit_hooks() {
+    std::vector<std::function<void()>> hooks;
+    {
+        std::lock_guard lock(mutex_);
+        hooks.swap(exit_hooks_);  // each runs once, even if exit is reached twice
+    }
+    for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) {
+        try {
+            (*it)();
+        } catch (...) {
+        }
+    }
+}
+
+void Runtime::register_segment(const std::string& name) {
+    const std::string& dir = run_dir();
+    ::mkdir((dir + "/shm").c_str(), 0700);
+    int fd = ::open(segment_marker(dir, name).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) throw_os_error("cannot record shared memory segment " + name, errno);
+    ::close(fd);
+}
+
+void Runtime::unregister_segment(const std::string& name) {
+    ::unlink(segment_marker(run_dir(), name).c_str());
 }
 
 void Runtime::add_child(std::shared_ptr<ProcessState> child) {
@@ -288,6 +360,7 @@ void Runtime::finish_children() {
         finish_children();
     } catch (...) {
     }
+    run_exit_hooks();
     flush_std_streams();
     close_thread_sockets();
     ::_exit(code);
@@ -299,6 +372,7 @@ void Runtime::at_exit() {
         rt.finish_children();
     } catch (...) {
     }
+    rt.run_exit_hooks();
     if (rt.is_root()) {
         std::lock_guard lock(rt.mutex_);
         rt.remove_run_dir();

@@ -74,6 +74,21 @@ public:
     /// Closes the calling thread's sockets (when they belong to this process).
     void close_thread_sockets();
 
+    /// Runs `hook` in this process (and its forked children) just before every child starts,
+    /// in the parent: services a child needs (the broker) start there.
+    void add_start_hook(std::function<void()> hook);
+    void run_start_hooks();
+    /// Runs `hook` when this process exits — a child through exit_child(), the root through
+    /// atexit — after its children are finished and before its run directory goes. Hooks run in
+    /// the reverse order of registration. Forked children inherit the registrations.
+    void add_exit_hook(std::function<void()> hook);
+
+    /// Shared-memory segments (shm_open names, with the leading '/') made by processes of this
+    /// run are recorded in the run directory, so that the root unlinks whatever is left when it
+    /// exits, and the next root does it for a root that was killed.
+    void register_segment(const std::string& name);
+    void unregister_segment(const std::string& name);
+
     // Children of this process.
     void add_child(std::shared_ptr<ProcessState> child);
     /// Children still tracked (started, not yet joined and removed).
@@ -125,6 +140,9 @@ private:
     zmq::context_t* context_ = nullptr;  // leaked on purpose: destroying it in a child hangs
     std::atomic<std::uint64_t> generation_{1};
     std::vector<std::shared_ptr<ProcessState>> children_;
+    std::vector<std::function<void()>> start_hooks_;
+    std::vector<std::function<void()>> exit_hooks_;
+    void run_exit_hooks();
 };
 
 /// Flushes stdout and stderr (and std::cout / std::cerr) if they hold anything; a forked child

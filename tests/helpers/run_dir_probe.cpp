@@ -1,19 +1,37 @@
 // Prints this root's run directory and its permission bits, then exits normally, or, with
-// "--kill-self", dies by SIGKILL without any chance to clean up.
+// "--kill-self", dies by SIGKILL without any chance to clean up. With "--segment NAME" it first
+// creates the shared-memory segment NAME and records it with the runtime, as zmp's shared
+// memory does, and leaves it for the runtime to clean up.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "runtime.hpp"
 
 int main(int argc, char** argv) {
-    const std::string& dir = zmp::detail::Runtime::instance().run_dir();
+    auto& rt = zmp::detail::Runtime::instance();
+    const std::string& dir = rt.run_dir();
+    bool kill_self = false;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--kill-self") == 0) kill_self = true;
+        if (std::strcmp(argv[i], "--segment") == 0 && i + 1 < argc) {
+            const std::string name = argv[++i];
+            int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+            if (fd < 0 || ::ftruncate(fd, 4096) != 0) return 4;
+            ::close(fd);
+            rt.register_segment(name);
+        }
+    }
     struct stat info{};
     if (::stat(dir.c_str(), &info) != 0) return 3;
     std::printf("%s %o\n", dir.c_str(), static_cast<unsigned>(info.st_mode & 07777));
     std::fflush(stdout);
-    if (argc > 1 && std::strcmp(argv[1], "--kill-self") == 0) ::raise(SIGKILL);
+    if (kill_self) ::raise(SIGKILL);
     return 0;
 }
