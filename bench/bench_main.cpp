@@ -4,6 +4,9 @@
 #include <string>
 
 #include "bench.hpp"
+#ifdef ZMP_BENCH_WITH_ZMP
+#include "zmp/context.hpp"
+#endif
 
 namespace bench {
 std::vector<Row>& registry() {
@@ -13,6 +16,9 @@ std::vector<Row>& registry() {
 }  // namespace bench
 
 int main(int argc, char** argv) {
+#ifdef ZMP_BENCH_WITH_ZMP
+    zmp::init(argc, argv);
+#endif
     if (argc < 2) {
         std::fprintf(stderr, "usage: %s --list | <row> [--quick]\n", argv[0]);
         return 2;

@@ -5,7 +5,8 @@
 
 int counter = 0;
 
-int main() {
+int main(int argc, char** argv) {
+    zmp::init(argc, argv);
     zmp::Process p([] {
         counter += 1;
         std::printf("child %d\n", counter);

@@ -13,7 +13,8 @@ void f(zmp::Connection conn) {
     conn.close();
 }
 
-int main() {
+int main(int argc, char** argv) {
+    zmp::init(argc, argv);
     auto [parent_conn, child_conn] = zmp::Pipe();
     zmp::Process p(f, child_conn);
     p.start();

@@ -36,6 +36,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    zmp::init(argc, argv);
     const long limit = argc > 1 ? std::atol(argv[1]) : 6'000'000;
     const int workers = zmp::cpu_count();
     std::printf("counting the primes below %ld\n", limit);

@@ -4,7 +4,8 @@
 #include <cstdio>
 #include <thread>
 
-int main() {
+int main(int argc, char** argv) {
+    zmp::init(argc, argv);
     zmp::Process daemon({.name = "daemon", .daemon = true}, [] {
         std::printf("daemon: started, sleeping for ever\n");
         std::fflush(stdout);

@@ -7,7 +7,8 @@
 
 void f(const std::string& name) { std::printf("hello %s\n", name.c_str()); }
 
-int main() {
+int main(int argc, char** argv) {
+    zmp::init(argc, argv);
     zmp::Process p(f, std::string("bob"));
     p.start();
     p.join();

@@ -5,7 +5,8 @@
 #include <iostream>
 #include <thread>
 
-int main() {
+int main(int argc, char** argv) {
+    zmp::init(argc, argv);
     zmp::Process p([] { std::this_thread::sleep_for(std::chrono::seconds(1000)); });
     std::cout << p << ' ' << std::boolalpha << p.is_alive() << '\n';
     p.start();

@@ -1,4 +1,5 @@
-// zmp::Process with the fork start method: Python's semantics, tested with real children.
+// zmp::Process: Python's semantics, tested with real children under every start method (fork,
+// spawn, forkserver). Targets are plain functions with arguments, as they must be to travel.
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
@@ -17,16 +18,23 @@
 
 #include "runtime.hpp"
 #include "test_util.hpp"
+#include "zmp/context.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"
 
 using namespace std::chrono_literals;
 using test_util::seconds_since;
+using zmp::Connection;
+using zmp::StartMethod;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
 void sleep_for(double seconds) { std::this_thread::sleep_for(std::chrono::duration<double>(seconds)); }
+
+StartMethod any_method() {
+    return GENERATE(StartMethod::fork, StartMethod::spawn, StartMethod::forkserver);
+}
 
 // Runs `body` with this process's stderr sent to a file, and returns what was written there
 // (by this process and by any child started meanwhile).
@@ -56,33 +64,118 @@ bool in_active_children(const zmp::Process& p) {
     return false;
 }
 
-struct Squarer : zmp::Process {
-    explicit Squarer(zmp::Connection out, int n) : out_(std::move(out)), n_(n) {}
-    void run() override { out_.send(n_ * n_); }
-    zmp::Connection out_;
-    int n_;
-};
+// ---- targets ----
+
+void report_args(Connection out, int a, std::string b) {
+    out.send(std::make_tuple(a, b, zmp::current_process().name(),
+                             std::string(zmp::to_string(*zmp::get_start_method()))));
+}
+void wait_until_told(Connection in) { (void)in.poll(zmp::forever); }
+void do_nothing() {}
+void exit_with(int code) { zmp::exit(code); }
+void exit_from_thread(int code) { std::thread([code] { zmp::exit(code); }).join(); }
+void segfault() { ::raise(SIGSEGV); }
+void sleep_long() { sleep_for(100); }
+void sleep_short(double seconds) { sleep_for(seconds); }
+void throw_runtime_error(std::string what) { throw std::runtime_error(what); }
+void throw_int() { throw 17; }
+
+void unwind_then_exit(Connection out, int code) {
+    struct Guard {
+        Connection& out;
+        ~Guard() { out.send(std::string("unwound")); }
+    } guard{out};
+    zmp::exit(code);
+}
+
+void send_name(Connection out) { out.send(zmp::current_process().name()); }
+
+void start_grandchild_sending_name(Connection out) {
+    zmp::Process grandchild(send_name, out);
+    grandchild.start();
+    grandchild.join();
+}
+
+void report_daemon_flags(Connection out) {
+    zmp::Process inner(do_nothing);  // created by a daemon: a daemon too (allowed to exist, unlike Python)
+    out.send(std::make_tuple(zmp::current_process().daemon(), inner.daemon()));
+}
+
+void report_parent(Connection out) {
+    auto parent = zmp::parent_process();
+    out.send(std::make_tuple(parent.has_value(), parent ? parent->pid() : 0, parent ? parent->name() : "",
+                             parent && parent->is_alive(), static_cast<int>(*zmp::current_process().pid()),
+                             zmp::current_process().name()));
+}
+
+void watch_parent(Connection out) {
+    auto parent = zmp::parent_process();
+    bool alive_before = parent->is_alive();
+    out.send(static_cast<int>(parent->pid()));
+    bool ended = parent->join(60s);  // returns when the middle process is killed
+    out.send(std::make_tuple(alive_before, ended, parent->is_alive()));
+}
+
+void start_watcher_then_sleep(Connection out) {
+    zmp::Process grandchild(watch_parent, out);
+    grandchild.start();
+    sleep_for(100);
+}
+
+void start_daemon_then_sleep(Connection out) {
+    zmp::Process daemon({.daemon = true}, sleep_long);
+    daemon.start();
+    out.send(static_cast<int>(*daemon.pid()));
+    sleep_for(100);
+}
+
+void start_daemon_from_thread_then_sleep(Connection out) {
+    zmp::Process daemon({.daemon = true}, sleep_long);
+    std::thread([&] { daemon.start(); }).join();  // the starting thread is gone now
+    out.send(static_cast<int>(*daemon.pid()));
+    sleep_for(0.3);
+    out.send(daemon.is_alive());
+    sleep_for(100);
+}
+
+void start_daemon_and_worker_then_return(Connection out) {
+    zmp::Process daemon({.daemon = true}, sleep_long);
+    zmp::Process worker(sleep_short, 0.3);
+    daemon.start();
+    worker.start();
+    out.send(std::make_tuple(static_cast<int>(*daemon.pid()), static_cast<int>(*worker.pid())));
+    // returning ends this child: the daemon is terminated, the worker joined
+}
 
 }  // namespace
 
-TEST_CASE("a child runs a capturing lambda with its arguments and exits 0") {
+struct Squarer : zmp::Process {
+    Squarer() = default;
+    Squarer(Connection out, int n) : out_(std::move(out)), n_(n) {}
+    void run() override { out_.send(n_ * n_); }
+    Connection out_;
+    int n_ = 0;
+    MSGPACK_DEFINE(out_, n_)
+};
+ZMP_REGISTER_PROCESS(Squarer);
+
+TEST_CASE("a child runs its target with its arguments and exits 0") {
+    const StartMethod method = any_method();
     auto [reader, writer] = zmp::Pipe(false);
-    std::string captured = "captured";
-    zmp::Process p([captured, w = writer](int a, const std::string& b) mutable {
-        w.send(std::make_tuple(captured, a, b, zmp::current_process().name()));
-    }, 41, std::string("args"));
+    zmp::Process p = zmp::get_context(method).Process(report_args, writer, 41, "args");
     CHECK_FALSE(p.is_alive());
     CHECK_FALSE(p.exitcode());
     CHECK_FALSE(p.pid());
     CHECK_FALSE(in_active_children(p));
+    CHECK(p.start_method() == method);
     p.start();
     writer.close();
     CHECK(p.pid().has_value());
-    auto [c, a, b, name] = reader.recv<std::tuple<std::string, int, std::string, std::string>>();
-    CHECK(c == "captured");
+    auto [a, b, name, child_method] = reader.recv<std::tuple<int, std::string, std::string, std::string>>();
     CHECK(a == 41);
     CHECK(b == "args");
     CHECK(name == p.name());
+    CHECK(child_method == zmp::to_string(method));  // the child reports the method it was started with
     p.join();
     CHECK(p.exitcode() == 0);
     CHECK_FALSE(p.is_alive());
@@ -90,8 +183,9 @@ TEST_CASE("a child runs a capturing lambda with its arguments and exits 0") {
 }
 
 TEST_CASE("a running child is alive and listed among the active children") {
+    const StartMethod method = any_method();
     auto [reader, writer] = zmp::Pipe(false);
-    zmp::Process p([r = reader]() mutable { (void)r.poll(zmp::forever); });  // waits until told
+    zmp::Process p = zmp::get_context(method).Process(wait_until_told, reader);
     p.start();
     CHECK(p.is_alive());
     CHECK(in_active_children(p));
@@ -103,7 +197,8 @@ TEST_CASE("a running child is alive and listed among the active children") {
 }
 
 TEST_CASE("start twice, join before start and join of a non-child are errors") {
-    zmp::Process p([] {});
+    const StartMethod method = any_method();
+    zmp::Process p = zmp::get_context(method).Process(do_nothing);
     CHECK_THROWS_AS(p.join(), zmp::ValueError);
     CHECK_THROWS_AS(p.join(0.1s), zmp::ValueError);
     CHECK_THROWS_AS(p.sentinel(), zmp::ValueError);
@@ -116,11 +211,12 @@ TEST_CASE("start twice, join before start and join of a non-child are errors") {
 }
 
 TEST_CASE("exit codes: 0 on return, N for zmp::exit(N), 1 for an exception, negative for a signal") {
-    zmp::Process returns([] {});
-    zmp::Process exits([] { zmp::exit(7); });
-    zmp::Process exits_zero([] { zmp::exit(0); });
-    zmp::Process from_thread([] { std::thread([] { zmp::exit(9); }).join(); });
-    zmp::Process segfaults([] { ::raise(SIGSEGV); });
+    const auto ctx = zmp::get_context(any_method());
+    zmp::Process returns = ctx.Process(do_nothing);
+    zmp::Process exits = ctx.Process(exit_with, 7);
+    zmp::Process exits_zero = ctx.Process(exit_with, 0);
+    zmp::Process from_thread = ctx.Process(exit_from_thread, 9);
+    zmp::Process segfaults = ctx.Process(segfault);
     for (auto* p : {&returns, &exits, &exits_zero, &from_thread, &segfaults}) p->start();
     for (auto* p : {&returns, &exits, &exits_zero, &from_thread, &segfaults}) p->join();
     CHECK(returns.exitcode() == 0);
@@ -132,13 +228,7 @@ TEST_CASE("exit codes: 0 on return, N for zmp::exit(N), 1 for an exception, nega
 
 TEST_CASE("zmp::exit unwinds the target: destructors run") {
     auto [reader, writer] = zmp::Pipe(false);
-    zmp::Process p([w = writer]() mutable {
-        struct Guard {
-            zmp::Connection& out;
-            ~Guard() { out.send(std::string("unwound")); }
-        } guard{w};
-        zmp::exit(4);
-    });
+    zmp::Process p = zmp::get_context(any_method()).Process(unwind_then_exit, writer, 4);
     p.start();
     writer.close();
     CHECK(reader.recv<std::string>() == "unwound");
@@ -147,7 +237,8 @@ TEST_CASE("zmp::exit unwinds the target: destructors run") {
 }
 
 TEST_CASE("an uncaught exception exits 1 and prints the process name, type and message on stderr") {
-    zmp::Process p({.name = "Thrower"}, [] { throw std::runtime_error("boom at 42"); });
+    const auto ctx = zmp::get_context(any_method());
+    zmp::Process p = ctx.Process({.name = "Thrower"}, throw_runtime_error, "boom at 42");
     std::string err = capture_stderr([&] {
         p.start();
         p.join();
@@ -157,7 +248,7 @@ TEST_CASE("an uncaught exception exits 1 and prints the process name, type and m
     CHECK(err.find("std::runtime_error") != std::string::npos);
     CHECK(err.find("boom at 42") != std::string::npos);
 
-    zmp::Process q([] { throw 17; });
+    zmp::Process q = ctx.Process(throw_int);
     std::string err2 = capture_stderr([&] {
         q.start();
         q.join();
@@ -168,8 +259,9 @@ TEST_CASE("an uncaught exception exits 1 and prints the process name, type and m
 }
 
 TEST_CASE("terminate gives -15 and kill gives -9 on a sleeping child") {
-    zmp::Process t([] { sleep_for(100); });
-    zmp::Process k([] { sleep_for(100); });
+    const auto ctx = zmp::get_context(any_method());
+    zmp::Process t = ctx.Process(sleep_long);
+    zmp::Process k = ctx.Process(sleep_long);
     t.start();
     k.start();
     CHECK_FALSE(t.join(0s));
@@ -186,7 +278,7 @@ TEST_CASE("terminate gives -15 and kill gives -9 on a sleeping child") {
 }
 
 TEST_CASE("join(0.1s) on a sleeper returns false after about 0.1 s") {
-    zmp::Process p([] { sleep_for(100); });
+    zmp::Process p = zmp::get_context(any_method()).Process(sleep_long);
     p.start();
     auto start = Clock::now();
     CHECK_FALSE(p.join(0.1s));
@@ -200,16 +292,18 @@ TEST_CASE("join(0.1s) on a sleeper returns false after about 0.1 s") {
 }
 
 TEST_CASE("100 short children all exit 0") {
+    const auto ctx = zmp::get_context(any_method());
     std::vector<zmp::Process> children;
-    for (int i = 0; i < 100; ++i) children.emplace_back([] {});
+    for (int i = 0; i < 100; ++i) children.push_back(ctx.Process(do_nothing));
     for (auto& c : children) c.start();
     for (auto& c : children) c.join();
     for (auto& c : children) CHECK(c.exitcode() == 0);
 }
 
 TEST_CASE("100 children terminated right after start all report -15") {
+    const auto ctx = zmp::get_context(any_method());
     std::vector<zmp::Process> children;
-    for (int i = 0; i < 100; ++i) children.emplace_back([] { sleep_for(100); });
+    for (int i = 0; i < 100; ++i) children.push_back(ctx.Process(sleep_long));
     for (auto& c : children) {
         c.start();
         c.terminate();
@@ -219,8 +313,9 @@ TEST_CASE("100 children terminated right after start all report -15") {
 }
 
 TEST_CASE("names: Process-N by default, nested for grandchildren, settable") {
-    zmp::Process a([] {});
-    zmp::Process b([] {});
+    const auto ctx = zmp::get_context(any_method());
+    zmp::Process a = ctx.Process(do_nothing);
+    zmp::Process b = ctx.Process(do_nothing);
     CHECK(a.name().rfind("Process-", 0) == 0);
     CHECK(a.name() != b.name());
     b.set_name("renamed");
@@ -228,11 +323,7 @@ TEST_CASE("names: Process-N by default, nested for grandchildren, settable") {
     CHECK(zmp::current_process().name() == "MainProcess");
 
     auto [reader, writer] = zmp::Pipe(false);
-    zmp::Process parent([w = writer]() mutable {
-        zmp::Process grandchild([w]() mutable { w.send(zmp::current_process().name()); });
-        grandchild.start();
-        grandchild.join();
-    });
+    zmp::Process parent = ctx.Process(start_grandchild_sending_name, writer);
     parent.start();
     writer.close();
     std::string grandchild_name = reader.recv<std::string>();
@@ -241,16 +332,14 @@ TEST_CASE("names: Process-N by default, nested for grandchildren, settable") {
 }
 
 TEST_CASE("daemon flag: inherited from the creator unless given, fixed once started") {
-    zmp::Process plain([] {});
+    const auto ctx = zmp::get_context(any_method());
+    zmp::Process plain = ctx.Process(do_nothing);
     CHECK_FALSE(plain.daemon());
-    zmp::Process d({.daemon = true}, [] {});
+    zmp::Process d = ctx.Process({.daemon = true}, do_nothing);
     CHECK(d.daemon());
 
     auto [reader, writer] = zmp::Pipe(false);
-    zmp::Process outer({.daemon = true}, [w = writer]() mutable {
-        zmp::Process inner([] {});  // created by a daemon: a daemon too (allowed to exist, unlike Python)
-        w.send(std::make_tuple(zmp::current_process().daemon(), inner.daemon()));
-    });
+    zmp::Process outer = ctx.Process({.daemon = true}, report_daemon_flags, writer);
     outer.start();
     writer.close();
     auto [outer_daemon, inner_daemon] = reader.recv<std::tuple<bool, bool>>();
@@ -261,7 +350,7 @@ TEST_CASE("daemon flag: inherited from the creator unless given, fixed once star
 }
 
 TEST_CASE("close: an error while running, afterwards every method errors, twice is fine") {
-    zmp::Process p([] { sleep_for(100); });
+    zmp::Process p = zmp::get_context(any_method()).Process(sleep_long);
     p.start();
     CHECK_THROWS_AS(p.close(), zmp::ValueError);
     p.terminate();
@@ -283,12 +372,7 @@ TEST_CASE("current_process and parent_process describe this process and its pare
     CHECK_FALSE(zmp::current_process().exitcode());
 
     auto [reader, writer] = zmp::Pipe(false);
-    zmp::Process p({.name = "Kid"}, [w = writer]() mutable {
-        auto parent = zmp::parent_process();
-        w.send(std::make_tuple(parent.has_value(), parent ? parent->pid() : 0, parent ? parent->name() : "",
-                               parent && parent->is_alive(), static_cast<int>(*zmp::current_process().pid()),
-                               zmp::current_process().name()));
-    });
+    zmp::Process p = zmp::get_context(any_method()).Process({.name = "Kid"}, report_parent, writer);
     p.start();
     writer.close();
     auto [has_parent, ppid, pname, palive, mypid, myname] =
@@ -304,17 +388,7 @@ TEST_CASE("current_process and parent_process describe this process and its pare
 
 TEST_CASE("a grandchild sees its parent die through parent_process()") {
     auto [reader, writer] = zmp::Pipe(false);
-    zmp::Process middle([w = writer]() mutable {
-        zmp::Process grandchild([w]() mutable {
-            auto parent = zmp::parent_process();
-            bool alive_before = parent->is_alive();
-            w.send(static_cast<int>(parent->pid()));
-            bool ended = parent->join(60s);  // returns when the middle process is killed
-            w.send(std::make_tuple(alive_before, ended, parent->is_alive()));
-        });
-        grandchild.start();
-        sleep_for(100);
-    });
+    zmp::Process middle = zmp::get_context(any_method()).Process(start_watcher_then_sleep, writer);
     middle.start();
     writer.close();
     int middle_pid = reader.recv<int>();
@@ -328,9 +402,12 @@ TEST_CASE("a grandchild sees its parent die through parent_process()") {
 }
 
 TEST_CASE("a subclass overriding run() works as a Process") {
+    const StartMethod method = any_method();
     auto [reader, writer] = zmp::Pipe(false);
     Squarer s(writer, 12);
+    zmp::set_start_method(method, true);
     s.start();
+    CHECK(s.start_method() == method);
     writer.close();
     CHECK(reader.recv<int>() == 144);
     s.join();
@@ -338,9 +415,10 @@ TEST_CASE("a subclass overriding run() works as a Process") {
 }
 
 TEST_CASE("a process handle copied into a vector and out of scope still joins its child") {
+    const auto ctx = zmp::get_context(any_method());
     std::vector<zmp::Process> kept;
     {
-        zmp::Process p([] { sleep_for(0.05); });
+        zmp::Process p = ctx.Process(sleep_short, 0.05);
         p.start();
         kept.push_back(p);
     }
@@ -357,7 +435,7 @@ TEST_CASE("cpu_count follows the affinity mask") {
 }
 
 TEST_CASE("the sentinel becomes readable when the child ends") {
-    zmp::Process p([] { sleep_for(0.1); });
+    zmp::Process p = zmp::get_context(any_method()).Process(sleep_short, 0.1);
     p.start();
     pollfd fd{p.sentinel(), POLLIN, 0};
     CHECK(::poll(&fd, 1, 0) == 0);
@@ -370,7 +448,7 @@ TEST_CASE("a signal with a handler arriving during join does not break join") {
     struct sigaction action{}, old{};
     action.sa_handler = [](int) {};
     ::sigaction(SIGUSR1, &action, &old);
-    zmp::Process p([] { sleep_for(0.3); });
+    zmp::Process p = zmp::get_context(any_method()).Process(sleep_short, 0.3);
     p.start();
     std::thread poke([] {
         sleep_for(0.1);
@@ -384,12 +462,7 @@ TEST_CASE("a signal with a handler arriving during join does not break join") {
 
 TEST_CASE("a daemon child dies when its parent is SIGKILLed") {
     auto [reader, writer] = zmp::Pipe(false);
-    zmp::Process parent([w = writer]() mutable {
-        zmp::Process daemon({.daemon = true}, [] { sleep_for(100); });
-        daemon.start();
-        w.send(static_cast<int>(*daemon.pid()));
-        sleep_for(100);
-    });
+    zmp::Process parent = zmp::get_context(any_method()).Process(start_daemon_then_sleep, writer);
     parent.start();
     writer.close();
     const int daemon_pid = reader.recv<int>();
@@ -403,14 +476,7 @@ TEST_CASE("a daemon child dies when its parent is SIGKILLed") {
 
 TEST_CASE("a daemon started from a thread other than main also dies with its parent") {
     auto [reader, writer] = zmp::Pipe(false);
-    zmp::Process parent([w = writer]() mutable {
-        zmp::Process daemon({.daemon = true}, [] { sleep_for(100); });
-        std::thread([&] { daemon.start(); }).join();  // the starting thread is gone now
-        w.send(static_cast<int>(*daemon.pid()));
-        sleep_for(0.3);
-        w.send(daemon.is_alive());
-        sleep_for(100);
-    });
+    zmp::Process parent = zmp::get_context(any_method()).Process(start_daemon_from_thread_then_sleep, writer);
     parent.start();
     writer.close();
     const int daemon_pid = reader.recv<int>();
@@ -425,14 +491,7 @@ TEST_CASE("a daemon started from a thread other than main also dies with its par
 
 TEST_CASE("a child's exit terminates its daemon children and joins the others") {
     auto [reader, writer] = zmp::Pipe(false);
-    zmp::Process parent([w = writer]() mutable {
-        zmp::Process daemon({.daemon = true}, [] { sleep_for(100); });
-        zmp::Process worker([] { sleep_for(0.3); });
-        daemon.start();
-        worker.start();
-        w.send(std::make_tuple(static_cast<int>(*daemon.pid()), static_cast<int>(*worker.pid())));
-        // returning ends this child: the daemon is terminated, the worker joined
-    });
+    zmp::Process parent = zmp::get_context(any_method()).Process(start_daemon_and_worker_then_return, writer);
     parent.start();
     writer.close();
     auto [daemon_pid, worker_pid] = reader.recv<std::tuple<int, int>>();
@@ -456,4 +515,17 @@ TEST_CASE("non-daemon children are joined when the parent returns from main") {
     std::getline(in, content);
     CHECK(content == "child finished");
     ::unlink(path);
+}
+
+TEST_CASE("under fork any callable works, lambdas with captures included") {
+    auto [reader, writer] = zmp::Pipe(false);
+    std::string captured = "captured";
+    zmp::Process p = zmp::get_context(StartMethod::fork).Process([captured, w = writer](int a) mutable {
+        w.send(captured + std::to_string(a));
+    }, 7);
+    p.start();
+    writer.close();
+    CHECK(reader.recv<std::string>() == "captured7");
+    p.join();
+    CHECK(p.exitcode() == 0);
 }

@@ -6,13 +6,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cxxabi.h>
 #include <cstring>
 #include <iostream>
 #include <ostream>
 
+#include "bootstrap.hpp"
+#include "context_state.hpp"
+#include "forkserver.hpp"
 #include "process_state.hpp"
 #include "runtime.hpp"
 #include "zmp/transport/codec.hpp"
@@ -48,13 +53,17 @@ int run_target(Process& process) {
     }
 }
 
-[[noreturn]] void child_main(const ChildIdentity& who, Process& process) {
-    Runtime& rt = Runtime::instance();
-    rt.become_child(who);
-    rt.exit_child(run_target(process));
+}  // namespace
+
+void ProcessAccess::set_local_target(Process& process, std::function<void()> target) {
+    process.state().target = std::move(target);
 }
 
-}  // namespace
+[[noreturn]] void ProcessAccess::run_child(Process& process) { Runtime::instance().exit_child(run_target(process)); }
+
+bool ProcessAccess::on_main_thread() {
+    return static_cast<pid_t>(::syscall(SYS_gettid)) == Runtime::instance().pid();
+}
 
 int exitcode_from_status(int status) {
     if (WIFEXITED(status)) return WEXITSTATUS(status);
@@ -62,13 +71,13 @@ int exitcode_from_status(int status) {
     return 1;
 }
 
-ForkPopen::ForkPopen(pid_t pid) : pid_(pid), pidfd_(open_pidfd(pid)) {}
+WaitpidPopen::WaitpidPopen(pid_t pid) : pid_(pid), pidfd_(open_pidfd(pid)) {}
 
-ForkPopen::~ForkPopen() {
+WaitpidPopen::~WaitpidPopen() {
     if (pidfd_ >= 0) ::close(pidfd_);
 }
 
-std::optional<int> ForkPopen::poll() {
+std::optional<int> WaitpidPopen::poll() {
     if (exitcode_) return exitcode_;
     int status = 0;
     pid_t rc;
@@ -80,7 +89,7 @@ std::optional<int> ForkPopen::poll() {
     return exitcode_;
 }
 
-void ForkPopen::send_signal(int signal) {
+void WaitpidPopen::send_signal(int signal) {
     if (exitcode_) return;
     // Through the pidfd, so that a recycled pid can never receive it.
     if (::syscall(SYS_pidfd_send_signal, pidfd_, signal, nullptr, 0) != 0 && errno != ESRCH) {
@@ -130,6 +139,7 @@ Process::Process(ProcessOptions options) : state_(std::make_shared<ProcessState>
         st.name = std::move(options.name);
     }
     st.daemon = options.daemon.value_or(rt.daemon());
+    st.method = options.method;
 }
 
 Process::~Process() = default;
@@ -139,7 +149,16 @@ ProcessState& Process::state() const {
     return *state_;
 }
 
-void Process::set_target(std::function<void()> target) { state().target = std::move(target); }
+void Process::set_target(detail::TravelTarget travel, std::function<void()> target) {
+    state().travel = std::move(travel);
+    state().target = std::move(target);
+}
+
+StartMethod Process::start_method() const {
+    const ProcessState& st = checked_open(state());
+    if (st.method) return *st.method;
+    return detail::peek_default_start_method().value_or(StartMethod::fork);
+}
 
 void Process::run() {
     if (state_ && state_->target) state_->target();
@@ -161,16 +180,27 @@ void Process::start() {
     rt.run_start_hooks();  // services children rely on (the broker) are up before the first one
     (void)rt.run_dir();    // children inherit the run directory; only the root makes it
     (void)rt.self_pidfd(); // and a pidfd on this process, their parent
+    const StartMethod method = st.method ? *st.method : detail::use_default_start_method();
 
-    detail::ChildIdentity who{st.name, st.daemon, st.identity, rt.pid(), rt.name(),
-                              static_cast<pid_t>(::syscall(SYS_gettid)) == rt.pid()};
-    detail::flush_std_streams();  // or buffered output would be written twice, once by each process
-    const pid_t pid = ::fork();
-    if (pid < 0) throw_os_error("fork", errno);
-    if (pid == 0) detail::child_main(who, *this);
-
-    st.popen = std::make_unique<detail::ForkPopen>(pid);
+    if (method == StartMethod::spawn) {
+        st.popen = detail::spawn_start(st, *this);
+    } else if (method == StartMethod::forkserver) {
+        st.popen = detail::forkserver_start(st, *this);
+    } else {
+        detail::ChildIdentity who{st.name, st.daemon, st.identity, rt.pid(), rt.name(),
+                                  detail::ProcessAccess::on_main_thread()};
+        detail::flush_std_streams();  // or buffered output would be written twice, once by each process
+        const pid_t pid = ::fork();
+        if (pid < 0) throw_os_error("fork", errno);
+        if (pid == 0) {
+            rt.become_child(who);
+            detail::adopt_start_method(StartMethod::fork);
+            detail::ProcessAccess::run_child(*this);
+        }
+        st.popen = std::make_unique<detail::WaitpidPopen>(pid);
+    }
     st.target = nullptr;  // the parent keeps no reference to the target (bpo-30775)
+    st.travel = {};
     lock.unlock();
     rt.add_child(state_);
 }
@@ -178,36 +208,35 @@ void Process::start() {
 void Process::join() {
     ProcessState& st = checked_open(state());
     require_child_of_caller(st, "join");
-    int sentinel;
-    {
-        std::lock_guard lock(st.mutex);
-        if (!st.popen) throw ValueError("can only join a started process");
-        if (st.poll_locked()) {
-            Runtime::instance().forget_child(&st);
-            return;
+    for (;;) {
+        int sentinel;
+        {
+            std::lock_guard lock(st.mutex);
+            if (!st.popen) throw ValueError("can only join a started process");
+            if (st.poll_locked()) break;
+            sentinel = st.popen->sentinel();  // may change (a fork server that went away)
         }
-        sentinel = st.popen->sentinel();
+        detail::wait_fd_readable(sentinel, std::nullopt);
     }
-    detail::wait_fd_readable(sentinel, std::nullopt);
-    std::lock_guard lock(st.mutex);
-    // The pidfd is readable once the child has exited, so waitpid no longer blocks.
-    while (!st.poll_locked()) detail::wait_fd_readable(sentinel, 0.01);
     Runtime::instance().forget_child(&st);
 }
 
 bool Process::join(Seconds timeout) {
     ProcessState& st = checked_open(state());
     require_child_of_caller(st, "join");
-    int sentinel;
-    {
-        std::lock_guard lock(st.mutex);
-        if (!st.popen) throw ValueError("can only join a started process");
-        if (!st.poll_locked()) sentinel = st.popen->sentinel();
-        else sentinel = -1;
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::max(timeout, Seconds(0)));
+    for (;;) {
+        int sentinel;
+        {
+            std::lock_guard lock(st.mutex);
+            if (!st.popen) throw ValueError("can only join a started process");
+            if (st.poll_locked()) break;
+            sentinel = st.popen->sentinel();
+        }
+        const double left = std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+        if (!detail::wait_fd_readable(sentinel, std::max(left, 0.0))) return false;
     }
-    if (sentinel >= 0 && !detail::wait_fd_readable(sentinel, timeout.count())) return false;
-    std::lock_guard lock(st.mutex);
-    if (!st.poll_locked()) return false;
     Runtime::instance().forget_child(&st);
     return true;
 }

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "zmp/process.hpp"
 #include "zmp/timeout.hpp"
 
 namespace zmp::detail {
@@ -28,11 +29,12 @@ public:
     virtual void send_signal(int signal) = 0;
 };
 
-/// A child made by fork() in this process: watched through a pidfd, reaped with waitpid.
-class ForkPopen final : public Popen {
+/// A direct child of this process (made by fork or spawn): watched through a pidfd, reaped with
+/// waitpid.
+class WaitpidPopen final : public Popen {
 public:
-    explicit ForkPopen(pid_t pid);
-    ~ForkPopen() override;
+    explicit WaitpidPopen(pid_t pid);
+    ~WaitpidPopen() override;
     pid_t pid() const override { return pid_; }
     int sentinel() const override { return pidfd_; }
     std::optional<int> poll() override;
@@ -47,6 +49,16 @@ private:
 /// Converts a waitpid status to Python's exitcode: N for exit(N), -N for signal N.
 int exitcode_from_status(int status);
 
+/// What the start methods need of a Process beyond its public face.
+struct ProcessAccess {
+    /// Sets the callable a rebuilt process runs (spawn and forkserver children).
+    static void set_local_target(Process& process, std::function<void()> target);
+    /// Runs the process's run() as a child's whole life and exits with its exit code.
+    [[noreturn]] static void run_child(Process& process);
+    /// True on the main thread of this process.
+    static bool on_main_thread();
+};
+
 struct ProcessState {
     enum class Role { child, current };
 
@@ -56,7 +68,9 @@ struct ProcessState {
     std::string name;
     bool daemon = false;
     std::vector<int> identity;
+    std::optional<StartMethod> method;  // empty: the default, decided by start()
     std::function<void()> target;  // dropped after start()
+    TravelTarget travel;           // how the target reaches a spawn or forkserver child
     std::unique_ptr<Popen> popen;  // set by start()
     std::optional<int> exitcode;   // cached once known
     bool closed = false;

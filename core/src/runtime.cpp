@@ -105,11 +105,41 @@ void flush_stream(std::ostream& stream) {
     if (dynamic_cast<__gnu_cxx::stdio_sync_filebuf<char>*>(stream.rdbuf()) == nullptr) stream.flush();
 }
 
+// A process made by spawn or the fork server carries one of these in its environment until
+// zmp::init() reads it.
+bool spawned_awaiting_init = [] {
+    if (std::getenv("ZMP_SPAWN_FD") == nullptr && std::getenv("ZMP_FORKSERVER_FD") == nullptr) return false;
+    // If main() never calls zmp::init() and never touches zmp, end the process anyway, rather
+    // than leave the parent waiting for ever: SIGALRM's default action ends it. init() disarms it.
+    ::alarm(60);
+    std::atexit([] {
+        if (spawned_awaiting_init) die_without_init();
+    });
+    return true;
+}();
+
 void atfork_prepare() { Runtime::instance().before_fork(); }
 void atfork_parent() { Runtime::instance().after_fork_parent(); }
 void atfork_child() { Runtime::instance().after_fork_child(); }
 
 }  // namespace
+
+bool awaiting_init() { return spawned_awaiting_init; }
+
+void init_called() {
+    if (spawned_awaiting_init) ::alarm(0);
+    spawned_awaiting_init = false;
+}
+
+[[noreturn]] void die_without_init() {
+    flush_std_streams();
+    static const char message[] =
+        "zmp: this process was started by the spawn or forkserver start method, but its main() used zmp "
+        "(or returned) without calling zmp::init(argc, argv) first. Make zmp::init(argc, argv) the first "
+        "line of main(); the child stops here instead of running the parent's program again.\n";
+    (void)!::write(2, message, sizeof message - 1);
+    ::_exit(70);
+}
 
 void flush_std_streams() {
     flush_stream(std::cout);
@@ -154,6 +184,7 @@ Runtime& Runtime::instance() {
 }
 
 Runtime::Runtime() : pid_(::getpid()), root_pid_(::getpid()) {
+    if (spawned_awaiting_init) die_without_init();
     std::size_t filled = 0;
     while (filled < authkey_.size()) {
         ssize_t n = ::getrandom(authkey_.data() + filled, authkey_.size() - filled, 0);
@@ -192,6 +223,31 @@ bool Runtime::on_target_thread() const {
 void Runtime::set_target_thread(bool running) {
     target_running_ = running;
     target_thread_ = ::pthread_self();
+}
+
+void Runtime::set_service(const std::string& key, std::string value) {
+    std::lock_guard lock(mutex_);
+    services_[key] = std::move(value);
+}
+
+std::string Runtime::service(const std::string& key) const {
+    std::lock_guard lock(mutex_);
+    auto it = services_.find(key);
+    return it == services_.end() ? std::string() : it->second;
+}
+
+std::map<std::string, std::string> Runtime::services() const {
+    std::lock_guard lock(mutex_);
+    return services_;
+}
+
+void Runtime::adopt_run(pid_t root_pid, std::string run_dir, const Authkey& authkey,
+                        std::map<std::string, std::string> services) {
+    std::lock_guard lock(mutex_);
+    root_pid_ = root_pid;
+    run_dir_ = std::move(run_dir);
+    authkey_ = authkey;
+    services_ = std::move(services);
 }
 
 std::vector<int> Runtime::next_child_identity() {
@@ -324,9 +380,11 @@ void Runtime::become_child(const ChildIdentity& who) {
     parent_pidfd_ = inherited_pidfd_;
 
     if (daemon_) {
-        // A daemon dies with its parent, even when the parent is SIGKILLed.
-        if (who.parent_forked_from_main_thread) {
-            // PDEATHSIG fires when the forking *thread* ends, so it is only right for the main thread.
+        // A daemon dies with its parent, even when the parent is SIGKILLed. PDEATHSIG fires when
+        // the thread that made this process ends, so it serves only when that was the parent's
+        // main thread and the parent is this process's parent in the kernel's eyes too (not so
+        // for a child of the fork server); otherwise a thread watches the parent's pidfd.
+        if (who.parent_forked_from_main_thread && ::getppid() == who.parent_pid) {
             ::prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (::getppid() != who.parent_pid) ::_exit(1);  // it died before prctl took effect
         } else if (parent_pidfd_ >= 0) {
@@ -335,8 +393,9 @@ void Runtime::become_child(const ChildIdentity& who) {
                 wait_fd_readable(fd, std::nullopt);
                 ::kill(::getpid(), SIGKILL);
             }).detach();
+        } else {
+            ::_exit(1);  // the parent is already gone
         }
-        if (parent_pidfd_ < 0) ::_exit(1);  // the parent is already gone
     }
 }
 

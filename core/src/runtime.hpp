@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -47,6 +48,7 @@ public:
     pid_t pid() const { return pid_; }
     bool daemon() const { return daemon_; }
     bool is_root() const { return root_pid_ == ::getpid(); }
+    pid_t root_pid() const { return root_pid_; }
     const std::vector<int>& identity() const { return identity_; }
     /// The next child's identity tuple and default name ("Process-1", "Process-1:2", ...).
     std::vector<int> next_child_identity();
@@ -59,6 +61,22 @@ public:
     int self_pidfd();
 
     const Authkey& authkey() const { return authkey_; }
+
+    /// Named values every process of the run shares (the broker's endpoint, the fork server's
+    /// address...): inherited by forked children and handed to spawn and forkserver children.
+    void set_service(const std::string& key, std::string value);
+    std::string service(const std::string& key) const;
+    std::map<std::string, std::string> services() const;
+
+    /// argv as zmp::init() recorded it; spawn and the fork server run this binary with it.
+    const std::vector<std::string>& argv() const { return argv_; }
+    void set_argv(std::vector<std::string> argv) { argv_ = std::move(argv); }
+
+    /// What a spawn or forkserver child takes over from its run before it becomes itself.
+    void adopt_run(pid_t root_pid, std::string run_dir, const Authkey& authkey,
+                   std::map<std::string, std::string> services);
+    /// The parent's pidfd, for a child whose parent passed one explicitly (spawn, forkserver).
+    void set_inherited_parent_pidfd(int fd) { inherited_pidfd_ = fd; }
 
     /// The private 0700 directory for this run's ipc endpoints, made by the root on first use
     /// (stale ones of dead roots are removed then) and removed when the root exits.
@@ -141,9 +159,18 @@ private:
     std::atomic<std::uint64_t> generation_{1};
     std::vector<std::shared_ptr<ProcessState>> children_;
     std::vector<std::function<void()>> start_hooks_;
+    std::map<std::string, std::string> services_;
+    std::vector<std::string> argv_;
     std::vector<std::function<void()>> exit_hooks_;
     void run_exit_hooks();
 };
+
+/// True from process start-up (when this process was made by spawn or the fork server) until
+/// zmp::init() runs: zmp refuses to work before then, so that a main() without zmp::init() stops
+/// with a clear message instead of running the parent's program again.
+bool awaiting_init();
+void init_called();
+[[noreturn]] void die_without_init();
 
 /// Flushes stdout and stderr (and std::cout / std::cerr) if they hold anything; a forked child
 /// that has nothing to flush then touches none of their pages.

@@ -4,9 +4,11 @@
 #include <string>
 #include <thread>
 
+#include "zmp/context.hpp"
 #include "zmp/process.hpp"
 
 int main(int argc, char** argv) {
+    zmp::init(argc, argv);
     if (argc != 2) return 2;
     const std::string path = argv[1];
     zmp::Process child([path] {

@@ -13,8 +13,10 @@
 #include <string>
 
 #include "runtime.hpp"
+#include "zmp/context.hpp"
 
 int main(int argc, char** argv) {
+    zmp::init(argc, argv);
     auto& rt = zmp::detail::Runtime::instance();
     const std::string& dir = rt.run_dir();
     bool kill_self = false;

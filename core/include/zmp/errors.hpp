@@ -19,6 +19,13 @@ public:
     using ProcessError::ProcessError;
 };
 
+/// An operation that is not allowed in the current state of the program, where Python raises
+/// RuntimeError (setting the start method twice).
+class RuntimeError : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
 /// recv_bytes_into() with a buffer too small: the whole message is kept in `message()`.
 class BufferTooShort : public ProcessError {
 public:

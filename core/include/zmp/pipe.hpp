@@ -32,6 +32,7 @@
 #include <utility>
 
 #include "zmp/errors.hpp"
+#include "zmp/function.hpp"
 #include "zmp/timeout.hpp"
 #include "zmp/transport/codec.hpp"
 
@@ -107,6 +108,10 @@ private:
 
     std::shared_ptr<detail::ConnectionState> state_;
 };
+
+/// Connections travel (through a Pipe, or as a Process argument under every start method).
+template <>
+struct is_packable<Connection> : std::true_type {};
 
 /// Two connected ends. Duplex (the default): both ends send and receive. Pipe(false) returns
 /// (reader, writer): the first can only receive, the second only send.

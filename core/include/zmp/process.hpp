@@ -30,23 +30,48 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
 #include "zmp/errors.hpp"
+#include "zmp/function.hpp"
 #include "zmp/timeout.hpp"
 
 namespace zmp {
 
+class Process;
+
+/// How a child process is made (see zmp/context.hpp).
+enum class StartMethod { fork, spawn, forkserver };
+
 namespace detail {
 struct ProcessState;
-struct ChildRecord;
+struct ProcessAccess;
+
+/// A target as it travels to a spawn or forkserver child: the function, its trampoline and its
+/// arguments (packed when the child starts); or the reason it cannot travel.
+struct TravelTarget {
+    const void* function = nullptr;
+    Trampoline trampoline = nullptr;
+    std::function<void(msgpack::packer<msgpack::sbuffer>&)> pack_args;
+    std::string cannot_travel;
+};
+
+/// How a registered Process subclass is rebuilt in a spawn or forkserver child.
+struct ProcessType {
+    std::function<std::unique_ptr<Process>()> make;
+    std::function<void(const Process&, msgpack::packer<msgpack::sbuffer>&)> pack;
+    std::function<void(Process&, const msgpack::object&)> unpack;
+};
+void register_process_type(const std::string& key, ProcessType type);
 }  // namespace detail
 
-/// Options given at construction; both may also be set with set_name()/set_daemon() before start().
+/// Options given at construction; name and daemon may also be set before start().
 struct ProcessOptions {
     std::string name;             ///< empty: "Process-N" (nested children: "Process-N:M")
     std::optional<bool> daemon;   ///< empty: inherit the creating process's daemon flag
+    std::optional<StartMethod> method;  ///< empty: the default start method when start() runs
 };
 
 class Process {
@@ -55,17 +80,18 @@ public:
     Process();
     explicit Process(ProcessOptions options);
 
-    /// A process that will call target(args...). Arguments are copied (decayed) now.
+    /// A process that will call target(args...). Arguments are copied (decayed) now. Under
+    /// spawn and forkserver the target must travel (see zmp/function.hpp).
     template <class F, class... Args>
         requires std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>
     explicit Process(F&& target, Args&&... args) : Process(ProcessOptions{}) {
-        set_target(bind_target(std::forward<F>(target), std::forward<Args>(args)...));
+        set_target(make_travel_target(target, args...), bind_target(std::forward<F>(target), std::forward<Args>(args)...));
     }
 
     template <class F, class... Args>
         requires std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>
     Process(ProcessOptions options, F&& target, Args&&... args) : Process(std::move(options)) {
-        set_target(bind_target(std::forward<F>(target), std::forward<Args>(args)...));
+        set_target(make_travel_target(target, args...), bind_target(std::forward<F>(target), std::forward<Args>(args)...));
     }
 
     Process(const Process&) = default;
@@ -92,6 +118,9 @@ public:
     void terminate();
     void kill();
 
+    /// The start method this process uses (or will use: the default, if none was given).
+    StartMethod start_method() const;
+
     /// Empty while running or before start; see the exit-code table above.
     std::optional<int> exitcode() const;
     /// The child's pid once started (for current_process(): this process's pid).
@@ -113,6 +142,7 @@ public:
 
 private:
     friend std::ostream& operator<<(std::ostream& out, const Process& process);
+    friend struct detail::ProcessAccess;
     template <class F, class... Args>
     static std::function<void()> bind_target(F&& target, Args&&... args) {
         return [fn = std::decay_t<F>(std::forward<F>(target)),
@@ -120,7 +150,27 @@ private:
             std::apply(fn, bound);
         };
     }
-    void set_target(std::function<void()> target);
+    template <class F, class... Args>
+    static detail::TravelTarget make_travel_target(F& target, Args&... args) {
+        using Callable = std::decay_t<F>;
+        if constexpr (travels<F, Args...>) {
+            auto function = +target;
+            using Fn = decltype(function);
+            using Params = typename detail::function_traits<Fn>::args;
+            return {reinterpret_cast<const void*>(function), detail::trampoline_for<Fn>(),
+                    [params = Params(args...)](msgpack::packer<msgpack::sbuffer>& out) { out.pack(params); }, {}};
+        } else if constexpr (!detail::plain_function_like<Callable>) {
+            return {nullptr, nullptr, nullptr,
+                    "the target (" + transport::type_name(typeid(Callable)) +
+                        ") is a lambda with captures or another stateful callable; only plain functions and "
+                        "capture-free lambdas travel to a spawn or forkserver child (fork takes any callable)"};
+        } else {
+            return {nullptr, nullptr, nullptr,
+                    "an argument of the target cannot travel to a spawn or forkserver child: every parameter "
+                    "needs msgpack adaptors (see zmp::is_packable)"};
+        }
+    }
+    void set_target(detail::TravelTarget travel, std::function<void()> target);
     detail::ProcessState& state() const;
 
     std::shared_ptr<detail::ProcessState> state_;
@@ -156,6 +206,21 @@ std::optional<ParentProcess> parent_process();
 std::vector<Process> active_children();
 /// CPUs this process may run on (its affinity mask), at least 1.
 int cpu_count();
+
+/// Lets a Process subclass be started with spawn or forkserver: the child default-constructs a T
+/// and fills it from the parent's object, which T describes with MSGPACK_DEFINE(members...).
+/// Use at namespace scope: ZMP_REGISTER_PROCESS(MyWorker);
+#define ZMP_REGISTER_PROCESS(T)                                                                              \
+    static const bool ZMP_REGISTER_CAT(zmp_process_type_, __LINE__) = [] {                                    \
+        ::zmp::detail::register_process_type(                                                                 \
+            typeid(T).name(),                                                                                 \
+            {[] { return std::unique_ptr<::zmp::Process>(new T()); },                                         \
+             [](const ::zmp::Process& p, msgpack::packer<msgpack::sbuffer>& out) {                            \
+                 out.pack(static_cast<const T&>(p));                                                          \
+             },                                                                                               \
+             [](::zmp::Process& p, const msgpack::object& obj) { obj.convert(static_cast<T&>(p)); }});          \
+        return true;                                                                                          \
+    }()
 
 /// Ends the calling process with `code`, like Python's sys.exit: inside a child's target it
 /// unwinds the target (destructors run) and the child's exit code is `code`; elsewhere it runs

@@ -1,7 +1,9 @@
 #pragma once
 // Everything zmp offers, in one include.
 
+#include "zmp/context.hpp"
 #include "zmp/errors.hpp"
+#include "zmp/function.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"
 #include "zmp/timeout.hpp"

@@ -2,7 +2,8 @@
 
 #include <cstdio>
 
-int main() {
+int main(int argc, char** argv) {
+    zmp::init(argc, argv);
     auto [reader, writer] = zmp::Pipe(false);
     zmp::Process child([w = writer]() mutable { w.send(6 * 7); });
     child.start();

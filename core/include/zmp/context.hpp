@@ -1,0 +1,82 @@
+#pragma once
+// Start methods and contexts, as in Python: fork, spawn and forkserver; a Context makes Processes
+// (and Pipes) that use its method; the default is fork on Linux.
+//
+//     int main(int argc, char** argv) {
+//         zmp::init(argc, argv);                        // first line of every zmp program
+//         zmp::set_start_method(zmp::StartMethod::spawn);
+//         zmp::Process p(work, 42);                     // started with spawn
+//         auto ctx = zmp::get_context("forkserver");
+//         zmp::Process q = ctx.Process(work, 43);        // started by the fork server
+//     }
+//
+// - fork: the child is a copy of the parent (any callable works; the fastest start).
+// - spawn: the child is a fresh run of this same binary (/proc/self/exe): its main() calls
+//   zmp::init(), which receives the target and its arguments as a message and runs it.
+// - forkserver: a single-threaded server, itself a fresh run of this binary started on first use
+//   (before it has any thread or ZeroMQ context), forks children on request; killed, it is
+//   restarted by the next start().
+// Under spawn and forkserver the target must travel (zmp/function.hpp): a plain function or a
+// capture-free lambda, with msgpack arguments; start() raises zmp::ValueError otherwise.
+//
+// Threading: the default method is process-wide; set it before starting processes.
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "zmp/pipe.hpp"
+#include "zmp/process.hpp"
+
+namespace zmp {
+
+/// Must be the first statement of main() in every program that uses zmp. In the root it records
+/// argv (spawned children get the same argv) and returns. In a child started by spawn it runs the
+/// child's target and never returns; in the fork server it serves and never returns.
+void init(int argc, char** argv);
+
+std::string_view to_string(StartMethod method);
+/// ValueError("cannot find context for '<name>'") for anything but fork, spawn and forkserver.
+StartMethod parse_start_method(std::string_view name);
+
+class Context {
+public:
+    explicit Context(StartMethod method) : method_(method) {}
+    StartMethod method() const noexcept { return method_; }
+    std::string_view get_start_method() const noexcept { return to_string(method_); }
+
+    /// Python's ctx.Process(target, args): a Process started with this context's method.
+    template <class F, class... Args>
+    zmp::Process Process(F&& target, Args&&... args) const {
+        return zmp::Process(ProcessOptions{.method = method_}, std::forward<F>(target), std::forward<Args>(args)...);
+    }
+    template <class F, class... Args>
+    zmp::Process Process(ProcessOptions options, F&& target, Args&&... args) const {
+        options.method = method_;
+        return zmp::Process(std::move(options), std::forward<F>(target), std::forward<Args>(args)...);
+    }
+    std::pair<Connection, Connection> Pipe(bool duplex = true) const { return zmp::Pipe(duplex); }
+
+private:
+    StartMethod method_;
+};
+
+/// The context of the default start method (this fixes the default, as in Python).
+Context get_context();
+Context get_context(StartMethod method);
+Context get_context(std::string_view method);
+
+/// Sets the default start method. Once the default has been fixed — by an earlier call, by
+/// get_context() or get_start_method(), or by starting a process with the default — it raises
+/// zmp::RuntimeError("context has already been set") unless `force` is true. With `force`, an
+/// empty method resets the default to "not yet chosen".
+void set_start_method(std::optional<StartMethod> method, bool force = false);
+void set_start_method(std::string_view method, bool force = false);
+/// The default start method (fixing it); with allow_none, empty while none has been chosen.
+std::optional<StartMethod> get_start_method(bool allow_none = false);
+/// Every start method this platform offers, the default first: fork, spawn, forkserver.
+std::vector<StartMethod> get_all_start_methods();
+
+}  // namespace zmp

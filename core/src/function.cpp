@@ -1,0 +1,123 @@
+#include "zmp/function.hpp"
+
+#include <dlfcn.h>
+#include <link.h>
+
+#include <mutex>
+#include <unordered_map>
+
+namespace zmp::detail {
+namespace {
+
+struct Registered {
+    const void* function;
+    Trampoline trampoline;
+};
+
+struct Registry {
+    std::mutex mutex;
+    std::unordered_map<std::string, Registered> by_name;
+    std::unordered_map<const void*, std::string> name_of;
+};
+
+Registry& registry() {
+    static Registry* r = new Registry();  // used from static initialisers and at exit
+    return *r;
+}
+
+// The loaded module (dl_iterate_phdr entry) whose executable segments hold `address`.
+struct ModuleSearch {
+    std::uintptr_t address;
+    std::string name;
+    std::uintptr_t base = 0;
+    bool found = false;
+};
+
+int find_module(dl_phdr_info* info, std::size_t, void* data) {
+    auto* search = static_cast<ModuleSearch*>(data);
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+        const std::uintptr_t start = info->dlpi_addr + ph.p_vaddr;
+        if (search->address >= start && search->address < start + ph.p_memsz) {
+            search->name = info->dlpi_name ? info->dlpi_name : "";
+            search->base = info->dlpi_addr;
+            search->found = true;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+struct ModuleLookup {
+    const std::string* name;
+    std::uint64_t offset;
+    const void* address = nullptr;
+};
+
+int resolve_in_module(dl_phdr_info* info, std::size_t, void* data) {
+    auto* lookup = static_cast<ModuleLookup*>(data);
+    if ((info->dlpi_name ? info->dlpi_name : "") != *lookup->name) return 0;
+    const std::uintptr_t address = info->dlpi_addr + lookup->offset;
+    for (int i = 0; i < info->dlpi_phnum; ++i) {  // it must land in executable code of that module
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+        const std::uintptr_t start = info->dlpi_addr + ph.p_vaddr;
+        if (address >= start && address < start + ph.p_memsz) {
+            lookup->address = reinterpret_cast<const void*>(address);
+            return 1;
+        }
+    }
+    return 1;
+}
+
+CodeAddress locate(const void* code) {
+    ModuleSearch search{reinterpret_cast<std::uintptr_t>(code)};
+    ::dl_iterate_phdr(&find_module, &search);
+    if (!search.found) throw ValueError("the target function is not in any loaded module");
+    return {search.name, search.address - search.base};
+}
+
+const void* find(const CodeAddress& where) {
+    ModuleLookup lookup{&where.module, where.offset};
+    ::dl_iterate_phdr(&resolve_in_module, &lookup);
+    if (lookup.address == nullptr) {
+        throw ValueError("cannot find the target function in this process (module '" +
+                         (where.module.empty() ? std::string("main program") : where.module) + "')");
+    }
+    return lookup.address;
+}
+
+}  // namespace
+
+void register_function(const char* name, const void* fn, Trampoline tramp) {
+    Registry& r = registry();
+    std::lock_guard lock(r.mutex);
+    r.by_name[name] = {fn, tramp};
+    r.name_of.emplace(fn, name);
+}
+
+FunctionId identify(const void* fn, Trampoline tramp) {
+    FunctionId id;
+    {
+        Registry& r = registry();
+        std::lock_guard lock(r.mutex);
+        if (auto it = r.name_of.find(fn); it != r.name_of.end()) id.name = it->second;
+    }
+    id.function = locate(fn);
+    id.trampoline = locate(reinterpret_cast<const void*>(tramp));
+    return id;
+}
+
+std::pair<const void*, Trampoline> resolve(const FunctionId& id) {
+    if (!id.name.empty()) {
+        Registry& r = registry();
+        std::lock_guard lock(r.mutex);
+        if (auto it = r.by_name.find(id.name); it != r.by_name.end()) {
+            return {it->second.function, it->second.trampoline};
+        }
+    }
+    return {find(id.function), reinterpret_cast<Trampoline>(const_cast<void*>(find(id.trampoline)))};
+}
+
+}  // namespace zmp::detail
