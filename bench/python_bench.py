@@ -57,6 +57,16 @@ def start_join_fork(quick):
     return _start_join("fork", quick, 40)
 
 
+@row("process.start_join.spawn", "ms")
+def start_join_spawn(quick):
+    return _start_join("spawn", quick, 10)
+
+
+@row("process.start_join.forkserver", "ms")
+def start_join_forkserver(quick):
+    return _start_join("forkserver", quick, 40)
+
+
 def _echo(conn, inherited):
     inherited.close()  # the forked child holds a copy of the parent's end too
     try:

@@ -112,3 +112,18 @@ ZMP_BENCH("codec.int", "ns") {
         sink = sink + h.get().as<long>();
     });
 }
+
+// posix_spawn of a small program that links libzmq (this binary), run with a flag that makes it
+// exit at once: the floor under any exec-based start.
+#include <spawn.h>
+extern char** environ;
+ZMP_BENCH("process.start_join.spawn", "ms") {
+    char self[] = "/proc/self/exe";
+    char flag[] = "--exit-at-once";
+    char* argv[] = {self, flag, nullptr};
+    return 1e3 * bench::seconds_per_op(5, opt.n(10), [&] {
+        pid_t pid;
+        ::posix_spawn(&pid, self, nullptr, nullptr, argv, environ);
+        ::waitpid(pid, nullptr, 0);
+    });
+}

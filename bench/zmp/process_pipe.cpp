@@ -2,6 +2,7 @@
 #include <string>
 
 #include "bench.hpp"
+#include "zmp/context.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"
 #include "zmp/transport/codec.hpp"
@@ -60,3 +61,22 @@ ZMP_BENCH("codec.int", "ns") {
         sink = sink + zmp::transport::decode_as<long>(buffer.data(), buffer.size());
     });
 }
+
+namespace {
+void nothing() {}
+
+double start_join_with_ms(const bench::Options& opt, zmp::StartMethod method, int full) {
+    auto ctx = zmp::get_context(method);
+    zmp::Process warm = ctx.Process(nothing);  // the fork server starts here, outside the timing
+    warm.start();
+    warm.join();
+    return 1e3 * bench::seconds_per_op(5, opt.n(full), [&] {
+        zmp::Process p = ctx.Process(nothing);
+        p.start();
+        p.join();
+    });
+}
+}  // namespace
+
+ZMP_BENCH("process.start_join.spawn", "ms") { return start_join_with_ms(opt, zmp::StartMethod::spawn, 10); }
+ZMP_BENCH("process.start_join.forkserver", "ms") { return start_join_with_ms(opt, zmp::StartMethod::forkserver, 40); }
