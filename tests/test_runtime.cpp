@@ -74,6 +74,12 @@ TEST_CASE("a forked child makes its own ZeroMQ context and sockets and exits cle
     };
     zmq::socket_ref parent_socket = rt.thread_socket("push", make_push);
     const void* parent_handle = parent_socket.handle();
+    // Let the I/O thread finish connecting before forking: a child forked while another thread
+    // allocates inherits a held allocator lock under ASan (glibc's malloc is fork-safe; GCC 12's
+    // libasan allocator is not).
+    std::vector<zmq::message_t> frames;
+    zmp::transport::send_message(parent_socket, {zmq::const_buffer("warm", 4)});
+    REQUIRE(zmp::transport::recv_message(server, frames, 1, 30s));
     const std::uint64_t parent_generation = rt.generation();
 
     auto [done_reader, done_writer] = zmp::Pipe(false);
@@ -86,7 +92,6 @@ TEST_CASE("a forked child makes its own ZeroMQ context and sockets and exits cle
         (void)r.recv<int>();  // ZeroMQ delivers at most once: wait until the parent has it
     });
     child.start();
-    std::vector<zmq::message_t> frames;
     REQUIRE(zmp::transport::recv_message(server, frames, 1, 30s));
     CHECK(frames[0].to_string() == "fresh socket");
     done_writer.send(1);
