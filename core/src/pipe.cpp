@@ -1,5 +1,6 @@
 #include "zmp/pipe.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -85,6 +86,32 @@ Connection connection_from_token(const msgpack::object& obj) {
     return Connection(std::make_shared<ConnectionState>(transport::FdChannel(fd), (token.flags & 1) != 0,
                                                         (token.flags & 2) != 0));
 }
+
+struct FdCapture::Collector {
+    FdCollector collector;
+};
+
+FdCapture::FdCapture() : collector_(std::make_unique<Collector>()) {}
+FdCapture::~FdCapture() = default;
+
+std::vector<int> FdCapture::take() {
+    std::vector<int> owned;
+    for (int fd : collector_->collector.fds()) {
+        const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (copy < 0) {
+            for (int f : owned) ::close(f);
+            throw_os_error("dup", errno);
+        }
+        owned.push_back(copy);
+    }
+    return owned;
+}
+
+Connection connection_from_channel(transport::FdChannel channel) {
+    return Connection(std::make_shared<ConnectionState>(std::move(channel), true, true));
+}
+
+transport::FdChannel& channel_of(const Connection& conn) { return open_state(conn.state()).channel; }
 
 }  // namespace detail
 

@@ -26,11 +26,6 @@ namespace zmp {
 namespace detail {
 namespace {
 
-// zmp::exit() inside a child's target unwinds to the bootstrap with this; it is not a
-// std::exception so that `catch (const std::exception&)` in user code does not swallow it.
-struct SystemExit {
-    int code;
-};
 // Runs the target the way Python's _bootstrap does and returns the exit code.
 int run_target(Process& process) {
     Runtime::instance().set_target_thread(true);

@@ -49,6 +49,12 @@ private:
 /// Converts a waitpid status to Python's exitcode: N for exit(N), -N for signal N.
 int exitcode_from_status(int status);
 
+/// zmp::exit() inside a child's target unwinds to the bootstrap with this; it is not a
+/// std::exception, so that `catch (const std::exception&)` in user code does not swallow it.
+struct SystemExit {
+    int code;
+};
+
 /// What the start methods need of a Process beyond its public face.
 struct ProcessAccess {
     /// Sets the callable a rebuilt process runs (spawn and forkserver children).

@@ -341,6 +341,18 @@ void Runtime::run_exit_hooks() {
     }
 }
 
+std::pair<transport::FdChannel, transport::FdChannel> Runtime::private_channel_pair() {
+    std::lock_guard lock(mutex_);
+    auto pair = transport::FdChannel::pair();
+    private_fds_.push_back(pair.first.fd());
+    return pair;
+}
+
+void Runtime::forget_private_fd(int fd) {
+    std::lock_guard lock(mutex_);
+    std::erase(private_fds_, fd);
+}
+
 void Runtime::register_segment(const std::string& name) {
     const std::string& dir = run_dir();
     ::mkdir((dir + "/shm").c_str(), 0700);
@@ -452,6 +464,8 @@ void Runtime::after_fork_child() {
         children_.clear();
     }
     inherited_pidfd_ = std::exchange(self_pidfd_, -1);
+    for (int fd : private_fds_) ::close(fd);
+    private_fds_.clear();
     target_running_ = false;
     pid_ = ::getpid();
     generation_.fetch_add(1, std::memory_order_acq_rel);

@@ -12,6 +12,8 @@
 
 #include <zmq.hpp>
 
+#include "zmp/transport/fd_channel.hpp"
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -107,6 +109,13 @@ public:
     void register_segment(const std::string& name);
     void unregister_segment(const std::string& name);
 
+    /// A connected pair of channels whose first end is private to this process's own machinery
+    /// (a pool dispatcher's end of a worker link): a forked child closes it at once, so that no
+    /// copy keeps the link from reaching end of stream. Made and registered atomically with
+    /// respect to fork(). Call forget_private_fd() before closing that end.
+    std::pair<transport::FdChannel, transport::FdChannel> private_channel_pair();
+    void forget_private_fd(int fd);
+
     // Children of this process.
     void add_child(std::shared_ptr<ProcessState> child);
     /// Children still tracked (started, not yet joined and removed).
@@ -159,6 +168,7 @@ private:
     std::atomic<std::uint64_t> generation_{1};
     std::vector<std::shared_ptr<ProcessState>> children_;
     std::vector<std::function<void()>> start_hooks_;
+    std::vector<int> private_fds_;
     std::map<std::string, std::string> services_;
     std::vector<std::string> argv_;
     std::vector<std::function<void()>> exit_hooks_;

@@ -1,5 +1,6 @@
 #include "zmp/transport/fd_channel.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -218,6 +219,88 @@ bool FdChannel::poll(int timeout_ms) const {
             timeout_ms = left.count() > 0 ? static_cast<int>(left.count()) : 0;
         }
     }
+}
+
+}  // namespace zmp::transport
+
+namespace zmp::transport {
+
+Outbox::~Outbox() {
+    for (auto& a : attached_)
+        for (int fd : a.fds) ::close(fd);
+}
+
+void Outbox::send(std::span<const iovec> parts, std::span<const int> fds) {
+    std::uint64_t total = 0;
+    for (const iovec& p : parts) total += p.iov_len;
+    if (sent_ > 0 && sent_ == pending_.size()) {
+        pending_.clear();
+        sent_ = 0;
+    }
+    if (!fds.empty()) {
+        if (fds.size() > kMaxFds) throw ValueError("too many file descriptors in one message");
+        Attached a{pending_.size(), {}};
+        for (int fd : fds) {
+            const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+            if (copy < 0) {
+                for (int f : a.fds) ::close(f);
+                throw_os_error("dup", errno);
+            }
+            a.fds.push_back(copy);
+        }
+        attached_.push_back(std::move(a));
+    }
+    const Header header{total, static_cast<std::uint32_t>(fds.size()), kMagic};
+    pending_.append(reinterpret_cast<const char*>(&header), sizeof header);
+    for (const iovec& p : parts) pending_.append(static_cast<const char*>(p.iov_base), p.iov_len);
+    flush();
+}
+
+bool Outbox::flush() {
+    while (sent_ < pending_.size()) {
+        // A message with descriptors goes out in a write that starts at its first byte and
+        // carries them; every other write stops short of such a message.
+        std::size_t end = pending_.size();
+        const Attached* carrying = nullptr;
+        for (const Attached& a : attached_) {
+            if (a.offset == sent_) carrying = &a;
+            else if (a.offset > sent_) {
+                end = std::min(end, a.offset);
+                break;
+            }
+        }
+        iovec iov{pending_.data() + sent_, end - sent_};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        std::vector<char> control;
+        if (carrying != nullptr) {
+            control.resize(CMSG_SPACE(sizeof(int) * carrying->fds.size()));
+            msg.msg_control = control.data();
+            msg.msg_controllen = control.size();
+            cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+            cmsg->cmsg_level = SOL_SOCKET;
+            cmsg->cmsg_type = SCM_RIGHTS;
+            cmsg->cmsg_len = CMSG_LEN(sizeof(int) * carrying->fds.size());
+            std::memcpy(CMSG_DATA(cmsg), carrying->fds.data(), sizeof(int) * carrying->fds.size());
+        }
+        ssize_t n = ::sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            if (carrying != nullptr) {
+                for (int fd : carrying->fds) ::close(fd);
+                attached_.erase(attached_.begin() + (carrying - attached_.data()));
+            }
+            sent_ += static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+        if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) throw OSError("the other end of the channel is closed", errno);
+        throw_os_error("send on channel", errno);
+    }
+    pending_.clear();
+    sent_ = 0;
+    return true;
 }
 
 }  // namespace zmp::transport

@@ -38,4 +38,60 @@ private:
     std::string message_;
 };
 
+/// An exception raised in another process whose type this process cannot rebuild (not a std
+/// exception, not zmp's, not registered with ZMP_REGISTER_EXCEPTION): it keeps the original
+/// type's name and message, and where it came from.
+class RemoteError : public ProcessError {
+public:
+    RemoteError(std::string type, std::string message, std::string origin, int pid)
+        : ProcessError(type + ": " + message + " (raised in " + origin + ", pid " + std::to_string(pid) + ")"),
+          type_(std::move(type)), message_(std::move(message)), origin_(std::move(origin)), pid_(pid) {}
+    const std::string& type_name() const noexcept { return type_; }
+    const std::string& message() const noexcept { return message_; }
+    const std::string& origin() const noexcept { return origin_; }
+    int pid() const noexcept { return pid_; }
+
+private:
+    std::string type_, message_, origin_;
+    int pid_;
+};
+
+/// A pool task whose worker died while running it (killed, crashed, or exited): which worker,
+/// and how it ended. With max_retries the task is tried again first; this is what remains.
+class WorkerLost : public ProcessError {
+public:
+    WorkerLost(std::string worker, int pid, int exitcode)
+        : ProcessError("worker " + worker + " (pid " + std::to_string(pid) + ") " + describe(exitcode) +
+                       " while running this task"),
+          worker_(std::move(worker)), pid_(pid), exitcode_(exitcode) {}
+    const std::string& worker() const noexcept { return worker_; }
+    int pid() const noexcept { return pid_; }
+    /// Python's exit code of the worker: -N for signal N, else its exit status.
+    int exitcode() const noexcept { return exitcode_; }
+    /// The signal that killed the worker, or 0 if it exited.
+    int signal() const noexcept { return exitcode_ < 0 ? -exitcode_ : 0; }
+
+private:
+    static std::string describe(int exitcode) {
+        return exitcode < 0 ? "was killed by signal " + std::to_string(-exitcode)
+                            : "exited with code " + std::to_string(exitcode);
+    }
+    std::string worker_;
+    int pid_;
+    int exitcode_;
+};
+
+/// A pending pool result whose pool was terminated before it could complete.
+class PoolTerminated : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
+/// A pool that can no longer run tasks: its initializer failed, or workers cannot be started.
+/// Pending results fail with it, and so does every later submission.
+class BrokenPool : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
 }  // namespace zmp

@@ -30,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "zmp/errors.hpp"
 #include "zmp/function.hpp"
@@ -140,7 +141,31 @@ struct convert<zmp::Connection> {
 }
 }  // namespace msgpack
 
+namespace zmp::transport {
+class FdChannel;
+}
+
 namespace zmp::detail {
+/// A Connection over an existing channel end (readable and writable), and the channel under a
+/// Connection: for zmp's own protocols that run over Pipe-like links (the pool's workers).
+Connection connection_from_channel(transport::FdChannel channel);
+transport::FdChannel& channel_of(const Connection& conn);
+
+/// Catches the descriptors of the Connections packed on this thread while it lives, for a
+/// message that will be sent later: take() returns duplicates the caller then owns.
+class FdCapture {
+public:
+    FdCapture();
+    ~FdCapture();
+    FdCapture(const FdCapture&) = delete;
+    FdCapture& operator=(const FdCapture&) = delete;
+    std::vector<int> take();
+
+private:
+    struct Collector;
+    std::unique_ptr<Collector> collector_;
+};
+
 /// Registers `conn`'s descriptor with the message being packed on this thread and returns the
 /// token that stands for it on the wire. ValueError if no descriptor channel is packing.
 std::string connection_token(const Connection& conn);

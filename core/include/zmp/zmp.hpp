@@ -3,7 +3,9 @@
 
 #include "zmp/context.hpp"
 #include "zmp/errors.hpp"
+#include "zmp/exceptions.hpp"
 #include "zmp/function.hpp"
 #include "zmp/pipe.hpp"
+#include "zmp/pool.hpp"
 #include "zmp/process.hpp"
 #include "zmp/timeout.hpp"

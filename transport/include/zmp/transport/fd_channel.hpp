@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -76,6 +77,34 @@ private:
     int fd_ = -1;
     std::uint64_t max_message_ = kDefaultMaxChannelMessage;
     bool broken_ = false;
+};
+
+/// The sending side of an FdChannel for an event loop: messages go out with the channel's
+/// framing, but a send never blocks — what the socket cannot take now waits here until the
+/// loop sees the descriptor writable and calls flush().
+class Outbox {
+public:
+    explicit Outbox(int fd) : fd_(fd) {}
+    Outbox(const Outbox&) = delete;
+    Outbox& operator=(const Outbox&) = delete;
+    ~Outbox();
+    /// Queues one message (its parts gathered, with duplicates of `fds` attached) and writes as
+    /// much as the socket takes. Throws OSError (EPIPE when the peer is gone).
+    void send(std::span<const iovec> parts, std::span<const int> fds = {});
+    /// Writes what is queued; true when nothing is left.
+    bool flush();
+    bool empty() const noexcept { return pending_.size() == sent_; }
+    std::size_t queued_bytes() const noexcept { return pending_.size() - sent_; }
+
+private:
+    struct Attached {
+        std::size_t offset;      // where the message starts in pending_
+        std::vector<int> fds;    // owned duplicates, closed once sent
+    };
+    int fd_;
+    std::string pending_;
+    std::size_t sent_ = 0;
+    std::vector<Attached> attached_;
 };
 
 }  // namespace zmp::transport

@@ -1,0 +1,807 @@
+#pragma once
+// zmp::Pool: Python's multiprocessing.Pool (and the heart of concurrent.futures'
+// ProcessPoolExecutor) for C++ — a pool of worker processes that heals instead of hanging.
+//
+//     int square(int x) { return x * x; }
+//     zmp::Pool pool(4);                                          // 4 workers (default: cpu_count())
+//     std::vector<int> squares = pool.map(square, std::vector<int>{1, 2, 3});   // {1, 4, 9}
+//     zmp::AsyncResult<int> r = pool.apply_async(square, 7);      // r.get() == 49
+//     for (int v : pool.imap_unordered(square, std::views::iota(0, 1000))) use(v);
+//
+// How it works: a dispatcher thread in this process owns the truth — a table of every task and,
+// per worker, the tasks in flight — and hands tasks to the workers as they have room (credits:
+// each worker holds about 5 ms of work, at least 2 tasks, so a slow worker never sits on a
+// backlog, and many tiny tasks share one message). Local workers are linked to it by Unix socket
+// pairs, the same-host fast path. A worker that dies (killed, crashed, out of memory) is seen at
+// once through its pidfd: each task it was running fails with zmp::WorkerLost naming the worker,
+// pid and signal — or is tried again on another worker, if PoolOptions::max_retries allows — and
+// the worker is replaced. Late or duplicate results are dropped. Nothing hangs.
+//
+// Tasks are plain functions or capture-free lambdas (they travel to the workers under every
+// start method, see zmp/function.hpp); arguments and results are any msgpack type. A task that
+// cannot travel is a compile error. A task that throws fails its result with the exception's type
+// when it is known (zmp/exceptions.hpp), else zmp::RemoteError.
+//
+// Differences from Python, all deliberate: the destructor closes and joins (Python's `with`
+// terminates, a known trap); after terminate() pending results fail with zmp::PoolTerminated
+// instead of hanging; map/imap read their input as workers have room (an endless input works with
+// imap); an initializer that throws breaks the pool (zmp::BrokenPool) instead of respawning for
+// ever; a dead worker costs only its own tasks.
+//
+// Threading: a Pool may be used from any thread of the process that made it. Callbacks (result
+// callbacks, done-callbacks, progress) run on the pool's callback thread, never on the
+// dispatcher, so a slow callback cannot stall the pool. A forked child must not use its parent's
+// Pool (ValueError), but may make its own.
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "zmp/context.hpp"
+#include "zmp/errors.hpp"
+#include "zmp/exceptions.hpp"
+#include "zmp/function.hpp"
+#include "zmp/process.hpp"
+#include "zmp/timeout.hpp"
+#include "zmp/transport/codec.hpp"
+
+namespace zmp {
+
+struct PoolOptions {
+    /// Worker processes; 0 means cpu_count(). Fewer than 0 is a ValueError.
+    int processes = 0;
+    /// A worker retires after this many tasks and is replaced (a new pid). Must be positive.
+    std::optional<int> maxtasksperchild;
+    /// How workers start; empty: the default start method.
+    std::optional<StartMethod> context;
+    /// How many times a task whose worker died is tried again on another worker before it fails
+    /// with WorkerLost. The cap keeps a task that kills every worker from looping.
+    int max_retries = 0;
+};
+
+/// Options of map/imap beyond Python's chunksize: progress reporting.
+struct MapOptions {
+    /// Tasks per chunk; empty: Python's choice (map: len / (4 * processes), rounded up; imap: 1).
+    std::optional<std::size_t> chunksize;
+    /// Called with (items done, items in all) as the map progresses (total is 0 while unknown),
+    /// on the pool's callback thread, at most every 50 ms and once at the end.
+    std::function<void(std::size_t done, std::size_t total)> progress;
+    /// Draws a progress bar on stderr, only when stderr is a terminal.
+    bool progress_bar = false;
+};
+
+/// The ready-made progress bar MapOptions::progress_bar uses; usable as a progress callback.
+std::function<void(std::size_t, std::size_t)> progress_bar(std::string label = "");
+
+/// Python's callback= and error_callback= of apply_async/map_async, as a first argument:
+///     pool.apply_async(zmp::callbacks(on_value, on_error), f, 1, 2);
+/// Exactly one of them runs, on the pool's callback thread.
+template <class OnValue, class OnError>
+struct Callbacks {
+    OnValue on_value;
+    OnError on_error;
+};
+template <class OnValue, class OnError = std::nullptr_t>
+Callbacks<OnValue, OnError> callbacks(OnValue on_value, OnError on_error = nullptr) {
+    return {std::move(on_value), std::move(on_error)};
+}
+
+namespace detail {
+
+class PoolCore;
+
+/// Wakes a waiter when any of several results completes. Copies share one state, so a callback
+/// holding a copy may outlive the waiter.
+class CompletionSignal {
+public:
+    CompletionSignal() : state_(std::make_shared<State>()) {}
+    void notify() {
+        std::lock_guard lock(state_->mutex);
+        ++state_->count;
+        state_->changed.notify_all();
+    }
+    /// Waits for a notify() since the last wait; false at the deadline.
+    bool wait_until(std::optional<std::chrono::steady_clock::time_point> deadline) {
+        std::unique_lock lock(state_->mutex);
+        const std::size_t seen = state_->seen;
+        auto arrived = [&] { return state_->count > seen; };
+        bool ok = true;
+        if (!deadline) state_->changed.wait(lock, arrived);
+        else ok = state_->changed.wait_until(lock, *deadline, arrived);
+        state_->seen = state_->count;
+        return ok;
+    }
+
+private:
+    struct State {
+        std::mutex mutex;
+        std::condition_variable changed;
+        std::size_t count = 0;
+        std::size_t seen = 0;
+    };
+    std::shared_ptr<State> state_;
+};
+
+/// Descriptors owned by a chunk (Connections among its arguments), closed with the last copy.
+struct OwnedFds {
+    std::vector<int> fds;
+    explicit OwnedFds(std::vector<int> f) : fds(std::move(f)) {}
+    OwnedFds(const OwnedFds&) = delete;
+    OwnedFds& operator=(const OwnedFds&) = delete;
+    ~OwnedFds() {
+        for (int fd : fds) ::close(fd);
+    }
+};
+
+/// One chunk of a job's input: the msgpack array of argument tuples, where it starts, and the
+/// descriptors that travel with it.
+struct EncodedChunk {
+    std::string args;
+    std::size_t first = 0;
+    std::size_t count = 0;
+    std::shared_ptr<OwnedFds> fds;  // null when there are none
+};
+
+inline std::shared_ptr<OwnedFds> owned(std::vector<int> fds) {
+    return fds.empty() ? nullptr : std::make_shared<OwnedFds>(std::move(fds));
+}
+
+/// Completion, waiting, errors, callbacks and progress of one submitted job; the typed storage
+/// lives in TypedResult<R>. The dispatcher calls the on_* members from its thread.
+class ResultCore {
+public:
+    virtual ~ResultCore();
+    bool ready() const;
+    void wait() const;
+    bool wait_for(Timeout timeout) const;
+    /// The job's error once it is ready (null if it succeeded).
+    std::exception_ptr error() const;
+    void add_done_callback(std::function<void()> callback);
+    void set_progress(std::function<void(std::size_t, std::size_t)> progress, std::size_t total);
+
+    // Called by the dispatcher.
+    void attach(std::shared_ptr<PoolCore> pool);
+    void on_results(std::size_t first, const msgpack::object& results);
+    virtual void on_chunk_failed(std::size_t first, std::size_t count, std::exception_ptr error);
+    virtual void on_input_failed(std::exception_ptr error, std::size_t items_read);
+    virtual void on_all_done();
+    /// Fails the job at once (pool terminated or broken) unless it is already complete.
+    void abort(std::exception_ptr error);
+    /// For imap: whether the dispatcher may send more chunks while `in_flight` are out.
+    virtual bool wants_more(std::size_t in_flight) const;
+    /// For imap: true once nobody will read the stream again; its input is not read further.
+    virtual bool abandoned() const { return false; }
+
+protected:
+    /// Stores results[i] as item first+i; the caller holds mutex_.
+    virtual void store(std::size_t first, const msgpack::object& results) = 0;
+    /// An item (or an error) became available to a streaming consumer; the caller holds mutex_.
+    virtual void notify_items() {}
+    void complete_locked(std::unique_lock<std::mutex>& lock, std::exception_ptr error);
+    void report_progress_locked(bool final);
+    /// Tells the dispatcher to look again (a stream consumer made room).
+    void wake_pool() const;
+
+    mutable std::mutex mutex_;
+    mutable std::condition_variable changed_;
+    bool ready_ = false;
+    std::exception_ptr error_;
+    std::exception_ptr first_failure_;  // Python's map: the first error, raised once all is done
+    std::vector<std::function<void()>> callbacks_;
+    std::function<void(std::size_t, std::size_t)> progress_;
+    std::size_t done_ = 0;
+    std::size_t total_ = 0;
+    std::chrono::steady_clock::time_point last_progress_{};
+    std::weak_ptr<PoolCore> pool_;  // for the callback thread and imap wake-ups
+};
+
+/// Results in input order (map, apply): item i of the job is values_[i].
+template <class R>
+class TypedResult : public ResultCore {
+public:
+    explicit TypedResult(std::size_t expected) { values_.reserve(expected); }
+    /// The results, once ready (the dispatcher no longer writes them then).
+    std::vector<R> values() const {
+        std::lock_guard lock(mutex_);
+        return values_;
+    }
+    std::vector<R> take_values() {
+        std::lock_guard lock(mutex_);
+        return std::move(values_);
+    }
+    R first_value() const {
+        std::lock_guard lock(mutex_);
+        return values_.at(0);
+    }
+
+protected:
+    void store(std::size_t first, const msgpack::object& results) override {
+        if (results.type != msgpack::type::ARRAY) throw ProtocolError("a result batch is not an array");
+        const std::size_t count = results.via.array.size;
+        if (values_.size() < first + count) values_.resize(first + count);
+        for (std::size_t i = 0; i < count; ++i) values_[first + i] = transport::convert<R>(results.via.array.ptr[i]);
+    }
+    std::vector<R> values_;
+};
+
+/// Results as a stream (imap, imap_unordered): handed out one by one, in order or as they come.
+template <class R>
+class StreamResult : public ResultCore {
+public:
+    StreamResult(bool ordered, std::size_t buffer_limit) : ordered_(ordered), buffer_limit_(buffer_limit) {}
+
+    /// The next item; nullopt at the end; rethrows a task's or the input's error in its place.
+    /// TimeoutError if nothing comes within `timeout`.
+    std::optional<R> next(Timeout timeout);
+
+    bool wants_more(std::size_t in_flight) const override {
+        std::lock_guard lock(mutex_);
+        return in_flight + buffered_ < buffer_limit_;
+    }
+    bool abandoned() const override { return abandoned_.load(); }
+    void abandon() {
+        abandoned_ = true;
+        wake_pool();
+    }
+
+protected:
+    void store(std::size_t first, const msgpack::object& results) override {
+        if (results.type != msgpack::type::ARRAY) throw ProtocolError("a result batch is not an array");
+        for (std::size_t i = 0; i < results.via.array.size; ++i) {
+            Entry& e = pending_[first + i];
+            e.value = transport::convert<R>(results.via.array.ptr[i]);
+            if (!ordered_) arrival_.push_back(first + i);
+            ++buffered_;
+        }
+    }
+    void notify_items() override { changed_.notify_all(); }
+
+public:
+    // A stream hands errors out in their items' places instead of failing the whole job.
+    void on_chunk_failed(std::size_t first, std::size_t count, std::exception_ptr error) override {
+        std::lock_guard lock(mutex_);
+        for (std::size_t i = 0; i < count; ++i) place_error(first + i, error);
+        done_ += count;
+        report_progress_locked(false);
+        changed_.notify_all();
+    }
+    void on_input_failed(std::exception_ptr error, std::size_t items_read) override {
+        std::lock_guard lock(mutex_);
+        place_error(items_read, error);  // raised after the results that came before it
+        changed_.notify_all();
+    }
+    void on_all_done() override {
+        std::unique_lock lock(mutex_);
+        complete_locked(lock, nullptr);
+    }
+
+private:
+    struct Entry {
+        std::optional<R> value;
+        std::exception_ptr error;
+    };
+    bool ordered_;
+    std::size_t buffer_limit_;
+    std::atomic<bool> abandoned_{false};
+    std::map<std::size_t, Entry> pending_;
+    std::deque<std::size_t> arrival_;
+    std::size_t next_index_ = 0;
+    std::size_t buffered_ = 0;
+
+    void place_error(std::size_t index, std::exception_ptr error) {
+        pending_[index].error = std::move(error);
+        if (!ordered_) arrival_.push_back(index);
+        ++buffered_;
+    }
+    void consumed() { wake_pool(); }
+};
+
+/// A function as the pool sends it: pointer and trampoline here, identity for the workers.
+struct TaskFunction {
+    const void* function = nullptr;
+    Trampoline trampoline = nullptr;
+};
+
+/// A job for the dispatcher: where its chunks come from, and where its results go.
+struct Job {
+    TaskFunction function;
+    /// Fills the next chunk; false once the input is exhausted. Runs on the dispatcher thread; an
+    /// exception from the input ends the job there (its earlier chunks still complete).
+    std::function<bool(EncodedChunk&)> next_chunk;
+    std::shared_ptr<ResultCore> result;
+    std::size_t expected_items = 0;  // 0 if unknown
+};
+
+template <class F>
+using function_pointer_t = decltype(+std::declval<std::decay_t<F>&>());
+template <class F>
+using result_of_t = typename function_traits<function_pointer_t<F>>::result;
+template <class F>
+using params_of_t = typename function_traits<function_pointer_t<F>>::args;
+
+/// What a void task's result is stored as (it travels as nil).
+struct Nothing {};
+template <class T>
+using stored_t = std::conditional_t<std::is_void_v<T>, Nothing, T>;
+
+template <class F>
+TaskFunction task_function(F& f) {
+    auto pointer = +f;
+    return {reinterpret_cast<const void*>(pointer), trampoline_for<decltype(pointer)>()};
+}
+
+/// Packs one argument tuple (converted to the function's parameter types) onto `out`.
+template <class Params, class... Args>
+void pack_call(msgpack::packer<msgpack::sbuffer>& out, Args&&... args) {
+    out.pack(Params(std::forward<Args>(args)...));
+}
+
+template <class Params, class Element, bool Star>
+void pack_element(msgpack::packer<msgpack::sbuffer>& out, Element&& element) {
+    if constexpr (Star) {
+        std::apply([&](auto&&... parts) { pack_call<Params>(out, std::forward<decltype(parts)>(parts)...); },
+                   std::forward<Element>(element));
+    } else {
+        pack_call<Params>(out, std::forward<Element>(element));
+    }
+}
+
+/// A lazy chunk source over a view: pulls `chunksize` elements per chunk as the dispatcher asks.
+template <class Params, bool Star, class View>
+std::function<bool(EncodedChunk&)> chunks_of(View view, std::size_t chunksize) {
+    struct State {
+        View view;
+        std::ranges::iterator_t<View> it;
+        std::size_t index = 0;
+        bool started = false;
+    };
+    auto state = std::make_shared<State>(State{std::move(view), {}, 0, false});
+    return [state, chunksize](EncodedChunk& chunk) {
+        if (!state->started) {
+            state->it = std::ranges::begin(state->view);
+            state->started = true;
+        }
+        if (state->it == std::ranges::end(state->view)) return false;
+        msgpack::sbuffer buffer(64 * chunksize + 16);
+        msgpack::packer<msgpack::sbuffer> out(buffer);
+        FdCapture capture;  // Connections among the arguments travel with the chunk
+        // The count is known only at the end; an array32 header keeps its room fixed.
+        const char header[5] = {static_cast<char>(0xdd), 0, 0, 0, 0};
+        buffer.write(header, sizeof header);
+        std::uint32_t n = 0;
+        chunk.first = state->index;
+        while (n < chunksize && state->it != std::ranges::end(state->view)) {
+            pack_element<Params, decltype(*state->it), Star>(out, *state->it);
+            ++state->it;
+            ++n;
+        }
+        const std::uint32_t big_endian = __builtin_bswap32(n);
+        std::memcpy(buffer.data() + 1, &big_endian, sizeof big_endian);
+        chunk.args.assign(buffer.data(), buffer.size());
+        chunk.fds = owned(capture.take());
+        chunk.count = n;
+        state->index += n;
+        return true;
+    };
+}
+
+}  // namespace detail
+
+template <>
+struct is_packable<detail::Nothing> : std::true_type {};
+
+/// Python's AsyncResult (and, with done()/add_done_callback(), a concurrent.futures Future).
+/// A handle: copies share the result.
+template <class R>
+class AsyncResult {
+public:
+    /// The value; rethrows the task's exception (with its type when known). TimeoutError if it
+    /// is not ready within `timeout`.
+    R get(Timeout timeout = forever) const {
+        if (!core_->wait_for(timeout)) throw TimeoutError("the result was not ready in time");
+        if (auto error = core_->error()) std::rethrow_exception(error);
+        return value_();
+    }
+    /// Waits up to `timeout`; true if the result is ready.
+    bool wait(Timeout timeout = forever) const { return core_->wait_for(timeout); }
+    bool ready() const { return core_->ready(); }
+    bool done() const { return core_->ready(); }
+    /// True if it completed without an error; ValueError if it is not ready yet.
+    bool successful() const {
+        if (!core_->ready()) throw ValueError("the result is not ready");
+        return core_->error() == nullptr;
+    }
+    /// The exception it failed with (null if it succeeded), waiting as get() does.
+    std::exception_ptr exception(Timeout timeout = forever) const {
+        if (!core_->wait_for(timeout)) throw TimeoutError("the result was not ready in time");
+        return core_->error();
+    }
+    /// Runs `callback(*this)` once the result is ready — at once if it already is — on the
+    /// pool's callback thread.
+    void add_done_callback(std::function<void(const AsyncResult&)> callback) const {
+        core_->add_done_callback([self = *this, callback = std::move(callback)] { callback(self); });
+    }
+
+    /// For the pool: the shared completion state, and how to read the value once it is ready.
+    AsyncResult(std::shared_ptr<detail::ResultCore> core, std::function<R()> value)
+        : core_(std::move(core)), value_(std::move(value)) {}
+    const std::shared_ptr<detail::ResultCore>& core() const { return core_; }
+
+private:
+    std::shared_ptr<detail::ResultCore> core_;
+    std::function<R()> value_;
+};
+
+/// concurrent.futures' name for the same thing.
+template <class R>
+using Future = AsyncResult<R>;
+
+/// The lazy iterator imap/imap_unordered return; also a range (for (auto v : pool.imap(...))).
+template <class R>
+class IMapIterator {
+public:
+    /// The next result, nullopt at the end; rethrows a failed task's exception at its place.
+    /// TimeoutError if none arrives within `timeout` (Python's next(timeout)).
+    std::optional<R> next(Timeout timeout = forever) { return stream_->next(timeout); }
+
+    class iterator {
+    public:
+        using value_type = R;
+        using difference_type = std::ptrdiff_t;
+        iterator() = default;
+        explicit iterator(IMapIterator* owner) : owner_(owner) { ++*this; }
+        const R& operator*() const { return *current_; }
+        iterator& operator++() {
+            current_ = owner_->next();
+            if (!current_) owner_ = nullptr;
+            return *this;
+        }
+        void operator++(int) { ++*this; }
+        bool operator==(std::default_sentinel_t) const { return owner_ == nullptr; }
+
+    private:
+        IMapIterator* owner_ = nullptr;
+        std::optional<R> current_;
+    };
+    iterator begin() { return iterator(this); }
+    std::default_sentinel_t end() { return {}; }
+
+    /// Once the last copy of an IMapIterator is gone, the pool stops reading its input.
+    explicit IMapIterator(std::shared_ptr<detail::StreamResult<R>> stream)
+        : stream_(stream), reader_(nullptr, [stream](void*) { stream->abandon(); }) {}
+
+private:
+    std::shared_ptr<detail::StreamResult<R>> stream_;
+    std::shared_ptr<void> reader_;  // its deleter runs when the last copy goes
+};
+
+class Pool {
+public:
+    /// A pool of `processes` workers (0: cpu_count()). ValueError("Number of processes must be
+    /// at least 1") for fewer than 0... as Python: Pool(0) and Pool(-1) are errors, Pool() is not.
+    Pool() : Pool(PoolOptions{}) {}
+    explicit Pool(int processes);
+    explicit Pool(PoolOptions options);
+    /// With an initializer, run once in each worker before its first task (initargs as msgpack).
+    template <class F, class... Args>
+    Pool(PoolOptions options, F initializer, Args&&... initargs) : Pool(std::move(options), make_initializer(initializer, std::forward<Args>(initargs)...)) {}
+
+    /// Closes the pool and joins it: queued work completes first.
+    ~Pool();
+    Pool(const Pool&) = delete;
+    Pool& operator=(const Pool&) = delete;
+
+    /// Python's apply: runs f(args...) in a worker and returns its result.
+    template <class F, class... Args>
+    auto apply(F f, Args&&... args) {
+        return apply_async(f, std::forward<Args>(args)...).get();
+    }
+
+    /// Python's apply_async: f(args...) in a worker, without waiting.
+    template <class F, class... Args>
+    AsyncResult<detail::result_of_t<F>> apply_async(F f, Args&&... args) {
+        static_assert(travels<F, Args...>,
+                      "pool tasks travel to worker processes: use a plain function or a capture-free lambda "
+                      "whose parameters are msgpack types (see zmp::is_packable)");
+        using R = detail::result_of_t<F>;
+        using Params = detail::params_of_t<F>;
+        static_assert(std::is_void_v<R> || is_packable_v<R>, "the task's result must be a msgpack type");
+        auto result = std::make_shared<detail::TypedResult<detail::stored_t<R>>>(1);
+        detail::EncodedChunk chunk;
+        msgpack::sbuffer buffer;
+        msgpack::packer<msgpack::sbuffer> out(buffer);
+        detail::FdCapture capture;
+        out.pack_array(1);
+        detail::pack_call<Params>(out, std::forward<Args>(args)...);  // serialization errors surface here
+        chunk.args.assign(buffer.data(), buffer.size());
+        chunk.count = 1;
+        chunk.fds = detail::owned(capture.take());
+        auto taken = std::make_shared<bool>(false);
+        submit_job(detail::Job{detail::task_function(f),
+                               [chunk = std::move(chunk), taken](detail::EncodedChunk& out_chunk) mutable {
+                                   if (*taken) return false;
+                                   *taken = true;
+                                   out_chunk = std::move(chunk);
+                                   return true;
+                               },
+                               result, 1});
+        if constexpr (std::is_void_v<R>) {
+            return AsyncResult<R>(result, [] {});
+        } else {
+            return AsyncResult<R>(result, [result] { return result->first_value(); });
+        }
+    }
+
+    template <class OnValue, class OnError, class F, class... Args>
+    AsyncResult<detail::result_of_t<F>> apply_async(Callbacks<OnValue, OnError> cbs, F f, Args&&... args) {
+        auto result = apply_async(f, std::forward<Args>(args)...);
+        attach_callbacks(result, std::move(cbs));
+        return result;
+    }
+
+    /// concurrent.futures' submit: the same as apply_async.
+    template <class F, class... Args>
+    Future<detail::result_of_t<F>> submit(F f, Args&&... args) {
+        return apply_async(f, std::forward<Args>(args)...);
+    }
+
+    /// Python's map: f(x) for every x of `input`, results in input order. If tasks fail, the
+    /// first error is raised once every task has finished (as Python).
+    template <class F, class Range>
+    std::vector<detail::stored_t<detail::result_of_t<F>>> map(F f, Range&& input, MapOptions options = {}) {
+        return take(map_async(f, std::forward<Range>(input), std::move(options)));
+    }
+    template <class F, class Range>
+    auto map(F f, Range&& input, std::size_t chunksize) {
+        return map(f, std::forward<Range>(input), MapOptions{.chunksize = chunksize});
+    }
+
+    template <class F, class Range>
+    AsyncResult<std::vector<detail::stored_t<detail::result_of_t<F>>>> map_async(F f, Range&& input, MapOptions options = {}) {
+        return map_impl<false>(f, std::forward<Range>(input), std::move(options));
+    }
+    template <class OnValue, class OnError, class F, class Range>
+    auto map_async(Callbacks<OnValue, OnError> cbs, F f, Range&& input, MapOptions options = {}) {
+        auto result = map_async(f, std::forward<Range>(input), std::move(options));
+        attach_callbacks(result, std::move(cbs));
+        return result;
+    }
+
+    /// Python's starmap: f(args...) for every tuple of `input`.
+    template <class F, class Range>
+    std::vector<detail::stored_t<detail::result_of_t<F>>> starmap(F f, Range&& input, MapOptions options = {}) {
+        return take(starmap_async(f, std::forward<Range>(input), std::move(options)));
+    }
+    template <class F, class Range>
+    AsyncResult<std::vector<detail::stored_t<detail::result_of_t<F>>>> starmap_async(F f, Range&& input,
+                                                                                     MapOptions options = {}) {
+        return map_impl<true>(f, std::forward<Range>(input), std::move(options));
+    }
+
+    /// Python's imap / imap_unordered: a lazy iterator. The input is read as workers have room —
+    /// only a bounded number of chunks is in flight or waiting to be consumed — so an endless
+    /// input works. An lvalue input must outlive the iteration.
+    template <class F, class Range>
+    IMapIterator<detail::stored_t<detail::result_of_t<F>>> imap(F f, Range&& input, std::size_t chunksize = 1) {
+        return imap_impl<true>(f, std::forward<Range>(input), chunksize);
+    }
+    template <class F, class Range>
+    IMapIterator<detail::stored_t<detail::result_of_t<F>>> imap_unordered(F f, Range&& input, std::size_t chunksize = 1) {
+        return imap_impl<false>(f, std::forward<Range>(input), chunksize);
+    }
+
+    /// No more submissions; queued work still completes, then the workers exit.
+    void close();
+    /// Stops the workers now; pending results fail with zmp::PoolTerminated.
+    void terminate();
+    /// Waits for the workers to exit. ValueError("Pool is still running") unless closed or
+    /// terminated first.
+    void join();
+
+    /// The number of worker processes.
+    int processes() const;
+
+private:
+    struct Initializer {
+        detail::TaskFunction function;
+        std::string args;
+        bool present = false;
+        std::shared_ptr<detail::OwnedFds> fds;  // Connections among the initargs
+    };
+
+    template <class F, class... Args>
+    static Initializer make_initializer(F& f, Args&&... args) {
+        static_assert(travels<F, Args...>, "the initializer travels to the workers: a plain function or a "
+                                            "capture-free lambda with msgpack arguments");
+        msgpack::sbuffer buffer;
+        msgpack::packer<msgpack::sbuffer> out(buffer);
+        detail::FdCapture capture;
+        detail::pack_call<detail::params_of_t<F>>(out, std::forward<Args>(args)...);
+        return {detail::task_function(f), std::string(buffer.data(), buffer.size()), true, detail::owned(capture.take())};
+    }
+    Pool(PoolOptions options, Initializer initializer);
+
+    template <bool Star, class F, class Range>
+    auto map_impl(F f, Range&& input, MapOptions options) {
+        static_assert(detail::plain_function_like<std::decay_t<F>>,
+                      "pool tasks travel to worker processes: use a plain function or a capture-free lambda");
+        using R = detail::stored_t<detail::result_of_t<F>>;
+        using Params = detail::params_of_t<F>;
+        static_assert(is_packable_v<Params>, "the task's parameters must be msgpack types");
+        static_assert(is_packable_v<R>, "the task's result must be a msgpack type");
+        if constexpr (std::ranges::sized_range<Range>) {
+            const std::size_t n = std::ranges::size(input);
+            auto result = std::make_shared<detail::TypedResult<R>>(n);
+            const std::size_t chunksize = options.chunksize ? checked_chunksize(*options.chunksize) : default_chunksize(n);
+            prepare_progress(*result, options, n);
+            if (n > 0) {
+                submit_job(detail::Job{detail::task_function(f),
+                                       detail::chunks_of<Params, Star>(std::views::all(std::forward<Range>(input)), chunksize),
+                                       result, n});
+            } else {
+                result->on_all_done();  // nothing to do: ready at once, as Python's map([])
+            }
+            return AsyncResult<std::vector<R>>(result, [result] { return result->values(); });
+        } else {
+            // Like Python, an input without a size is read into a list first, to size the chunks.
+            std::vector<std::ranges::range_value_t<Range>> items;
+            for (auto&& item : input) items.push_back(std::forward<decltype(item)>(item));
+            return map_impl<Star>(f, std::move(items), std::move(options));
+        }
+    }
+
+    template <bool Ordered, class F, class Range>
+    auto imap_impl(F f, Range&& input, std::size_t chunksize) {
+        static_assert(detail::plain_function_like<std::decay_t<F>>,
+                      "pool tasks travel to worker processes: use a plain function or a capture-free lambda");
+        using R = detail::stored_t<detail::result_of_t<F>>;
+        using Params = detail::params_of_t<F>;
+        static_assert(is_packable_v<Params>, "the task's parameters must be msgpack types");
+        static_assert(is_packable_v<R>, "the task's result must be a msgpack type");
+        checked_chunksize(chunksize);
+        auto stream = std::make_shared<detail::StreamResult<R>>(Ordered, stream_buffer_limit());
+        std::size_t expected = 0;
+        if constexpr (std::ranges::sized_range<Range>) expected = std::ranges::size(input);
+        submit_job(detail::Job{detail::task_function(f),
+                               detail::chunks_of<Params, false>(std::views::all(std::forward<Range>(input)), chunksize),
+                               stream, expected});
+        return IMapIterator<R>(stream);
+    }
+
+    // A blocking map's result has one reader: its values are moved out, not copied.
+    template <class R>
+    static std::vector<R> take(const AsyncResult<std::vector<R>>& result) {
+        result.wait();
+        if (auto error = result.core()->error()) std::rethrow_exception(error);
+        return static_cast<detail::TypedResult<R>&>(*result.core()).take_values();
+    }
+
+    template <class R, class OnValue, class OnError>
+    static void attach_callbacks(const AsyncResult<R>& result, Callbacks<OnValue, OnError> cbs) {
+        result.add_done_callback([cbs = std::move(cbs)](const AsyncResult<R>& r) {
+            if (auto error = r.exception()) {
+                if constexpr (!std::is_same_v<OnError, std::nullptr_t>) cbs.on_error(error);
+            } else if constexpr (std::is_void_v<R>) {
+                cbs.on_value();
+            } else {
+                cbs.on_value(r.get());
+            }
+        });
+    }
+
+    static std::size_t checked_chunksize(std::size_t chunksize);
+    std::size_t default_chunksize(std::size_t items) const;
+    std::size_t stream_buffer_limit() const;
+    void prepare_progress(detail::ResultCore& result, const MapOptions& options, std::size_t total);
+    void submit_job(detail::Job job);
+
+    std::shared_ptr<detail::PoolCore> core_;
+};
+
+/// concurrent.futures.as_completed: `futures` in the order they complete (a future listed twice
+/// comes once). Blocks until all are done; TimeoutError("N (of M) futures unfinished") if they are
+/// not all done within `timeout`, counted from the call.
+template <class R>
+std::vector<Future<R>> as_completed(const std::vector<Future<R>>& futures, Timeout timeout = forever) {
+    std::vector<Future<R>> pending;
+    for (const auto& f : futures) {
+        bool seen = false;
+        for (const auto& p : pending) seen = seen || p.core() == f.core();
+        if (!seen) pending.push_back(f);
+    }
+    const std::size_t total = pending.size();
+    detail::CompletionSignal signal;
+    for (const auto& f : pending) f.core()->add_done_callback([signal]() mutable { signal.notify(); });
+    std::vector<Future<R>> order;
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout.value_or(Seconds(0)));
+    while (!pending.empty()) {
+        for (auto it = pending.begin(); it != pending.end();) {
+            if (it->done()) {
+                order.push_back(*it);
+                it = pending.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        if (pending.empty()) break;
+        if (!signal.wait_until(timeout ? std::optional(deadline) : std::nullopt)) {
+            throw TimeoutError(std::to_string(pending.size()) + " (of " + std::to_string(total) + ") futures unfinished");
+        }
+    }
+    return order;
+}
+
+template <class R>
+std::optional<R> detail::StreamResult<R>::next(Timeout timeout) {
+    std::unique_lock lock(mutex_);
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout.value_or(Seconds(0)));
+    for (;;) {
+        std::optional<std::size_t> index;
+        if (ordered_) {
+            if (pending_.count(next_index_) != 0) index = next_index_++;
+        } else if (!arrival_.empty()) {
+            index = arrival_.front();
+            arrival_.pop_front();
+        }
+        if (index) {
+            auto node = pending_.extract(*index);
+            --buffered_;
+            lock.unlock();
+            consumed();
+            if (node.mapped().error) std::rethrow_exception(node.mapped().error);
+            return std::move(node.mapped().value);
+        }
+        if (ready_) {
+            if (error_) std::rethrow_exception(error_);  // the pool went away under the stream
+            return std::nullopt;
+        }
+        if (!timeout) {
+            changed_.wait(lock);
+        } else if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && !ready_ &&
+                   (ordered_ ? pending_.count(next_index_) == 0 : arrival_.empty())) {
+            throw TimeoutError("no result arrived in time");
+        }
+    }
+}
+
+}  // namespace zmp
+
+// A void task's result: nil on the wire, Nothing in the result's storage.
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+namespace adaptor {
+template <>
+struct convert<zmp::detail::Nothing> {
+    const msgpack::object& operator()(const msgpack::object& obj, zmp::detail::Nothing&) const { return obj; }
+};
+template <>
+struct pack<zmp::detail::Nothing> {
+    template <class Stream>
+    packer<Stream>& operator()(packer<Stream>& out, const zmp::detail::Nothing&) const {
+        out.pack_nil();
+        return out;
+    }
+};
+}  // namespace adaptor
+}
+}  // namespace msgpack

@@ -1,0 +1,712 @@
+#include "pool_core.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+
+#include "context_state.hpp"
+#include "process_state.hpp"
+#include "runtime.hpp"
+#include "zmp/transport/codec.hpp"
+
+namespace zmp::detail {
+
+struct PoolCore::ActiveJob {
+    Job job;
+    std::uint32_t slot = 0;
+    std::size_t outstanding_chunks = 0;  // read from the input and not yet finished
+    std::size_t outstanding_items = 0;
+    std::size_t items_read = 0;
+    bool input_done = false;
+    bool finished = false;
+};
+
+struct PoolCore::Task {
+    std::shared_ptr<ActiveJob> job;
+    EncodedChunk chunk;
+    int attempts = 0;
+};
+
+struct PoolCore::Worker {
+    std::string name;
+    std::optional<Process> process;
+    transport::FdChannel link;             // the dispatcher's end: results come in here
+    std::unique_ptr<transport::Outbox> outbox;  // tasks go out here, never blocking the loop
+    int sentinel = -1;
+    std::deque<std::uint64_t> in_flight;
+    std::vector<char> defined;              // function slots this worker knows
+    std::size_t assigned = 0;
+    std::size_t window = 1;                 // chunks it may hold; grows once task times are known
+    double chunk_us = 0;                    // moving average of one chunk's run time
+    bool retiring = false;                  // gets no more tasks; its link closes once it is idle
+    StatusPage status;                      // which task it is running
+};
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// About this much work is kept in flight on each worker: enough to hide the round trip to the
+// dispatcher, little enough that a slow worker never sits on a backlog.
+constexpr double kTargetInFlightUs = 5000;
+constexpr std::size_t kMaxWindow = 512;
+constexpr int kMaxIdleDeaths = 5;
+
+std::string worker_prefix(StartMethod method) {
+    switch (method) {
+        case StartMethod::spawn: return "SpawnPoolWorker-";
+        case StartMethod::forkserver: return "ForkServerPoolWorker-";
+        case StartMethod::fork: break;
+    }
+    return "ForkPoolWorker-";
+}
+
+}  // namespace
+
+StatusPage::StatusPage(int fd) {
+    void* page = ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (page == MAP_FAILED) throw_os_error("mmap of a pool worker's status page", errno);
+    word_ = static_cast<std::uint64_t*>(page);
+}
+
+StatusPage::StatusPage(StatusPage&& other) noexcept : word_(std::exchange(other.word_, nullptr)) {}
+
+StatusPage& StatusPage::operator=(StatusPage&& other) noexcept {
+    if (this != &other) {
+        if (word_) ::munmap(word_, sizeof(std::uint64_t));
+        word_ = std::exchange(other.word_, nullptr);
+    }
+    return *this;
+}
+
+StatusPage::~StatusPage() {
+    if (word_) ::munmap(word_, sizeof(std::uint64_t));
+}
+
+std::pair<StatusPage, int> StatusPage::create() {
+    const int fd = ::memfd_create("zmp-pool-worker", MFD_CLOEXEC);
+    if (fd < 0) throw_os_error("memfd_create", errno);
+    if (::ftruncate(fd, sizeof(std::uint64_t)) != 0) {
+        const int error = errno;
+        ::close(fd);
+        throw_os_error("ftruncate", error);
+    }
+    return {StatusPage(fd), fd};
+}
+
+std::uint64_t StatusPage::running() const {
+    return word_ ? std::atomic_ref<std::uint64_t>(*word_).load(std::memory_order_acquire) : 0;
+}
+
+void StatusPage::set_running(std::uint64_t id) {
+    if (word_) std::atomic_ref<std::uint64_t>(*word_).store(id, std::memory_order_release);
+}
+
+PoolCore::PoolCore(const PoolOptions& options, TaskFunction initializer, std::string initializer_args,
+                   bool has_initializer, std::shared_ptr<OwnedFds> initializer_fds)
+    : processes_(options.processes == 0 ? cpu_count() : options.processes),
+      maxtasks_(options.maxtasksperchild),
+      method_(options.context ? *options.context : use_default_start_method()),
+      max_retries_(options.max_retries),
+      creator_(Runtime::instance().pid()),
+      init_fds_(std::move(initializer_fds)) {
+    if (options.processes < 0) throw ValueError("Number of processes must be at least 1");
+    if (maxtasks_ && *maxtasks_ <= 0) throw ValueError("maxtasksperchild must be a positive int or None");
+    if (options.max_retries < 0) throw ValueError("max_retries must not be negative");
+    if (has_initializer) {
+        init_.present = true;
+        init_.function = identify(initializer.function, initializer.trampoline);
+        init_.args = std::move(initializer_args);
+    }
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd_ < 0) throw_os_error("eventfd", errno);
+}
+
+PoolCore::~PoolCore() {
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void PoolCore::start() {
+    try {
+        for (int i = 0; i < processes_; ++i) start_worker();
+    } catch (...) {
+        // As Python: the workers already started are stopped, and the error propagates.
+        stop_workers();
+        throw;
+    }
+    std::lock_guard lock(mutex_);
+    started_ = true;
+    dispatcher_ = std::thread([this] { run(); });
+}
+
+void PoolCore::start_worker() {
+    Runtime& rt = Runtime::instance();
+    auto [mine, theirs] = rt.private_channel_pair();
+    auto worker = std::make_unique<Worker>();
+    worker->name = worker_prefix(method_) + std::to_string(++workers_started_);
+    Connection their_end = connection_from_channel(std::move(theirs));
+    worker->process.emplace(get_context(method_).Process({.name = worker->name, .daemon = true}, pool_worker_main,
+                                                    their_end, init_));
+    try {
+        worker->process->start();
+    } catch (...) {
+        rt.forget_private_fd(mine.fd());
+        throw;
+    }
+    their_end.close();
+    auto [page, page_fd] = StatusPage::create();
+    worker->status = std::move(page);
+    std::vector<int> setup_fds;
+    if (init_fds_) setup_fds = init_fds_->fds;
+    setup_fds.push_back(page_fd);
+    try {
+        const char setup[] = {static_cast<char>(0x91), 0x02};  // msgpack [2]
+        mine.send(setup, sizeof setup, setup_fds);
+    } catch (const OSError&) {
+        // The worker died already; the dispatcher learns it from its pidfd.
+    }
+    ::close(page_fd);
+    worker->sentinel = worker->process->sentinel();
+    worker->outbox = std::make_unique<transport::Outbox>(mine.fd());
+    worker->link = std::move(mine);
+    workers_.push_back(std::move(worker));
+}
+
+void PoolCore::submit(Job job) {
+    {
+        std::lock_guard lock(mutex_);
+        if (broken_) std::rethrow_exception(broken_);
+        if (closed_ || terminate_requested_) throw ValueError("Pool not running");
+        job.result->attach(shared_from_this());
+        incoming_.push_back(std::move(job));
+    }
+    wake();
+}
+
+void PoolCore::wake() {
+    const std::uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+void PoolCore::close() {
+    {
+        std::lock_guard lock(mutex_);
+        closed_ = true;
+    }
+    wake();
+}
+
+void PoolCore::terminate() {
+    {
+        std::lock_guard lock(mutex_);
+        terminate_requested_ = true;
+        closed_ = true;
+    }
+    wake();
+    join();
+}
+
+void PoolCore::join() {
+    std::thread dispatcher;
+    {
+        std::lock_guard lock(mutex_);
+        if (!closed_) throw ValueError("Pool is still running");
+        if (joined_) return;
+        joined_ = true;
+        dispatcher = std::move(dispatcher_);
+    }
+    if (dispatcher.joinable()) dispatcher.join();
+    std::thread callbacks;
+    {
+        std::lock_guard lock(callback_mutex_);
+        callbacks_stopping_ = true;
+        callbacks = std::move(callback_thread_);
+    }
+    callback_ready_.notify_all();
+    if (callbacks.joinable()) callbacks.join();
+}
+
+void PoolCore::post_callback(std::function<void()> callback) {
+    {
+        std::lock_guard lock(callback_mutex_);
+        if (!callbacks_stopped_) {
+            callbacks_.push_back(std::move(callback));
+            if (!callback_thread_.joinable() && !callbacks_stopping_) {
+                callback_thread_ = std::thread([this] { callback_loop(); });
+            }
+            if (callback_thread_.joinable()) {
+                callback_ready_.notify_one();
+                return;
+            }
+            callback = std::move(callbacks_.back());
+            callbacks_.pop_back();
+        }
+    }
+    callback();  // the pool has finished: run it here
+}
+
+void PoolCore::callback_loop() {
+    std::unique_lock lock(callback_mutex_);
+    for (;;) {
+        callback_ready_.wait(lock, [this] { return !callbacks_.empty() || callbacks_stopping_; });
+        if (callbacks_.empty()) break;
+        auto callback = std::move(callbacks_.front());
+        callbacks_.pop_front();
+        lock.unlock();
+        try {
+            callback();
+        } catch (...) {
+            // A callback's exception has nowhere to go; it must not take the pool down.
+        }
+        lock.lock();
+    }
+    callbacks_stopped_ = true;
+}
+
+std::uint32_t PoolCore::function_slot(const TaskFunction& function) {
+    auto it = function_slots_.find(function.function);
+    if (it != function_slots_.end()) return it->second;
+    const auto slot = static_cast<std::uint32_t>(function_ids_.size());
+    function_ids_.push_back(identify(function.function, function.trampoline));
+    function_slots_.emplace(function.function, slot);
+    return slot;
+}
+
+void PoolCore::accept_incoming() {
+    std::deque<Job> jobs;
+    {
+        std::lock_guard lock(mutex_);
+        jobs.swap(incoming_);
+    }
+    for (Job& job : jobs) {
+        auto active = std::make_shared<ActiveJob>();
+        active->job = std::move(job);
+        try {
+            active->slot = function_slot(active->job.function);
+        } catch (...) {
+            active->job.result->abort(std::current_exception());
+            continue;
+        }
+        jobs_.push_back(std::move(active));
+    }
+}
+
+std::optional<std::uint64_t> PoolCore::next_task() {
+    if (!retries_.empty()) {
+        const std::uint64_t id = retries_.front();
+        retries_.pop_front();
+        return id;
+    }
+    for (std::size_t i = 0; i < jobs_.size(); ++i) {
+        std::shared_ptr<ActiveJob> job = jobs_[i];  // a copy: maybe_finish may drop it from jobs_
+        if (!job->input_done && job->job.result->abandoned()) {
+            job->input_done = true;  // nobody reads the stream: stop reading its input
+            maybe_finish(job);
+            return next_task();
+        }
+        if (job->input_done || job->finished || !job->job.result->wants_more(job->outstanding_items)) continue;
+        EncodedChunk chunk;
+        bool got = false;
+        try {
+            got = job->job.next_chunk(chunk);
+        } catch (...) {
+            // The input raised: earlier chunks still complete; the error takes its place.
+            job->input_done = true;
+            job->job.result->on_input_failed(std::current_exception(), job->items_read);
+            maybe_finish(job);
+            return next_task();
+        }
+        if (!got) {
+            job->input_done = true;
+            maybe_finish(job);
+            return next_task();
+        }
+        const std::uint64_t id = next_task_id_++;
+        job->outstanding_chunks += 1;
+        job->outstanding_items += chunk.count;
+        job->items_read += chunk.count;
+        tasks_.emplace(id, Task{job, std::move(chunk), 0});
+        return id;
+    }
+    return std::nullopt;
+}
+
+void PoolCore::pump() {
+    std::vector<std::uint64_t> batch;
+    for (bool gave = true; gave;) {
+        gave = false;
+        for (auto& worker : workers_) {
+            Worker& w = *worker;
+            if (w.retiring || !w.link.is_open()) continue;
+            std::size_t room = w.window > w.in_flight.size() ? w.window - w.in_flight.size() : 0;
+            if (maxtasks_) room = std::min(room, static_cast<std::size_t>(*maxtasks_) - w.assigned);
+            if (room == 0) continue;
+            batch.clear();
+            // One task per worker per round while tasks are scarce, so that they spread out.
+            const std::size_t take = w.window == 1 ? 1 : room;
+            while (batch.size() < take) {
+                auto id = next_task();
+                if (!id) break;
+                batch.push_back(*id);
+            }
+            if (batch.empty()) return;
+            if (send_batch(w, batch)) gave = true;
+        }
+    }
+}
+
+bool PoolCore::send_batch(Worker& w, std::vector<std::uint64_t>& batch) {
+    for (std::uint64_t id : batch) w.in_flight.push_back(id);
+    w.assigned += batch.size();
+    if (maxtasks_ && w.assigned >= static_cast<std::size_t>(*maxtasks_)) w.retiring = true;
+    // Tasks share a message, except one that carries descriptors: it goes alone, so that the
+    // worker knows whose they are.
+    std::vector<std::uint64_t> plain;
+    for (std::uint64_t id : batch) {
+        if (tasks_.at(id).chunk.fds) {
+            if (!plain.empty() && !send_message(w, plain)) return false;
+            plain.clear();
+            if (!send_message(w, {id})) return false;
+        } else {
+            plain.push_back(id);
+        }
+    }
+    return plain.empty() || send_message(w, plain);
+}
+
+bool PoolCore::send_message(Worker& w, const std::vector<std::uint64_t>& ids) {
+    msgpack::sbuffer buffer;
+    msgpack::packer<msgpack::sbuffer> out(buffer);
+    std::vector<std::uint32_t> new_slots;
+    for (std::uint64_t id : ids) {
+        const std::uint32_t slot = tasks_.at(id).job->slot;
+        if (w.defined.size() <= slot) w.defined.resize(slot + 1, 0);
+        if (!w.defined[slot]) {
+            w.defined[slot] = 1;
+            new_slots.push_back(slot);
+        }
+    }
+    out.pack_array(3);
+    out.pack(0);
+    out.pack_array(static_cast<std::uint32_t>(new_slots.size()));
+    for (std::uint32_t slot : new_slots) {
+        out.pack_array(2);
+        out.pack(slot);
+        out.pack(function_ids_[slot]);
+    }
+    out.pack_array(static_cast<std::uint32_t>(ids.size()));
+    std::span<const int> fds;
+    for (std::uint64_t id : ids) {
+        const Task& task = tasks_.at(id);
+        out.pack_array(3);
+        out.pack(id);
+        out.pack(task.job->slot);
+        buffer.write(task.chunk.args.data(), task.chunk.args.size());  // already msgpack
+        if (task.chunk.fds) fds = task.chunk.fds->fds;
+    }
+    try {
+        iovec part{buffer.data(), buffer.size()};
+        w.outbox->send(std::span<const iovec>(&part, 1), fds);
+    } catch (const OSError&) {
+        // The worker is gone; its pidfd will say so, and its tasks are handled then.
+        return false;
+    }
+    return true;
+}
+
+bool PoolCore::read_from(Worker& w) {
+    bool got = false;
+    try {
+        got = w.link.recv(incoming_message_);
+    } catch (const ProcessError&) {
+        got = false;  // a broken stream from a worker: treat as its end
+    }
+    if (!got) return false;
+    try {
+        transport::Decoded decoded = transport::decode(incoming_message_.data.get(), incoming_message_.size);
+        const msgpack::object& message = decoded.get();
+        if (message.type != msgpack::type::ARRAY || message.via.array.size < 2) {
+            throw ProtocolError("malformed message from a pool worker");
+        }
+        const int kind = transport::convert<int>(message.via.array.ptr[0]);
+        if (kind == 1) {
+            auto record = transport::convert<ErrorRecord>(message.via.array.ptr[1]);
+            break_pool(std::make_exception_ptr(BrokenPool("the pool's initializer failed in " + record.origin +
+                                                          " (pid " + std::to_string(record.pid) + "): " + record.type +
+                                                          ": " + record.message)));
+            return true;
+        }
+        if (kind != 0 || message.via.array.size != 3) throw ProtocolError("malformed message from a pool worker");
+        handle_results(w, message.via.array.ptr[1], transport::convert<std::uint64_t>(message.via.array.ptr[2]));
+    } catch (const ProcessError&) {
+        return false;
+    }
+    return true;
+}
+
+void PoolCore::handle_results(Worker& w, const msgpack::object& results, std::uint64_t busy_us) {
+    if (results.type != msgpack::type::ARRAY) throw ProtocolError("malformed results from a pool worker");
+    const std::size_t n = results.via.array.size;
+    if (n > 0) {
+        // Size the worker's window from how long its chunks take.
+        const double per_chunk = static_cast<double>(busy_us) / static_cast<double>(n);
+        w.chunk_us = w.chunk_us == 0 ? per_chunk : 0.7 * w.chunk_us + 0.3 * per_chunk;
+        const double fits = kTargetInFlightUs / std::max(w.chunk_us, 1.0);
+        w.window = static_cast<std::size_t>(std::clamp(fits, 2.0, static_cast<double>(kMaxWindow)));
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+        const msgpack::object& entry = results.via.array.ptr[i];
+        if (entry.type != msgpack::type::ARRAY || entry.via.array.size != 3) continue;
+        const auto id = transport::convert<std::uint64_t>(entry.via.array.ptr[0]);
+        // Only a task this worker holds counts: anything else is late or a duplicate.
+        auto held = std::find(w.in_flight.begin(), w.in_flight.end(), id);
+        if (held == w.in_flight.end()) continue;
+        w.in_flight.erase(held);
+        idle_deaths_ = 0;
+        if (transport::convert<bool>(entry.via.array.ptr[1])) {
+            finish_task(id, nullptr, &entry.via.array.ptr[2]);
+        } else {
+            std::exception_ptr error;
+            try {
+                error = exception_from_record(transport::convert<ErrorRecord>(entry.via.array.ptr[2]));
+            } catch (...) {
+                error = std::current_exception();
+            }
+            finish_task(id, error, nullptr);
+        }
+    }
+    retire_if_done(w);
+}
+
+void PoolCore::finish_task(std::uint64_t id, std::exception_ptr error, const msgpack::object* values) {
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) return;
+    std::shared_ptr<ActiveJob> job = it->second.job;
+    const EncodedChunk& chunk = it->second.chunk;
+    if (!job->finished) {
+        if (values != nullptr) {
+            try {
+                job->job.result->on_results(chunk.first, *values);
+            } catch (...) {
+                job->job.result->on_chunk_failed(chunk.first, chunk.count, std::current_exception());
+            }
+        } else {
+            job->job.result->on_chunk_failed(chunk.first, chunk.count, error);
+        }
+    }
+    job->outstanding_chunks -= 1;
+    job->outstanding_items -= chunk.count;
+    tasks_.erase(it);
+    maybe_finish(job);
+}
+
+void PoolCore::maybe_finish(const std::shared_ptr<ActiveJob>& job) {
+    if (!job->input_done || job->outstanding_chunks > 0) return;
+    if (!job->finished) {
+        job->finished = true;
+        job->job.result->on_all_done();
+    }
+    std::erase(jobs_, job);
+}
+
+void PoolCore::retire_if_done(Worker& w) {
+    if (w.retiring && w.in_flight.empty() && w.link.is_open()) {
+        // End of stream tells the worker to exit; its pidfd reports when it has.
+        w.outbox->flush();
+        Runtime::instance().forget_private_fd(w.link.fd());
+        w.outbox.reset();
+        w.link.close();
+    }
+}
+
+void PoolCore::worker_ended(std::size_t index) {
+    Worker& w = *workers_[index];
+    // Results it sent before it ended still count.
+    while (w.link.is_open() && w.link.poll(0)) {
+        if (!read_from(w)) break;
+    }
+    if (w.link.is_open()) {
+        Runtime::instance().forget_private_fd(w.link.fd());
+        w.outbox.reset();
+        w.link.close();
+    }
+    // Its link ends a moment before its pidfd says it has exited; one that lives on is ended.
+    if (!w.process->join(std::chrono::seconds(1))) {
+        w.process->kill();
+        w.process->join();
+    }
+    const int exitcode = w.process->exitcode().value_or(-1);
+    const bool expected = w.retiring;
+    std::deque<std::uint64_t> lost;
+    lost.swap(w.in_flight);
+    const std::uint64_t running = w.status.running();
+    const std::string name = w.name;
+    const pid_t pid = w.process->pid().value_or(0);
+    workers_.erase(workers_.begin() + static_cast<std::ptrdiff_t>(index));
+
+    // Only the task it was running died with it; the others go back to the queue, first in line.
+    for (auto it = lost.rbegin(); it != lost.rend(); ++it) {
+        auto entry = tasks_.find(*it);
+        if (entry == tasks_.end()) continue;
+        Task& task = entry->second;
+        if (*it != running) {
+            retries_.push_front(*it);
+        } else if (task.attempts < max_retries_ && !task.job->finished) {
+            ++task.attempts;
+            retries_.push_front(*it);
+        } else {
+            finish_task(*it, std::make_exception_ptr(WorkerLost(name, pid, exitcode)), nullptr);
+        }
+    }
+    if (running == 0 && !expected) ++idle_deaths_;
+
+    bool replace;
+    {
+        std::lock_guard lock(mutex_);
+        replace = !terminate_requested_ && !broken_ && !(closed_ && jobs_.empty() && retries_.empty());
+    }
+    if (idle_deaths_ >= kMaxIdleDeaths) {
+        break_pool(std::make_exception_ptr(
+            BrokenPool("pool workers keep dying before they run anything (last: " + name + ", exit code " +
+                       std::to_string(exitcode) + ")")));
+        return;
+    }
+    if (replace) {
+        try {
+            start_worker();
+        } catch (...) {
+            break_pool(std::current_exception());
+        }
+    }
+}
+
+void PoolCore::break_pool(std::exception_ptr error) {
+    {
+        std::lock_guard lock(mutex_);
+        if (broken_) return;
+        broken_ = error;
+    }
+    abort_everything(error);
+    for (auto& w : workers_) w->retiring = true;
+}
+
+void PoolCore::abort_everything(std::exception_ptr error) {
+    for (auto& job : jobs_) {
+        job->finished = true;
+        job->job.result->abort(error);
+    }
+    jobs_.clear();
+    std::deque<Job> queued;
+    {
+        std::lock_guard lock(mutex_);
+        queued.swap(incoming_);
+    }
+    for (Job& job : queued) job.result->abort(error);
+    retries_.clear();
+    tasks_.clear();
+    for (auto& w : workers_) w->in_flight.clear();
+}
+
+void PoolCore::stop_workers() {
+    for (auto& w : workers_) {
+        if (w->link.is_open()) {
+            Runtime::instance().forget_private_fd(w->link.fd());
+            w->outbox.reset();
+            w->link.close();
+        }
+        if (w->process->is_alive()) w->process->terminate();
+    }
+    for (auto& w : workers_) {
+        if (!w->process->join(std::chrono::seconds(1))) {
+            w->process->kill();
+            w->process->join();
+        }
+    }
+    workers_.clear();
+}
+
+void PoolCore::run() {
+    std::vector<pollfd> fds;
+    for (;;) {
+        bool terminate_now, closed;
+        {
+            std::lock_guard lock(mutex_);
+            terminate_now = terminate_requested_;
+            closed = closed_;
+        }
+        if (terminate_now) {
+            abort_everything(std::make_exception_ptr(PoolTerminated("the pool was terminated")));
+            stop_workers();
+            return;
+        }
+        accept_incoming();
+        pump();
+        if (closed && jobs_.empty() && retries_.empty()) {
+            bool nothing_left;
+            {
+                std::lock_guard lock(mutex_);
+                nothing_left = incoming_.empty();
+            }
+            if (nothing_left) {
+                // Closed and done: end every worker's link; the loop ends once all have exited.
+                for (auto& w : workers_) {
+                    w->retiring = true;
+                    retire_if_done(*w);
+                }
+                if (workers_.empty()) return;
+            }
+        }
+
+        fds.clear();
+        fds.push_back({wake_fd_, POLLIN, 0});
+        for (auto& w : workers_) {
+            short events = 0;
+            if (w->link.is_open()) {
+                events = POLLIN;
+                if (w->outbox && !w->outbox->empty()) events |= POLLOUT;
+            }
+            fds.push_back({w->link.is_open() ? w->link.fd() : -1, events, 0});
+            fds.push_back({w->sentinel, POLLIN, 0});
+        }
+        if (::poll(fds.data(), fds.size(), -1) < 0) {
+            if (errno == EINTR) continue;
+            throw_os_error("poll in the pool dispatcher", errno);
+        }
+        if (fds[0].revents != 0) {
+            std::uint64_t count;
+            (void)!::read(wake_fd_, &count, sizeof count);
+        }
+        // Walk the workers from the back, so that an ended one can be removed in place.
+        for (std::size_t i = workers_.size(); i-- > 0;) {
+            const pollfd& link = fds[1 + 2 * i];
+            const pollfd& sentinel = fds[2 + 2 * i];
+            Worker& w = *workers_[i];
+            bool ended = sentinel.revents != 0;
+            if (!ended && link.fd >= 0 && (link.revents & POLLOUT) && w.outbox) {
+                try {
+                    w.outbox->flush();
+                } catch (const OSError&) {
+                    ended = true;
+                }
+            }
+            if (!ended && link.fd >= 0 && (link.revents & (POLLIN | POLLHUP | POLLERR))) {
+                // Take everything the worker has sent so far.
+                do {
+                    if (!read_from(w)) {
+                        ended = true;
+                        break;
+                    }
+                } while (w.link.is_open() && w.link.poll(0));
+            }
+            if (ended) worker_ended(i);
+        }
+    }
+}
+
+}  // namespace zmp::detail

@@ -1,0 +1,146 @@
+#pragma once
+// The pool's dispatcher: one thread that owns the task table, the workers and their in-flight
+// tasks. User threads hand it jobs through a locked queue and an eventfd; workers are linked to it
+// by socket pairs (the dispatcher's ends are private to this process: forked children close them).
+//
+// Wire (msgpack over the link, FdChannel framing):
+//   dispatcher -> worker  [0, [[slot, FunctionId]...], [[task id, slot, <args: array of tuples>]...]]
+//                         end of stream: retire
+//                         [2] with descriptors: the initializer's, then the worker's status page
+//                         (a memfd) last — the first message
+//   worker -> dispatcher  [0, [[task id, true, <results array>] | [task id, false, ErrorRecord]...], busy µs]
+//                         [1, ErrorRecord]   the initializer failed
+// The status page holds the id of the task the worker is running; after a death it tells the
+// dispatcher which in-flight task was running (it fails or is retried) and which had not started
+// or had finished unreported (they go back in the queue).
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "zmp/pipe.hpp"
+#include "zmp/pool.hpp"
+#include "zmp/transport/fd_channel.hpp"
+
+namespace zmp::detail {
+
+/// What a worker runs before its first task.
+struct WorkerInit {
+    bool present = false;
+    FunctionId function;
+    std::string args;
+    MSGPACK_DEFINE(present, function, args)
+};
+
+/// The workers' target: serves tasks from `link` until it reaches end of stream.
+void pool_worker_main(Connection link, WorkerInit init);
+
+/// A worker's status page: one word, the id of the task it is running (0: none).
+struct StatusPage {
+    StatusPage() = default;
+    explicit StatusPage(int fd);  // maps a page made by create()
+    StatusPage(StatusPage&& other) noexcept;
+    StatusPage& operator=(StatusPage&& other) noexcept;
+    ~StatusPage();
+    /// A new page and the memfd behind it (the caller passes the fd on, then closes it).
+    static std::pair<StatusPage, int> create();
+    std::uint64_t running() const;
+    void set_running(std::uint64_t id);
+
+private:
+    std::uint64_t* word_ = nullptr;
+};
+
+class PoolCore : public std::enable_shared_from_this<PoolCore> {
+public:
+    PoolCore(const PoolOptions& options, TaskFunction initializer, std::string initializer_args, bool has_initializer,
+             std::shared_ptr<OwnedFds> initializer_fds);
+    ~PoolCore();
+
+    /// Starts the workers, then the dispatcher. A worker that cannot start is an error here.
+    void start();
+    void submit(Job job);
+    void close();
+    void terminate();
+    void join();
+    int processes() const { return processes_; }
+    pid_t creator() const { return creator_; }
+
+    /// Runs `callback` on the pool's callback thread (at once, here, once the pool has finished).
+    void post_callback(std::function<void()> callback);
+    /// Makes the dispatcher look again (a stream consumer freed room).
+    void wake();
+
+private:
+    struct ActiveJob;
+    struct Task;
+    struct Worker;
+
+    void run();
+    void accept_incoming();
+    void pump();
+    std::optional<std::uint64_t> next_task();
+    bool send_batch(Worker& worker, std::vector<std::uint64_t>& batch);
+    bool send_message(Worker& worker, const std::vector<std::uint64_t>& ids);
+    bool read_from(Worker& worker);
+    void handle_results(Worker& worker, const msgpack::object& results, std::uint64_t busy_us);
+    void finish_task(std::uint64_t id, std::exception_ptr error, const msgpack::object* values);
+    void maybe_finish(const std::shared_ptr<ActiveJob>& job);
+    void worker_ended(std::size_t index);
+    void start_worker();
+    std::uint32_t function_slot(const TaskFunction& function);
+    void retire_if_done(Worker& worker);
+    void break_pool(std::exception_ptr error);
+    void abort_everything(std::exception_ptr error);
+    void stop_workers();
+    void callback_loop();
+
+    // Fixed at construction.
+    const int processes_;
+    const std::optional<int> maxtasks_;
+    const StartMethod method_;
+    const int max_retries_;
+    WorkerInit init_;
+    const pid_t creator_;
+    std::shared_ptr<OwnedFds> init_fds_;  // sent to each worker with its status page
+    int wake_fd_ = -1;
+
+    // Shared with user threads, under mutex_.
+    std::mutex mutex_;
+    std::deque<Job> incoming_;
+    bool closed_ = false;
+    bool terminate_requested_ = false;
+    std::exception_ptr broken_;
+    bool started_ = false;
+    bool joined_ = false;
+    std::thread dispatcher_;
+
+    // The callback thread.
+    std::mutex callback_mutex_;
+    std::condition_variable callback_ready_;
+    std::deque<std::function<void()>> callbacks_;
+    std::thread callback_thread_;
+    bool callbacks_stopping_ = false;
+    bool callbacks_stopped_ = false;
+
+    // Dispatcher thread only.
+    std::vector<std::unique_ptr<Worker>> workers_;
+    std::unordered_map<std::uint64_t, Task> tasks_;
+    std::deque<std::uint64_t> retries_;
+    std::deque<std::shared_ptr<ActiveJob>> jobs_;
+    std::unordered_map<const void*, std::uint32_t> function_slots_;
+    std::vector<FunctionId> function_ids_;
+    std::uint64_t next_task_id_ = 1;
+    int workers_started_ = 0;
+    int idle_deaths_ = 0;
+    transport::ChannelMessage incoming_message_;
+};
+
+}  // namespace zmp::detail
