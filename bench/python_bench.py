@@ -120,6 +120,72 @@ def codec_int(quick):
     return 1e9 * seconds_per_op(5, n(quick, 200000), once)
 
 
+def _twice(x):
+    return 2 * x
+
+
+def _is_prime(n):
+    if n < 2:
+        return False
+    if n % 2 == 0:
+        return n == 2
+    d = 3
+    while d * d <= n:
+        if n % d == 0:
+            return False
+        d += 2
+    return True
+
+
+def _count_block(start):
+    return sum(1 for n in range(start, start + 20000) if _is_prime(n))
+
+
+def _map_rate(quick, chunksize):
+    data = list(range(n(quick, 200000)))
+    with mp.get_context("fork").Pool(2) as pool:
+        pool.map(_twice, [1] * 1000, 1)
+        rates = []
+        for _ in range(3):
+            start = time.perf_counter()
+            out = pool.map(_twice, data, chunksize)
+            rates.append(len(out) / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+@row("pool.map.chunk1", "ops/s")
+def pool_map_chunk1(quick):
+    return _map_rate(quick, 1)
+
+
+@row("pool.map.default", "ops/s")
+def pool_map_default(quick):
+    return _map_rate(quick, None)
+
+
+@row("pool.apply.rtt", "us")
+def pool_apply_rtt(quick):
+    with mp.get_context("fork").Pool(2) as pool:
+        for _ in range(100):
+            pool.apply_async(_twice, (1,)).get()
+        return 1e6 * seconds_per_op(5, n(quick, 2000), lambda: pool.apply_async(_twice, (1,)).get())
+
+
+@row("pool.speedup.cpu", "x")
+def pool_speedup_cpu(quick):
+    blocks = [b * 20000 for b in range(12 if quick else 30)]
+    start = time.perf_counter()
+    serial = sum(_count_block(b) for b in blocks)
+    serial_time = time.perf_counter() - start
+    with mp.get_context("fork").Pool(2) as pool:
+        pool.apply(_count_block, (0,))
+        start = time.perf_counter()
+        parallel = sum(pool.map(_count_block, blocks, 1))
+        parallel_time = time.perf_counter() - start
+    assert parallel == serial
+    return serial_time / parallel_time
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)

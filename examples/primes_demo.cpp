@@ -1,11 +1,13 @@
-// The README's demo: count the primes below a limit, first serially, then across every core,
-// and print both times and the speedup.
+// The README's demo: count the primes below a limit, first serially, then with a zmp::Pool on
+// every core (with a progress bar when stderr is a terminal), and print both times and the
+// speedup.
 #include <zmp/zmp.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
+#include <numeric>
 #include <vector>
 
 namespace {
@@ -18,14 +20,10 @@ bool is_prime(long n) {
     return true;
 }
 
-constexpr long kBlock = 10'000;
-
-// Primes in blocks worker, worker+workers, ... of kBlock numbers below limit. Dealing the blocks
-// round-robin gives every worker the same mix of small (cheap) and large (costly) numbers.
-long count_primes(long worker, long workers, long limit) {
+// The primes in [start, end): one task of the pool.
+long count_range(long start, long end) {
     long count = 0;
-    for (long block = worker * kBlock; block < limit; block += workers * kBlock)
-        for (long n = block; n < std::min(block + kBlock, limit); ++n) count += is_prime(n) ? 1 : 0;
+    for (long n = start; n < end; ++n) count += is_prime(n) ? 1 : 0;
     return count;
 }
 
@@ -38,29 +36,22 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 int main(int argc, char** argv) {
     zmp::init(argc, argv);
     const long limit = argc > 1 ? std::atol(argv[1]) : 6'000'000;
-    const int workers = zmp::cpu_count();
     std::printf("counting the primes below %ld\n", limit);
 
     auto start = std::chrono::steady_clock::now();
-    const long serial = count_primes(0, 1, limit);
+    const long serial = count_range(0, limit);
     const double serial_time = seconds_since(start);
     std::printf("serial:   %ld primes in %.2f s\n", serial, serial_time);
 
+    // Blocks of 20,000 numbers: small enough that the workers finish together.
+    std::vector<std::tuple<long, long>> blocks;
+    for (long from = 0; from < limit; from += 20'000) blocks.emplace_back(from, std::min(from + 20'000, limit));
     start = std::chrono::steady_clock::now();
-    auto [results, results_in] = zmp::Pipe(false);
-    std::vector<zmp::Process> children;
-    for (int w = 0; w < workers; ++w) {
-        children.emplace_back([out = results_in, w, workers, limit]() mutable {
-            out.send(count_primes(w, workers, limit));
-        });
-        children.back().start();
-    }
-    results_in.close();
-    long parallel = 0;
-    for (int w = 0; w < workers; ++w) parallel += results.recv<long>();
-    for (auto& child : children) child.join();
+    zmp::Pool pool;  // one worker per core
+    auto counts = pool.starmap(count_range, blocks, {.chunksize = 1, .progress_bar = true});
+    const long parallel = std::accumulate(counts.begin(), counts.end(), 0L);
     const double parallel_time = seconds_since(start);
-    std::printf("parallel: %ld primes in %.2f s on %d processes\n", parallel, parallel_time, workers);
+    std::printf("parallel: %ld primes in %.2f s on %d processes\n", parallel, parallel_time, pool.processes());
     std::printf("speedup:  %.2fx\n", serial_time / parallel_time);
     return parallel == serial ? 0 : 1;
 }
