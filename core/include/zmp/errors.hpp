@@ -6,6 +6,7 @@
 //
 //     try { conn.recv<int>(); } catch (const zmp::EOFError&) { /* the peer closed */ }
 
+#include <cerrno>
 #include <string>
 #include <utility>
 
@@ -29,6 +30,26 @@ public:
 
 private:
     std::string message_;
+};
+
+/// An index outside a sequence (Array::get/set, ShareableList), as Python's IndexError.
+class IndexError : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
+/// Creating something that already exists (a SharedMemory name), as Python's FileExistsError.
+/// It is an OSError with code() == EEXIST.
+class FileExistsError : public OSError {
+public:
+    explicit FileExistsError(const std::string& what) : OSError(what, EEXIST) {}
+};
+
+/// Opening or removing something that does not exist (attaching a SharedMemory name that was
+/// never made or was unlinked), as Python's FileNotFoundError. An OSError with code() == ENOENT.
+class FileNotFoundError : public OSError {
+public:
+    explicit FileNotFoundError(const std::string& what) : OSError(what, ENOENT) {}
 };
 
 }  // namespace zmp

@@ -4,4 +4,6 @@
 #include "zmp/errors.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"
+#include "zmp/shared_memory.hpp"
+#include "zmp/sharedctypes.hpp"
 #include "zmp/timeout.hpp"
