@@ -13,7 +13,6 @@
 
 #include "zmp/sharedctypes.hpp"
 
-#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
@@ -27,14 +26,6 @@
 #include "shm_segment.hpp"
 
 namespace zmp::detail {
-
-struct LockCell {
-    pthread_mutex_t mutex;   // robust, process-shared, not recursive (recursion is counted here)
-    std::uint64_t owner;     // token of the holding thread (thread_token()); 0 when free
-    std::int32_t owner_pid;  // the holder's process; 0 when free
-    std::uint32_t depth;     // how many times the holder has taken it
-    std::uint32_t owner_died;
-};
 
 namespace {
 
@@ -100,7 +91,6 @@ struct BlockCache {
     }
 };
 
-std::atomic_ref<std::uint64_t> owner_of(LockCell& cell) { return std::atomic_ref<std::uint64_t>(cell.owner); }
 std::atomic_ref<std::int32_t> owner_pid_of(LockCell& cell) { return std::atomic_ref<std::int32_t>(cell.owner_pid); }
 
 void init_lock(LockCell& cell) {
@@ -120,7 +110,9 @@ std::shared_ptr<SharedBlock> create_block(ElementType type, std::size_t count, b
     }
     Runtime& rt = Runtime::instance();
     const std::string& dir = rt.run_dir();
-    const std::string name = "/" + dir.substr(dir.rfind('/') + 1) + "-" + random_hex(8);
+    std::string name = dir.substr(dir.rfind('/'));  // "/zmp-<pid>-XXXXXX"
+    name += '-';
+    name += random_hex(8);
     MappedSegment mapping = create_segment(name, data_offset + count * type.size, RecordSegment::before_create);
     auto* header = ::new (mapping.base) BlockHeader{kMagic, type.kind, type.size, type.align, 0, count, data_offset,
                                                     with_lock ? kLockOffset : 0};
@@ -160,26 +152,8 @@ std::shared_ptr<SharedBlock> attach_block(const std::string& name) {
     return block;
 }
 
-// A random token per thread, so that "this thread holds the lock" survives pid and tid reuse: a
-// dead holder's token, still in the cell, is never anybody else's. A forked child's thread gets
-// a new one (its parent's holds are not its own).
-thread_local std::uint64_t current_thread_token = 0;
-
-std::uint64_t new_thread_token() {
-    static const int forget_on_fork = ::pthread_atfork(nullptr, nullptr, [] { current_thread_token = 0; });
-    (void)forget_on_fork;
-    std::uint64_t token = 0;
-    while (token == 0) {
-        if (::getrandom(&token, sizeof token, 0) != static_cast<ssize_t>(sizeof token) && errno != EINTR) {
-            throw_os_error("getrandom", errno);
-        }
-    }
-    return current_thread_token = token;
-}
-
-inline std::uint64_t thread_token() {
-    return current_thread_token != 0 ? current_thread_token : new_thread_token();
-}
+// The pid of the process that made current_thread_token (tokens are renewed after fork).
+constinit thread_local pid_t token_pid = 0;
 
 // Records a successful pthread_mutex_*lock (rc 0 or EOWNERDEAD) as this thread's first hold.
 void took(LockCell& cell, int rc, std::uint64_t me) {
@@ -191,7 +165,7 @@ void took(LockCell& cell, int rc, std::uint64_t me) {
         throw_os_error("cannot acquire the lock", rc);
     }
     owner_of(cell).store(me, std::memory_order_relaxed);
-    owner_pid_of(cell).store(Runtime::instance().pid(), std::memory_order_relaxed);
+    owner_pid_of(cell).store(token_pid, std::memory_order_relaxed);
     cell.depth = 1;
     cell.owner_died = died;
 }
@@ -207,6 +181,21 @@ timespec monotonic_deadline(Seconds timeout) {
 }
 
 }  // namespace
+
+constinit thread_local std::uint64_t current_thread_token = 0;
+
+std::uint64_t new_thread_token() {
+    static const int forget_on_fork = ::pthread_atfork(nullptr, nullptr, [] { current_thread_token = 0; });
+    (void)forget_on_fork;
+    std::uint64_t token = 0;
+    while (token == 0) {
+        if (::getrandom(&token, sizeof token, 0) != static_cast<ssize_t>(sizeof token) && errno != EINTR) {
+            throw_os_error("getrandom", errno);
+        }
+    }
+    token_pid = ::getpid();
+    return current_thread_token = token;
+}
 
 SharedBlock::~SharedBlock() {
     {
@@ -296,19 +285,16 @@ namespace zmp {
 
 using detail::LockCell;
 
-LockCell& ValueLock::checked_cell() const {
-    if (cell_ == nullptr) throw ValueError("empty lock handle");
-    return *cell_;
-}
+void ValueLock::throw_empty() { throw ValueError("empty lock handle"); }
 
-void ValueLock::lock() const {
-    LockCell& cell = checked_cell();
-    const std::uint64_t me = detail::thread_token();
-    if (detail::owner_of(cell).load(std::memory_order_relaxed) == me) {
-        ++cell.depth;
-        return;
-    }
-    detail::took(cell, ::pthread_mutex_lock(&cell.mutex), me);
+void ValueLock::throw_not_owned() { throw ValueError("cannot release un-acquired lock"); }
+
+void ValueLock::take(LockCell& cell, std::uint64_t me) { detail::took(cell, ::pthread_mutex_lock(&cell.mutex), me); }
+
+void ValueLock::give_back(LockCell& cell) {
+    detail::owner_of(cell).store(0, std::memory_order_relaxed);
+    detail::owner_pid_of(cell).store(0, std::memory_order_relaxed);
+    ::pthread_mutex_unlock(&cell.mutex);
 }
 
 bool ValueLock::try_lock() const {
@@ -322,17 +308,6 @@ bool ValueLock::try_lock() const {
     if (rc == EBUSY) return false;
     detail::took(cell, rc, me);
     return true;
-}
-
-void ValueLock::unlock() const {
-    LockCell& cell = checked_cell();
-    if (detail::owner_of(cell).load(std::memory_order_relaxed) != detail::thread_token()) {
-        throw ValueError("cannot release un-acquired lock");
-    }
-    if (--cell.depth > 0) return;
-    detail::owner_of(cell).store(0, std::memory_order_relaxed);
-    detail::owner_pid_of(cell).store(0, std::memory_order_relaxed);
-    ::pthread_mutex_unlock(&cell.mutex);
 }
 
 bool ValueLock::acquire(bool block, Timeout timeout) const {

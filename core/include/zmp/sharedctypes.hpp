@@ -45,6 +45,8 @@
 // locking above.
 
 #include <msgpack.hpp>
+#include <pthread.h>
+#include <sys/types.h>
 
 #include <algorithm>
 #include <atomic>
@@ -70,7 +72,25 @@ namespace zmp {
 
 namespace detail {
 class SharedBlock;  // one library segment as this process maps it (core/src/sharedctypes.cpp)
-struct LockCell;    // the lock's state inside a segment
+
+/// A ValueLock's state, inside the shared segment.
+struct LockCell {
+    pthread_mutex_t mutex;   // robust, process-shared, not recursive (recursion is counted here)
+    std::uint64_t owner;     // thread_token() of the holding thread; 0 when free
+    std::int32_t owner_pid;  // the holder's process; 0 when free
+    std::uint32_t depth;     // how many times the holder has taken it
+    std::uint32_t owner_died;
+};
+
+/// A random number naming the calling thread while it lives, so that "this thread holds the
+/// lock" survives pid and tid reuse (a dead holder's token, left in the cell, is nobody else's).
+/// A forked child's thread gets a new one: its parent's holds are not its own.
+extern constinit thread_local std::uint64_t current_thread_token;
+std::uint64_t new_thread_token();
+inline std::uint64_t thread_token() {
+    return current_thread_token != 0 ? current_thread_token : new_thread_token();
+}
+inline std::atomic_ref<std::uint64_t> owner_of(LockCell& cell) { return std::atomic_ref<std::uint64_t>(cell.owner); }
 }  // namespace detail
 
 /// The lock of a Value or Array (Python's RLock that `get_lock()` returns), living in the same
@@ -96,11 +116,20 @@ public:
     ValueLock() = default;
 
     /// Blocks until this thread holds the lock (immediately if it already does).
-    void lock() const;
+    void lock() const {
+        detail::LockCell& cell = checked_cell();
+        const std::uint64_t me = detail::thread_token();
+        if (detail::owner_of(cell).load(std::memory_order_relaxed) == me) ++cell.depth;
+        else take(cell, me);
+    }
     /// Takes the lock if that is possible without waiting; true if this thread now holds it.
     bool try_lock() const;
     /// Releases one level. ValueError if this thread does not hold it.
-    void unlock() const;
+    void unlock() const {
+        detail::LockCell& cell = checked_cell();
+        if (detail::owner_of(cell).load(std::memory_order_relaxed) != detail::thread_token()) throw_not_owned();
+        if (--cell.depth == 0) give_back(cell);
+    }
 
     /// Python's acquire(block=True, timeout=None): false if `block` is false and the lock is
     /// taken, or if `timeout` passes first (a negative timeout counts as zero).
@@ -123,7 +152,14 @@ public:
     detail::LockCell* cell() const { return cell_; }
 
 private:
-    detail::LockCell& checked_cell() const;
+    detail::LockCell& checked_cell() const {
+        if (cell_ == nullptr) throw_empty();
+        return *cell_;
+    }
+    [[noreturn]] static void throw_empty();
+    [[noreturn]] static void throw_not_owned();
+    static void take(detail::LockCell& cell, std::uint64_t me);  // pthread_mutex_lock and record it
+    static void give_back(detail::LockCell& cell);                // the last level: unlock the mutex
 
     std::shared_ptr<detail::SharedBlock> block_;
     detail::LockCell* cell_ = nullptr;
