@@ -1,7 +1,6 @@
 // Value, Array, RawValue, RawArray and their lock, with real processes.
 #include <catch2/catch.hpp>
 
-#include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "runtime.hpp"
+#include "test_util.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"
 #include "zmp/sharedctypes.hpp"
@@ -28,15 +28,7 @@ namespace {
 // Names in /dev/shm of the segments this run's library made (they start with the run's name).
 std::vector<std::string> run_segments() {
     const std::string& dir = zmp::detail::Runtime::instance().run_dir();
-    const std::string prefix = dir.substr(dir.rfind('/') + 1) + "-";
-    std::vector<std::string> names;
-    if (DIR* shm = ::opendir("/dev/shm")) {
-        while (dirent* entry = ::readdir(shm)) {
-            if (std::string(entry->d_name).starts_with(prefix)) names.push_back(entry->d_name);
-        }
-        ::closedir(shm);
-    }
-    return names;
+    return test_util::segments_starting(dir.substr(dir.rfind('/') + 1) + "-");
 }
 
 void join_all(std::vector<zmp::Process>& processes) {
@@ -45,6 +37,21 @@ void join_all(std::vector<zmp::Process>& processes) {
         p.join();
         CHECK(p.exitcode() == 0);
     }
+}
+
+// `processes` children, each adding 1 to `counter` `each` times, under its lock, as Python's
+// `with counter.get_lock(): counter.value += 1`; all started, joined and checked.
+void run_locked_incrementers(const zmp::Value<long>& counter, int processes, int each) {
+    std::vector<zmp::Process> workers;
+    for (int w = 0; w < processes; ++w) {
+        workers.emplace_back([counter, each] {
+            for (int k = 0; k < each; ++k) {
+                std::lock_guard guard(counter.get_lock());
+                counter.set(counter.value() + 1);
+            }
+        });
+    }
+    join_all(workers);
 }
 
 struct Point {
@@ -192,16 +199,7 @@ TEST_CASE("Values and Arrays of a trivially copyable struct") {
 
 TEST_CASE("4 processes x 100000 increments under the lock are exact") {
     zmp::Value<long> counter(0);
-    std::vector<zmp::Process> workers;
-    for (int w = 0; w < 4; ++w) {
-        workers.emplace_back([counter] {
-            for (int k = 0; k < 100000; ++k) {
-                std::lock_guard guard(counter.get_lock());
-                counter.set(counter.value() + 1);
-            }
-        });
-    }
-    join_all(workers);
+    run_locked_incrementers(counter, 4, 100000);
     CHECK(counter.value() == 400000);
 }
 
@@ -257,16 +255,7 @@ TEST_CASE("a process SIGKILLed inside the locked section: the next holder is tol
     next.join();
     CHECK(next.exitcode() == 0);
 
-    std::vector<zmp::Process> workers;
-    for (int w = 0; w < 2; ++w) {
-        workers.emplace_back([counter] {
-            for (int k = 0; k < 10000; ++k) {
-                std::lock_guard guard(counter.get_lock());
-                counter.set(counter.value() + 1);
-            }
-        });
-    }
-    join_all(workers);
+    run_locked_incrementers(counter, 2, 10000);
     std::lock_guard guard(counter.get_lock());
     CHECK_FALSE(counter.get_lock().owner_died());  // the recovery was reported once
     CHECK(counter.value() == 2 + 20000);

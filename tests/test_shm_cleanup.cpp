@@ -3,7 +3,6 @@
 // The roots here are real programs (tests/helpers/shm_probe.cpp) that leak handles on purpose.
 #include <catch2/catch.hpp>
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -21,18 +20,6 @@ bool segment_exists(const std::string& name) {
     if (fd < 0) return false;
     ::close(fd);
     return true;
-}
-
-// /dev/shm entries whose name starts with `prefix`.
-std::vector<std::string> segments_starting(const std::string& prefix) {
-    std::vector<std::string> names;
-    if (DIR* shm = ::opendir("/dev/shm")) {
-        while (dirent* entry = ::readdir(shm)) {
-            if (std::string(entry->d_name).starts_with(prefix)) names.push_back(entry->d_name);
-        }
-        ::closedir(shm);
-    }
-    return names;
 }
 
 struct Probe {
@@ -61,7 +48,7 @@ Probe run_probe(const std::string& mode) {
 }
 
 void check_nothing_left(const Probe& probe) {
-    CHECK(segments_starting(probe.run_prefix).empty());
+    CHECK(test_util::segments_starting(probe.run_prefix).empty());
     CHECK_FALSE(segment_exists(probe.name));
     CHECK_FALSE(segment_exists(probe.name + "-child"));
     CHECK(probe.listed.size() == 2);
@@ -93,7 +80,7 @@ TEST_CASE("segments of a SIGKILLed root are removed by the next root") {
     REQUIRE(segment_exists(probe.name + "-child"));
     REQUIRE(probe.listed.size() == 2);
     for (const auto& name : probe.listed) REQUIRE(segment_exists(name));
-    REQUIRE_FALSE(segments_starting(probe.run_prefix).empty());
+    REQUIRE_FALSE(test_util::segments_starting(probe.run_prefix).empty());
     auto next_root = test_util::run_command(HELPER_run_dir_probe);
     REQUIRE(next_root.status == 0);
     check_nothing_left(probe);

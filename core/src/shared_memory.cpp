@@ -40,14 +40,8 @@ std::shared_ptr<SharedMemoryState> make_state(const std::string& posix_name, Map
 
 }  // namespace
 
-SharedMemory shared_memory_from(const SharedNameWire& wire) {
-    if (wire.what != "zmp.SharedMemory") throw ProtocolError("received a " + wire.what + " where a zmp.SharedMemory was expected");
-    return SharedMemory(wire.name);
-}
-
-ShareableList shareable_list_from(const SharedNameWire& wire) {
-    if (wire.what != "zmp.ShareableList") throw ProtocolError("received a " + wire.what + " where a zmp.ShareableList was expected");
-    return ShareableList::attach(wire.name);
+void throw_wrong_kind(const std::string& received, std::string_view expected) {
+    throw ProtocolError("received a " + received + " where a " + std::string(expected) + " was expected");
 }
 
 }  // namespace detail

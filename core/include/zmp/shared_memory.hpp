@@ -37,6 +37,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -86,8 +87,9 @@ public:
     /// Any process may call it, once: FileNotFoundError if the name is already gone.
     void unlink() const;
 
-    // For the msgpack adaptor.
-    explicit SharedMemory(std::shared_ptr<detail::SharedMemoryState> state) : state_(std::move(state)) {}
+    // For the msgpack adaptor: it travels as its name, and attaches when decoded.
+    static constexpr std::string_view wire_kind = "zmp.SharedMemory";
+    static SharedMemory attach(const std::string& name) { return SharedMemory(name); }
 
 private:
     detail::SharedMemoryState& state() const;
@@ -205,6 +207,9 @@ public:
     const SharedMemory& shm() const { return shm_; }
     const std::string& name() const { return shm_.name(); }
 
+    /// For the msgpack adaptor: it travels as its name, and attaches when decoded.
+    static constexpr std::string_view wire_kind = "zmp.ShareableList";
+
 private:
     struct Slot;
     Slot slot(std::ptrdiff_t index, const char* out_of_range) const;
@@ -219,15 +224,30 @@ private:
 std::ostream& operator<<(std::ostream& out, const ShareableList& list);
 
 namespace detail {
-/// On the wire: {"zmp.SharedMemory" or "zmp.ShareableList", name}.
+/// SharedMemory and ShareableList on the wire: {kind, name}.
 struct SharedNameWire {
     std::string what;
     std::string name;
     MSGPACK_DEFINE(what, name)
 };
-/// Attaches to the segment a received SharedMemory names; ProtocolError if `wire` is not one.
-SharedMemory shared_memory_from(const SharedNameWire& wire);
-ShareableList shareable_list_from(const SharedNameWire& wire);
+[[noreturn]] void throw_wrong_kind(const std::string& received, std::string_view expected);
+
+template <class H>
+struct NamedHandlePack {
+    template <class Stream>
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& out, const H& handle) const {
+        return out.pack(SharedNameWire{std::string(H::wire_kind), handle.name()});
+    }
+};
+template <class H>
+struct NamedHandleConvert {
+    const msgpack::object& operator()(const msgpack::object& obj, H& handle) const {
+        auto wire = obj.as<SharedNameWire>();
+        if (wire.what != H::wire_kind) throw_wrong_kind(wire.what, H::wire_kind);
+        handle = H::attach(wire.name);
+        return obj;
+    }
+};
 }  // namespace detail
 
 }  // namespace zmp
@@ -237,33 +257,13 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
 namespace adaptor {
 
 template <>
-struct pack<zmp::SharedMemory> {
-    template <class Stream>
-    packer<Stream>& operator()(packer<Stream>& out, const zmp::SharedMemory& shm) const {
-        return out.pack(zmp::detail::SharedNameWire{"zmp.SharedMemory", shm.name()});
-    }
-};
+struct pack<zmp::SharedMemory> : zmp::detail::NamedHandlePack<zmp::SharedMemory> {};
 template <>
-struct convert<zmp::SharedMemory> {
-    const msgpack::object& operator()(const msgpack::object& obj, zmp::SharedMemory& shm) const {
-        shm = zmp::detail::shared_memory_from(obj.as<zmp::detail::SharedNameWire>());
-        return obj;
-    }
-};
+struct convert<zmp::SharedMemory> : zmp::detail::NamedHandleConvert<zmp::SharedMemory> {};
 template <>
-struct pack<zmp::ShareableList> {
-    template <class Stream>
-    packer<Stream>& operator()(packer<Stream>& out, const zmp::ShareableList& list) const {
-        return out.pack(zmp::detail::SharedNameWire{"zmp.ShareableList", list.name()});
-    }
-};
+struct pack<zmp::ShareableList> : zmp::detail::NamedHandlePack<zmp::ShareableList> {};
 template <>
-struct convert<zmp::ShareableList> {
-    const msgpack::object& operator()(const msgpack::object& obj, zmp::ShareableList& list) const {
-        list = zmp::detail::shareable_list_from(obj.as<zmp::detail::SharedNameWire>());
-        return obj;
-    }
-};
+struct convert<zmp::ShareableList> : zmp::detail::NamedHandleConvert<zmp::ShareableList> {};
 
 }  // namespace adaptor
 }

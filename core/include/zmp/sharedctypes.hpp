@@ -379,7 +379,9 @@ public:
         return std::atomic_ref<T>(*ptr()).fetch_sub(delta, order);
     }
 
-    // For the msgpack adaptor.
+    // For the msgpack adaptor: how this handle travels.
+    static constexpr std::string_view wire_kind = "zmp.Value";
+    static constexpr bool wire_keeps_lock = true;
     explicit Value(detail::SharedArrayCore core) : core_(std::move(core)) {}
     const detail::SharedArrayCore& core() const { return core_; }
 
@@ -483,7 +485,9 @@ public:
     ValueLock& get_lock() const { return core_.lock(); }
     bool has_lock() const { return core_.has_lock(); }
 
-    // For the msgpack adaptor.
+    // For the msgpack adaptor: how this handle travels.
+    static constexpr std::string_view wire_kind = "zmp.Array";
+    static constexpr bool wire_keeps_lock = true;
     explicit Array(detail::SharedArrayCore core) : core_(std::move(core)) {}
     const detail::SharedArrayCore& core() const { return core_; }
 
@@ -505,6 +509,7 @@ public:
     RawValue() = default;
     explicit RawValue(const T& initial) : Value<T>(initial, false) {}
     ValueLock& get_lock() const = delete;
+    static constexpr bool wire_keeps_lock = false;  // a received locked Value is viewed without it
     explicit RawValue(detail::SharedArrayCore core) : Value<T>(std::move(core)) {}
 };
 
@@ -520,49 +525,27 @@ public:
                  !std::is_base_of_v<Array<T>, std::remove_cvref_t<R>>)
     explicit RawArray(R&& values) : Array<T>(std::forward<R>(values), false) {}
     ValueLock& get_lock() const = delete;
+    static constexpr bool wire_keeps_lock = false;  // a received locked Array is viewed without it
     explicit RawArray(detail::SharedArrayCore core) : Array<T>(std::move(core)) {}
 };
 
 namespace detail {
-// How each handle type travels: its name on the wire, and whether it keeps its lock.
+// The msgpack adaptors of Value, Array, RawValue and RawArray.
 template <class H>
-struct SharedHandleTraits;
-template <class T>
-struct SharedHandleTraits<Value<T>> {
-    using element = T;
-    static constexpr std::string_view what = "zmp.Value";
-    static constexpr bool with_lock = true;
+struct SharedHandlePack {
+    template <class Stream>
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& out, const H& handle) const {
+        return out.pack(handle.core().to_wire(H::wire_kind));
+    }
 };
-template <class T>
-struct SharedHandleTraits<RawValue<T>> {
-    using element = T;
-    static constexpr std::string_view what = "zmp.Value";
-    static constexpr bool with_lock = false;
-};
-template <class T>
-struct SharedHandleTraits<Array<T>> {
-    using element = T;
-    static constexpr std::string_view what = "zmp.Array";
-    static constexpr bool with_lock = true;
-};
-template <class T>
-struct SharedHandleTraits<RawArray<T>> {
-    using element = T;
-    static constexpr std::string_view what = "zmp.Array";
-    static constexpr bool with_lock = false;
-};
-
 template <class H>
-SharedArrayWire shared_handle_wire(const H& handle) {
-    return handle.core().to_wire(SharedHandleTraits<H>::what);
-}
-
-template <class H>
-H shared_handle_from(const msgpack::object& obj) {
-    using Traits = SharedHandleTraits<H>;
-    return H(SharedArrayCore::from_wire(obj.as<SharedArrayWire>(), Traits::what,
-                                        element_type_of<typename Traits::element>(), Traits::with_lock));
-}
+struct SharedHandleConvert {
+    const msgpack::object& operator()(const msgpack::object& obj, H& handle) const {
+        handle = H(SharedArrayCore::from_wire(obj.as<SharedArrayWire>(), H::wire_kind,
+                                              element_type_of<typename H::value_type>(), H::wire_keeps_lock));
+        return obj;
+    }
+};
 }  // namespace detail
 
 }  // namespace zmp
@@ -573,27 +556,22 @@ namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
 namespace adaptor {
 
-#define ZMP_SHARED_HANDLE_ADAPTOR(Handle)                                                              \
-    template <class T>                                                                                 \
-    struct pack<Handle<T>> {                                                                           \
-        template <class Stream>                                                                        \
-        packer<Stream>& operator()(packer<Stream>& out, const Handle<T>& handle) const {               \
-            return out.pack(zmp::detail::shared_handle_wire(handle));                                  \
-        }                                                                                              \
-    };                                                                                                 \
-    template <class T>                                                                                 \
-    struct convert<Handle<T>> {                                                                        \
-        const msgpack::object& operator()(const msgpack::object& obj, Handle<T>& handle) const {       \
-            handle = zmp::detail::shared_handle_from<Handle<T>>(obj);                                  \
-            return obj;                                                                                \
-        }                                                                                              \
-    };
-
-ZMP_SHARED_HANDLE_ADAPTOR(zmp::Value)
-ZMP_SHARED_HANDLE_ADAPTOR(zmp::RawValue)
-ZMP_SHARED_HANDLE_ADAPTOR(zmp::Array)
-ZMP_SHARED_HANDLE_ADAPTOR(zmp::RawArray)
-#undef ZMP_SHARED_HANDLE_ADAPTOR
+template <class T>
+struct pack<zmp::Value<T>> : zmp::detail::SharedHandlePack<zmp::Value<T>> {};
+template <class T>
+struct convert<zmp::Value<T>> : zmp::detail::SharedHandleConvert<zmp::Value<T>> {};
+template <class T>
+struct pack<zmp::RawValue<T>> : zmp::detail::SharedHandlePack<zmp::RawValue<T>> {};
+template <class T>
+struct convert<zmp::RawValue<T>> : zmp::detail::SharedHandleConvert<zmp::RawValue<T>> {};
+template <class T>
+struct pack<zmp::Array<T>> : zmp::detail::SharedHandlePack<zmp::Array<T>> {};
+template <class T>
+struct convert<zmp::Array<T>> : zmp::detail::SharedHandleConvert<zmp::Array<T>> {};
+template <class T>
+struct pack<zmp::RawArray<T>> : zmp::detail::SharedHandlePack<zmp::RawArray<T>> {};
+template <class T>
+struct convert<zmp::RawArray<T>> : zmp::detail::SharedHandleConvert<zmp::RawArray<T>> {};
 
 }  // namespace adaptor
 }
