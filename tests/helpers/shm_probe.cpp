@@ -18,6 +18,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <zmp/zmp.hpp>
 
@@ -25,13 +26,22 @@
 
 namespace {
 
-// Segments whose handles are never destroyed: only the run's record can remove them.
+// Handles that are never destroyed, so that only the run's record can remove their segments.
+// Reachable from a global, they are not leaks to LeakSanitizer.
+struct Abandoned {
+    std::vector<zmp::Value<long>> values;
+    std::vector<zmp::Array<double>> arrays;
+    std::vector<zmp::SharedMemory> blocks;
+    std::vector<zmp::ShareableList> lists;
+};
+Abandoned* abandoned = new Abandoned;
+
 void leave_segments(const std::string& name) {
-    new zmp::Value<long>(1);
-    new zmp::Array<double>(1000, false);
-    new zmp::SharedMemory(name, true, 4096);
-    auto* list = new zmp::ShareableList({1, "two", 3.0});
-    std::printf("shm %s\n", list->name().c_str());
+    abandoned->values.emplace_back(1);
+    abandoned->arrays.emplace_back(1000, false);
+    abandoned->blocks.emplace_back(name, true, 4096);
+    abandoned->lists.emplace_back(std::vector<zmp::ShareableValue>{1, "two", 3.0});
+    std::printf("shm %s\n", abandoned->lists.back().name().c_str());
     std::fflush(stdout);
 }
 
@@ -44,7 +54,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
 
     leave_segments(name);
-    new zmp::SharedMemory(zmp::SharedMemoryOptions{.name = untracked, .create = true, .size = 64, .track = false});
+    abandoned->blocks.emplace_back(zmp::SharedMemoryOptions{.name = untracked, .create = true, .size = 64, .track = false});
 
     zmp::Value<long> shared(0);
     auto [reader, writer] = zmp::Pipe(false);

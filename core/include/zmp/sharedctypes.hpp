@@ -27,11 +27,11 @@
 // (copies and Values sharing its lock included). When that process drops its last one, the name
 // is removed: processes that have the segment mapped keep using it, but a handle decoded after
 // that raises FileNotFoundError. Whatever is left when the root process exits (a creator that
-// was killed, a handle in a static) is removed then, or by the next root if the root was killed.
+// was killed, a handle never destroyed) is removed then, or by the next root if the root was killed.
 //
 // Locking. Value(x) and Array(n) come with a lock (get_lock(), a zmp::ValueLock): process-shared,
 // recursive like Python's RLock, and robust — a process that dies holding it does not wedge the
-// others (see ValueLock). value(), set(), get(), set(i, x) and slice() each take the lock, as in
+// others (see ValueLock). value(), set(), get(), set(i, x), slice() and set_slice() each take the lock, as in
 // Python, so each call alone is atomic; but `v.set(v.value() + 1)` is two calls, exactly as
 // Python's `v.value += 1` is not atomic. Hold get_lock() around both, or use fetch_add():
 //
