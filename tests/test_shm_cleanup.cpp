@@ -30,6 +30,12 @@ struct Probe {
     int status;
 };
 
+// Removes the probe's untracked segment (which outlives runs on purpose) even if a check fails.
+struct RemoveUntracked {
+    std::string name;
+    ~RemoveUntracked() { ::shm_unlink(("/" + name).c_str()); }
+};
+
 Probe run_probe(const std::string& mode) {
     const std::string tag = "zmp_probe_" + std::to_string(::getpid()) + "_" + mode;
     Probe probe{tag, tag + "_untracked", "", {}, -1};
@@ -54,13 +60,13 @@ void check_nothing_left(const Probe& probe) {
     CHECK(probe.listed.size() == 2);
     for (const auto& name : probe.listed) CHECK_FALSE(segment_exists(name));
     CHECK(segment_exists(probe.untracked));  // track=false: not the run's to remove
-    ::shm_unlink(("/" + probe.untracked).c_str());
 }
 
 }  // namespace
 
 TEST_CASE("nothing of a run is left in /dev/shm after its root exits normally") {
     Probe probe = run_probe("exit");
+    RemoveUntracked cleanup{probe.untracked};
     REQUIRE(probe.status == 0);
     REQUIRE_FALSE(probe.run_prefix.empty());
     check_nothing_left(probe);
@@ -68,6 +74,7 @@ TEST_CASE("nothing of a run is left in /dev/shm after its root exits normally") 
 
 TEST_CASE("nothing of a run is left after a child is SIGKILLed holding a lock, and the lock recovers") {
     Probe probe = run_probe("kill-child");
+    RemoveUntracked cleanup{probe.untracked};
     REQUIRE(probe.status == 0);  // 4 would mean the root was not told, or the counter was lost
     REQUIRE_FALSE(probe.run_prefix.empty());
     check_nothing_left(probe);
@@ -75,6 +82,7 @@ TEST_CASE("nothing of a run is left after a child is SIGKILLed holding a lock, a
 
 TEST_CASE("segments of a SIGKILLed root are removed by the next root") {
     Probe probe = run_probe("kill-self");
+    RemoveUntracked cleanup{probe.untracked};
     REQUIRE_FALSE(probe.run_prefix.empty());
     REQUIRE(segment_exists(probe.name));  // nobody could clean up yet
     REQUIRE(segment_exists(probe.name + "-child"));
