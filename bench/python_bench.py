@@ -186,6 +186,49 @@ def pool_speedup_cpu(quick):
     return serial_time / parallel_time
 
 
+def _locked_increment(v):
+    with v.get_lock():
+        v.value += 1
+
+
+@row("value.incr.1p", "ns")
+def value_incr_1p(quick):
+    v = mp.get_context("fork").Value("l", 0)
+    return 1e9 * seconds_per_op(5, n(quick, 200000), lambda: _locked_increment(v))
+
+
+def _increment_rounds(v, conn, inherited, per_round):
+    inherited.close()
+    while conn.recv():
+        for _ in range(per_round):
+            _locked_increment(v)
+        conn.send(True)
+
+
+@row("value.incr.2p", "ns")
+def value_incr_2p(quick):
+    """ns per increment while this process and one child each run a round of them at once."""
+    ctx = mp.get_context("fork")
+    v = ctx.Value("l", 0)
+    per_round = n(quick, 100000)
+    here, there = ctx.Pipe()
+    partner = ctx.Process(target=_increment_rounds, args=(v, there, here, per_round))
+    partner.start()
+    there.close()
+    samples = []
+    for round_ in range(6):
+        start = time.perf_counter()
+        here.send(True)
+        for _ in range(per_round):
+            _locked_increment(v)
+        here.recv()
+        if round_ > 0:
+            samples.append((time.perf_counter() - start) / (2 * per_round))
+    here.send(False)
+    partner.join()
+    return 1e9 * statistics.median(samples)
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)

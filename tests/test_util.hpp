@@ -1,6 +1,7 @@
 #pragma once
 // Small helpers shared by the tests.
 
+#include <dirent.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace test_util {
 
@@ -32,6 +34,18 @@ inline CommandResult run_command(const std::string& command) {
     int status = ::pclose(pipe);
     result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     return result;
+}
+
+/// Names of the shared-memory segments in /dev/shm that start with `prefix`.
+inline std::vector<std::string> segments_starting(const std::string& prefix) {
+    std::vector<std::string> names;
+    if (DIR* shm = ::opendir("/dev/shm")) {
+        while (dirent* entry = ::readdir(shm)) {
+            if (std::string(entry->d_name).starts_with(prefix)) names.push_back(entry->d_name);
+        }
+        ::closedir(shm);
+    }
+    return names;
 }
 
 /// True if a process with this pid exists (and is not a zombie of ours).

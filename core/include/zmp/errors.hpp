@@ -6,6 +6,7 @@
 //
 //     try { conn.recv<int>(); } catch (const zmp::EOFError&) { /* the peer closed */ }
 
+#include <cerrno>
 #include <string>
 #include <utility>
 
@@ -87,11 +88,31 @@ public:
     using ProcessError::ProcessError;
 };
 
+/// An index outside a sequence (Array::get/set, ShareableList), as Python's IndexError.
+class IndexError : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
 /// A pool that can no longer run tasks: its initializer failed, or workers cannot be started.
 /// Pending results fail with it, and so does every later submission.
 class BrokenPool : public ProcessError {
 public:
     using ProcessError::ProcessError;
+};
+
+/// Creating something that already exists (a SharedMemory name), as Python's FileExistsError.
+/// It is an OSError with code() == EEXIST.
+class FileExistsError : public OSError {
+public:
+    explicit FileExistsError(const std::string& what) : OSError(what, EEXIST) {}
+};
+
+/// Opening or removing something that does not exist (attaching a SharedMemory name that was
+/// never made or was unlinked), as Python's FileNotFoundError. An OSError with code() == ENOENT.
+class FileNotFoundError : public OSError {
+public:
+    explicit FileNotFoundError(const std::string& what) : OSError(what, ENOENT) {}
 };
 
 }  // namespace zmp

@@ -8,4 +8,6 @@
 #include "zmp/pipe.hpp"
 #include "zmp/pool.hpp"
 #include "zmp/process.hpp"
+#include "zmp/shared_memory.hpp"
+#include "zmp/sharedctypes.hpp"
 #include "zmp/timeout.hpp"
