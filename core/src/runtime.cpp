@@ -201,6 +201,16 @@ std::vector<int> Runtime::next_child_identity() {
     return id;
 }
 
+std::string Runtime::broker_endpoint() const {
+    std::lock_guard lock(mutex_);
+    return broker_endpoint_;
+}
+
+void Runtime::set_broker_endpoint(std::string endpoint) {
+    std::lock_guard lock(mutex_);
+    broker_endpoint_ = std::move(endpoint);
+}
+
 const std::string& Runtime::run_dir() {
     std::lock_guard lock(mutex_);
     if (run_dir_.empty()) {

@@ -60,6 +60,12 @@ public:
 
     const Authkey& authkey() const { return authkey_; }
 
+    /// The endpoint of the broker that serves this process's coordination objects (Lock, Event,
+    /// Barrier...): empty until the root starts its embedded broker or someone sets one. Forked
+    /// children inherit it; spawned children are handed it along with the authkey.
+    std::string broker_endpoint() const;
+    void set_broker_endpoint(std::string endpoint);
+
     /// The private 0700 directory for this run's ipc endpoints, made by the root on first use
     /// (stale ones of dead roots are removed then) and removed when the root exits.
     const std::string& run_dir();
@@ -136,6 +142,7 @@ private:
     bool target_running_ = false;
     pthread_t target_thread_{};
     Authkey authkey_{};
+    std::string broker_endpoint_;
     std::string run_dir_;
     zmq::context_t* context_ = nullptr;  // leaked on purpose: destroying it in a child hangs
     std::atomic<std::uint64_t> generation_{1};

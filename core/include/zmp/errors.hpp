@@ -31,4 +31,11 @@ private:
     std::string message_;
 };
 
+/// Barrier::wait() on a broken barrier: a party timed out, the action failed, abort() or reset()
+/// was called, or a party died while waiting (Python's threading.BrokenBarrierError).
+class BrokenBarrierError : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
 }  // namespace zmp
