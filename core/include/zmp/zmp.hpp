@@ -4,4 +4,5 @@
 #include "zmp/errors.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"
+#include "zmp/sync.hpp"
 #include "zmp/timeout.hpp"
