@@ -8,8 +8,10 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <mutex>
 #include <map>
 #include <optional>
 #include <set>
@@ -154,10 +156,17 @@ struct Broker::Impl {
     void barrier_reset(Object& obj);
     void barrier_admit_entering(Object& obj);
 
+    void park_if_asked();
+
     Options options;
     zmq::socket_t router;
     int wake_fd = -1;
     std::atomic<bool> stopping{false};
+    std::mutex park_mutex;
+    std::condition_variable park_cv;
+    bool park_requested = false;
+    bool parked = false;
+    bool finished = false;  // run() has returned
     pid_t self_pid;
 
     std::unique_ptr<Arena> arena;  // the fast path's shared memory, if offered
@@ -225,10 +234,28 @@ int Broker::Impl::poll_timeout_ms() const {
     return static_cast<int>(std::min<long long>((left + 999) / 1000, INT_MAX));
 }
 
+void Broker::Impl::park_if_asked() {
+    std::unique_lock lock(park_mutex);
+    if (!park_requested) return;
+    parked = true;
+    park_cv.notify_all();
+    park_cv.wait(lock, [&] { return !park_requested; });
+    parked = false;
+}
+
 void Broker::Impl::run() {
+    struct Finished {
+        Impl& impl;
+        ~Finished() {
+            std::lock_guard lock(impl.park_mutex);
+            impl.finished = true;
+            impl.park_cv.notify_all();
+        }
+    } finished_on_return{*this};
     std::vector<zmq_pollitem_t> items;
     std::vector<Client*> watched;  // watched[i] belongs to items[i + 2]
     while (!stopping.load(std::memory_order_acquire)) {
+        park_if_asked();
         if (clients_changed) {
             items.assign({{router.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}});
             watched.clear();
@@ -780,5 +807,25 @@ void Broker::stop() noexcept {
 }
 
 const std::string& Broker::endpoint() const { return impl_->options.endpoint; }
+
+void Broker::pause() {
+    {
+        std::lock_guard lock(impl_->park_mutex);
+        impl_->park_requested = true;
+    }
+    const std::uint64_t one = 1;
+    (void)!::write(impl_->wake_fd, &one, sizeof one);
+    std::unique_lock lock(impl_->park_mutex);
+    // A thread that has not reached run() yet is waited for too: it may be allocating.
+    impl_->park_cv.wait(lock, [&] { return impl_->parked || impl_->finished; });
+}
+
+void Broker::resume() {
+    {
+        std::lock_guard lock(impl_->park_mutex);
+        impl_->park_requested = false;
+    }
+    impl_->park_cv.notify_all();
+}
 
 }  // namespace zmp::detail

@@ -40,6 +40,13 @@ public:
     /// Makes run() return soon; async-signal-safe.
     void stop() noexcept;
 
+    /// Parks run() between two turns of its loop until resume(): returns once it is parked (or
+    /// has returned); a run() still to start parks as soon as it does. Call it only while some
+    /// thread runs or is about to run run(). For fork() under AddressSanitizer, whose allocator,
+    /// unlike glibc's, is not fork-safe: a child could inherit one of its locks held by this thread.
+    void pause();
+    void resume();
+
     const std::string& endpoint() const;
 
 private:

@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <mutex>
 #include <thread>
@@ -31,6 +32,20 @@ struct Embedded {
 
 std::mutex embedded_mutex;           // only the root takes it
 std::atomic<Embedded*> embedded{nullptr};  // never destroyed: forked children hold a copy of the pointer
+
+#if defined(__SANITIZE_ADDRESS__)
+// AddressSanitizer's allocator (GCC 12) has no fork handlers: a child forked while the broker
+// thread allocates can inherit an allocator lock held for ever. The broker thread is parked across
+// fork() in such builds. glibc's malloc is fork-safe, so normal builds need none of this.
+void park_for_fork() {
+    Embedded* e = embedded.load();
+    if (e != nullptr && e->host == ::getpid() && !e->stopped.load()) e->broker->pause();
+}
+void unpark_after_fork() {
+    Embedded* e = embedded.load();
+    if (e != nullptr && e->host == ::getpid() && !e->stopped.load()) e->broker->resume();
+}
+#endif
 
 void stop_embedded() {
     Embedded* e = embedded.load();
@@ -67,6 +82,10 @@ std::string ensure_broker() {
 
     endpoint = e->endpoint;
     embedded.store(e.release());
+#if defined(__SANITIZE_ADDRESS__)
+    static const bool fork_handlers = [] { return ::pthread_atfork(park_for_fork, unpark_after_fork, nullptr) == 0; }();
+    (void)fork_handlers;
+#endif
     rt.add_exit_hook(stop_embedded);
     rt.set_broker_endpoint(endpoint);
     return endpoint;
@@ -75,7 +94,7 @@ std::string ensure_broker() {
 std::string embedded_inproc_endpoint(const std::string& endpoint) {
     Embedded* e = embedded.load();
     if (e == nullptr || e->host != Runtime::instance().pid() || e->endpoint != endpoint) return {};
-    if (e->stopped.load()) throw ProcessError("the broker has stopped: this process is exiting");
+    if (e->stopped.load()) throw sync::BrokerLost("the broker has stopped: this process is exiting");
     return e->inproc;
 }
 

@@ -154,6 +154,15 @@ bool acquire_semaphore(const SyncRef& r, bool block, const Timeout& timeout) {
 
 std::uint8_t kind_byte(Kind k) { return static_cast<std::uint8_t>(k); }
 
+// Lockable::unlock() runs in guards' destructors: a broker that is gone has nothing left to release.
+template <class F>
+void unlock_quietly_if_broker_lost(F release) {
+    try {
+        release();
+    } catch (const BrokerLost&) {
+    }
+}
+
 }  // namespace
 
 // ---- the wire ----------------------------------------------------------------------------------
@@ -213,11 +222,13 @@ Lock::Lock() : ref_(detail::create(Kind::lock)) {}
 bool Lock::acquire(bool block, Timeout timeout) const { return detail::acquire_lock(ref_, false, block, timeout); }
 void Lock::release() const { detail::release_lock(ref_, false); }
 bool Lock::owner_died() const { return detail::noted(ref_); }
+void Lock::unlock() const { detail::unlock_quietly_if_broker_lost([this] { release(); }); }
 
 RLock::RLock() : ref_(detail::create(Kind::rlock)) {}
 bool RLock::acquire(bool block, Timeout timeout) const { return detail::acquire_lock(ref_, true, block, timeout); }
 void RLock::release() const { detail::release_lock(ref_, true); }
 bool RLock::owner_died() const { return detail::noted(ref_); }
+void RLock::unlock() const { detail::unlock_quietly_if_broker_lost([this] { release(); }); }
 
 // ---- Semaphore, BoundedSemaphore -----------------------------------------------------------------
 
@@ -248,6 +259,7 @@ int Semaphore::get_value() const {
 }
 
 bool Semaphore::owner_died() const { return detail::noted(ref_); }
+void Semaphore::unlock() const { detail::unlock_quietly_if_broker_lost([this] { release(); }); }
 
 // ---- Event -------------------------------------------------------------------------------------
 
@@ -284,6 +296,7 @@ bool Condition::acquire(bool block, Timeout timeout) const {
 }
 
 void Condition::release() const { detail::release_lock(lock_, detail::is_recursive(lock_)); }
+void Condition::unlock() const { detail::unlock_quietly_if_broker_lost([this] { release(); }); }
 
 void Condition::check_owned(const char* what) const {
     if (!detail::owned_lock(lock_)) throw ValueError(what);

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "runtime.hpp"
+#include "sanitizer_fork.hpp"
 #include "sync_arena.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
@@ -56,6 +57,7 @@ void keep_all_holdings() {
 // stay taken.
 const bool hooks_registered = [] {
     Runtime& rt = Runtime::instance();
+    install_sanitizer_fork_guard();  // first, so that it runs last before fork()
     rt.add_start_hook([] {
         if (Runtime::instance().is_root()) (void)ensure_broker();
     });
@@ -102,19 +104,7 @@ BrokerLink& BrokerLink::get(const std::string& endpoint) {
     return *it->second;
 }
 
-BrokerLink& BrokerLink::local() {
-    // The common case without a string copy: the link of the runtime's broker, cached per fork
-    // generation (a forked child inherits its parent's broker).
-    static std::atomic<BrokerLink*> cached{nullptr};
-    static std::atomic<std::uint64_t> cached_generation{0};
-    Runtime& rt = Runtime::instance();
-    BrokerLink* link = cached.load(std::memory_order_acquire);
-    if (link != nullptr && cached_generation.load(std::memory_order_acquire) == rt.generation()) return *link;
-    link = &get(ensure_broker());
-    cached.store(link, std::memory_order_release);
-    cached_generation.store(rt.generation(), std::memory_order_release);
-    return *link;
-}
+BrokerLink& BrokerLink::local() { return get(ensure_broker()); }
 
 std::uint32_t BrokerLink::client_index() {
     if (registered_generation_.load(std::memory_order_acquire) != Runtime::instance().generation()) (void)conn();
@@ -184,7 +174,7 @@ std::uint64_t BrokerLink::send_on(LinkConn& c, Op op, std::uint64_t object, std:
     msgpack::sbuffer out(64);
     encode_request(out, op, object, rid, args);
     if (!transport::send_message(c.socket, {zmq::const_buffer(out.data(), out.size())})) {
-        throw ProcessError("cannot send to the broker at " + endpoint_);
+        throw BrokerLost("cannot send to the broker at " + endpoint_);
     }
     c.awaited.push_back(rid);
     return rid;
@@ -217,7 +207,7 @@ Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::
             throw_os_error("zmq_poll", zmq_errno());
         }
         if (rc == 0 && timeout && Clock::now() >= deadline) {
-            throw ProcessError("no answer from the broker at " + endpoint_);
+            throw BrokerLost("no answer from the broker at " + endpoint_);
         }
         while (transport::recv_message(c.socket, frames, 1, std::chrono::milliseconds(0))) {
             Reply r = decode_reply(frames[0].data(), frames[0].size());
@@ -226,7 +216,7 @@ Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::
             // Anything else answers a request nobody waits for any more: dropped.
         }
         if (n == 2 && (items[1].revents & ZMQ_POLLIN) != 0) {
-            throw ProcessError("the broker (pid " + std::to_string(broker_pid_.load()) + ") has died");
+            throw BrokerLost("the broker (pid " + std::to_string(broker_pid_.load()) + ") has died");
         }
     }
 }

@@ -24,9 +24,19 @@
 
 #include "sync_protocol.hpp"
 
+#include "zmp/errors.hpp"
+
 namespace zmp::detail::sync {
 
 class Arena;
+
+/// The broker cannot be reached any more (it died, or this process's own broker has stopped).
+/// A ProcessError for users; told apart internally so that unlock() in a guard's destructor does
+/// not throw for a lock nobody can hold any more.
+class BrokerLost : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
 
 /// One thread's connection to one broker.
 struct LinkConn {

@@ -111,9 +111,10 @@ public:
     /// Frees the lock. ValueError if it is not locked.
     void release() const;
 
-    /// Lockable, for std::lock_guard, std::unique_lock and std::scoped_lock.
+    /// Lockable, for std::lock_guard, std::unique_lock and std::scoped_lock. unlock() is
+    /// release(), except that it does not throw when the broker is gone (it runs in destructors).
     void lock() const { (void)acquire(); }
-    void unlock() const { release(); }
+    void unlock() const;
     bool try_lock() const { return acquire(false); }
 
     /// True if the calling thread's most recent successful acquire() of this lock took it over
@@ -145,7 +146,7 @@ public:
     void release() const;
 
     void lock() const { (void)acquire(); }
-    void unlock() const { release(); }
+    void unlock() const;
     bool try_lock() const { return acquire(false); }
 
     /// As Lock::owner_died().
@@ -179,7 +180,7 @@ public:
     int get_value() const;
 
     void lock() const { (void)acquire(); }
-    void unlock() const { release(); }
+    void unlock() const;
     bool try_lock() const { return acquire(false); }
 
     /// True if the calling thread's most recent successful acquire() took a unit returned by the
@@ -250,7 +251,7 @@ public:
     bool acquire(Timeout timeout) const { return acquire(true, timeout); }
     void release() const;
     void lock() const { (void)acquire(); }
-    void unlock() const { release(); }
+    void unlock() const;
     bool try_lock() const { return acquire(false); }
 
     /// Waits for a notify(); false if `timeout` passed first. ValueError unless the calling
