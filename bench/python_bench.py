@@ -110,6 +110,97 @@ def codec_int(quick):
     return 1e9 * seconds_per_op(5, n(quick, 200000), once)
 
 
+@row("lock.uncontended", "ns")
+def lock_uncontended(quick):
+    # A tight loop with the bound methods at hand: Python's best case, no helper call per pair.
+    lock = mp.get_context("fork").Lock()
+    acquire, release = lock.acquire, lock.release
+    per_round = n(quick, 500000)
+    samples = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(per_round):
+            acquire()
+            release()
+        samples.append((time.perf_counter() - start) / per_round)
+    return 1e9 * statistics.median(samples)
+
+
+def _in_child(ctx, target, args):
+    p = ctx.Process(target=target, args=args)
+    p.start()
+    return p
+
+
+def _lock_pong(ping, pong, total):
+    for _ in range(total):
+        ping.acquire()
+        pong.release()
+
+
+@row("lock.pingpong", "us")
+def lock_pingpong(quick):
+    # Two Locks as binary semaphores (any process may release one): two hand-offs per iteration.
+    ctx = mp.get_context("fork")
+    ping, pong = ctx.Lock(), ctx.Lock()
+    ping.acquire()
+    pong.acquire()
+    per_round, warm = n(quick, 5000), 20
+    p = _in_child(ctx, _lock_pong, (ping, pong, warm + 5 * per_round))
+
+    def once():
+        ping.release()
+        pong.acquire()
+    for _ in range(warm):
+        once()
+    s = seconds_per_op(5, per_round, once)
+    p.join()
+    return s * 1e6 / 2
+
+
+def _event_pong(there, back, total):
+    for _ in range(total):
+        there.wait()
+        there.clear()
+        back.set()
+
+
+@row("event.wake", "us")
+def event_wake(quick):
+    ctx = mp.get_context("fork")
+    there, back = ctx.Event(), ctx.Event()
+    per_round, warm = n(quick, 5000), 20
+    p = _in_child(ctx, _event_pong, (there, back, warm + 5 * per_round))
+
+    def once():
+        there.set()
+        back.wait()
+        back.clear()
+    for _ in range(warm):
+        once()
+    s = seconds_per_op(5, per_round, once)
+    p.join()
+    return s * 1e6 / 2
+
+
+def _barrier_loop(barrier, total):
+    for _ in range(total):
+        barrier.wait()
+
+
+@row("barrier.wait2", "us")
+def barrier_wait2(quick):
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(2)
+    per_round, warm = n(quick, 2000), 20
+    p = _in_child(ctx, _barrier_loop, (barrier, warm + 5 * per_round))
+    for _ in range(warm):
+        barrier.wait()
+    s = seconds_per_op(5, per_round, barrier.wait)
+    p.join()
+    return s * 1e6
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)

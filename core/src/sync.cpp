@@ -69,6 +69,8 @@ struct DiedNotes {
     std::vector<std::pair<const BrokerLink*, std::uint64_t>> objects;
 };
 thread_local DiedNotes died_notes;
+// Trivial, so that the common check costs no thread_local initialisation guard.
+thread_local bool have_died_notes = false;
 
 std::vector<std::pair<const BrokerLink*, std::uint64_t>>& notes() {
     DiedNotes& n = died_notes;
@@ -81,14 +83,16 @@ std::vector<std::pair<const BrokerLink*, std::uint64_t>>& notes() {
 }
 
 void note_acquired(const SyncRef& r, bool owner_died) {
-    if (!owner_died && died_notes.objects.empty()) return;  // the common case: nothing to note
+    if (!owner_died && !have_died_notes) return;  // the common case: nothing to note
     auto& objects = notes();
     const std::pair<const BrokerLink*, std::uint64_t> key{r.link, r.id};
     std::erase(objects, key);
     if (owner_died) objects.push_back(key);
+    have_died_notes = !objects.empty();
 }
 
 bool noted(const SyncRef& r) {
+    if (!have_died_notes) return false;
     auto& objects = notes();
     const std::pair<const BrokerLink*, std::uint64_t> key{r.link, r.id};
     return std::find(objects.begin(), objects.end(), key) != objects.end();

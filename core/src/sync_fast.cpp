@@ -44,12 +44,11 @@ Acquired word_lock(std::atomic<std::uint32_t>& word, std::uint32_t me, bool bloc
     }
 }
 
-// False if the word was not locked.
+// False if the word was not locked. (Releasing a lock freed after its owner died, before anyone
+// took it, is that error too; it clears the "owner died" mark.)
 bool word_unlock(std::atomic<std::uint32_t>& word) {
-    std::uint32_t c = word.load(relaxed);
-    do {
-        if (is_free(c)) return false;
-    } while (!word.compare_exchange_weak(c, 0, release_order, relaxed));
+    const std::uint32_t c = word.exchange(0, release_order);
+    if (is_free(c)) return false;
     if ((c & kContended) != 0) futex_wake(word, 1);
     return true;
 }

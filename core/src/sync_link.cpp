@@ -22,6 +22,8 @@ using Clock = std::chrono::steady_clock;
 // The first reply from a broker is awaited at most this long: an endpoint nobody serves must
 // not hang its caller. Afterwards the broker's pidfd tells when it is gone.
 constexpr std::chrono::seconds kHelloTimeout{60};
+// An exiting process does not wait longer than this to tell the broker what it keeps.
+constexpr std::chrono::seconds kExitTimeout{5};
 
 // Links by endpoint. The mutex is held across fork() so that a child never inherits it locked.
 std::mutex registry_mutex;
@@ -123,6 +125,20 @@ Arena* BrokerLink::arena(const std::string& prefix) {
     return current;
 }
 
+zmq::socket_t BrokerLink::connect(zmq::context_t& context) const {
+    std::string address = embedded_inproc_endpoint(endpoint_);
+    if (address.empty()) address = endpoint_;
+    transport::SocketOptions options;
+    options.max_message = kMaxFrame;
+    zmq::socket_t socket = transport::open_socket(context, zmq::socket_type::dealer, options);
+    try {
+        socket.connect(address);
+    } catch (const zmq::error_t& e) {
+        throw_os_error("cannot connect to the broker at " + address, e.num());
+    }
+    return socket;
+}
+
 LinkConn& BrokerLink::conn() {
     ThreadConns& mine = thread_conns;
     Runtime& rt = Runtime::instance();
@@ -135,20 +151,8 @@ LinkConn& BrokerLink::conn() {
     for (auto& [link, c] : mine.conns)
         if (link == this) return *c;
 
-    std::string address = embedded_inproc_endpoint(endpoint_);
-    if (address.empty()) address = endpoint_;
     auto c = std::make_unique<LinkConn>();
-    c->socket = rt.thread_socket("zmp.broker " + address, [&](zmq::context_t& context) {
-        transport::SocketOptions options;
-        options.max_message = kMaxFrame;
-        zmq::socket_t socket = transport::open_socket(context, zmq::socket_type::dealer, options);
-        try {
-            socket.connect(address);
-        } catch (const zmq::error_t& e) {
-            throw_os_error("cannot connect to the broker at " + address, e.num());
-        }
-        return socket;
-    });
+    c->socket = rt.thread_socket("zmp.broker " + endpoint_, [&](zmq::context_t& context) { return connect(context); });
     const std::uint64_t rid = send_on(*c, Op::hello, 0, {current_pid(), current_tid()});
     const Reply hello = receive_on(*c, rid, kHelloTimeout);
     if (hello.status != Status::ok) throw ProcessError("the broker at " + endpoint_ + " refused this process: " + hello.text);
@@ -231,12 +235,16 @@ void BrokerLink::keep_holdings() {
     if (Arena* a = arena()) {
         for (auto& entry : a->client(index_.load()).holdings) entry.store(0, std::memory_order_relaxed);
     }
-    if (holdings_generation_.load() == generation) {
-        try {
-            (void)call(Op::keep_holdings, 0, {});
-        } catch (const ProcessError&) {
-            // The broker is gone: nothing to keep.
-        }
+    if (holdings_generation_.load() != generation) return;
+    try {
+        // A connection of its own: at exit() the thread's cached sockets may already be gone.
+        zmq::socket_t socket = connect(Runtime::instance().context());
+        LinkConn c;
+        c.socket = socket;
+        (void)receive_on(c, send_on(c, Op::hello, 0, {current_pid(), current_tid()}), kExitTimeout);
+        checked(receive_on(c, send_on(c, Op::keep_holdings, 0, {}), kExitTimeout));
+    } catch (const ProcessError&) {
+        // The broker is gone (or too slow for an exiting process): nothing to keep.
     }
 }
 

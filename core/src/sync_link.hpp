@@ -83,6 +83,8 @@ public:
 
 private:
     explicit BrokerLink(std::string endpoint) : endpoint_(std::move(endpoint)) {}
+    /// A DEALER connected to this broker (inproc when it runs in this very process).
+    zmq::socket_t connect(zmq::context_t& context) const;
     LinkConn& conn();
     std::uint64_t send_on(LinkConn& c, Op op, std::uint64_t object, std::initializer_list<std::int64_t> args);
     Reply receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::chrono::milliseconds> timeout);
