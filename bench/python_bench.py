@@ -126,10 +126,18 @@ def lock_uncontended(quick):
     return 1e9 * statistics.median(samples)
 
 
-def _in_child(ctx, target, args):
-    p = ctx.Process(target=target, args=args)
+def _two_processes(quick, full, target, args, once, per_iteration):
+    """Times once() here while a forked child runs target(*args, total), the other half of each
+    iteration; microseconds per iteration / per_iteration."""
+    ctx = mp.get_context("fork")
+    per_round, warm = n(quick, full), 20
+    p = ctx.Process(target=target, args=args + (warm + 5 * per_round,))
     p.start()
-    return p
+    for _ in range(warm):
+        once()
+    s = seconds_per_op(5, per_round, once)
+    p.join()
+    return s * 1e6 / per_iteration
 
 
 def _lock_pong(ping, pong, total):
@@ -145,17 +153,11 @@ def lock_pingpong(quick):
     ping, pong = ctx.Lock(), ctx.Lock()
     ping.acquire()
     pong.acquire()
-    per_round, warm = n(quick, 5000), 20
-    p = _in_child(ctx, _lock_pong, (ping, pong, warm + 5 * per_round))
 
     def once():
         ping.release()
         pong.acquire()
-    for _ in range(warm):
-        once()
-    s = seconds_per_op(5, per_round, once)
-    p.join()
-    return s * 1e6 / 2
+    return _two_processes(quick, 5000, _lock_pong, (ping, pong), once, 2)
 
 
 def _event_pong(there, back, total):
@@ -169,18 +171,12 @@ def _event_pong(there, back, total):
 def event_wake(quick):
     ctx = mp.get_context("fork")
     there, back = ctx.Event(), ctx.Event()
-    per_round, warm = n(quick, 5000), 20
-    p = _in_child(ctx, _event_pong, (there, back, warm + 5 * per_round))
 
     def once():
         there.set()
         back.wait()
         back.clear()
-    for _ in range(warm):
-        once()
-    s = seconds_per_op(5, per_round, once)
-    p.join()
-    return s * 1e6 / 2
+    return _two_processes(quick, 5000, _event_pong, (there, back), once, 2)
 
 
 def _barrier_loop(barrier, total):
@@ -190,15 +186,8 @@ def _barrier_loop(barrier, total):
 
 @row("barrier.wait2", "us")
 def barrier_wait2(quick):
-    ctx = mp.get_context("fork")
-    barrier = ctx.Barrier(2)
-    per_round, warm = n(quick, 2000), 20
-    p = _in_child(ctx, _barrier_loop, (barrier, warm + 5 * per_round))
-    for _ in range(warm):
-        barrier.wait()
-    s = seconds_per_op(5, per_round, barrier.wait)
-    p.join()
-    return s * 1e6
+    barrier = mp.get_context("fork").Barrier(2)
+    return _two_processes(quick, 2000, _barrier_loop, (barrier,), barrier.wait, 1)
 
 
 def main(argv):

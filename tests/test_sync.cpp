@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <cstdlib>
 #include <mutex>
 #include <random>
@@ -259,108 +260,94 @@ TEST_CASE("Semaphore(2) over 4 processes: never more than 2 holders at once") {
 
 // ---- cases 54-59: Condition -------------------------------------------------------------------
 
+namespace {
+
+// Under the condition's lock: notify(n), or notify_all() for n < 0.
+void notify_locked(const zmp::Condition& cond, int n = 1) {
+    std::lock_guard g(cond);
+    if (n < 0) cond.notify_all();
+    else cond.notify(n);
+}
+
+// A waiter on `cond`: counts itself in `sleeping` under the lock (so that once the lock is taken
+// afterwards it is inside wait()), then waits up to `timeout`; counts itself in `woken` if
+// notified, in `timed_out` otherwise.
+std::function<void()> waiter(zmp::Condition cond, zmp::Semaphore sleeping, zmp::Semaphore woken,
+                             zmp::Semaphore timed_out = zmp::Semaphore(0), zmp::Timeout timeout = zmp::forever) {
+    return [=] {
+        std::lock_guard g(cond);
+        sleeping.release();
+        if (cond.wait(timeout)) woken.release();
+        else timed_out.release();
+    };
+}
+
+// The same function run by `processes` processes and `threads` threads of this one.
+struct Crowd {
+    std::vector<zmp::Process> processes;
+    std::vector<std::thread> threads;
+    Crowd(int n_processes, int n_threads, const std::function<void()>& f) {
+        for (int i = 0; i < n_processes; ++i) processes.push_back(start(f));
+        for (int i = 0; i < n_threads; ++i) threads.emplace_back(f);
+    }
+    void join() {
+        for (auto& t : threads) t.join();
+        for (auto& p : processes) {
+            p.join();
+            CHECK(p.exitcode() == 0);
+        }
+    }
+};
+
+}  // namespace
+
 TEST_CASE("Condition: each notify() wakes exactly one waiter, a process or a thread (case 54)") {
     zmp::Condition cond;
     zmp::Semaphore sleeping(0), woken(0);
-    auto waiter = [=] {
-        std::lock_guard g(cond);
-        sleeping.release();
-        (void)cond.wait();
-        woken.release();
-    };
-    zmp::Process p = start(waiter);
-    std::thread t(waiter);
-    // Released under the lock, so once we hold the lock both are inside wait().
+    Crowd crowd(1, 1, waiter(cond, sleeping, woken));
     REQUIRE(sleeping.acquire(30s));
     REQUIRE(sleeping.acquire(30s));
     CHECK(woken.get_value() == 0);
-    {
-        std::lock_guard g(cond);
-        cond.notify();
-    }
+    notify_locked(cond);
     CHECK(woken.acquire(30s));
     sleep_s(0.2);
     CHECK(woken.get_value() == 0);  // the other one still sleeps
-    {
-        std::lock_guard g(cond);
-        cond.notify();
-    }
+    notify_locked(cond);
     CHECK(woken.acquire(30s));
-    t.join();
-    p.join();
-    CHECK(p.exitcode() == 0);
+    crowd.join();
 }
 
 TEST_CASE("Condition: waiters that time out stay consistent, then notify_all wakes six (case 55)") {
     zmp::Condition cond;
     zmp::Semaphore sleeping(0), timed_out(0), woken(0);
-    auto timed_waiter = [=] {
-        std::lock_guard g(cond);
-        sleeping.release();
-        if (!cond.wait(0.2s)) timed_out.release();
-    };
-    std::vector<zmp::Process> ps;
-    std::vector<std::thread> ts;
-    for (int i = 0; i < 3; ++i) ps.push_back(start(timed_waiter));
-    for (int i = 0; i < 3; ++i) ts.emplace_back(timed_waiter);
+    Crowd timing_out(3, 3, waiter(cond, sleeping, woken, timed_out, 0.2s));
     for (int i = 0; i < 6; ++i) REQUIRE(sleeping.acquire(30s));
     for (int i = 0; i < 6; ++i) CHECK(timed_out.acquire(30s));
-    for (auto& t : ts) t.join();
-    for (auto& p : ps) p.join();
+    timing_out.join();
     CHECK(woken.get_value() == 0);
 
-    auto waiter = [=] {
-        std::lock_guard g(cond);
-        sleeping.release();
-        if (cond.wait()) woken.release();
-    };
-    ps.clear();
-    ts.clear();
-    for (int i = 0; i < 3; ++i) ps.push_back(start(waiter));
-    for (int i = 0; i < 3; ++i) ts.emplace_back(waiter);
+    Crowd waiting(3, 3, waiter(cond, sleeping, woken));
     for (int i = 0; i < 6; ++i) REQUIRE(sleeping.acquire(30s));
-    {
-        std::lock_guard g(cond);
-        cond.notify_all();
-    }
+    notify_locked(cond, -1);
     for (int i = 0; i < 6; ++i) CHECK(woken.acquire(30s));
-    for (auto& t : ts) t.join();
-    for (auto& p : ps) p.join();
-    for (auto& p : ps) CHECK(p.exitcode() == 0);
+    waiting.join();
+    CHECK(timed_out.get_value() == 0);
 }
 
 TEST_CASE("Condition: notify(2) wakes two, notify(4) the rest, notify(3) with none waiting does nothing (case 56)") {
     zmp::Condition cond;
     zmp::Semaphore sleeping(0), woken(0);
-    auto waiter = [=] {
-        std::lock_guard g(cond);
-        sleeping.release();
-        if (cond.wait()) woken.release();
-    };
-    std::vector<zmp::Process> ps;
-    std::vector<std::thread> ts;
-    for (int i = 0; i < 3; ++i) ps.push_back(start(waiter));
-    for (int i = 0; i < 3; ++i) ts.emplace_back(waiter);
+    Crowd crowd(3, 3, waiter(cond, sleeping, woken));
     for (int i = 0; i < 6; ++i) REQUIRE(sleeping.acquire(30s));
-    {
-        std::lock_guard g(cond);
-        cond.notify(2);
-    }
+    notify_locked(cond, 2);
     CHECK(woken.acquire(30s));
     CHECK(woken.acquire(30s));
     sleep_s(0.2);
     CHECK(woken.get_value() == 0);
-    {
-        std::lock_guard g(cond);
-        cond.notify(4);
-    }
+    notify_locked(cond, 4);
     for (int i = 0; i < 4; ++i) CHECK(woken.acquire(30s));
-    {
-        std::lock_guard g(cond);
-        cond.notify(3);
-    }
-    for (auto& t : ts) t.join();
-    for (auto& p : ps) p.join();
+    notify_locked(cond, 3);
+    crowd.join();
     CHECK(woken.get_value() == 0);
 }
 
@@ -477,16 +464,9 @@ TEST_CASE("Condition: a waiter that timed out never absorbs a notify") {
         std::unique_lock g(cond);
         CHECK_FALSE(cond.wait(0.05s));  // timed out: gone from the queue
     }
-    zmp::Process p = start([=] {
-        std::lock_guard g(cond);
-        sleeping.release();
-        if (cond.wait()) woken.release();
-    });
+    zmp::Process p = start(waiter(cond, sleeping, woken));
     REQUIRE(sleeping.acquire(30s));
-    {
-        std::lock_guard g(cond);
-        cond.notify();
-    }
+    notify_locked(cond);
     CHECK(woken.acquire(30s));
     p.join();
 }
@@ -853,24 +833,16 @@ TEST_CASE("SIGKILL a process waiting at a Barrier(3): the others get BrokenBarri
 TEST_CASE("a Condition waiter that is killed is dropped: the next notify wakes a live one") {
     zmp::Condition cond;
     zmp::Semaphore sleeping(0), woken(0);
-    auto waiter = [=] {
-        std::lock_guard g(cond);
-        sleeping.release();
-        if (cond.wait()) woken.release();
-    };
-    zmp::Process first = start(waiter);  // the oldest waiter: notify() would pick it
+    zmp::Process first = start(waiter(cond, sleeping, woken));  // the oldest waiter: notify() would pick it
     REQUIRE(sleeping.acquire(30s));
-    { std::lock_guard g(cond); }          // it is inside wait() now
-    zmp::Process second = start(waiter);
+    { std::lock_guard g(cond); }  // it is inside wait() now
+    zmp::Process second = start(waiter(cond, sleeping, woken));
     REQUIRE(sleeping.acquire(30s));
     { std::lock_guard g(cond); }
     first.kill();
     first.join();
     sleep_s(0.1);  // the broker notices the death
-    {
-        std::lock_guard g(cond);
-        cond.notify();
-    }
+    notify_locked(cond);
     CHECK(woken.acquire(30s));
     second.join();
     CHECK(second.exitcode() == 0);

@@ -22,6 +22,19 @@ double lock_uncontended_ns(const bench::Options& opt, bool broker) {
     });
 }
 
+// Times `once()` in this process while a child runs `partner(total)`, the other half of each
+// iteration; returns microseconds per iteration divided by `per_iteration`.
+template <class Partner, class Once>
+double two_processes_us(const bench::Options& opt, bool broker, Partner partner, Once once, double per_iteration) {
+    const int per_round = opt.n(broker ? 500 : 5000), warm = 20, total = warm + 5 * per_round;
+    zmp::Process child([=] { partner(total); });
+    child.start();
+    for (int i = 0; i < warm; ++i) once();
+    const double s = bench::seconds_per_op(5, per_round, once);
+    child.join();
+    return s * 1e6 / per_iteration;
+}
+
 // Two Locks used as binary semaphores (any process may release a Lock): each iteration hands
 // control to the child and back, two hand-offs.
 double lock_pingpong_us(const bench::Options& opt, bool broker) {
@@ -29,60 +42,48 @@ double lock_pingpong_us(const bench::Options& opt, bool broker) {
     zmp::Lock ping, pong;
     ping.acquire();
     pong.acquire();
-    const int per_round = opt.n(broker ? 500 : 5000), warm = 20, total = warm + 5 * per_round;
-    zmp::Process child([=] {
-        for (int i = 0; i < total; ++i) {
-            ping.acquire();
-            pong.release();
-        }
-    });
-    child.start();
-    auto once = [&] {
-        ping.release();
-        pong.acquire();
-    };
-    for (int i = 0; i < warm; ++i) once();
-    const double s = bench::seconds_per_op(5, per_round, once);
-    child.join();
-    return s * 1e6 / 2;
+    return two_processes_us(
+        opt, broker,
+        [=](int total) {
+            for (int i = 0; i < total; ++i) {
+                ping.acquire();
+                pong.release();
+            }
+        },
+        [&] {
+            ping.release();
+            pong.acquire();
+        },
+        2);
 }
 
 // Two Events: set -> the other process's wait() returns; each iteration is two wake-ups.
 double event_wake_us(const bench::Options& opt, bool broker) {
     use_broker_path(broker);
     zmp::Event there, back;
-    const int per_round = opt.n(broker ? 500 : 5000), warm = 20, total = warm + 5 * per_round;
-    zmp::Process child([=] {
-        for (int i = 0; i < total; ++i) {
-            there.wait();
-            there.clear();
-            back.set();
-        }
-    });
-    child.start();
-    auto once = [&] {
-        there.set();
-        back.wait();
-        back.clear();
-    };
-    for (int i = 0; i < warm; ++i) once();
-    const double s = bench::seconds_per_op(5, per_round, once);
-    child.join();
-    return s * 1e6 / 2;
+    return two_processes_us(
+        opt, broker,
+        [=](int total) {
+            for (int i = 0; i < total; ++i) {
+                there.wait();
+                there.clear();
+                back.set();
+            }
+        },
+        [&] {
+            there.set();
+            back.wait();
+            back.clear();
+        },
+        2);
 }
 
 double barrier_wait2_us(const bench::Options& opt, bool broker) {
     use_broker_path(broker);
     zmp::Barrier barrier(2);
-    const int per_round = opt.n(broker ? 500 : 5000), warm = 20, total = warm + 5 * per_round;
-    zmp::Process child([=] {
-        for (int i = 0; i < total; ++i) (void)barrier.wait();
-    });
-    child.start();
-    for (int i = 0; i < warm; ++i) (void)barrier.wait();
-    const double s = bench::seconds_per_op(5, per_round, [&] { (void)barrier.wait(); });
-    child.join();
-    return s * 1e6;
+    return two_processes_us(
+        opt, broker, [=](int total) { for (int i = 0; i < total; ++i) (void)barrier.wait(); },
+        [&] { (void)barrier.wait(); }, 1);
 }
 
 }  // namespace

@@ -91,12 +91,16 @@ void note_acquired(const SyncRef& r, bool owner_died) {
     have_died_notes = !objects.empty();
 }
 
-bool noted(const SyncRef& r) {
+}  // namespace
+
+bool owner_died(const SyncRef& r) {
     if (!have_died_notes) return false;
     auto& objects = notes();
     const std::pair<const BrokerLink*, std::uint64_t> key{r.link, r.id};
     return std::find(objects.begin(), objects.end(), key) != objects.end();
 }
+
+namespace {
 
 // ---- shared by Lock, RLock and Condition -------------------------------------------------------
 
@@ -158,16 +162,19 @@ bool acquire_semaphore(const SyncRef& r, bool block, const Timeout& timeout) {
 
 std::uint8_t kind_byte(Kind k) { return static_cast<std::uint8_t>(k); }
 
+}  // namespace
+
 // Lockable::unlock() runs in guards' destructors: a broker that is gone has nothing left to release.
-template <class F>
-void unlock_quietly_if_broker_lost(F release) {
+void unlock_quietly(const SyncRef& r) {
     try {
-        release();
+        if (r.kind == kind_byte(Kind::semaphore) || r.kind == kind_byte(Kind::bounded_semaphore)) {
+            Semaphore(r).release();
+        } else {
+            release_lock(r, is_recursive(r));
+        }
     } catch (const BrokerLost&) {
     }
 }
-
-}  // namespace
 
 // ---- the wire ----------------------------------------------------------------------------------
 
@@ -222,17 +229,13 @@ using detail::SyncRef;
 
 // ---- Lock, RLock ---------------------------------------------------------------------------------
 
-Lock::Lock() : ref_(detail::create(Kind::lock)) {}
+Lock::Lock() : LockableHandle(detail::create(Kind::lock)) {}
 bool Lock::acquire(bool block, Timeout timeout) const { return detail::acquire_lock(ref_, false, block, timeout); }
 void Lock::release() const { detail::release_lock(ref_, false); }
-bool Lock::owner_died() const { return detail::noted(ref_); }
-void Lock::unlock() const { detail::unlock_quietly_if_broker_lost([this] { release(); }); }
 
-RLock::RLock() : ref_(detail::create(Kind::rlock)) {}
+RLock::RLock() : LockableHandle(detail::create(Kind::rlock)) {}
 bool RLock::acquire(bool block, Timeout timeout) const { return detail::acquire_lock(ref_, true, block, timeout); }
 void RLock::release() const { detail::release_lock(ref_, true); }
-bool RLock::owner_died() const { return detail::noted(ref_); }
-void RLock::unlock() const { detail::unlock_quietly_if_broker_lost([this] { release(); }); }
 
 // ---- Semaphore, BoundedSemaphore -----------------------------------------------------------------
 
@@ -243,8 +246,8 @@ std::int64_t checked_value(int value) {
 }
 }  // namespace
 
-Semaphore::Semaphore(int value) : ref_(detail::create(Kind::semaphore, checked_value(value))) {}
-Semaphore::Semaphore(int value, Bounded) : ref_(detail::create(Kind::bounded_semaphore, checked_value(value))) {}
+Semaphore::Semaphore(int value) : LockableHandle(detail::create(Kind::semaphore, checked_value(value))) {}
+Semaphore::Semaphore(int value, Bounded) : LockableHandle(detail::create(Kind::bounded_semaphore, checked_value(value))) {}
 BoundedSemaphore::BoundedSemaphore(int value) : Semaphore(value, Bounded{}) {}
 
 bool Semaphore::acquire(bool block, Timeout timeout) const { return detail::acquire_semaphore(ref_, block, timeout); }
@@ -262,8 +265,6 @@ int Semaphore::get_value() const {
     return static_cast<int>(ref_.link->call(Op::get_value, ref_.id, {}).value(0));
 }
 
-bool Semaphore::owner_died() const { return detail::noted(ref_); }
-void Semaphore::unlock() const { detail::unlock_quietly_if_broker_lost([this] { release(); }); }
 
 // ---- Event -------------------------------------------------------------------------------------
 
@@ -300,7 +301,7 @@ bool Condition::acquire(bool block, Timeout timeout) const {
 }
 
 void Condition::release() const { detail::release_lock(lock_, detail::is_recursive(lock_)); }
-void Condition::unlock() const { detail::unlock_quietly_if_broker_lost([this] { release(); }); }
+void Condition::unlock() const { detail::unlock_quietly(lock_); }
 
 void Condition::check_owned(const char* what) const {
     if (!detail::owned_lock(lock_)) throw ValueError(what);

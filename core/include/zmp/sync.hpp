@@ -94,11 +94,48 @@ SyncWire to_wire(const SyncRef& ref);
 SyncRef from_wire(const msgpack::object& obj, HandleType type);
 }  // namespace detail
 
+namespace detail {
+/// owner_died() of a Lock, RLock or Semaphore (see below).
+bool owner_died(const SyncRef& ref);
+/// release() of a Lock, RLock or Semaphore, except that a broker that is gone is no error.
+void unlock_quietly(const SyncRef& ref);
+
+/// What Lock, RLock and Semaphore share: Python's acquire(timeout=t), the Lockable trio and
+/// owner_died(), over the type's own acquire(block, timeout) and release().
+template <class Handle>
+class LockableHandle {
+public:
+    /// acquire(true, timeout).
+    bool acquire(Timeout timeout) const { return handle().acquire(true, timeout); }
+
+    /// Lockable, for std::lock_guard, std::unique_lock and std::scoped_lock. unlock() is
+    /// release(), except that it does not throw when the broker is gone (it runs in destructors).
+    void lock() const { (void)handle().acquire(true, forever); }
+    void unlock() const { unlock_quietly(ref_); }
+    bool try_lock() const { return handle().acquire(false, forever); }
+
+    /// True if the calling thread's most recent successful acquire() of this object took it (or,
+    /// for a Semaphore, took a unit) over from a process that died holding it.
+    bool owner_died() const { return detail::owner_died(ref_); }
+
+    bool operator==(const Handle& other) const { return ref_ == other.ref_; }
+    /// For the runtime and the msgpack adaptor.
+    const SyncRef& ref() const { return ref_; }
+
+protected:
+    explicit LockableHandle(SyncRef ref) : ref_(ref) {}
+    SyncRef ref_;
+
+private:
+    const Handle& handle() const { return static_cast<const Handle&>(*this); }
+};
+}  // namespace detail
+
 /// A non-recursive lock. Any process or thread may release it (as in Python).
 ///
 ///     zmp::Lock lock;
 ///     { std::lock_guard guard(lock); ... }           // or: if (lock.acquire(false)) { ...; lock.release(); }
-class Lock {
+class Lock : public detail::LockableHandle<Lock> {
 public:
     /// A new lock, unlocked.
     Lock();
@@ -106,99 +143,57 @@ public:
     /// Waits until the lock is free and takes it; true if taken. block=false: only tries.
     /// `timeout` bounds the wait (zmp::forever: none). Python's acquire(block, timeout).
     bool acquire(bool block = true, Timeout timeout = forever) const;
-    /// acquire(true, timeout).
-    bool acquire(Timeout timeout) const { return acquire(true, timeout); }
+    using LockableHandle::acquire;
     /// Frees the lock. ValueError if it is not locked.
     void release() const;
 
-    /// Lockable, for std::lock_guard, std::unique_lock and std::scoped_lock. unlock() is
-    /// release(), except that it does not throw when the broker is gone (it runs in destructors).
-    void lock() const { (void)acquire(); }
-    void unlock() const;
-    bool try_lock() const { return acquire(false); }
-
-    /// True if the calling thread's most recent successful acquire() of this lock took it over
-    /// from a process that died holding it.
-    bool owner_died() const;
-
-    bool operator==(const Lock& other) const { return ref_ == other.ref_; }
-
-    /// For the runtime and the msgpack adaptor.
-    explicit Lock(detail::SyncRef ref) : ref_(ref) {}
-    const detail::SyncRef& ref() const { return ref_; }
-
-private:
-    detail::SyncRef ref_;
+    explicit Lock(detail::SyncRef ref) : LockableHandle(ref) {}
 };
 
 /// A recursive lock, owned by one (process, thread): the owner may acquire it again, and must
 /// release it as many times.
 ///
 ///     zmp::RLock r;  r.acquire(); r.acquire(); r.release(); r.release();
-class RLock {
+class RLock : public detail::LockableHandle<RLock> {
 public:
     RLock();
 
     /// As Lock::acquire(); the owner acquires again at once (one more level).
     bool acquire(bool block = true, Timeout timeout = forever) const;
-    bool acquire(Timeout timeout) const { return acquire(true, timeout); }
+    using LockableHandle::acquire;
     /// Releases one level. ValueError unless the calling thread owns it.
     void release() const;
 
-    void lock() const { (void)acquire(); }
-    void unlock() const;
-    bool try_lock() const { return acquire(false); }
-
-    /// As Lock::owner_died().
-    bool owner_died() const;
-
-    bool operator==(const RLock& other) const { return ref_ == other.ref_; }
-
-    explicit RLock(detail::SyncRef ref) : ref_(ref) {}
-    const detail::SyncRef& ref() const { return ref_; }
-
-private:
-    detail::SyncRef ref_;
+    explicit RLock(detail::SyncRef ref) : LockableHandle(ref) {}
 };
 
 /// A counting semaphore. release() may raise the value beyond its initial value.
 ///
 ///     zmp::Semaphore slots(2);
 ///     std::lock_guard guard(slots);                 // at most two holders at once
-class Semaphore {
+///
+/// A process holds the units it acquired and has not released (a release by a process that
+/// holds none is nobody's); the broker returns a killed holder's units. Up to 32 semaphores per
+/// process are tracked at once on the fast path.
+class Semaphore : public detail::LockableHandle<Semaphore> {
 public:
     /// ValueError if `value` is negative.
     explicit Semaphore(int value = 1);
 
     /// Takes one unit, waiting while the value is 0; true if taken (as Lock::acquire()).
     bool acquire(bool block = true, Timeout timeout = forever) const;
-    bool acquire(Timeout timeout) const { return acquire(true, timeout); }
+    using LockableHandle::acquire;
     /// Gives one unit back (any process may). ValueError beyond 2^31 - 1 (or, for a
     /// BoundedSemaphore, beyond its initial value).
     void release() const;
     /// The current value.
     int get_value() const;
 
-    void lock() const { (void)acquire(); }
-    void unlock() const;
-    bool try_lock() const { return acquire(false); }
-
-    /// True if the calling thread's most recent successful acquire() took a unit returned by the
-    /// broker from a process that died holding it. A process holds the units it acquired and has
-    /// not released (a release by a process that holds none is nobody's); up to 32 semaphores per
-    /// process are tracked at once.
-    bool owner_died() const;
-
-    bool operator==(const Semaphore& other) const { return ref_ == other.ref_; }
-
-    explicit Semaphore(detail::SyncRef ref) : ref_(ref) {}
-    const detail::SyncRef& ref() const { return ref_; }
+    explicit Semaphore(detail::SyncRef ref) : LockableHandle(ref) {}
 
 protected:
     struct Bounded {};
     Semaphore(int value, Bounded);
-
-    detail::SyncRef ref_;
 };
 
 /// A semaphore whose value may never exceed its initial value: one release() too many raises
