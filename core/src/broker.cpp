@@ -520,8 +520,10 @@ void Broker::Impl::hello(const std::string& routing_id, const Request& req) {
         clients_changed = true;
     }
     Client* client = it->second.get();
-    auto [peer, fresh] = peers.insert_or_assign(routing_id, std::make_pair(client, static_cast<std::uint32_t>(tid)));
-    if (fresh) client->peers.push_back(routing_id);
+    auto known = peers.find(routing_id);
+    if (known != peers.end() && known->second.first != client) std::erase(known->second.first->peers, routing_id);
+    if (known == peers.end() || known->second.first != client) client->peers.push_back(routing_id);
+    peers[routing_id] = {client, static_cast<std::uint32_t>(tid)};
     reply(routing_id, req.rid, Status::ok, {client->index, self_pid}, arena ? arena->prefix() : std::string());
 }
 

@@ -284,7 +284,8 @@ private:
 /// wait's, or else the barrier's), abort(), the death of a waiting party, or reset() while parties
 /// wait, break it: every party waiting then, and every later wait(), raises BrokenBarrierError
 /// until reset(). A C++ callable cannot travel: a Barrier with an action reaches other processes
-/// by fork only (putting it in a message raises ValueError).
+/// by fork only (putting it in a message raises ValueError). On the fast path the broker can
+/// repair a death for up to 16 threads of one process waiting at barriers at once.
 class Barrier {
 public:
     /// ValueError if `parties` < 1. `timeout`: the default for wait() (zmp::forever: none).
