@@ -229,6 +229,86 @@ def value_incr_2p(quick):
     return 1e9 * statistics.median(samples)
 
 
+@row("lock.uncontended", "ns")
+def lock_uncontended(quick):
+    # A tight loop with the bound methods at hand: Python's best case, no helper call per pair.
+    lock = mp.get_context("fork").Lock()
+    acquire, release = lock.acquire, lock.release
+    per_round = n(quick, 500000)
+    samples = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(per_round):
+            acquire()
+            release()
+        samples.append((time.perf_counter() - start) / per_round)
+    return 1e9 * statistics.median(samples)
+
+
+def _two_processes(quick, full, target, args, once, per_iteration):
+    """Times once() here while a forked child runs target(*args, total), the other half of each
+    iteration; microseconds per iteration / per_iteration."""
+    ctx = mp.get_context("fork")
+    per_round, warm = n(quick, full), 20
+    p = ctx.Process(target=target, args=args + (warm + 5 * per_round,))
+    p.start()
+    for _ in range(warm):
+        once()
+    s = seconds_per_op(5, per_round, once)
+    p.join()
+    return s * 1e6 / per_iteration
+
+
+def _lock_pong(ping, pong, total):
+    for _ in range(total):
+        ping.acquire()
+        pong.release()
+
+
+@row("lock.pingpong", "us")
+def lock_pingpong(quick):
+    # Two Locks as binary semaphores (any process may release one): two hand-offs per iteration.
+    ctx = mp.get_context("fork")
+    ping, pong = ctx.Lock(), ctx.Lock()
+    ping.acquire()
+    pong.acquire()
+
+    def once():
+        ping.release()
+        pong.acquire()
+    return _two_processes(quick, 5000, _lock_pong, (ping, pong), once, 2)
+
+
+def _event_pong(there, back, total):
+    for _ in range(total):
+        there.wait()
+        there.clear()
+        back.set()
+
+
+@row("event.wake", "us")
+def event_wake(quick):
+    ctx = mp.get_context("fork")
+    there, back = ctx.Event(), ctx.Event()
+
+    def once():
+        there.set()
+        back.wait()
+        back.clear()
+    return _two_processes(quick, 5000, _event_pong, (there, back), once, 2)
+
+
+def _barrier_loop(barrier, total):
+    for _ in range(total):
+        barrier.wait()
+
+
+@row("barrier.wait2", "us")
+def barrier_wait2(quick):
+    barrier = mp.get_context("fork").Barrier(2)
+    return _two_processes(quick, 2000, _barrier_loop, (barrier,), barrier.wait, 1)
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)

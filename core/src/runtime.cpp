@@ -176,10 +176,41 @@ bool wait_fd_readable(int fd, std::optional<double> timeout_seconds) {
     }
 }
 
+namespace {
+struct RuntimeSetups {
+    std::mutex mutex;
+    std::vector<void (*)(Runtime&)> setups;
+    Runtime* made = nullptr;
+};
+RuntimeSetups& runtime_setups() {
+    static RuntimeSetups* setups = new RuntimeSetups();  // used from static initialisers: never destroyed
+    return *setups;
+}
+}  // namespace
+
+bool Runtime::add_runtime_setup(void (*setup)(Runtime&)) {
+    RuntimeSetups& all = runtime_setups();
+    std::unique_lock lock(all.mutex);
+    all.setups.push_back(setup);
+    Runtime* made = all.made;
+    lock.unlock();
+    if (made != nullptr) setup(*made);
+    return true;
+}
+
 Runtime& Runtime::instance() {
     // Never destroyed: statics destroyed during exit may still use zmp, and in a forked child the
     // destructor of an inherited context would hang.
-    static Runtime* runtime = new Runtime();
+    static Runtime* runtime = [] {
+        auto* made = new Runtime();
+        RuntimeSetups& all = runtime_setups();
+        std::unique_lock lock(all.mutex);
+        all.made = made;
+        const auto setups = all.setups;
+        lock.unlock();
+        for (auto setup : setups) setup(*made);
+        return made;
+    }();
     return *runtime;
 }
 
@@ -256,6 +287,12 @@ std::vector<int> Runtime::next_child_identity() {
     id.push_back(++child_counter_);
     return id;
 }
+
+// The broker is the run's best-known service: stored with the others so that every start method
+// hands it on the same way.
+std::string Runtime::broker_endpoint() const { return service("broker"); }
+
+void Runtime::set_broker_endpoint(std::string endpoint) { set_service("broker", std::move(endpoint)); }
 
 const std::string& Runtime::run_dir() {
     std::lock_guard lock(mutex_);

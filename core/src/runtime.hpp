@@ -79,6 +79,11 @@ public:
                    std::map<std::string, std::string> services);
     /// The parent's pidfd, for a child whose parent passed one explicitly (spawn, forkserver).
     void set_inherited_parent_pidfd(int fd) { inherited_pidfd_ = fd; }
+    /// The endpoint of the broker that serves this process's coordination objects (Lock, Event,
+    /// Barrier...), kept as the service "broker": empty until the root starts its embedded broker
+    /// or someone sets one. Children get it with the other services.
+    std::string broker_endpoint() const;
+    void set_broker_endpoint(std::string endpoint);
 
     /// The private 0700 directory for this run's ipc endpoints, made by the root on first use
     /// (stale ones of dead roots are removed then) and removed when the root exits.
@@ -93,6 +98,12 @@ public:
     zmq::socket_ref thread_socket(const std::string& key, const std::function<zmq::socket_t(zmq::context_t&)>& make);
     /// Closes the calling thread's sockets (when they belong to this process).
     void close_thread_sockets();
+
+    /// Registers `setup` to run once in each process, as soon as its runtime exists (at once if it
+    /// does already). For a module that installs hooks from a static initialiser: making the
+    /// runtime there would stop a spawned child, which must not use zmp before zmp::init().
+    /// `setup` gets the runtime being made and must not call instance().
+    static bool add_runtime_setup(void (*setup)(Runtime&));
 
     /// Runs `hook` in this process (and its forked children) just before every child starts,
     /// in the parent: services a child needs (the broker) start there.

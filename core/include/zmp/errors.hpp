@@ -101,6 +101,13 @@ public:
     using ProcessError::ProcessError;
 };
 
+/// Barrier::wait() on a broken barrier: a party timed out, the action failed, abort() or reset()
+/// was called, or a party died while waiting (Python's threading.BrokenBarrierError).
+class BrokenBarrierError : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
 /// Creating something that already exists (a SharedMemory name), as Python's FileExistsError.
 /// It is an OSError with code() == EEXIST.
 class FileExistsError : public OSError {

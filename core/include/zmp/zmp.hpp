@@ -10,4 +10,5 @@
 #include "zmp/process.hpp"
 #include "zmp/shared_memory.hpp"
 #include "zmp/sharedctypes.hpp"
+#include "zmp/sync.hpp"
 #include "zmp/timeout.hpp"

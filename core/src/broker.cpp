@@ -1,0 +1,833 @@
+#include "broker.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <map>
+#include <optional>
+#include <set>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime.hpp"
+#include "sync_arena.hpp"
+#include "sync_fast.hpp"
+#include "sync_protocol.hpp"
+#include "zmp/transport/errors.hpp"
+#include "zmp/transport/zsocket.hpp"
+
+namespace zmp::detail {
+
+using namespace sync;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr Clock::time_point kNever = Clock::time_point::max();
+constexpr std::size_t kMaxClients = kMaxClientRecords - 1;
+constexpr std::int64_t kMaxSemaphoreValue = INT32_MAX;
+
+struct Client {
+    pid_t pid = 0;
+    int pidfd = -1;  // -1 for the broker's own process
+    std::uint32_t index = 0;
+    std::vector<std::string> peers;                            // routing ids of its connections
+    std::unordered_map<std::uint64_t, std::int64_t> holdings;  // semaphore slots it holds
+};
+
+// Who sent a request: a connection (one per client thread) of a client process.
+struct Caller {
+    std::string routing_id;
+    Client* client = nullptr;
+    std::uint32_t tid = 0;
+};
+
+struct Waiter {
+    Caller caller;
+    std::uint64_t rid = 0;
+    std::uint64_t object = 0;
+    Clock::time_point deadline = kNever;
+    std::int64_t arg = 0;  // lock: depth to restore; barrier: arrival index or timeout
+};
+
+enum class BarrierState { filling, releasing, broken };
+
+// One object's state. A flat record serves every kind; each kind uses its own fields.
+struct Object {
+    std::uint64_t id = 0;
+    Kind kind{};
+    std::int64_t slot = -1;  // its state is in the arena (the fast path): the broker only repairs it
+    std::deque<std::uint64_t> queue;  // waiter ids, oldest first
+    // Lock, RLock
+    Client* owner = nullptr;
+    std::uint32_t owner_tid = 0;
+    std::int64_t depth = 0;
+    bool owner_died = false;  // the next acquirer takes it over from a dead owner
+    // Semaphore, BoundedSemaphore
+    std::int64_t value = 0;
+    std::int64_t bound = 0;         // BoundedSemaphore: the initial value
+    std::int64_t died_credits = 0;  // slots returned from dead holders, not yet taken
+    // Event
+    bool flag = false;
+    // Barrier
+    std::int64_t parties = 0;
+    std::int64_t count = 0;
+    std::int64_t timeout_ns = kForever;
+    bool has_action = false;
+    BarrierState state = BarrierState::filling;
+    std::optional<Waiter> runner;      // the last arrival, running the action
+    std::deque<std::uint64_t> entering;  // arrivals held back while the action runs
+};
+
+// A request refused: answered with `status` and `text`.
+struct Refused {
+    Status status;
+    std::string text;
+};
+
+[[noreturn]] void refuse(Status status, std::string text) { throw Refused{status, std::move(text)}; }
+
+std::int64_t arg(const Request& r, std::size_t i) {
+    if (i >= r.nargs) refuse(Status::protocol_error, std::string(op_name(r.op)) + ": missing argument");
+    return r.args[i];
+}
+
+Clock::time_point deadline_from(std::int64_t timeout_ns, Clock::time_point now) {
+    if (timeout_ns < 0) return kNever;
+    return now + std::chrono::nanoseconds(timeout_ns);
+}
+
+bool is_lock(Kind k) { return k == Kind::lock || k == Kind::rlock; }
+bool is_semaphore(Kind k) { return k == Kind::semaphore || k == Kind::bounded_semaphore; }
+
+}  // namespace
+
+struct Broker::Impl {
+    Impl(zmq::context_t& context, Options opts);
+    ~Impl();
+
+    void run();
+    void serve_socket();
+    void handle(const std::string& routing_id, const Request& req);
+    void dispatch(const Caller& caller, const Request& req, Object& obj);
+
+    // Replies.
+    void reply(const std::string& routing_id, std::uint64_t rid, Status status,
+               std::initializer_list<std::int64_t> values = {}, std::string_view text = {});
+    void reply(const Waiter& w, Status status, std::initializer_list<std::int64_t> values = {}) {
+        reply(w.caller.routing_id, w.rid, status, values);
+    }
+
+    // Waiters and deadlines.
+    std::uint64_t add_waiter(std::deque<std::uint64_t>& queue, Waiter w);
+    Waiter take_waiter(std::uint64_t id);
+    void expire(Clock::time_point now);
+    void on_timeout(Object& obj, std::uint64_t id);
+    int poll_timeout_ms() const;
+
+    // Clients.
+    void hello(const std::string& routing_id, const Request& req);
+    void create(const Caller& caller, const Request& req);
+    void on_death(Client& client);
+    bool is_dead(std::uint32_t index) const;
+
+    // Semantics, per kind.
+    void lock_acquire(const Caller& caller, const Request& req, Object& obj);
+    void lock_release(const Caller& caller, const Request& req, Object& obj, bool all);
+    void lock_grant(Object& obj, const Caller& to, std::int64_t depth, std::uint64_t rid);
+    void lock_hand_over(Object& obj);
+    void semaphore_acquire(const Caller& caller, const Request& req, Object& obj);
+    void semaphore_release(const Caller& caller, const Request& req, Object& obj);
+    void semaphore_give(Object& obj);
+    bool semaphore_take(Object& obj, Client* client);
+    void event_wait(const Caller& caller, const Request& req, Object& obj);
+    void barrier_wait(const Caller& caller, std::uint64_t rid, std::int64_t timeout_ns, Object& obj);
+    void barrier_release(Object& obj);
+    void barrier_break(Object& obj);
+    void barrier_reset(Object& obj);
+    void barrier_admit_entering(Object& obj);
+
+    void park_if_asked();
+
+    Options options;
+    zmq::socket_t router;
+    int wake_fd = -1;
+    std::atomic<bool> stopping{false};
+    std::mutex park_mutex;
+    std::condition_variable park_cv;
+    bool park_requested = false;
+    bool parked = false;
+    bool finished = false;  // run() has returned
+    pid_t self_pid;
+
+    std::unique_ptr<Arena> arena;  // the fast path's shared memory, if offered
+
+    std::unordered_map<pid_t, std::unique_ptr<Client>> clients;
+    std::unordered_map<std::uint32_t, Client*> by_index;
+    std::unordered_map<std::string, std::pair<Client*, std::uint32_t>> peers;  // routing id -> (client, tid)
+    std::vector<std::uint32_t> free_indices;
+    std::uint32_t next_index = 1;
+    bool clients_changed = true;
+
+    std::unordered_map<std::uint64_t, std::unique_ptr<Object>> objects;
+    std::uint64_t next_object = 1;
+
+    std::unordered_map<std::uint64_t, Waiter> waiters;
+    std::set<std::pair<Clock::time_point, std::uint64_t>> timers;
+    std::uint64_t next_waiter = 1;
+
+    std::uint64_t dropped = 0;  // messages that could not be read at all
+    std::uint64_t errors = 0;   // requests answered with an error
+    msgpack::sbuffer out{256};
+};
+
+Broker::Impl::Impl(zmq::context_t& context, Options opts)
+    : options(std::move(opts)), self_pid(Runtime::instance().pid()) {
+    transport::SocketOptions so;
+    so.max_message = kMaxFrame;
+    so.router_mandatory = true;  // a reply to a peer that is gone fails at once instead of queueing
+    router = transport::open_socket(context, zmq::socket_type::router, so);
+    try {
+        router.bind(options.endpoint);
+        if (!options.inproc_endpoint.empty()) router.bind(options.inproc_endpoint);
+    } catch (const zmq::error_t& e) {
+        throw_os_error("broker cannot bind " + options.endpoint, e.num());
+    }
+    wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd < 0) throw_os_error("eventfd", errno);
+    if (options.shared_memory) arena = std::make_unique<Arena>(Arena::make_prefix(), Arena::Role::owner);
+}
+
+Broker::Impl::~Impl() {
+    for (auto& [pid, client] : clients)
+        if (client->pidfd >= 0) ::close(client->pidfd);
+    if (wake_fd >= 0) ::close(wake_fd);
+    router.close();
+    const std::string ipc = "ipc://";
+    if (options.endpoint.rfind(ipc, 0) == 0) ::unlink(options.endpoint.c_str() + ipc.size());
+}
+
+void Broker::Impl::reply(const std::string& routing_id, std::uint64_t rid, Status status,
+                         std::initializer_list<std::int64_t> values, std::string_view text) {
+    out.clear();
+    encode_reply(out, rid, status, values, text);
+    // A peer that is gone (its process died) simply does not get it.
+    (void)transport::send_message(router, {zmq::const_buffer(routing_id.data(), routing_id.size()),
+                                           zmq::const_buffer(out.data(), out.size())});
+}
+
+// ---- the loop -------------------------------------------------------------------------------
+
+int Broker::Impl::poll_timeout_ms() const {
+    if (timers.empty()) return -1;
+    auto left = std::chrono::duration_cast<std::chrono::microseconds>(timers.begin()->first - Clock::now()).count();
+    if (left <= 0) return 0;
+    return static_cast<int>(std::min<long long>((left + 999) / 1000, INT_MAX));
+}
+
+void Broker::Impl::park_if_asked() {
+    std::unique_lock lock(park_mutex);
+    if (!park_requested) return;
+    parked = true;
+    park_cv.notify_all();
+    park_cv.wait(lock, [&] { return !park_requested; });
+    parked = false;
+}
+
+void Broker::Impl::run() {
+    struct Finished {
+        Impl& impl;
+        ~Finished() {
+            std::lock_guard lock(impl.park_mutex);
+            impl.finished = true;
+            impl.park_cv.notify_all();
+        }
+    } finished_on_return{*this};
+    std::vector<zmq_pollitem_t> items;
+    std::vector<Client*> watched;  // watched[i] belongs to items[i + 2]
+    while (!stopping.load(std::memory_order_acquire)) {
+        park_if_asked();
+        if (clients_changed) {
+            items.assign({{router.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}});
+            watched.clear();
+            for (auto& [pid, client] : clients) {
+                if (client->pidfd < 0) continue;
+                items.push_back({nullptr, client->pidfd, ZMQ_POLLIN, 0});
+                watched.push_back(client.get());
+            }
+            clients_changed = false;
+        }
+        const int rc = zmq_poll(items.data(), static_cast<int>(items.size()), poll_timeout_ms());
+        if (rc < 0) {
+            if (zmq_errno() == EINTR) continue;
+            if (zmq_errno() == ETERM) return;
+            throw_os_error("broker: zmq_poll", zmq_errno());
+        }
+        if (items[1].revents != 0) {
+            std::uint64_t ignored;
+            (void)!::read(wake_fd, &ignored, sizeof ignored);
+        }
+        // Deaths first: a dead process's queued requests are then refused (its connections are
+        // forgotten), and a recycled pid is never mistaken for the dead process.
+        std::vector<Client*> dead;
+        for (std::size_t i = 0; i < watched.size(); ++i)
+            if (items[i + 2].revents != 0) dead.push_back(watched[i]);
+        for (Client* client : dead) on_death(*client);
+        if (items[0].revents != 0) serve_socket();
+        expire(Clock::now());
+    }
+}
+
+void Broker::Impl::serve_socket() {
+    std::vector<zmq::message_t> frames;
+    // Bounded, so that deadlines and deaths are looked at between bursts.
+    for (int n = 0; n < 4096; ++n) {
+        try {
+            if (!transport::recv_message(router, frames, 2, std::chrono::milliseconds(0))) return;
+        } catch (const ProtocolError&) {
+            ++dropped;  // more frames than an envelope has
+            continue;
+        }
+        if (frames.size() != 2) {
+            ++dropped;
+            continue;
+        }
+        const std::string routing_id = frames[0].to_string();
+        std::uint64_t rid = 0;
+        Request req;
+        try {
+            req = decode_request(frames[1].data(), frames[1].size(), &rid);
+        } catch (const ProtocolError& e) {
+            if (rid == 0) {
+                ++dropped;
+                continue;
+            }
+            ++errors;
+            reply(routing_id, rid, Status::protocol_error, {}, e.what());
+            continue;
+        }
+        try {
+            handle(routing_id, req);
+        } catch (const Refused& r) {
+            ++errors;
+            reply(routing_id, req.rid, r.status, {}, r.text);
+        }
+    }
+}
+
+void Broker::Impl::handle(const std::string& routing_id, const Request& req) {
+    if (req.op == Op::hello) return hello(routing_id, req);
+    auto peer = peers.find(routing_id);
+    if (peer == peers.end()) refuse(Status::protocol_error, "the first message on a connection must be HELLO");
+    const Caller caller{routing_id, peer->second.first, peer->second.second};
+    if (req.op == Op::create) return create(caller, req);
+    if (req.op == Op::keep_holdings) {
+        caller.client->holdings.clear();
+        return reply(routing_id, req.rid, Status::ok);
+    }
+    if (req.op == Op::stats) {
+        return reply(routing_id, req.rid, Status::ok,
+                     {static_cast<std::int64_t>(dropped), static_cast<std::int64_t>(errors),
+                      static_cast<std::int64_t>(clients.size()), static_cast<std::int64_t>(objects.size())});
+    }
+    auto it = objects.find(req.object);
+    if (it == objects.end()) refuse(Status::protocol_error, "unknown object " + std::to_string(req.object));
+    dispatch(caller, req, *it->second);
+}
+
+void Broker::Impl::dispatch(const Caller& caller, const Request& req, Object& obj) {
+    if (obj.slot >= 0) refuse(Status::protocol_error, "this object's state is in shared memory: operate on it there");
+    auto need = [&](bool ok) {
+        if (!ok) refuse(Status::protocol_error, std::string(op_name(req.op)) + " does not apply to this object");
+    };
+    switch (req.op) {
+        case Op::acquire:
+            need(is_lock(obj.kind) || is_semaphore(obj.kind));
+            return is_lock(obj.kind) ? lock_acquire(caller, req, obj) : semaphore_acquire(caller, req, obj);
+        case Op::release:
+            need(is_lock(obj.kind) || is_semaphore(obj.kind));
+            return is_lock(obj.kind) ? lock_release(caller, req, obj, false) : semaphore_release(caller, req, obj);
+        case Op::release_all:
+            need(is_lock(obj.kind));
+            return lock_release(caller, req, obj, true);
+        case Op::owned:
+            need(is_lock(obj.kind));
+            return reply(caller.routing_id, req.rid, Status::ok,
+                         {obj.owner == caller.client && obj.owner_tid == caller.tid ? 1 : 0});
+        case Op::get_value:
+            need(is_semaphore(obj.kind));
+            return reply(caller.routing_id, req.rid, Status::ok, {obj.value});
+        case Op::event_set:
+            need(obj.kind == Kind::event);
+            obj.flag = true;
+            while (!obj.queue.empty()) {
+                reply(take_waiter(obj.queue.front()), Status::ok, {1});
+                obj.queue.pop_front();
+            }
+            return reply(caller.routing_id, req.rid, Status::ok);
+        case Op::event_clear:
+            need(obj.kind == Kind::event);
+            obj.flag = false;
+            return reply(caller.routing_id, req.rid, Status::ok);
+        case Op::event_is_set:
+            need(obj.kind == Kind::event);
+            return reply(caller.routing_id, req.rid, Status::ok, {obj.flag ? 1 : 0});
+        case Op::event_wait:
+            need(obj.kind == Kind::event);
+            return event_wait(caller, req, obj);
+        case Op::cond_wait: {
+            need(obj.kind == Kind::condition);
+            const auto deadline = deadline_from(arg(req, 0), Clock::now());
+            reply(caller.routing_id, req.rid, Status::registered);
+            // A zero timeout expires on the next turn of the loop, after the lock's release.
+            add_waiter(obj.queue, Waiter{caller, req.rid, obj.id, deadline, 0});
+            return;
+        }
+        case Op::cond_notify: {
+            need(obj.kind == Kind::condition);
+            std::int64_t n = arg(req, 0);
+            std::int64_t woken = 0;
+            while (!obj.queue.empty() && (n < 0 || woken < n)) {
+                reply(take_waiter(obj.queue.front()), Status::ok, {1});
+                obj.queue.pop_front();
+                ++woken;
+            }
+            return reply(caller.routing_id, req.rid, Status::ok, {woken});
+        }
+        case Op::barrier_wait:
+            need(obj.kind == Kind::barrier);
+            return barrier_wait(caller, req.rid, arg(req, 0), obj);
+        case Op::barrier_done: {
+            need(obj.kind == Kind::barrier);
+            if (!obj.runner || obj.runner->caller.routing_id != caller.routing_id) {
+                refuse(Status::protocol_error, "barrier_done from a party that is not running the action");
+            }
+            const bool succeeded = arg(req, 0) != 0;
+            obj.runner.reset();
+            if (obj.state == BarrierState::broken) {
+                // Broken while the action ran (abort, or a waiter died): the runner learns it too.
+                reply(caller.routing_id, req.rid, Status::broken_barrier, {}, "the barrier was broken");
+            } else if (succeeded) {
+                barrier_release(obj);
+                reply(caller.routing_id, req.rid, Status::ok);
+            } else {
+                barrier_break(obj);  // the runner rethrows the action's own exception
+                reply(caller.routing_id, req.rid, Status::ok);
+            }
+            return barrier_admit_entering(obj);
+        }
+        case Op::barrier_abort:
+            need(obj.kind == Kind::barrier);
+            barrier_break(obj);
+            return reply(caller.routing_id, req.rid, Status::ok);
+        case Op::barrier_reset:
+            need(obj.kind == Kind::barrier);
+            barrier_reset(obj);
+            return reply(caller.routing_id, req.rid, Status::ok);
+        case Op::barrier_state: {
+            need(obj.kind == Kind::barrier);
+            const bool broken = obj.state == BarrierState::broken;
+            return reply(caller.routing_id, req.rid, Status::ok, {obj.parties, broken ? 0 : obj.count, broken ? 1 : 0});
+        }
+        case Op::hello:
+        case Op::create:
+        case Op::stats:
+        case Op::keep_holdings:
+            break;
+    }
+    refuse(Status::protocol_error, "unexpected op");
+}
+
+// ---- waiters and deadlines -----------------------------------------------------------------
+
+std::uint64_t Broker::Impl::add_waiter(std::deque<std::uint64_t>& queue, Waiter w) {
+    const std::uint64_t id = next_waiter++;
+    if (w.deadline != kNever) timers.emplace(w.deadline, id);
+    waiters.emplace(id, std::move(w));
+    queue.push_back(id);
+    return id;
+}
+
+Waiter Broker::Impl::take_waiter(std::uint64_t id) {
+    auto it = waiters.find(id);
+    Waiter w = std::move(it->second);
+    waiters.erase(it);
+    if (w.deadline != kNever) timers.erase({w.deadline, id});
+    return w;
+}
+
+void Broker::Impl::expire(Clock::time_point now) {
+    while (!timers.empty() && timers.begin()->first <= now) {
+        const std::uint64_t id = timers.begin()->second;
+        const Waiter& w = waiters.at(id);
+        on_timeout(*objects.at(w.object), id);
+    }
+}
+
+void Broker::Impl::on_timeout(Object& obj, std::uint64_t id) {
+    if (obj.kind == Kind::barrier) {
+        if (obj.state == BarrierState::releasing) {
+            // As in Python: a party whose timeout passes while the action runs is released with
+            // the others once the action ends; it stops counting time.
+            Waiter& w = waiters.at(id);
+            timers.erase({w.deadline, id});
+            w.deadline = kNever;
+            return;
+        }
+        return barrier_break(obj);  // the party that timed out gets BrokenBarrierError with the others
+    }
+    std::erase(obj.queue, id);
+    Waiter w = take_waiter(id);
+    reply(w, Status::ok, {0, 0});  // not acquired / not set / not notified
+}
+
+// ---- clients ---------------------------------------------------------------------------------
+
+void Broker::Impl::hello(const std::string& routing_id, const Request& req) {
+    const std::int64_t pid = arg(req, 0);
+    const std::int64_t tid = arg(req, 1);
+    if (pid <= 0 || pid > INT_MAX || tid < 0 || tid > UINT32_MAX) refuse(Status::protocol_error, "hello: bad pid or tid");
+    auto it = clients.find(static_cast<pid_t>(pid));
+    if (it == clients.end()) {
+        if (clients.size() >= kMaxClients) refuse(Status::protocol_error, "too many client processes");
+        auto client = std::make_unique<Client>();
+        client->pid = static_cast<pid_t>(pid);
+        if (client->pid != self_pid) {
+            client->pidfd = open_pidfd(client->pid);
+            if (client->pidfd < 0) refuse(Status::protocol_error, "hello: process " + std::to_string(pid) + " is not running");
+        }
+        if (!free_indices.empty()) {
+            client->index = free_indices.back();
+            free_indices.pop_back();
+        } else {
+            client->index = next_index++;
+        }
+        if (arena) {
+            if (client->index >= kMaxClientRecords) refuse(Status::protocol_error, "too many client processes");
+            std::memset(static_cast<void*>(&arena->client(client->index)), 0, sizeof(ClientRecord));
+        }
+        by_index[client->index] = client.get();
+        it = clients.emplace(client->pid, std::move(client)).first;
+        clients_changed = true;
+    }
+    Client* client = it->second.get();
+    auto known = peers.find(routing_id);
+    if (known != peers.end() && known->second.first != client) std::erase(known->second.first->peers, routing_id);
+    if (known == peers.end() || known->second.first != client) client->peers.push_back(routing_id);
+    peers[routing_id] = {client, static_cast<std::uint32_t>(tid)};
+    reply(routing_id, req.rid, Status::ok, {client->index, self_pid}, arena ? arena->prefix() : std::string());
+}
+
+void Broker::Impl::create(const Caller& caller, const Request& req) {
+    const std::int64_t kind = arg(req, 0);
+    if (kind < 1 || kind > kLastKind) refuse(Status::protocol_error, "create: unknown kind");
+    auto obj = std::make_unique<Object>();
+    obj->id = next_object++;
+    obj->kind = static_cast<Kind>(kind);
+    const std::int64_t value = arg(req, 1);
+    switch (obj->kind) {
+        case Kind::semaphore:
+        case Kind::bounded_semaphore:
+            if (value < 0 || value > kMaxSemaphoreValue) refuse(Status::value_error, "semaphore initial value must be >= 0");
+            obj->value = value;
+            obj->bound = obj->kind == Kind::bounded_semaphore ? value : 0;
+            break;
+        case Kind::barrier:
+            if (value < 1 || value > kMaxSemaphoreValue) refuse(Status::value_error, "a barrier needs at least one party");
+            obj->parties = value;
+            obj->timeout_ns = arg(req, 2) < 0 ? kForever : arg(req, 2);
+            obj->has_action = arg(req, 4) != 0;
+            break;
+        default:
+            break;
+    }
+    const bool shared = arena && arg(req, 3) != 0 && obj->kind != Kind::condition;
+    if (shared) {
+        const std::uint32_t index = arena->allocate_slot();
+        init_slot(arena->slot(index), obj->id, obj->kind, obj->kind == Kind::barrier ? obj->parties : obj->value, obj->timeout_ns);
+        obj->slot = index;
+    }
+    const std::uint64_t id = obj->id;
+    const std::int64_t slot = obj->slot;
+    objects.emplace(id, std::move(obj));
+    reply(caller.routing_id, req.rid, Status::ok, {static_cast<std::int64_t>(id), slot});
+}
+
+void Broker::Impl::on_death(Client& client) {
+    // Its waits: dropped, and a barrier it was waiting at is broken.
+    std::vector<std::uint64_t> mine;
+    for (const auto& [id, w] : waiters)
+        if (w.caller.client == &client) mine.push_back(id);
+    std::vector<Object*> broken_barriers;
+    for (std::uint64_t id : mine) {
+        Object& obj = *objects.at(waiters.at(id).object);
+        const bool arrived = std::find(obj.queue.begin(), obj.queue.end(), id) != obj.queue.end();
+        std::erase(obj.queue, id);
+        std::erase(obj.entering, id);
+        (void)take_waiter(id);
+        if (obj.kind == Kind::barrier && arrived) broken_barriers.push_back(&obj);
+    }
+    for (auto& [id, obj] : objects) {
+        if (obj->kind == Kind::barrier && obj->runner && obj->runner->caller.client == &client) {
+            obj->runner.reset();  // it died running the action
+            broken_barriers.push_back(obj.get());
+        }
+        // What it held is freed, and the next owner is told.
+        if (is_lock(obj->kind) && obj->owner == &client) {
+            obj->owner = nullptr;
+            obj->depth = 0;
+            obj->owner_died = true;
+            lock_hand_over(*obj);
+        }
+    }
+    for (auto& [id, held] : client.holdings) {
+        auto it = objects.find(id);
+        if (it == objects.end() || held <= 0) continue;
+        Object& sem = *it->second;
+        for (std::int64_t i = 0; i < held; ++i) {
+            if (sem.bound != 0 && sem.value >= sem.bound) break;
+            ++sem.died_credits;
+            semaphore_give(sem);
+        }
+    }
+    client.holdings.clear();
+    for (Object* obj : broken_barriers) {
+        if (obj->state != BarrierState::broken) barrier_break(*obj);
+        barrier_admit_entering(*obj);
+    }
+    if (arena) repair_client(*arena, client.index, [this](std::uint32_t index) { return is_dead(index); });
+    for (const std::string& peer : client.peers) peers.erase(peer);
+    if (client.pidfd >= 0) ::close(client.pidfd);
+    by_index.erase(client.index);
+    free_indices.push_back(client.index);
+    clients.erase(client.pid);
+    clients_changed = true;
+}
+
+bool Broker::Impl::is_dead(std::uint32_t index) const {
+    auto it = by_index.find(index);
+    if (it == by_index.end()) return true;
+    if (it->second->pidfd < 0) return false;
+    pollfd p{it->second->pidfd, POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+}
+
+// ---- Lock and RLock --------------------------------------------------------------------------
+
+void Broker::Impl::lock_grant(Object& obj, const Caller& to, std::int64_t depth, std::uint64_t rid) {
+    obj.owner = to.client;
+    obj.owner_tid = to.tid;
+    obj.depth = depth > 0 ? depth : 1;
+    const bool died = std::exchange(obj.owner_died, false);
+    reply(to.routing_id, rid, Status::ok, {1, died ? 1 : 0});
+}
+
+void Broker::Impl::lock_hand_over(Object& obj) {
+    if (obj.owner != nullptr || obj.queue.empty()) return;
+    Waiter w = take_waiter(obj.queue.front());
+    obj.queue.pop_front();
+    lock_grant(obj, w.caller, w.arg, w.rid);
+}
+
+void Broker::Impl::lock_acquire(const Caller& caller, const Request& req, Object& obj) {
+    const bool block = arg(req, 0) != 0;
+    const std::int64_t timeout_ns = arg(req, 1);
+    const std::int64_t restore = arg(req, 2);
+    if (obj.kind == Kind::rlock && obj.owner == caller.client && obj.owner_tid == caller.tid) {
+        ++obj.depth;
+        return reply(caller.routing_id, req.rid, Status::ok, {1, 0});
+    }
+    if (obj.owner == nullptr) return lock_grant(obj, caller, restore, req.rid);
+    if (!block || timeout_ns == 0) return reply(caller.routing_id, req.rid, Status::ok, {0, 0});
+    add_waiter(obj.queue, Waiter{caller, req.rid, obj.id, deadline_from(timeout_ns, Clock::now()), restore});
+}
+
+void Broker::Impl::lock_release(const Caller& caller, const Request& req, Object& obj, bool all) {
+    const bool mine = obj.owner == caller.client && obj.owner_tid == caller.tid;
+    if (obj.kind == Kind::rlock || all) {
+        if (!mine) refuse(Status::value_error, "cannot release un-acquired lock");
+    } else if (obj.owner == nullptr) {
+        refuse(Status::value_error, "semaphore or lock released too many times");
+    }
+    const std::int64_t depth = obj.depth;
+    if (!all && --obj.depth > 0) return reply(caller.routing_id, req.rid, Status::ok, {obj.depth});
+    obj.owner = nullptr;
+    obj.depth = 0;
+    reply(caller.routing_id, req.rid, Status::ok, {depth});
+    lock_hand_over(obj);
+}
+
+// ---- Semaphore and BoundedSemaphore ----------------------------------------------------------
+
+// Takes a slot for `client` if one is free; reports whether it came from a dead holder.
+bool Broker::Impl::semaphore_take(Object& obj, Client* client) {
+    --obj.value;
+    if (client != nullptr) ++client->holdings[obj.id];
+    if (obj.died_credits > 0) {
+        --obj.died_credits;
+        return true;
+    }
+    return false;
+}
+
+// A slot comes back: to the oldest waiter, or to the count.
+void Broker::Impl::semaphore_give(Object& obj) {
+    ++obj.value;
+    if (obj.queue.empty()) return;
+    Waiter w = take_waiter(obj.queue.front());
+    obj.queue.pop_front();
+    const bool died = semaphore_take(obj, w.caller.client);
+    reply(w, Status::ok, {1, died ? 1 : 0});
+}
+
+void Broker::Impl::semaphore_acquire(const Caller& caller, const Request& req, Object& obj) {
+    const bool block = arg(req, 0) != 0;
+    const std::int64_t timeout_ns = arg(req, 1);
+    if (obj.value > 0) {
+        const bool died = semaphore_take(obj, caller.client);
+        return reply(caller.routing_id, req.rid, Status::ok, {1, died ? 1 : 0});
+    }
+    if (!block || timeout_ns == 0) return reply(caller.routing_id, req.rid, Status::ok, {0, 0});
+    add_waiter(obj.queue, Waiter{caller, req.rid, obj.id, deadline_from(timeout_ns, Clock::now()), 0});
+}
+
+void Broker::Impl::semaphore_release(const Caller& caller, const Request& req, Object& obj) {
+    if (obj.bound != 0 ? obj.value >= obj.bound : obj.value >= kMaxSemaphoreValue) {
+        refuse(Status::value_error, "semaphore or lock released too many times");
+    }
+    // A process holds what it acquired and has not released; a release by a process that holds
+    // nothing (a semaphore used as a signal) belongs to nobody.
+    auto held = caller.client->holdings.find(obj.id);
+    if (held != caller.client->holdings.end() && --held->second <= 0) caller.client->holdings.erase(held);
+    reply(caller.routing_id, req.rid, Status::ok);
+    semaphore_give(obj);
+}
+
+// ---- Event -----------------------------------------------------------------------------------
+
+void Broker::Impl::event_wait(const Caller& caller, const Request& req, Object& obj) {
+    const std::int64_t timeout_ns = arg(req, 0);
+    if (obj.flag || timeout_ns == 0) return reply(caller.routing_id, req.rid, Status::ok, {obj.flag ? 1 : 0});
+    add_waiter(obj.queue, Waiter{caller, req.rid, obj.id, deadline_from(timeout_ns, Clock::now()), 0});
+}
+
+// ---- Barrier (threading.Barrier's state machine; parties leave at once when released) -------
+
+void Broker::Impl::barrier_wait(const Caller& caller, std::uint64_t rid, std::int64_t timeout_ns, Object& obj) {
+    if (timeout_ns == kBarrierDefault) timeout_ns = obj.timeout_ns;
+    if (obj.state == BarrierState::broken) refuse(Status::broken_barrier, "the barrier is broken");
+    if (obj.state == BarrierState::releasing) {
+        // Python's _enter(): arrivals wait while the previous round is being released.
+        add_waiter(obj.entering, Waiter{caller, rid, obj.id, kNever, timeout_ns});
+        return;
+    }
+    const std::int64_t index = obj.count++;
+    if (obj.count == obj.parties) {
+        Waiter last{caller, rid, obj.id, kNever, index};
+        if (obj.has_action) {
+            // The last arrival runs the action in its own process before anyone is released.
+            obj.state = BarrierState::releasing;
+            reply(last, Status::run_action, {index});
+            obj.runner = std::move(last);
+            return;
+        }
+        reply(last, Status::ok, {index});
+        return barrier_release(obj);
+    }
+    add_waiter(obj.queue, Waiter{caller, rid, obj.id, deadline_from(timeout_ns, Clock::now()), index});
+    // wait(0) by a party that is not the last: the deadline has already passed.
+    if (timeout_ns == 0) expire(Clock::now());
+}
+
+void Broker::Impl::barrier_release(Object& obj) {
+    while (!obj.queue.empty()) {
+        Waiter w = take_waiter(obj.queue.front());
+        obj.queue.pop_front();
+        reply(w, Status::ok, {w.arg});
+    }
+    obj.count = 0;
+    obj.state = BarrierState::filling;
+}
+
+void Broker::Impl::barrier_break(Object& obj) {
+    obj.state = BarrierState::broken;
+    for (auto* queue : {&obj.queue, &obj.entering}) {
+        while (!queue->empty()) {
+            Waiter w = take_waiter(queue->front());
+            queue->pop_front();
+            reply(w.caller.routing_id, w.rid, Status::broken_barrier, {}, "the barrier is broken");
+        }
+    }
+    obj.count = 0;
+}
+
+void Broker::Impl::barrier_reset(Object& obj) {
+    // While the action runs, Python's reset() waits for the round to complete and then finds
+    // nothing to reset: the same here.
+    if (obj.state == BarrierState::releasing) return;
+    if (obj.count > 0) barrier_break(obj);  // the parties waiting now get BrokenBarrierError
+    obj.count = 0;
+    obj.state = BarrierState::filling;
+}
+
+void Broker::Impl::barrier_admit_entering(Object& obj) {
+    if (obj.state == BarrierState::releasing) return;
+    std::deque<std::uint64_t> held;
+    held.swap(obj.entering);
+    for (std::uint64_t id : held) {
+        Waiter w = take_waiter(id);
+        if (obj.state == BarrierState::broken) {
+            reply(w.caller.routing_id, w.rid, Status::broken_barrier, {}, "the barrier is broken");
+        } else if (obj.state == BarrierState::releasing) {
+            add_waiter(obj.entering, std::move(w));  // a new round started: wait again
+        } else {
+            barrier_wait(w.caller, w.rid, w.arg, obj);
+        }
+    }
+}
+
+// ---- Broker ------------------------------------------------------------------------------------
+
+Broker::Broker(zmq::context_t& context, Options options) : impl_(std::make_unique<Impl>(context, std::move(options))) {}
+Broker::~Broker() = default;
+
+void Broker::run() { impl_->run(); }
+
+void Broker::stop() noexcept {
+    impl_->stopping.store(true, std::memory_order_release);
+    const std::uint64_t one = 1;
+    (void)!::write(impl_->wake_fd, &one, sizeof one);
+}
+
+const std::string& Broker::endpoint() const { return impl_->options.endpoint; }
+
+void Broker::pause() {
+    {
+        std::lock_guard lock(impl_->park_mutex);
+        impl_->park_requested = true;
+    }
+    const std::uint64_t one = 1;
+    (void)!::write(impl_->wake_fd, &one, sizeof one);
+    std::unique_lock lock(impl_->park_mutex);
+    // A thread that has not reached run() yet is waited for too: it may be allocating.
+    impl_->park_cv.wait(lock, [&] { return impl_->parked || impl_->finished; });
+}
+
+void Broker::resume() {
+    {
+        std::lock_guard lock(impl_->park_mutex);
+        impl_->park_requested = false;
+    }
+    impl_->park_cv.notify_all();
+}
+
+}  // namespace zmp::detail

@@ -1,0 +1,101 @@
+// The root process's own broker, on a background thread (DESIGN.md §4: embedded by default).
+//
+// Started before the root's first child (a runtime start hook, sync_link.cpp) or by the first
+// object the root makes, bound in the run directory, and stopped by an exit hook after the root's
+// children are joined. A forked child inherits the endpoint but never touches the thread, the
+// socket or the Broker object, which belong to its parent: every entry point checks the pid.
+
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <thread>
+
+#include "broker.hpp"
+#include "runtime.hpp"
+#include "sync_link.hpp"
+#include "zmp/errors.hpp"
+#include "zmp/transport/zsocket.hpp"
+
+namespace zmp::detail {
+namespace {
+
+struct Embedded {
+    pid_t host = 0;
+    std::string endpoint;
+    std::string inproc;
+    std::unique_ptr<Broker> broker;
+    std::thread thread;
+    std::atomic<bool> stopped{false};
+};
+
+std::mutex embedded_mutex;           // only the root takes it
+std::atomic<Embedded*> embedded{nullptr};  // never destroyed: forked children hold a copy of the pointer
+
+#if defined(__SANITIZE_ADDRESS__)
+// AddressSanitizer's allocator (GCC 12) has no fork handlers: a child forked while the broker
+// thread allocates can inherit an allocator lock held for ever. The broker thread is parked across
+// fork() in such builds. glibc's malloc is fork-safe, so normal builds need none of this.
+void park_for_fork() {
+    Embedded* e = embedded.load();
+    if (e != nullptr && e->host == ::getpid() && !e->stopped.load()) e->broker->pause();
+}
+void unpark_after_fork() {
+    Embedded* e = embedded.load();
+    if (e != nullptr && e->host == ::getpid() && !e->stopped.load()) e->broker->resume();
+}
+#endif
+
+void stop_embedded() {
+    Embedded* e = embedded.load();
+    if (e == nullptr || e->host != Runtime::instance().pid() || e->stopped.exchange(true)) return;
+    e->broker->stop();
+    e->thread.join();
+    e->broker.reset();  // closes its socket, unlinks its endpoint and its shared memory
+}
+
+}  // namespace
+
+std::string ensure_broker() {
+    Runtime& rt = Runtime::instance();
+    std::string endpoint = rt.broker_endpoint();
+    if (!endpoint.empty()) return endpoint;
+    if (!rt.is_root()) {
+        throw ProcessError("this process has no broker: a child uses its root's, which it inherits by fork or is handed at spawn");
+    }
+    std::lock_guard lock(embedded_mutex);
+    endpoint = rt.broker_endpoint();
+    if (!endpoint.empty()) return endpoint;
+
+    auto e = std::make_unique<Embedded>();
+    e->host = rt.pid();
+    e->endpoint = transport::ipc_endpoint(rt.run_dir(), "broker");
+    e->inproc = "inproc://zmp-broker-" + std::to_string(e->host);
+    e->broker = std::make_unique<Broker>(rt.context(), Broker::Options{e->endpoint, e->inproc, true});
+    // The broker thread takes no signals: they are the program's, for its own threads.
+    sigset_t all, previous;
+    ::sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &previous);
+    e->thread = std::thread([broker = e->broker.get()] { broker->run(); });
+    ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+
+    endpoint = e->endpoint;
+    embedded.store(e.release());
+#if defined(__SANITIZE_ADDRESS__)
+    static const bool fork_handlers = [] { return ::pthread_atfork(park_for_fork, unpark_after_fork, nullptr) == 0; }();
+    (void)fork_handlers;
+#endif
+    rt.add_exit_hook(stop_embedded);
+    rt.set_broker_endpoint(endpoint);
+    return endpoint;
+}
+
+std::string embedded_inproc_endpoint(const std::string& endpoint) {
+    Embedded* e = embedded.load();
+    if (e == nullptr || e->host != Runtime::instance().pid() || e->endpoint != endpoint) return {};
+    if (e->stopped.load()) throw sync::BrokerLost("the broker has stopped: this process is exiting");
+    return e->inproc;
+}
+
+}  // namespace zmp::detail

@@ -1,0 +1,54 @@
+#pragma once
+// futex(2) on words in shared memory (never FUTEX_PRIVATE: the waiters are other processes).
+// Deadlines are absolute steady_clock (CLOCK_MONOTONIC) times, so a wait that is interrupted and
+// resumed keeps one deadline.
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <optional>
+
+namespace zmp::detail {
+
+using SteadyClock = std::chrono::steady_clock;
+/// An absolute deadline; empty: none.
+using Deadline = std::optional<SteadyClock::time_point>;
+
+enum class FutexWait { woken, timed_out };
+
+/// Sleeps while `word` holds `expected`, until woken or `deadline`. Returns woken also when the
+/// word had already changed or a signal interrupted the sleep: the caller looks again.
+inline FutexWait futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, const Deadline& deadline) {
+    timespec ts{};
+    timespec* at = nullptr;
+    if (deadline) {
+        const auto since_epoch = deadline->time_since_epoch();
+        if (since_epoch.count() <= 0) return FutexWait::timed_out;
+        const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+        ts.tv_sec = static_cast<time_t>(secs.count());
+        ts.tv_nsec = static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
+        at = &ts;
+    }
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time (steady_clock's clock on Linux).
+    const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_BITSET, expected, at,
+                              nullptr, FUTEX_BITSET_MATCH_ANY);
+    if (rc != 0 && errno == ETIMEDOUT) return FutexWait::timed_out;
+    return FutexWait::woken;
+}
+
+/// Wakes up to `n` sleepers on `word`.
+inline void futex_wake(std::atomic<std::uint32_t>& word, int n = INT_MAX) {
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, n, nullptr, nullptr, 0);
+}
+
+static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) && std::atomic<std::uint32_t>::is_always_lock_free,
+              "futex words must be plain 32-bit words");
+
+}  // namespace zmp::detail

@@ -1,0 +1,99 @@
+#pragma once
+// The same-host arena: shared-memory segments made by a broker whose clients are all on its host.
+// The objects that take the fast path keep their state in a 64-byte slot of the arena and are
+// operated on directly by every process that holds a handle (atomics and futexes: no message, no
+// broker hop). The broker stays the authority: it creates and initialises slots, and it repairs
+// them when a client process dies (sync_fast.hpp).
+//
+// Segments: "<prefix>-s<k>" hold slots (kSlotsPerSegment each, made as objects are created);
+// "<prefix>-c" holds one ClientRecord per client index, where each process notes what the broker
+// must undo if it dies (semaphore slots it holds, a barrier it is inside of).
+// Names are recorded with the runtime, so that a killed root's segments are removed too.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace zmp::detail::sync {
+
+inline constexpr std::uint32_t kSlotsPerSegment = 4096;  // 256 KiB
+inline constexpr std::uint32_t kMaxSegments = 4096;      // 16 M objects
+inline constexpr std::uint32_t kMaxClientRecords = 16384;
+inline constexpr std::size_t kMarkers = 16;   // threads of one process inside barriers at once
+inline constexpr std::size_t kHoldings = 32;  // semaphores one process holds slots of at once
+
+/// One object's shared state; each kind uses its own fields (see sync_fast.cpp).
+struct alignas(64) Slot {
+    std::atomic<std::uint64_t> id;       // the broker's object id: a handle checks it
+    std::atomic<std::uint32_t> kind;
+    std::atomic<std::uint32_t> word;     // lock word; semaphore value; event flag; barrier mutex
+    std::atomic<std::uint32_t> waiters;  // semaphore and event sleepers
+    std::atomic<std::uint32_t> tid;      // Lock/RLock: the owning thread
+    std::atomic<std::uint32_t> depth;    // RLock recursion
+    std::atomic<std::uint32_t> bound;    // BoundedSemaphore: the initial value (0: unbounded)
+    std::atomic<std::uint32_t> credits;  // Semaphore: slots returned by dead holders, not taken yet
+    std::atomic<std::uint32_t> seq;      // Barrier: bumped at every state change (the futex)
+    std::atomic<std::uint32_t> state;    // Barrier: filling, releasing, draining, resetting, broken
+    std::atomic<std::uint32_t> count;    // Barrier: parties inside
+    std::atomic<std::uint32_t> parties;  // Barrier
+    std::atomic<std::int64_t> timeout_ns;  // Barrier: default timeout, -1 none
+};
+static_assert(sizeof(Slot) == 64);
+
+/// A thread of a client process inside a barrier: what its death leaves to undo. Written under
+/// the barrier's mutex, so that the broker (which takes it too) reads a consistent record; if the
+/// process died holding that mutex, `before` says whether its last count update happened.
+struct BarrierMarker {
+    std::atomic<std::uint32_t> slot;    // slot index + 1; 0: free
+    std::atomic<std::uint32_t> phase;   // MarkerPhase
+    std::atomic<std::uint32_t> before;  // the barrier's count before the update in progress
+    std::atomic<std::uint32_t> reserved;
+};
+
+enum class MarkerPhase : std::uint32_t { entering = 0, arriving, inside, leaving };
+
+struct ClientRecord {
+    BarrierMarker markers[kMarkers];
+    std::atomic<std::uint64_t> holdings[kHoldings];  // (slot index + 1) << 32 | slots held; 0: free
+};
+static_assert(sizeof(ClientRecord) == 512);
+
+class Arena {
+public:
+    enum class Role { owner, client };
+
+    /// owner (the broker): creates the segments, unlinks them when destroyed.
+    /// client: maps segments on first use. ProtocolError for a malformed prefix.
+    Arena(std::string prefix, Role role);
+    ~Arena();
+    Arena(const Arena&) = delete;
+    Arena& operator=(const Arena&) = delete;
+
+    /// A fresh prefix for a broker of this process.
+    static std::string make_prefix();
+
+    const std::string& prefix() const { return prefix_; }
+    /// The slot at `index`, mapping its segment if needed. ProtocolError if there is no such slot.
+    Slot& slot(std::uint32_t index);
+    ClientRecord& client(std::uint32_t index);
+
+    /// owner: a new zeroed slot (making a segment when needed); returns its index.
+    std::uint32_t allocate_slot();
+    /// owner: how many slots exist.
+    std::uint32_t slot_count() const { return next_slot_; }
+
+private:
+    void* map(const std::string& name, std::size_t size);
+
+    std::string prefix_;
+    Role role_;
+    std::unique_ptr<std::atomic<Slot*>[]> segments_;
+    std::atomic<ClientRecord*> clients_{nullptr};
+    std::mutex mutex_;  // mapping
+    std::uint32_t next_slot_ = 0;
+};
+
+}  // namespace zmp::detail::sync

@@ -1,0 +1,263 @@
+#include "sync_link.hpp"
+
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <unordered_map>
+
+#include "runtime.hpp"
+#include "sanitizer_fork.hpp"
+#include "sync_arena.hpp"
+#include "zmp/errors.hpp"
+#include "zmp/transport/zsocket.hpp"
+
+namespace zmp::detail::sync {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The first reply from a broker is awaited at most this long: an endpoint nobody serves must
+// not hang its caller. Afterwards the broker's pidfd tells when it is gone.
+constexpr std::chrono::seconds kHelloTimeout{60};
+// An exiting process does not wait longer than this to tell the broker what it keeps.
+constexpr std::chrono::seconds kExitTimeout{5};
+
+// Links by endpoint. The mutex is held across fork() so that a child never inherits it locked.
+std::mutex registry_mutex;
+std::unordered_map<std::string, BrokerLink*>* registry = nullptr;
+
+void lock_registry() { registry_mutex.lock(); }
+void unlock_registry() { registry_mutex.unlock(); }
+
+struct ThreadConns {
+    std::uint64_t generation = 0;
+    std::vector<std::pair<BrokerLink*, std::unique_ptr<LinkConn>>> conns;
+};
+thread_local ThreadConns thread_conns;
+
+struct ThreadIdentity {
+    std::uint64_t generation = 0;
+    std::uint32_t tid = 0;
+};
+thread_local ThreadIdentity thread_identity;
+
+void keep_all_holdings() {
+    std::vector<BrokerLink*> links;
+    {
+        std::lock_guard lock(registry_mutex);
+        if (registry != nullptr)
+            for (auto& [endpoint, link] : *registry) links.push_back(link);
+    }
+    for (BrokerLink* link : links) link->keep_holdings();
+}
+
+// Before the root's first child starts, its broker must be up: the child may create objects.
+// At a normal exit (of any process: forked children inherit the hooks), semaphore units taken
+// stay taken.
+void install_hooks(Runtime& rt) {
+    install_sanitizer_fork_guard();  // first, so that it runs last before fork()
+    rt.add_start_hook([] {
+        if (Runtime::instance().is_root()) (void)ensure_broker();
+    });
+    rt.add_exit_hook(keep_all_holdings);
+    ::pthread_atfork(lock_registry, unlock_registry, unlock_registry);
+}
+const bool hooks_registered = Runtime::add_runtime_setup(install_hooks);
+
+}  // namespace
+
+pid_t current_pid() { return Runtime::instance().pid(); }
+
+std::uint32_t current_tid() {
+    ThreadIdentity& me = thread_identity;
+    const std::uint64_t generation = Runtime::instance().generation();
+    if (me.generation != generation) {
+        me.tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
+        me.generation = generation;
+    }
+    return me.tid;
+}
+
+const Reply& checked(const Reply& reply) {
+    switch (reply.status) {
+        case Status::ok:
+        case Status::registered:
+        case Status::run_action:
+            return reply;
+        case Status::value_error:
+            throw ValueError(reply.text);
+        case Status::broken_barrier:
+            throw BrokenBarrierError(reply.text);
+        case Status::protocol_error:
+            break;
+    }
+    throw ProtocolError("the broker refused a request: " + reply.text);
+}
+
+BrokerLink& BrokerLink::get(const std::string& endpoint) {
+    std::lock_guard lock(registry_mutex);
+    if (registry == nullptr) registry = new std::unordered_map<std::string, BrokerLink*>();
+    auto it = registry->find(endpoint);
+    if (it == registry->end()) it = registry->emplace(endpoint, new BrokerLink(endpoint)).first;
+    return *it->second;
+}
+
+BrokerLink& BrokerLink::local() { return get(ensure_broker()); }
+
+std::uint32_t BrokerLink::client_index() {
+    if (registered_generation_.load(std::memory_order_acquire) != Runtime::instance().generation()) (void)conn();
+    return index_.load(std::memory_order_relaxed);
+}
+
+Arena* BrokerLink::arena(const std::string& prefix) {
+    if (prefix.empty()) return nullptr;
+    Arena* current = arena_.load(std::memory_order_acquire);
+    if (current == nullptr) {
+        // Lock-free, so that fork() never leaves a lock held (mapping happens later, on use).
+        auto fresh = std::make_unique<Arena>(prefix, Arena::Role::client);
+        if (arena_.compare_exchange_strong(current, fresh.get(), std::memory_order_acq_rel)) current = fresh.release();
+    }
+    if (current->prefix() != prefix) throw ProtocolError("a handle names another arena than its broker's");
+    return current;
+}
+
+zmq::socket_t BrokerLink::connect(zmq::context_t& context) const {
+    std::string address = embedded_inproc_endpoint(endpoint_);
+    if (address.empty()) address = endpoint_;
+    transport::SocketOptions options;
+    options.max_message = kMaxFrame;
+    zmq::socket_t socket = transport::open_socket(context, zmq::socket_type::dealer, options);
+    try {
+        socket.connect(address);
+    } catch (const zmq::error_t& e) {
+        throw_os_error("cannot connect to the broker at " + address, e.num());
+    }
+    return socket;
+}
+
+LinkConn& BrokerLink::conn() {
+    ThreadConns& mine = thread_conns;
+    Runtime& rt = Runtime::instance();
+    const std::uint64_t generation = rt.generation();
+    if (mine.generation != generation) {
+        // A forked child: the connections were its parent's (the runtime abandons their sockets).
+        mine.conns.clear();
+        mine.generation = generation;
+    }
+    for (auto& [link, c] : mine.conns)
+        if (link == this) return *c;
+
+    auto c = std::make_unique<LinkConn>();
+    c->socket = rt.thread_socket("zmp.broker " + endpoint_, [&](zmq::context_t& context) { return connect(context); });
+    const std::uint64_t rid = send_on(*c, Op::hello, 0, {current_pid(), current_tid()});
+    const Reply hello = receive_on(*c, rid, kHelloTimeout);
+    if (hello.status != Status::ok) throw ProcessError("the broker at " + endpoint_ + " refused this process: " + hello.text);
+    index_.store(static_cast<std::uint32_t>(hello.value(0)), std::memory_order_relaxed);
+    const auto broker_pid = static_cast<pid_t>(hello.value(1));
+    const bool same_host = endpoint_.rfind("ipc://", 0) == 0;
+    if (same_host && broker_pid != current_pid() && broker_pid != broker_pid_.load()) {
+        // Watched while waiting for replies: a broker that dies fails the wait instead of hanging it.
+        const int fd = open_pidfd(broker_pid);
+        const int old = broker_pidfd_.exchange(fd);
+        if (old >= 0) ::close(old);
+        broker_pid_.store(broker_pid);
+    }
+    if (!hello.text.empty()) (void)arena(hello.text);
+    registered_generation_.store(generation, std::memory_order_release);
+    mine.conns.emplace_back(this, std::move(c));
+    return *mine.conns.back().second;
+}
+
+std::uint64_t BrokerLink::send_on(LinkConn& c, Op op, std::uint64_t object, std::initializer_list<std::int64_t> args) {
+    (void)embedded_inproc_endpoint(endpoint_);  // raises once this process's own broker has stopped
+    const std::uint64_t rid = c.next_rid++;
+    msgpack::sbuffer out(64);
+    encode_request(out, op, object, rid, args);
+    if (!transport::send_message(c.socket, {zmq::const_buffer(out.data(), out.size())})) {
+        throw BrokerLost("cannot send to the broker at " + endpoint_);
+    }
+    c.awaited.push_back(rid);
+    return rid;
+}
+
+Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::chrono::milliseconds> timeout) {
+    auto done = [&](Reply r) {
+        if (r.status != Status::registered) std::erase(c.awaited, rid);  // a second answer follows "registered"
+        return r;
+    };
+    for (auto it = c.stash.begin(); it != c.stash.end(); ++it) {
+        if (it->rid == rid) {
+            Reply r = std::move(*it);
+            c.stash.erase(it);
+            return done(std::move(r));
+        }
+    }
+    const Clock::time_point deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
+    std::vector<zmq::message_t> frames;
+    for (;;) {
+        zmq_pollitem_t items[2] = {{c.socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, broker_pidfd_.load(), ZMQ_POLLIN, 0}};
+        const int n = items[1].fd >= 0 ? 2 : 1;
+        long wait_ms = -1;
+        if (timeout) {
+            wait_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count() + 1);
+        }
+        const int rc = zmq_poll(items, n, wait_ms);
+        if (rc < 0) {
+            if (zmq_errno() == EINTR) continue;
+            throw_os_error("zmq_poll", zmq_errno());
+        }
+        if (rc == 0 && timeout && Clock::now() >= deadline) {
+            throw BrokerLost("no answer from the broker at " + endpoint_);
+        }
+        while (transport::recv_message(c.socket, frames, 1, std::chrono::milliseconds(0))) {
+            Reply r = decode_reply(frames[0].data(), frames[0].size());
+            if (r.rid == rid) return done(std::move(r));
+            if (std::find(c.awaited.begin(), c.awaited.end(), r.rid) != c.awaited.end()) c.stash.push_back(std::move(r));
+            // Anything else answers a request nobody waits for any more: dropped.
+        }
+        if (n == 2 && (items[1].revents & ZMQ_POLLIN) != 0) {
+            throw BrokerLost("the broker (pid " + std::to_string(broker_pid_.load()) + ") has died");
+        }
+    }
+}
+
+void BrokerLink::note_broker_holding() {
+    holdings_generation_.store(Runtime::instance().generation(), std::memory_order_relaxed);
+}
+
+void BrokerLink::keep_holdings() {
+    const std::uint64_t generation = Runtime::instance().generation();
+    if (registered_generation_.load() != generation) return;  // never talked to this broker
+    if (Arena* a = arena()) {
+        for (auto& entry : a->client(index_.load()).holdings) entry.store(0, std::memory_order_relaxed);
+    }
+    if (holdings_generation_.load() != generation) return;
+    try {
+        // A connection of its own: at exit() the thread's cached sockets may already be gone.
+        zmq::socket_t socket = connect(Runtime::instance().context());
+        LinkConn c;
+        c.socket = socket;
+        (void)receive_on(c, send_on(c, Op::hello, 0, {current_pid(), current_tid()}), kExitTimeout);
+        checked(receive_on(c, send_on(c, Op::keep_holdings, 0, {}), kExitTimeout));
+    } catch (const ProcessError&) {
+        // The broker is gone (or too slow for an exiting process): nothing to keep.
+    }
+}
+
+std::uint64_t BrokerLink::send(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args) {
+    return send_on(conn(), op, object, args);
+}
+
+Reply BrokerLink::receive(std::uint64_t rid) { return receive_on(conn(), rid, std::nullopt); }
+
+Reply BrokerLink::call(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args) {
+    LinkConn& c = conn();
+    Reply r = receive_on(c, send_on(c, op, object, args), std::nullopt);
+    checked(r);
+    return r;
+}
+
+}  // namespace zmp::detail::sync

@@ -1,0 +1,120 @@
+#pragma once
+// A process's link to one broker: the client half of sync_protocol.hpp.
+//
+// Each thread talks to the broker over its own DEALER (Runtime::thread_socket), which says HELLO
+// (pid, tid) when it is made; every object of that broker is multiplexed over it. A blocking
+// request waits for its reply and, at the same time, for the broker's death (a pidfd on the
+// broker process, for a broker on this host): nothing hangs if the broker goes away. After fork()
+// the child makes fresh connections and says HELLO again under its own pid.
+//
+// Links are never destroyed (handles may be used by static destructors); one per endpoint.
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "sync_protocol.hpp"
+
+#include "zmp/errors.hpp"
+
+namespace zmp::detail::sync {
+
+class Arena;
+
+/// The broker cannot be reached any more (it died, or this process's own broker has stopped).
+/// A ProcessError for users; told apart internally so that unlock() in a guard's destructor does
+/// not throw for a lock nobody can hold any more.
+class BrokerLost : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
+/// One thread's connection to one broker.
+struct LinkConn {
+    zmq::socket_ref socket;
+    std::uint64_t next_rid = 1;
+    std::vector<std::uint64_t> awaited;  // sent, not answered yet
+    std::vector<Reply> stash;            // answers that came while another was awaited
+};
+
+class BrokerLink {
+public:
+    /// The link to the broker at `endpoint`.
+    static BrokerLink& get(const std::string& endpoint);
+    /// The link to this process's broker (the runtime's); in the root, starts the embedded broker
+    /// if none runs yet. ProcessError in a process that has no broker.
+    static BrokerLink& local();
+
+    const std::string& endpoint() const { return endpoint_; }
+
+    /// This process's index at the broker: the owner id written in lock words. The first call
+    /// in each process (and after fork) costs one round trip.
+    std::uint32_t client_index();
+
+    /// The broker's same-host arena, or nullptr if it has none. `prefix` names its segments (it
+    /// comes with HELLO and inside handles); the segments are mapped on first use.
+    Arena* arena(const std::string& prefix);
+    /// The arena HELLO announced (nullptr: none, or no HELLO yet).
+    Arena* arena() const { return arena_.load(std::memory_order_acquire); }
+
+    /// One request and its reply. Error statuses are raised: value_error as ValueError,
+    /// broken_barrier as BrokenBarrierError, protocol_error as ProtocolError; a broker that dies
+    /// meanwhile as ProcessError.
+    Reply call(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args);
+    /// The halves of call(), for a request answered twice (COND_WAIT): send() returns the
+    /// request id; receive() waits for the next reply to it.
+    std::uint64_t send(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args);
+    Reply receive(std::uint64_t rid);
+
+    /// Notes that this process acquired a Semaphore unit through the broker.
+    void note_broker_holding();
+    /// At a normal exit: the semaphore units this process holds stay taken (only a process that
+    /// is killed or crashes gets them returned). Called for every link by an exit hook.
+    void keep_holdings();
+
+private:
+    explicit BrokerLink(std::string endpoint) : endpoint_(std::move(endpoint)) {}
+    /// A DEALER connected to this broker (inproc when it runs in this very process).
+    zmq::socket_t connect(zmq::context_t& context) const;
+    LinkConn& conn();
+    std::uint64_t send_on(LinkConn& c, Op op, std::uint64_t object, std::initializer_list<std::int64_t> args);
+    Reply receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::chrono::milliseconds> timeout);
+
+    const std::string endpoint_;
+    std::atomic<std::uint64_t> registered_generation_{0};  // the fork generation of the last HELLO
+    std::atomic<std::uint64_t> holdings_generation_{0};    // ... of the last broker-path semaphore acquire
+    std::atomic<std::uint32_t> index_{0};
+    std::atomic<pid_t> broker_pid_{0};
+    std::atomic<int> broker_pidfd_{-1};
+    std::atomic<Arena*> arena_{nullptr};  // never destroyed
+};
+
+/// Raises the exception a reply's error status stands for; returns the reply otherwise.
+const Reply& checked(const Reply& reply);
+
+/// The pid and thread id of the caller, kept right across fork() (cached per thread).
+pid_t current_pid();
+std::uint32_t current_tid();
+
+}  // namespace zmp::detail::sync
+
+namespace zmp::detail {
+
+/// Starts this root process's broker on a background thread, unless the runtime already names a
+/// broker; returns the runtime's broker endpoint. ProcessError in a process that is not the root
+/// and was given no broker endpoint.
+std::string ensure_broker();
+/// If `endpoint` is the broker embedded in this very process: its inproc endpoint (faster for
+/// this process's own threads); otherwise empty. ProcessError once that broker has stopped.
+std::string embedded_inproc_endpoint(const std::string& endpoint);
+
+}  // namespace zmp::detail

@@ -1,0 +1,117 @@
+#include "sync_protocol.hpp"
+
+#include "zmp/transport/codec.hpp"
+#include "zmp/transport/errors.hpp"
+
+namespace zmp::detail::sync {
+namespace {
+
+std::uint64_t as_uint(const msgpack::object& o, const char* what) {
+    if (o.type != msgpack::type::POSITIVE_INTEGER) throw ProtocolError(std::string("envelope: ") + what + " is not an unsigned integer");
+    return o.via.u64;
+}
+
+std::int64_t as_int(const msgpack::object& o, const char* what) {
+    if (o.type == msgpack::type::POSITIVE_INTEGER) {
+        if (o.via.u64 > static_cast<std::uint64_t>(INT64_MAX)) throw ProtocolError(std::string("envelope: ") + what + " is out of range");
+        return static_cast<std::int64_t>(o.via.u64);
+    }
+    if (o.type == msgpack::type::NEGATIVE_INTEGER) return o.via.i64;
+    throw ProtocolError(std::string("envelope: ") + what + " is not an integer");
+}
+
+template <std::size_t N>
+std::size_t read_ints(const msgpack::object& o, std::array<std::int64_t, N>& out, const char* what) {
+    if (o.type != msgpack::type::ARRAY) throw ProtocolError(std::string("envelope: ") + what + " is not an array");
+    if (o.via.array.size > N) throw ProtocolError(std::string("envelope: too many ") + what);
+    for (std::uint32_t i = 0; i < o.via.array.size; ++i) out[i] = as_int(o.via.array.ptr[i], what);
+    return o.via.array.size;
+}
+
+void pack_ints(msgpack::packer<msgpack::sbuffer>& pk, std::initializer_list<std::int64_t> ints) {
+    pk.pack_array(static_cast<std::uint32_t>(ints.size()));
+    for (std::int64_t v : ints) pk.pack(v);
+}
+
+}  // namespace
+
+void encode_request(msgpack::sbuffer& out, Op op, std::uint64_t object, std::uint64_t rid,
+                    std::initializer_list<std::int64_t> args) {
+    msgpack::packer<msgpack::sbuffer> pk(out);
+    pk.pack_array(4);
+    pk.pack(static_cast<std::uint8_t>(op));
+    pk.pack(object);
+    pk.pack(rid);
+    pack_ints(pk, args);
+}
+
+void encode_reply(msgpack::sbuffer& out, std::uint64_t rid, Status status,
+                  std::initializer_list<std::int64_t> values, std::string_view text) {
+    msgpack::packer<msgpack::sbuffer> pk(out);
+    pk.pack_array(4);
+    pk.pack(rid);
+    pk.pack(static_cast<std::uint8_t>(status));
+    pack_ints(pk, values);
+    pk.pack_str(static_cast<std::uint32_t>(text.size()));
+    pk.pack_str_body(text.data(), static_cast<std::uint32_t>(text.size()));
+}
+
+Request decode_request(const void* data, std::size_t size, std::uint64_t* rid_seen) {
+    transport::Decoded handle = transport::decode(data, size);
+    const msgpack::object& o = handle.get();
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw ProtocolError("envelope: not a 4-element array");
+    const msgpack::object* f = o.via.array.ptr;
+    Request r;
+    r.rid = as_uint(f[2], "request id");
+    if (rid_seen != nullptr) *rid_seen = r.rid;
+    const std::uint64_t op = as_uint(f[0], "op");
+    if (op == 0 || op > kLastOp) throw ProtocolError("envelope: unknown op " + std::to_string(op));
+    r.op = static_cast<Op>(op);
+    r.object = as_uint(f[1], "object");
+    r.nargs = read_ints(f[3], r.args, "arguments");
+    return r;
+}
+
+Reply decode_reply(const void* data, std::size_t size) {
+    transport::Decoded handle = transport::decode(data, size);
+    const msgpack::object& o = handle.get();
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw ProtocolError("broker reply: not a 4-element array");
+    const msgpack::object* f = o.via.array.ptr;
+    Reply r;
+    r.rid = as_uint(f[0], "request id");
+    const std::uint64_t status = as_uint(f[1], "status");
+    if (status > kLastStatus) throw ProtocolError("broker reply: unknown status");
+    r.status = static_cast<Status>(status);
+    r.nvalues = read_ints(f[2], r.values, "values");
+    if (f[3].type != msgpack::type::STR) throw ProtocolError("broker reply: text is not a string");
+    r.text.assign(f[3].via.str.ptr, f[3].via.str.size);
+    return r;
+}
+
+const char* op_name(Op op) {
+    switch (op) {
+        case Op::hello: return "hello";
+        case Op::create: return "create";
+        case Op::acquire: return "acquire";
+        case Op::release: return "release";
+        case Op::release_all: return "release_all";
+        case Op::owned: return "owned";
+        case Op::get_value: return "get_value";
+        case Op::event_set: return "event_set";
+        case Op::event_clear: return "event_clear";
+        case Op::event_is_set: return "event_is_set";
+        case Op::event_wait: return "event_wait";
+        case Op::cond_wait: return "cond_wait";
+        case Op::cond_notify: return "cond_notify";
+        case Op::barrier_wait: return "barrier_wait";
+        case Op::barrier_done: return "barrier_done";
+        case Op::barrier_abort: return "barrier_abort";
+        case Op::barrier_reset: return "barrier_reset";
+        case Op::barrier_state: return "barrier_state";
+        case Op::stats: return "stats";
+        case Op::keep_holdings: return "keep_holdings";
+    }
+    return "?";
+}
+
+}  // namespace zmp::detail::sync

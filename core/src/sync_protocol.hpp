@@ -1,0 +1,104 @@
+#pragma once
+// The broker's wire protocol (DESIGN.md §4, §6). Every message is one ZeroMQ frame holding one
+// msgpack array:
+//
+//   request   [op, object, request-id, [arg, ...]]        args are integers
+//   reply     [request-id, status, [value, ...], text]     values are integers
+//
+// A client thread talks through its own DEALER; the broker's ROUTER adds the routing id. The first
+// message on every DEALER is HELLO(pid, tid), which ties that connection to its process (whose
+// death the broker then watches through a pidfd) and to its thread (the owner of an RLock).
+// Every reply echoes the request id; a blocking request is answered once, when its condition
+// holds or its deadline passes. COND_WAIT is the one request answered twice: "registered" at
+// once, then "notified" or "timed out".
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+
+#include <msgpack.hpp>
+
+namespace zmp::detail::sync {
+
+enum class Op : std::uint8_t {
+    hello = 1,      // [pid, tid] -> [client index, broker pid], text: arena prefix ("" = no arena)
+    create,         // [kind, value, timeout ns, shared] -> [object id, slot or -1]
+    acquire,        // [block, timeout ns, depth to restore or 0] -> [acquired, owner died]
+    release,        // [] -> []
+    release_all,    // [] -> [depth]: releases every recursion level (Condition.wait)
+    owned,          // [] -> [owned by the calling thread]
+    get_value,      // [] -> [value]
+    event_set,      // [] -> []
+    event_clear,    // [] -> []
+    event_is_set,   // [] -> [flag]
+    event_wait,     // [timeout ns] -> [flag]
+    cond_wait,      // [timeout ns] -> status registered, then [notified]
+    cond_notify,    // [n or -1 for all] -> [woken]
+    barrier_wait,   // [timeout ns] -> [index]; status run_action to the last arrival of a barrier with an action
+    barrier_done,   // [action succeeded] -> []   (from the party that ran the action)
+    barrier_abort,  // [] -> []
+    barrier_reset,  // [] -> []
+    barrier_state,  // [] -> [parties, n_waiting, broken]
+    stats,          // [] -> [dropped, errors, clients, objects]
+    keep_holdings,  // [] -> []: this process exits normally; the semaphore units it holds stay taken
+};
+inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::keep_holdings);
+
+enum class Kind : std::uint8_t { lock = 1, rlock, semaphore, bounded_semaphore, event, condition, barrier };
+inline constexpr std::uint8_t kLastKind = static_cast<std::uint8_t>(Kind::barrier);
+
+enum class Status : std::uint8_t {
+    ok = 0,
+    registered,      // COND_WAIT: the waiter is queued; the second reply follows
+    run_action,      // BARRIER_WAIT: you are the last arrival; run the action, then BARRIER_DONE
+    value_error,     // misuse (release of an unlocked lock...): text says what
+    broken_barrier,  // the barrier is broken
+    protocol_error,  // malformed request, unknown op or object, HELLO missing
+};
+inline constexpr std::uint8_t kLastStatus = static_cast<std::uint8_t>(Status::protocol_error);
+
+/// Timeout encodings in requests: a non-negative number of nanoseconds, or these.
+inline constexpr std::int64_t kForever = -1;
+inline constexpr std::int64_t kBarrierDefault = -2;  // BARRIER_WAIT: the barrier's own timeout
+
+inline constexpr std::size_t kMaxArgs = 6;
+inline constexpr std::size_t kMaxValues = 6;
+/// Largest frame either side accepts (ZMQ_MAXMSGSIZE): envelopes are tiny.
+inline constexpr std::int64_t kMaxFrame = 64 * 1024;
+
+struct Request {
+    Op op{};
+    std::uint64_t object = 0;
+    std::uint64_t rid = 0;
+    std::array<std::int64_t, kMaxArgs> args{};
+    std::size_t nargs = 0;
+};
+
+struct Reply {
+    std::uint64_t rid = 0;
+    Status status = Status::ok;
+    std::array<std::int64_t, kMaxValues> values{};
+    std::size_t nvalues = 0;
+    std::string text;
+
+    /// values[i], or 0 when the reply has fewer values.
+    std::int64_t value(std::size_t i) const { return i < nvalues ? values[i] : 0; }
+};
+
+void encode_request(msgpack::sbuffer& out, Op op, std::uint64_t object, std::uint64_t rid,
+                    std::initializer_list<std::int64_t> args);
+void encode_reply(msgpack::sbuffer& out, std::uint64_t rid, Status status,
+                  std::initializer_list<std::int64_t> values, std::string_view text = {});
+
+/// Decoding checks the shape strictly; anything else raises ProtocolError. A request whose
+/// request id could be read but whose rest is wrong reports it through `rid_seen`, so that the
+/// broker can answer with an error instead of dropping it.
+Request decode_request(const void* data, std::size_t size, std::uint64_t* rid_seen = nullptr);
+Reply decode_reply(const void* data, std::size_t size);
+
+const char* op_name(Op op);
+
+}  // namespace zmp::detail::sync
