@@ -3,6 +3,9 @@
 them side by side with ratios, and writes bench/results.json (DESIGN.md §10).
 
     python3 bench/run.py --build build/release [--quick] [--only PREFIX]
+    python3 bench/run.py --markdown      # the README's table, from bench/results.json
+
+With --only, the rows measured replace their old figures in results.json; the others stay.
 
 Ratios read "how many times better zmp is": for times, python/zmp; for rates and speedups,
 zmp/python. Figures drift between runs on a shared 2-core machine; ratios from one run do not.
@@ -61,13 +64,34 @@ def fmt(value):
     return f"{value:.3g}"
 
 
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return []
+
+
+def print_markdown(rows):
+    print("| row | unit | zmp | Python | floor | zmp vs Python |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        vs_python = ratio(row["zmp"], row["python"], row["unit"])
+        print(f"| `{row['name']}` | {row['unit']} | {fmt(row['zmp'])} | {fmt(row['python'])} | {fmt(row['floor'])} | "
+              f"{f'{vs_python:.2f}x' if vs_python else '-'} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build", default=os.path.join(HERE, "..", "build", "release"))
     parser.add_argument("--quick", action="store_true", help="fewer iterations: about a minute in all")
     parser.add_argument("--only", default="", help="run only the rows whose name starts with this")
     parser.add_argument("--out", default=os.path.join(HERE, "results.json"))
+    parser.add_argument("--markdown", action="store_true", help="print results.json as a Markdown table, measure nothing")
     args = parser.parse_args()
+    if args.markdown:
+        print_markdown(load(args.out))
+        return
 
     sources = {
         "zmp": [os.path.join(args.build, "bench", "zmp_bench")],
@@ -100,6 +124,10 @@ def main():
         print(f"{name:28} {unit:6} {fmt(row['zmp']):>9} {fmt(row['python']):>9} {fmt(row['floor']):>9}   "
               f"{(f'{vs_python:.2f}x' if vs_python else '-'):>10} {(f'{of_floor:.2f}' if of_floor else '-'):>10}",
               flush=True)
+    if args.only:  # keep the rows this run did not measure
+        measured = {row["name"] for row in results}
+        results = [row for row in load(args.out) if row["name"] not in measured] + results
+        results.sort(key=lambda row: row["name"])
     with open(args.out, "w") as out:
         json.dump(results, out, indent=1)
         out.write("\n")

@@ -639,14 +639,20 @@ private:
     }
     Pool(PoolOptions options, Initializer initializer);
 
-    template <bool Star, class F, class Range>
-    auto map_impl(F f, Range&& input, MapOptions options) {
+    // What map and imap need of a task: it can travel, and so can its parameters and its result.
+    template <class F>
+    static constexpr void check_mapped_task() {
         static_assert(detail::plain_function_like<std::decay_t<F>>,
                       "pool tasks travel to worker processes: use a plain function or a capture-free lambda");
+        static_assert(is_packable_v<detail::params_of_t<F>>, "the task's parameters must be msgpack types");
+        static_assert(is_packable_v<detail::stored_t<detail::result_of_t<F>>>, "the task's result must be a msgpack type");
+    }
+
+    template <bool Star, class F, class Range>
+    auto map_impl(F f, Range&& input, MapOptions options) {
+        check_mapped_task<F>();
         using R = detail::stored_t<detail::result_of_t<F>>;
         using Params = detail::params_of_t<F>;
-        static_assert(is_packable_v<Params>, "the task's parameters must be msgpack types");
-        static_assert(is_packable_v<R>, "the task's result must be a msgpack type");
         if constexpr (std::ranges::sized_range<Range>) {
             const std::size_t n = std::ranges::size(input);
             auto result = std::make_shared<detail::TypedResult<R>>(n);
@@ -670,12 +676,9 @@ private:
 
     template <bool Ordered, class F, class Range>
     auto imap_impl(F f, Range&& input, std::size_t chunksize) {
-        static_assert(detail::plain_function_like<std::decay_t<F>>,
-                      "pool tasks travel to worker processes: use a plain function or a capture-free lambda");
+        check_mapped_task<F>();
         using R = detail::stored_t<detail::result_of_t<F>>;
         using Params = detail::params_of_t<F>;
-        static_assert(is_packable_v<Params>, "the task's parameters must be msgpack types");
-        static_assert(is_packable_v<R>, "the task's result must be a msgpack type");
         checked_chunksize(chunksize);
         auto stream = std::make_shared<detail::StreamResult<R>>(Ordered, stream_buffer_limit());
         std::size_t expected = 0;
