@@ -14,7 +14,13 @@
 namespace zmp::detail {
 namespace {
 
-std::string shown(const std::string& name) { return "'" + name.substr(1) + "'"; }
+// The name as Python shows it: quoted, without the leading '/'. (Built by append: GCC 12 warns
+// falsely, -Wrestrict, on "'" + std::string&&.)
+std::string shown(const std::string& name) {
+    std::string text = "'";
+    text.append(name, 1).push_back('\'');
+    return text;
+}
 
 MappedSegment map_fd(int fd, std::size_t size, const std::string& name) {
     void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

@@ -22,6 +22,27 @@ bool is_free(std::uint32_t word) {
 
 // ---- lock words ----------------------------------------------------------------------------
 
+constexpr int kSpins = 1000;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+// Spins a few microseconds (never long enough to matter when the holder is descheduled) for the
+// word to become free; true with `c` holding the free value if it did.
+bool spin_until_free(const std::atomic<std::uint32_t>& word, std::uint32_t& c) {
+    for (int i = 0; i < kSpins; ++i) {
+        cpu_relax();
+        c = word.load(relaxed);
+        if (is_free(c) || (c & kContended) != 0) return is_free(c);
+    }
+    return false;
+}
+
 Acquired word_lock(std::atomic<std::uint32_t>& word, std::uint32_t me, bool block, const Deadline& deadline) {
     std::uint32_t c = 0;
     if (word.compare_exchange_strong(c, me, acquire_order, relaxed)) return {true, false};
@@ -34,6 +55,9 @@ Acquired word_lock(std::atomic<std::uint32_t>& word, std::uint32_t me, bool bloc
             continue;
         }
         if (!block) return {false, false};
+        // Locks are held for short sections: a brief spin usually sees the release, and then
+        // neither side pays a futex system call (the holder wakes no one it does not have to).
+        if (!slept && (c & kContended) == 0 && spin_until_free(word, c)) continue;
         if ((c & kContended) == 0) {
             if (!word.compare_exchange_weak(c, c | kContended, relaxed, relaxed)) continue;
             c |= kContended;
