@@ -24,6 +24,7 @@
 #include "zmp/pipe.hpp"
 #include "zmp/pool.hpp"
 #include "zmp/process.hpp"
+#include "zmp/queue.hpp"
 #include "zmp/sharedctypes.hpp"
 #include "zmp/sync.hpp"
 #include "zmp/transport/zsocket.hpp"
@@ -1095,7 +1096,23 @@ TEST_CASE("garbage sent straight to the broker is counted or answered, and every
     send(envelope({2, 0, 14}, {3, -5, 0, 0, 0}));           // Semaphore(-5)
     raw.send(zmq::buffer(std::string("two")), zmq::send_flags::sndmore);  // two frames
     raw.send(zmq::buffer(std::string("frames")), zmq::send_flags::none);
-    send(std::string(100 * 1024, 'x'));                    // over ZMQ_MAXMSGSIZE: the peer is cut off
+    send(std::string(100 * 1024, 'x'));                    // larger than any envelope: dropped
+    // Queue batches that lie about their items, and a batch where none belongs.
+    zmp::Queue<int> queue;
+    const auto qid = static_cast<std::int64_t>(queue.core().to_wire().id);
+    auto send_batch = [&](const std::string& env, const std::string& batch) {
+        raw.send(zmq::buffer(env), zmq::send_flags::sndmore);
+        raw.send(zmq::buffer(batch), zmq::send_flags::none);
+    };
+    std::string one_item;
+    append_item(one_item, "\x01");
+    const auto put_op = static_cast<std::int64_t>(Op::queue_put);
+    send_batch(envelope({put_op, qid, 15}, {1, -1, 3}), one_item);             // three announced, one there
+    send_batch(envelope({put_op, qid, 16}, {1, -1, 1}), one_item.substr(0, 3));  // truncated length
+    send_batch(envelope({put_op, qid, 17}, {1, -1, 1}), one_item + "x");         // bytes after the item
+    send_batch(envelope({put_op, qid, 18}, {1, -1, 1}), std::string("\xff\xff\xff\x7f", 4));  // a 2 GiB item
+    send_batch(envelope({put_op, static_cast<std::int64_t>(lock.ref().id), 19}, {1, -1, 1}), one_item);  // not a queue
+    send_batch(envelope({static_cast<std::int64_t>(Op::queue_get), qid, 20}, {0, 0, 1}), one_item);    // GET takes no batch
 
     // The broker answered what it could read (on this or a fresh connection) and kept serving.
     const int before = rounds.get_value();
@@ -1121,8 +1138,11 @@ TEST_CASE("garbage sent straight to the broker is counted or answered, and every
     }
     REQUIRE(stats.rid == 2);
     CHECK(stats.value(0) >= 400);  // dropped: unreadable frames
-    CHECK(stats.value(1) >= 6);    // answered with an error
-    // And this process's own objects still work.
+    CHECK(stats.value(1) >= 12);   // answered with an error
+    // And this process's own objects still work; the queue took none of the lies.
     CHECK(lock.acquire(60s));
     lock.release();
+    CHECK(queue.qsize() == 0);
+    queue.put(5);
+    CHECK(queue.get(60s) == 5);
 }

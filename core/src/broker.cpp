@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -56,7 +57,16 @@ struct Waiter {
     std::uint64_t rid = 0;
     std::uint64_t object = 0;
     Clock::time_point deadline = kNever;
-    std::int64_t arg = 0;  // lock: depth to restore; barrier: arrival index or timeout
+    std::int64_t arg = 0;  // lock: depth to restore; barrier: arrival index or timeout; queue get: most items
+    std::vector<std::string> batch;  // queue put: the items waiting for room
+};
+
+// Items of a queue sent to one connection in answer to QUEUE_GET, kept until the consumer has
+// taken them all (or died): their cursor (sync_arena.hpp) says which it took.
+struct Delivery {
+    Client* client = nullptr;
+    std::uint32_t slot = 0;
+    std::vector<std::string> items;
 };
 
 enum class BarrierState { filling, releasing, broken };
@@ -86,6 +96,14 @@ struct Object {
     BarrierState state = BarrierState::filling;
     std::optional<Waiter> runner;      // the last arrival, running the action
     std::deque<std::uint64_t> entering;  // arrivals held back while the action runs
+    // Queue, JoinableQueue (`queue` holds the waiting getters)
+    std::deque<std::string> items;
+    std::int64_t maxsize = 0;  // <= 0: unbounded
+    std::uint64_t max_item = 0;
+    std::int64_t unfinished = 0;  // JoinableQueue: put and not yet marked done
+    std::deque<std::uint64_t> putters;  // waiters whose items did not fit yet
+    std::deque<std::uint64_t> joiners;
+    std::set<std::string> holders;  // connections with a delivery of this queue not all taken yet
 };
 
 // A request refused: answered with `status` and `text`.
@@ -107,6 +125,16 @@ Clock::time_point deadline_from(std::int64_t timeout_ns, Clock::time_point now) 
 }
 
 bool is_lock(Kind k) { return k == Kind::lock || k == Kind::rlock; }
+bool is_queue(Kind k) { return k == Kind::queue || k == Kind::joinable_queue; }
+
+// A reply to QUEUE_GET carries at most this much (and at least one item).
+constexpr std::size_t kDeliveryBytes = 1 << 20;
+
+std::uint32_t cursor_taken(std::int64_t word) { return static_cast<std::uint32_t>(word); }
+std::uint32_t cursor_limit(std::int64_t word) { return static_cast<std::uint32_t>(static_cast<std::uint64_t>(word) >> 32); }
+std::int64_t cursor_word(std::uint32_t taken, std::uint32_t limit) {
+    return static_cast<std::int64_t>((static_cast<std::uint64_t>(limit) << 32) | taken);
+}
 bool is_semaphore(Kind k) { return k == Kind::semaphore || k == Kind::bounded_semaphore; }
 
 }  // namespace
@@ -126,6 +154,8 @@ struct Broker::Impl {
     void reply(const Waiter& w, Status status, std::initializer_list<std::int64_t> values = {}) {
         reply(w.caller.routing_id, w.rid, status, values);
     }
+    void reply_with_batch(const std::string& routing_id, std::uint64_t rid, std::initializer_list<std::int64_t> values,
+                          const std::string& batch);
 
     // Waiters and deadlines.
     std::uint64_t add_waiter(std::deque<std::uint64_t>& queue, Waiter w);
@@ -155,6 +185,13 @@ struct Broker::Impl {
     void barrier_break(Object& obj);
     void barrier_reset(Object& obj);
     void barrier_admit_entering(Object& obj);
+    void queue_put(const Caller& caller, const Request& req, Object& obj);
+    void queue_get(const Caller& caller, const Request& req, Object& obj);
+    void queue_deliver(Object& obj, const Caller& to, std::uint64_t rid, std::int64_t most);
+    void queue_serve(Object& obj);
+    std::int64_t queue_size(const Object& obj) const;
+    void queue_take_back(Object& obj, const std::string& routing_id, bool leave_first);
+    bool queue_recall(Object& obj, const std::string& except);
 
     void park_if_asked();
 
@@ -185,6 +222,9 @@ struct Broker::Impl {
     std::set<std::pair<Clock::time_point, std::uint64_t>> timers;
     std::uint64_t next_waiter = 1;
 
+    std::map<std::pair<std::string, std::uint64_t>, Delivery> deliveries;  // (connection, queue) -> delivery
+    std::vector<std::uint32_t> free_cursors;  // cursor slots of dead connections, for reuse
+
     std::uint64_t dropped = 0;  // messages that could not be read at all
     std::uint64_t errors = 0;   // requests answered with an error
     msgpack::sbuffer out{256};
@@ -193,7 +233,7 @@ struct Broker::Impl {
 Broker::Impl::Impl(zmq::context_t& context, Options opts)
     : options(std::move(opts)), self_pid(Runtime::instance().pid()) {
     transport::SocketOptions so;
-    so.max_message = kMaxFrame;
+    so.max_message = kMaxBatchFrame;  // a queue batch; envelopes are checked against kMaxFrame
     so.router_mandatory = true;  // a reply to a peer that is gone fails at once instead of queueing
     router = transport::open_socket(context, zmq::socket_type::router, so);
     try {
@@ -214,6 +254,15 @@ Broker::Impl::~Impl() {
     router.close();
     const std::string ipc = "ipc://";
     if (options.endpoint.rfind(ipc, 0) == 0) ::unlink(options.endpoint.c_str() + ipc.size());
+}
+
+void Broker::Impl::reply_with_batch(const std::string& routing_id, std::uint64_t rid,
+                                    std::initializer_list<std::int64_t> values, const std::string& batch) {
+    out.clear();
+    encode_reply(out, rid, Status::ok, values);
+    (void)transport::send_message(router, {zmq::const_buffer(routing_id.data(), routing_id.size()),
+                                           zmq::const_buffer(out.data(), out.size()),
+                                           zmq::const_buffer(batch.data(), batch.size())});
 }
 
 void Broker::Impl::reply(const std::string& routing_id, std::uint64_t rid, Status status,
@@ -292,20 +341,26 @@ void Broker::Impl::serve_socket() {
     // Bounded, so that deadlines and deaths are looked at between bursts.
     for (int n = 0; n < 4096; ++n) {
         try {
-            if (!transport::recv_message(router, frames, 2, std::chrono::milliseconds(0))) return;
+            if (!transport::recv_message(router, frames, 3, std::chrono::milliseconds(0))) return;
         } catch (const ProtocolError&) {
             ++dropped;  // more frames than an envelope has
             continue;
         }
-        if (frames.size() != 2) {
+        if (frames.size() < 2 || frames[1].size() > static_cast<std::size_t>(kMaxFrame)) {
             ++dropped;
             continue;
         }
         const std::string routing_id = frames[0].to_string();
         std::uint64_t rid = 0;
         Request req;
+        std::string payload;
         try {
             req = decode_request(frames[1].data(), frames[1].size(), &rid);
+            if (frames.size() == 3) {
+                if (req.op != Op::queue_put) throw ProtocolError(std::string(op_name(req.op)) + " takes no second frame");
+                payload.assign(frames[2].data<char>(), frames[2].size());
+                req.payload = &payload;
+            }
         } catch (const ProtocolError& e) {
             if (rid == 0) {
                 ++dropped;
@@ -349,7 +404,37 @@ void Broker::Impl::dispatch(const Caller& caller, const Request& req, Object& ob
     auto need = [&](bool ok) {
         if (!ok) refuse(Status::protocol_error, std::string(op_name(req.op)) + " does not apply to this object");
     };
+    if (req.payload != nullptr) need(is_queue(obj.kind));
     switch (req.op) {
+        case Op::queue_put:
+            need(is_queue(obj.kind));
+            return queue_put(caller, req, obj);
+        case Op::queue_get:
+            need(is_queue(obj.kind));
+            return queue_get(caller, req, obj);
+        case Op::queue_taken:
+            need(is_queue(obj.kind));
+            return queue_serve(obj);  // no reply: room may have appeared for a waiting put
+        case Op::queue_size:
+            need(is_queue(obj.kind));
+            return reply(caller.routing_id, req.rid, Status::ok, {queue_size(obj)});
+        case Op::task_done:
+            need(obj.kind == Kind::joinable_queue);
+            if (obj.unfinished <= 0) refuse(Status::value_error, "task_done() called too many times");
+            if (--obj.unfinished == 0) {
+                for (std::uint64_t id : obj.joiners) reply(take_waiter(id), Status::ok, {1});
+                obj.joiners.clear();
+            }
+            return reply(caller.routing_id, req.rid, Status::ok);
+        case Op::queue_join: {
+            need(obj.kind == Kind::joinable_queue);
+            const std::int64_t timeout = arg(req, 0);
+            if (obj.unfinished == 0 || timeout == 0) {
+                return reply(caller.routing_id, req.rid, Status::ok, {obj.unfinished == 0 ? 1 : 0});
+            }
+            add_waiter(obj.joiners, Waiter{caller, req.rid, obj.id, deadline_from(timeout, Clock::now()), 0, {}});
+            return;
+        }
         case Op::acquire:
             need(is_lock(obj.kind) || is_semaphore(obj.kind));
             return is_lock(obj.kind) ? lock_acquire(caller, req, obj) : semaphore_acquire(caller, req, obj);
@@ -447,6 +532,170 @@ void Broker::Impl::dispatch(const Caller& caller, const Request& req, Object& ob
     refuse(Status::protocol_error, "unexpected op");
 }
 
+// ---- Queue and JoinableQueue -----------------------------------------------------------------
+
+// Items in the queue, and items delivered that their consumer has not taken yet: they are still
+// the queue's until taken (and go back to it if their consumer dies).
+std::int64_t Broker::Impl::queue_size(const Object& obj) const {
+    std::int64_t n = static_cast<std::int64_t>(obj.items.size());
+    for (const std::string& holder : obj.holders) {
+        const Delivery& d = deliveries.at({holder, obj.id});
+        const std::int64_t word = delivery_cursor(arena->slot(d.slot)).load(std::memory_order_acquire);
+        n += cursor_limit(word) - std::min(cursor_taken(word), cursor_limit(word));
+    }
+    return n;
+}
+
+void Broker::Impl::queue_put(const Caller& caller, const Request& req, Object& obj) {
+    const std::int64_t count = arg(req, 2);
+    if (req.payload == nullptr) refuse(Status::protocol_error, "queue_put: no items");
+    if (count < 1) refuse(Status::protocol_error, "queue_put: no items");
+    std::vector<std::string> batch;
+    try {
+        batch = split_batch(*req.payload, static_cast<std::size_t>(count));
+    } catch (const ProtocolError& e) {
+        refuse(Status::protocol_error, e.what());
+    }
+    for (const std::string& item : batch) {
+        if (item.size() > obj.max_item) {
+            refuse(Status::value_error, "an item of " + std::to_string(item.size()) + " bytes is larger than the queue's max_item_bytes (" +
+                                            std::to_string(obj.max_item) + ")");
+        }
+    }
+    const bool fits = obj.putters.empty() && (obj.maxsize <= 0 || queue_size(obj) + count <= obj.maxsize);
+    if (fits) {
+        for (std::string& item : batch) obj.items.push_back(std::move(item));
+        if (obj.kind == Kind::joinable_queue) obj.unfinished += count;
+        reply(caller.routing_id, req.rid, Status::ok);
+        return queue_serve(obj);
+    }
+    const std::int64_t timeout = arg(req, 1);
+    if (arg(req, 0) == 0 || timeout == 0) refuse(Status::full, "the queue is full");
+    Waiter w{caller, req.rid, obj.id, deadline_from(timeout, Clock::now()), count, std::move(batch)};
+    add_waiter(obj.putters, std::move(w));
+}
+
+void Broker::Impl::queue_get(const Caller& caller, const Request& req, Object& obj) {
+    const bool block = arg(req, 0) != 0;
+    const std::int64_t timeout = arg(req, 1);
+    const std::int64_t most = std::clamp<std::int64_t>(arg(req, 2), 1, 1 << 16);
+    // A consumer asks again only once it has taken its previous delivery: anything of it still
+    // untaken (it raced with a take-back) returns to the queue.
+    queue_take_back(obj, caller.routing_id, false);
+    if (obj.items.empty()) (void)queue_recall(obj, caller.routing_id);
+    if (!obj.items.empty() && obj.queue.empty()) {
+        queue_deliver(obj, caller, req.rid, most);
+        return queue_serve(obj);
+    }
+    if (!block || timeout == 0) refuse(Status::empty, "the queue is empty");
+    add_waiter(obj.queue, Waiter{caller, req.rid, obj.id, deadline_from(timeout, Clock::now()), most, {}});
+}
+
+// Sends `to` up to `most` items from the front of the queue. With an arena, they stay the queue's
+// until the consumer takes them (its cursor); without one, they are the consumer's once sent.
+void Broker::Impl::queue_deliver(Object& obj, const Caller& to, std::uint64_t rid, std::int64_t most) {
+    if (!arena) most = 1;
+    std::string batch;
+    std::size_t n = 0;
+    while (n < static_cast<std::size_t>(most) && n < obj.items.size() && (n == 0 || batch.size() + obj.items[n].size() <= kDeliveryBytes)) {
+        append_item(batch, obj.items[n]);
+        ++n;
+    }
+    if (!arena) {
+        obj.items.pop_front();
+        return reply_with_batch(to.routing_id, rid, {1, -1}, batch);
+    }
+    auto [it, fresh] = deliveries.try_emplace({to.routing_id, obj.id});
+    Delivery& d = it->second;
+    if (fresh) {
+        d.client = to.client;
+        if (!free_cursors.empty()) {
+            d.slot = free_cursors.back();
+            free_cursors.pop_back();
+        } else {
+            d.slot = arena->allocate_slot();
+        }
+        Slot& slot = arena->slot(d.slot);
+        slot.id.store(obj.id, std::memory_order_relaxed);
+        slot.kind.store(kCursorKind, std::memory_order_relaxed);
+    }
+    d.items.assign(std::make_move_iterator(obj.items.begin()), std::make_move_iterator(obj.items.begin() + static_cast<std::ptrdiff_t>(n)));
+    obj.items.erase(obj.items.begin(), obj.items.begin() + static_cast<std::ptrdiff_t>(n));
+    delivery_cursor(arena->slot(d.slot)).store(cursor_word(0, static_cast<std::uint32_t>(n)), std::memory_order_release);
+    obj.holders.insert(to.routing_id);
+    reply_with_batch(to.routing_id, rid, {static_cast<std::int64_t>(n), d.slot}, batch);
+}
+
+// Takes back what `routing_id` was sent and has not taken: to the front of the queue, in order.
+// leave_first: a delivery's first item stays its consumer's (so a consumer whose items are taken
+// back for another always makes progress).
+void Broker::Impl::queue_take_back(Object& obj, const std::string& routing_id, bool leave_first) {
+    auto it = deliveries.find({routing_id, obj.id});
+    if (it == deliveries.end() || it->second.items.empty()) return;
+    Delivery& d = it->second;
+    std::atomic<std::int64_t>& cursor = delivery_cursor(arena->slot(d.slot));
+    std::int64_t word = cursor.load(std::memory_order_acquire);
+    std::uint32_t keep = 0;
+    for (;;) {
+        const std::uint32_t taken = cursor_taken(word);
+        const std::uint32_t limit = cursor_limit(word);
+        keep = std::max(taken, leave_first ? std::min<std::uint32_t>(limit, 1) : 0);
+        if (keep >= limit) {
+            keep = limit;
+            break;
+        }
+        if (cursor.compare_exchange_weak(word, cursor_word(taken, keep), std::memory_order_acq_rel)) break;
+    }
+    const std::uint32_t limit = cursor_limit(word);
+    for (std::uint32_t i = limit; i > keep; --i) obj.items.push_front(std::move(d.items[i - 1]));
+    if (cursor_taken(word) >= keep) {
+        // Nothing left for the consumer to take: the delivery is settled.
+        d.items.clear();
+        obj.holders.erase(routing_id);
+    } else {
+        d.items.resize(keep);
+    }
+}
+
+// Before a getter waits on an empty queue: items other consumers received ahead and have not
+// taken come back (each keeps its first). True if any came back.
+bool Broker::Impl::queue_recall(Object& obj, const std::string& except) {
+    const std::size_t before = obj.items.size();
+    const std::vector<std::string> holders(obj.holders.begin(), obj.holders.end());
+    for (const std::string& holder : holders)
+        if (holder != except) queue_take_back(obj, holder, true);
+    return obj.items.size() != before;
+}
+
+// Waiting puts that now fit go in; waiting gets are answered while there are items (each getter
+// gets its share when several wait).
+void Broker::Impl::queue_serve(Object& obj) {
+    for (;;) {
+        bool progress = false;
+        while (!obj.putters.empty()) {
+            Waiter& w = waiters.at(obj.putters.front());
+            const auto count = static_cast<std::int64_t>(w.batch.size());
+            if (obj.maxsize > 0 && queue_size(obj) + count > obj.maxsize) break;
+            Waiter done = take_waiter(obj.putters.front());
+            obj.putters.pop_front();
+            for (std::string& item : done.batch) obj.items.push_back(std::move(item));
+            if (obj.kind == Kind::joinable_queue) obj.unfinished += count;
+            reply(done, Status::ok);
+            progress = true;
+        }
+        if (obj.items.empty() && !obj.queue.empty()) (void)queue_recall(obj, {});
+        while (!obj.items.empty() && !obj.queue.empty()) {
+            const auto share = std::max<std::int64_t>(1, static_cast<std::int64_t>(obj.items.size() / obj.queue.size()));
+            Waiter w = take_waiter(obj.queue.front());
+            obj.queue.pop_front();
+            queue_deliver(obj, w.caller, w.rid, std::min(w.arg, share));
+            progress = true;
+        }
+        // Without an arena, a delivery makes room at once.
+        if (!progress || arena || obj.putters.empty()) return;
+    }
+}
+
 // ---- waiters and deadlines -----------------------------------------------------------------
 
 std::uint64_t Broker::Impl::add_waiter(std::deque<std::uint64_t>& queue, Waiter w) {
@@ -484,6 +733,18 @@ void Broker::Impl::on_timeout(Object& obj, std::uint64_t id) {
             return;
         }
         return barrier_break(obj);  // the party that timed out gets BrokenBarrierError with the others
+    }
+    if (is_queue(obj.kind)) {
+        const bool putter = std::find(obj.putters.begin(), obj.putters.end(), id) != obj.putters.end();
+        const bool joiner = std::find(obj.joiners.begin(), obj.joiners.end(), id) != obj.joiners.end();
+        std::erase(obj.queue, id);
+        std::erase(obj.putters, id);
+        std::erase(obj.joiners, id);
+        Waiter w = take_waiter(id);
+        if (joiner) return reply(w, Status::ok, {0});
+        reply(w.caller.routing_id, w.rid, putter ? Status::full : Status::empty, {}, putter ? "the queue is full" : "the queue is empty");
+        if (putter) queue_serve(obj);  // a smaller put behind it may fit
+        return;
     }
     std::erase(obj.queue, id);
     Waiter w = take_waiter(id);
@@ -547,10 +808,16 @@ void Broker::Impl::create(const Caller& caller, const Request& req) {
             obj->timeout_ns = arg(req, 2) < 0 ? kForever : arg(req, 2);
             obj->has_action = arg(req, 4) != 0;
             break;
+        case Kind::queue:
+        case Kind::joinable_queue:
+            if (arg(req, 2) < 1 || arg(req, 2) > kMaxBatchFrame - 4096) refuse(Status::value_error, "max_item_bytes is out of range");
+            obj->maxsize = value;
+            obj->max_item = static_cast<std::uint64_t>(arg(req, 2));
+            break;
         default:
             break;
     }
-    const bool shared = arena && arg(req, 3) != 0 && obj->kind != Kind::condition;
+    const bool shared = arena && arg(req, 3) != 0 && obj->kind != Kind::condition && !is_queue(obj->kind);
     if (shared) {
         const std::uint32_t index = arena->allocate_slot();
         init_slot(arena->slot(index), obj->id, obj->kind, obj->kind == Kind::barrier ? obj->parties : obj->value, obj->timeout_ns);
@@ -573,9 +840,26 @@ void Broker::Impl::on_death(Client& client) {
         const bool arrived = std::find(obj.queue.begin(), obj.queue.end(), id) != obj.queue.end();
         std::erase(obj.queue, id);
         std::erase(obj.entering, id);
+        std::erase(obj.putters, id);
+        std::erase(obj.joiners, id);
         (void)take_waiter(id);
         if (obj.kind == Kind::barrier && arrived) broken_barriers.push_back(&obj);
     }
+    // What its connections were sent and had not taken goes back to the queues.
+    std::vector<Object*> refilled;
+    for (auto it = deliveries.begin(); it != deliveries.end();) {
+        if (it->second.client != &client) {
+            ++it;
+            continue;
+        }
+        if (auto obj = objects.find(it->first.second); obj != objects.end()) {
+            queue_take_back(*obj->second, it->first.first, false);
+            refilled.push_back(obj->second.get());
+        }
+        free_cursors.push_back(it->second.slot);
+        it = deliveries.erase(it);
+    }
+    for (Object* obj : refilled) queue_serve(*obj);
     for (auto& [id, obj] : objects) {
         if (obj->kind == Kind::barrier && obj->runner && obj->runner->caller.client == &client) {
             obj->runner.reset();  // it died running the action

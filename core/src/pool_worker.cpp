@@ -7,6 +7,7 @@
 #include "pool_core.hpp"
 #include "fd_passing.hpp"
 #include "process_state.hpp"
+#include "queue_feeder.hpp"
 #include "runtime.hpp"
 #include <unistd.h>
 #include "zmp/exceptions.hpp"
@@ -49,6 +50,7 @@ public:
 
     void send() {
         if (count_ == 0) return;
+        flush_queue_feeder();
         msgpack::sbuffer head;
         msgpack::packer<msgpack::sbuffer> out(head);
         out.pack_array(3);

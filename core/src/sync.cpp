@@ -29,20 +29,6 @@ bool fast_path_wanted() {
     return wanted;
 }
 
-std::int64_t timeout_ns(const Timeout& timeout) {
-    if (!timeout) return kForever;
-    const double ns = timeout->count() * 1e9;
-    if (ns <= 0) return 0;
-    return ns >= 9e18 ? kForever : static_cast<std::int64_t>(ns);
-}
-
-Deadline deadline_for(const Timeout& timeout) {
-    if (!timeout) return std::nullopt;
-    const std::int64_t ns = timeout_ns(timeout);
-    if (ns == kForever) return std::nullopt;
-    return SteadyClock::now() + std::chrono::nanoseconds(ns);
-}
-
 Self self(const SyncRef& r) { return {r.link->client_index(), current_tid()}; }
 
 ClientRecord* record_of(const SyncRef& r) {

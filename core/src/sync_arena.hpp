@@ -43,6 +43,14 @@ struct alignas(64) Slot {
 };
 static_assert(sizeof(Slot) == 64);
 
+/// A queue's delivery to one client connection keeps its cursor in a slot of its own (queue.cpp,
+/// broker.cpp): one word, limit << 32 | taken. The consumer takes item `taken` by raising it while
+/// it is below `limit`; the broker takes unclaimed items back (to another consumer, or after the
+/// consumer died) by lowering `limit` to `taken`. Both with compare-and-swap, so each item is
+/// taken exactly once.
+inline std::atomic<std::int64_t>& delivery_cursor(Slot& s) { return s.timeout_ns; }
+inline constexpr std::uint32_t kCursorKind = 0xC0;  // Slot::kind of a cursor slot
+
 /// A thread of a client process inside a barrier: what its death leaves to undo. Written under
 /// the barrier's mutex, so that the broker (which takes it too) reads a consistent record; if the
 /// process died holding that mutex, `before` says whether its last count update happened.

@@ -71,6 +71,20 @@ const bool hooks_registered = Runtime::add_runtime_setup(install_hooks);
 
 pid_t current_pid() { return Runtime::instance().pid(); }
 
+std::int64_t timeout_ns(const Timeout& timeout) {
+    if (!timeout) return kForever;
+    const double ns = timeout->count() * 1e9;
+    if (ns <= 0) return 0;
+    return ns >= 9e18 ? kForever : static_cast<std::int64_t>(ns);
+}
+
+Deadline deadline_for(const Timeout& timeout) {
+    if (!timeout) return std::nullopt;
+    const std::int64_t ns = timeout_ns(timeout);
+    if (ns == kForever) return std::nullopt;
+    return SteadyClock::now() + std::chrono::nanoseconds(ns);
+}
+
 std::uint32_t current_tid() {
     ThreadIdentity& me = thread_identity;
     const std::uint64_t generation = Runtime::instance().generation();
@@ -91,6 +105,10 @@ const Reply& checked(const Reply& reply) {
             throw ValueError(reply.text);
         case Status::broken_barrier:
             throw BrokenBarrierError(reply.text);
+        case Status::full:
+            throw Full(reply.text);
+        case Status::empty:
+            throw Empty(reply.text);
         case Status::protocol_error:
             break;
     }
@@ -128,7 +146,7 @@ zmq::socket_t BrokerLink::connect(zmq::context_t& context) const {
     std::string address = embedded_inproc_endpoint(endpoint_);
     if (address.empty()) address = endpoint_;
     transport::SocketOptions options;
-    options.max_message = kMaxFrame;
+    options.max_message = kMaxBatchFrame;
     zmq::socket_t socket = transport::open_socket(context, zmq::socket_type::dealer, options);
     try {
         socket.connect(address);
@@ -171,15 +189,21 @@ LinkConn& BrokerLink::conn() {
     return *mine.conns.back().second;
 }
 
-std::uint64_t BrokerLink::send_on(LinkConn& c, Op op, std::uint64_t object, std::initializer_list<std::int64_t> args) {
+std::uint64_t BrokerLink::send_on(LinkConn& c, Op op, std::uint64_t object, std::initializer_list<std::int64_t> args,
+                                  const std::string* payload, bool awaited) {
     (void)embedded_inproc_endpoint(endpoint_);  // raises once this process's own broker has stopped
     const std::uint64_t rid = c.next_rid++;
     msgpack::sbuffer out(64);
     encode_request(out, op, object, rid, args);
-    if (!transport::send_message(c.socket, {zmq::const_buffer(out.data(), out.size())})) {
-        throw BrokerLost("cannot send to the broker at " + endpoint_);
+    bool sent;
+    if (payload != nullptr) {
+        sent = transport::send_message(c.socket, {zmq::const_buffer(out.data(), out.size()),
+                                                  zmq::const_buffer(payload->data(), payload->size())});
+    } else {
+        sent = transport::send_message(c.socket, {zmq::const_buffer(out.data(), out.size())});
     }
-    c.awaited.push_back(rid);
+    if (!sent) throw BrokerLost("cannot send to the broker at " + endpoint_);
+    if (awaited) c.awaited.push_back(rid);
     return rid;
 }
 
@@ -212,8 +236,9 @@ Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::
         if (rc == 0 && timeout && Clock::now() >= deadline) {
             throw BrokerLost("no answer from the broker at " + endpoint_);
         }
-        while (transport::recv_message(c.socket, frames, 1, std::chrono::milliseconds(0))) {
+        while (transport::recv_message(c.socket, frames, 2, std::chrono::milliseconds(0))) {
             Reply r = decode_reply(frames[0].data(), frames[0].size());
+            if (frames.size() == 2) r.payload.assign(frames[1].data<char>(), frames[1].size());
             if (r.rid == rid) return done(std::move(r));
             if (std::find(c.awaited.begin(), c.awaited.end(), r.rid) != c.awaited.end()) c.stash.push_back(std::move(r));
             // Anything else answers a request nobody waits for any more: dropped.
@@ -258,6 +283,17 @@ Reply BrokerLink::call(Op op, std::uint64_t object, std::initializer_list<std::i
     Reply r = receive_on(c, send_on(c, op, object, args), std::nullopt);
     checked(r);
     return r;
+}
+
+Reply BrokerLink::call(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args, const std::string& payload) {
+    LinkConn& c = conn();
+    Reply r = receive_on(c, send_on(c, op, object, args, &payload), std::nullopt);
+    checked(r);
+    return r;
+}
+
+void BrokerLink::post(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args) {
+    (void)send_on(conn(), op, object, args, nullptr, false);
 }
 
 }  // namespace zmp::detail::sync

@@ -22,9 +22,11 @@
 
 #include <zmq.hpp>
 
+#include "futex.hpp"
 #include "sync_protocol.hpp"
 
 #include "zmp/errors.hpp"
+#include "zmp/timeout.hpp"
 
 namespace zmp::detail::sync {
 
@@ -70,6 +72,10 @@ public:
     /// broken_barrier as BrokenBarrierError, protocol_error as ProtocolError; a broker that dies
     /// meanwhile as ProcessError.
     Reply call(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args);
+    /// call() with a second frame after the envelope (a queue batch).
+    Reply call(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args, const std::string& payload);
+    /// Sends a request that gets no reply (QUEUE_TAKEN).
+    void post(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args);
     /// The halves of call(), for a request answered twice (COND_WAIT): send() returns the
     /// request id; receive() waits for the next reply to it.
     std::uint64_t send(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args);
@@ -86,7 +92,8 @@ private:
     /// A DEALER connected to this broker (inproc when it runs in this very process).
     zmq::socket_t connect(zmq::context_t& context) const;
     LinkConn& conn();
-    std::uint64_t send_on(LinkConn& c, Op op, std::uint64_t object, std::initializer_list<std::int64_t> args);
+    std::uint64_t send_on(LinkConn& c, Op op, std::uint64_t object, std::initializer_list<std::int64_t> args,
+                          const std::string* payload = nullptr, bool awaited = true);
     Reply receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::chrono::milliseconds> timeout);
 
     const std::string endpoint_;
@@ -98,8 +105,13 @@ private:
     std::atomic<Arena*> arena_{nullptr};  // never destroyed
 };
 
-/// Raises the exception a reply's error status stands for; returns the reply otherwise.
+/// Raises the exception a reply's error status stands for (Full and Empty included); returns the
+/// reply otherwise.
 const Reply& checked(const Reply& reply);
+
+/// A call's timeout as a request argument (nanoseconds, or kForever), and as a deadline.
+std::int64_t timeout_ns(const Timeout& timeout);
+Deadline deadline_for(const Timeout& timeout);
 
 /// The pid and thread id of the caller, kept right across fork() (cached per thread).
 pid_t current_pid();

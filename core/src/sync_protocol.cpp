@@ -110,8 +110,39 @@ const char* op_name(Op op) {
         case Op::barrier_state: return "barrier_state";
         case Op::stats: return "stats";
         case Op::keep_holdings: return "keep_holdings";
+        case Op::queue_put: return "queue_put";
+        case Op::queue_get: return "queue_get";
+        case Op::queue_taken: return "queue_taken";
+        case Op::queue_size: return "queue_size";
+        case Op::task_done: return "task_done";
+        case Op::queue_join: return "queue_join";
     }
     return "?";
+}
+
+void append_item(std::string& batch, std::string_view item) {
+    const auto n = static_cast<std::uint32_t>(item.size());
+    const char header[4] = {static_cast<char>(n), static_cast<char>(n >> 8), static_cast<char>(n >> 16), static_cast<char>(n >> 24)};
+    batch.append(header, 4);
+    batch.append(item);
+}
+
+std::vector<std::string> split_batch(std::string_view batch, std::size_t count) {
+    std::vector<std::string> items;
+    if (count > batch.size() / 4) throw ProtocolError("queue batch: more items announced than it can hold");
+    items.reserve(count);
+    std::size_t at = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+        if (batch.size() - at < 4) throw ProtocolError("queue batch: truncated");
+        const auto* p = reinterpret_cast<const unsigned char*>(batch.data() + at);
+        const std::size_t n = p[0] | (p[1] << 8) | (p[2] << 16) | (static_cast<std::size_t>(p[3]) << 24);
+        at += 4;
+        if (batch.size() - at < n) throw ProtocolError("queue batch: truncated item");
+        items.emplace_back(batch.substr(at, n));
+        at += n;
+    }
+    if (at != batch.size()) throw ProtocolError("queue batch: bytes after the last item");
+    return items;
 }
 
 }  // namespace zmp::detail::sync

@@ -5,6 +5,9 @@
 //   request   [op, object, request-id, [arg, ...]]        args are integers
 //   reply     [request-id, status, [value, ...], text]     values are integers
 //
+// Queue items travel in a second frame after the envelope (QUEUE_PUT's request, QUEUE_GET's
+// reply): a batch, each item a 4-byte little-endian length and that many bytes (encode_batch).
+//
 // A client thread talks through its own DEALER; the broker's ROUTER adds the routing id. The first
 // message on every DEALER is HELLO(pid, tid), which ties that connection to its process (whose
 // death the broker then watches through a pidfd) and to its thread (the owner of an RLock).
@@ -18,6 +21,7 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <msgpack.hpp>
 
@@ -44,11 +48,18 @@ enum class Op : std::uint8_t {
     barrier_state,  // [] -> [parties, n_waiting, broken]
     stats,          // [] -> [dropped, errors, clients, objects]
     keep_holdings,  // [] -> []: this process exits normally; the semaphore units it holds stay taken
+    queue_put,      // [block, timeout ns, count] + batch -> []; status full when there is no room in time
+    queue_get,      // [block, timeout ns, max items] -> [count, cursor slot or -1] + batch; status empty
+    queue_taken,    // [] -> no reply: the caller took items of its delivery (a bounded queue has room)
+    queue_size,     // [] -> [items in the queue]
+    task_done,      // [] -> []
+    queue_join,     // [timeout ns] -> [every item done]
 };
-inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::keep_holdings);
+inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::queue_join);
 
-enum class Kind : std::uint8_t { lock = 1, rlock, semaphore, bounded_semaphore, event, condition, barrier };
-inline constexpr std::uint8_t kLastKind = static_cast<std::uint8_t>(Kind::barrier);
+// create's arguments for a queue: [kind, maxsize, max item bytes, 0, 0].
+enum class Kind : std::uint8_t { lock = 1, rlock, semaphore, bounded_semaphore, event, condition, barrier, queue, joinable_queue };
+inline constexpr std::uint8_t kLastKind = static_cast<std::uint8_t>(Kind::joinable_queue);
 
 enum class Status : std::uint8_t {
     ok = 0,
@@ -57,8 +68,10 @@ enum class Status : std::uint8_t {
     value_error,     // misuse (release of an unlocked lock...): text says what
     broken_barrier,  // the barrier is broken
     protocol_error,  // malformed request, unknown op or object, HELLO missing
+    full,            // QUEUE_PUT: no room before the deadline
+    empty,           // QUEUE_GET: no item before the deadline
 };
-inline constexpr std::uint8_t kLastStatus = static_cast<std::uint8_t>(Status::protocol_error);
+inline constexpr std::uint8_t kLastStatus = static_cast<std::uint8_t>(Status::empty);
 
 /// Timeout encodings in requests: a non-negative number of nanoseconds, or these.
 inline constexpr std::int64_t kForever = -1;
@@ -66,8 +79,10 @@ inline constexpr std::int64_t kBarrierDefault = -2;  // BARRIER_WAIT: the barrie
 
 inline constexpr std::size_t kMaxArgs = 6;
 inline constexpr std::size_t kMaxValues = 6;
-/// Largest frame either side accepts (ZMQ_MAXMSGSIZE): envelopes are tiny.
+/// Largest envelope frame either side accepts: envelopes are tiny.
 inline constexpr std::int64_t kMaxFrame = 64 * 1024;
+/// Largest frame of any kind (ZMQ_MAXMSGSIZE on both sides): a batch holding one largest queue item.
+inline constexpr std::int64_t kMaxBatchFrame = (std::int64_t{256} << 20) + 4096;
 
 struct Request {
     Op op{};
@@ -75,6 +90,7 @@ struct Request {
     std::uint64_t rid = 0;
     std::array<std::int64_t, kMaxArgs> args{};
     std::size_t nargs = 0;
+    const std::string* payload = nullptr;  // the frame after the envelope (QUEUE_PUT's batch), if any
 };
 
 struct Reply {
@@ -83,6 +99,7 @@ struct Reply {
     std::array<std::int64_t, kMaxValues> values{};
     std::size_t nvalues = 0;
     std::string text;
+    std::string payload;  // the frame after the envelope, if any
 
     /// values[i], or 0 when the reply has fewer values.
     std::int64_t value(std::size_t i) const { return i < nvalues ? values[i] : 0; }
@@ -100,5 +117,10 @@ Request decode_request(const void* data, std::size_t size, std::uint64_t* rid_se
 Reply decode_reply(const void* data, std::size_t size);
 
 const char* op_name(Op op);
+
+/// Appends one item to a batch.
+void append_item(std::string& batch, std::string_view item);
+/// Splits a batch into its items; ProtocolError unless it holds exactly `count` well-formed items.
+std::vector<std::string> split_batch(std::string_view batch, std::size_t count);
 
 }  // namespace zmp::detail::sync

@@ -29,6 +29,7 @@
 
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"
+#include "zmp/queue.hpp"
 
 namespace zmp {
 
@@ -58,6 +59,19 @@ public:
         return zmp::Process(std::move(options), std::forward<F>(target), std::forward<Args>(args)...);
     }
     std::pair<Connection, Connection> Pipe(bool duplex = true) const { return zmp::Pipe(duplex); }
+    /// Python's ctx.Queue(), ctx.SimpleQueue(), ctx.JoinableQueue(): the same for every method.
+    template <class T>
+    zmp::Queue<T> Queue(std::int64_t maxsize = 0, const QueueOptions& options = {}) const {
+        return zmp::Queue<T>(maxsize, options);
+    }
+    template <class T>
+    zmp::SimpleQueue<T> SimpleQueue() const {
+        return zmp::SimpleQueue<T>();
+    }
+    template <class T>
+    zmp::JoinableQueue<T> JoinableQueue(std::int64_t maxsize = 0, const QueueOptions& options = {}) const {
+        return zmp::JoinableQueue<T>(maxsize, options);
+    }
 
 private:
     StartMethod method_;

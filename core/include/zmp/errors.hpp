@@ -108,6 +108,20 @@ public:
     using ProcessError::ProcessError;
 };
 
+/// Queue::get() found nothing within its timeout, or get(block=false) on an empty queue
+/// (Python's queue.Empty).
+class Empty : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
+/// Queue::put() found no room within its timeout, or put(block=false) on a full queue
+/// (Python's queue.Full).
+class Full : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
 /// Creating something that already exists (a SharedMemory name), as Python's FileExistsError.
 /// It is an OSError with code() == EEXIST.
 class FileExistsError : public OSError {

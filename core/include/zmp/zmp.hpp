@@ -8,6 +8,7 @@
 #include "zmp/pipe.hpp"
 #include "zmp/pool.hpp"
 #include "zmp/process.hpp"
+#include "zmp/queue.hpp"
 #include "zmp/shared_memory.hpp"
 #include "zmp/sharedctypes.hpp"
 #include "zmp/sync.hpp"

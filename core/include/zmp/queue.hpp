@@ -1,0 +1,277 @@
+#pragma once
+// Queues shared between processes: Python's multiprocessing.Queue, SimpleQueue and JoinableQueue.
+//
+//     zmp::Queue<std::string> q;
+//     zmp::Process p([](zmp::Queue<std::string> q) { q.put("hello"); }, q);
+//     p.start(); std::string s = q.get(); p.join();
+//
+// A queue lives in the broker of the run (DESIGN.md §4), which owns its items: a multi-producer,
+// multi-consumer FIFO (items of one producer process arrive in the order it put them) with an
+// exact size and a real maxsize. Each item is delivered to exactly one consumer:
+//   - a consumer that dies (even by SIGKILL) returns to the queue every item it had not taken yet
+//     (a consumer may receive a few items ahead of its get() calls: those go back);
+//   - a consumer that stops calling get() while others wait gives its received-ahead items back;
+//   - a producer that exits right after put() still delivers: at exit, each process waits until
+//     the broker has acknowledged every item it put (Python's join_thread()).
+//
+// Handles. Queue<T> is a small copyable handle: copies, forked children, and processes that get
+// it as a Process or Pool argument or inside any message (every start method) use the same queue.
+// A queue lives as long as its broker (until the root process exits).
+//
+// Items are msgpack values of T (any type zmp can send: arithmetic types, strings, containers,
+// MSGPACK_DEFINE'd structs, zmp's handles). put() serializes the item, so a value that cannot be
+// packed raises there and nothing is sent; an item larger than the queue's max_item_bytes raises
+// ValueError in put(). A received item that does not convert to T raises ProtocolError in get().
+//
+// put() on a queue without maxsize (and on a SimpleQueue) returns once the item is handed to this
+// process's feeder thread, which sends items to the broker in batches, in order (as Python's
+// feeder thread does): so qsize() and empty() seen from another process may lag a put() that has
+// just returned. qsize(), empty() and full() called in the putting process first wait for its own
+// items to arrive. On a queue with maxsize, and on a JoinableQueue, put() returns only once the
+// broker holds the item.
+//
+// Timeouts: any std::chrono duration; zmp::forever (the default) waits for ever; a negative
+// timeout means zero; with block=false the timeout is ignored.
+//
+// Errors: zmp::Empty and zmp::Full as above; ValueError after close() and for bad arguments;
+// ProcessError when the broker is gone.
+//
+// Threading: handles may be used from any thread of any process.
+
+#include <msgpack.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "zmp/errors.hpp"
+#include "zmp/function.hpp"
+#include "zmp/timeout.hpp"
+#include "zmp/transport/codec.hpp"
+
+namespace zmp {
+
+/// How a queue is made; Queue<T>(maxsize, options).
+struct QueueOptions {
+    /// The largest item (serialized) the queue accepts; larger ones raise ValueError in put().
+    /// At most kMaxQueueItemBytes.
+    std::size_t max_item_bytes = 64u << 20;
+};
+/// The hard ceiling on an item's size: 256 MiB.
+inline constexpr std::size_t kMaxQueueItemBytes = 256u << 20;
+
+namespace detail {
+
+struct QueueState;
+
+/// The type-erased queue behind Queue<T>, SimpleQueue<T> and JoinableQueue<T>: items are
+/// serialized msgpack bytes. Semantics as documented at the top of this file.
+class QueueCore {
+public:
+    enum class Kind : std::uint8_t { queue, simple, joinable };
+
+    /// Creates a queue in this process's broker. ValueError for a bad max_item_bytes.
+    QueueCore(Kind kind, std::int64_t maxsize, const QueueOptions& options);
+
+    void put_bytes(std::string item, bool block, const Timeout& timeout) const;
+    std::string get_bytes(bool block, const Timeout& timeout) const;
+    std::int64_t qsize() const;
+    bool full() const;
+    void close() const;
+    bool closed() const;
+    /// Waits until this process's items put so far are in the broker.
+    void flush() const;
+    void task_done() const;
+    bool join(const Timeout& timeout) const;
+    std::int64_t maxsize() const;
+    Kind kind() const;
+
+    bool operator==(const QueueCore& other) const;
+
+    /// The wire form: [broker endpoint, queue id, kind, maxsize, max item bytes].
+    struct Wire {
+        std::string endpoint;
+        std::uint64_t id = 0;
+        std::uint8_t kind = 0;
+        std::int64_t maxsize = 0;
+        std::uint64_t max_item_bytes = 0;
+        MSGPACK_DEFINE(endpoint, id, kind, maxsize, max_item_bytes)
+    };
+    Wire to_wire() const;
+    /// ProtocolError unless `obj` is a handle of a queue of kind `kind` (a Queue handle also
+    /// accepts a JoinableQueue) whose broker this process can reach.
+    static QueueCore from_wire(const msgpack::object& obj, Kind kind);
+
+private:
+    explicit QueueCore(std::shared_ptr<QueueState> state) : state_(std::move(state)) {}
+    std::shared_ptr<QueueState> state_;
+};
+
+template <class T>
+std::string pack_item(const T& item) {
+    msgpack::sbuffer buffer = transport::encode(item);
+    return std::string(buffer.data(), buffer.size());
+}
+
+template <class T>
+T unpack_item(const std::string& bytes) {
+    return transport::decode_as<T>(bytes.data(), bytes.size());
+}
+
+template <class T>
+inline constexpr bool queue_item_ok = is_packable_v<T> && !std::is_reference_v<T> && !std::is_const_v<T>;
+
+}  // namespace detail
+
+/// Python's multiprocessing.Queue: a FIFO shared by any number of producer and consumer processes.
+///
+///     zmp::Queue<int> q(100);            // maxsize 100; 0 or negative: unbounded
+///     q.put(7); int x = q.get(1s);       // get raises zmp::Empty after 1 s without an item
+template <class T>
+class Queue {
+    static_assert(detail::queue_item_ok<T>, "Queue<T>: T must be a value type that msgpack can pack (see zmp::is_packable)");
+
+public:
+    /// A new queue in this run's broker (started if need be). maxsize <= 0: unbounded.
+    explicit Queue(std::int64_t maxsize = 0, const QueueOptions& options = {})
+        : core_(detail::QueueCore::Kind::queue, maxsize, options) {}
+
+    /// Puts one item; waits for room while the queue is full (up to `timeout`), then raises Full.
+    /// block=false: raises Full at once when full. ValueError after close() or for an item too
+    /// large; the item's own packing errors propagate.
+    void put(const T& item, bool block = true, Timeout timeout = forever) const {
+        core_.put_bytes(detail::pack_item(item), block, timeout);
+    }
+    void put(const T& item, Timeout timeout) const { put(item, true, timeout); }
+    void put_nowait(const T& item) const { put(item, false); }
+
+    /// Takes one item; waits for one (up to `timeout`), then raises Empty. block=false: raises
+    /// Empty at once when there is none. ValueError after close().
+    T get(bool block = true, Timeout timeout = forever) const {
+        return detail::unpack_item<T>(core_.get_bytes(block, timeout));
+    }
+    T get(Timeout timeout) const { return get(true, timeout); }
+    T get_nowait() const { return get(false); }
+
+    /// The number of items in the queue (put and not yet taken by a get()).
+    std::int64_t qsize() const { return core_.qsize(); }
+    bool empty() const { return qsize() == 0; }
+    /// True when maxsize > 0 and qsize() >= maxsize.
+    bool full() const { return core_.full(); }
+    std::int64_t maxsize() const { return core_.maxsize(); }
+
+    /// This handle (and its copies in this process) will not be used any more: waits until the
+    /// items it put are in the broker; afterwards put() and get() raise ValueError. The queue
+    /// itself, and handles elsewhere, go on. Closing twice is fine.
+    void close() const { core_.close(); }
+    /// Python's join_thread(): waits until the items this process put are in the broker (it also
+    /// happens by itself at exit).
+    void join_thread() const { core_.flush(); }
+
+    bool operator==(const Queue& other) const { return core_ == other.core_; }
+    /// For the msgpack adaptor.
+    const detail::QueueCore& core() const { return core_; }
+    explicit Queue(detail::QueueCore core) : core_(std::move(core)) {}
+
+protected:
+    Queue(detail::QueueCore::Kind kind, std::int64_t maxsize, const QueueOptions& options) : core_(kind, maxsize, options) {}
+    detail::QueueCore core_;
+};
+
+/// Python's multiprocessing.SimpleQueue: an unbounded queue with put, get, empty and close.
+///
+///     zmp::SimpleQueue<std::string> q;
+///     q.put("x"); auto s = q.get();
+template <class T>
+class SimpleQueue {
+    static_assert(detail::queue_item_ok<T>, "SimpleQueue<T>: T must be a value type that msgpack can pack");
+
+public:
+    SimpleQueue() : core_(detail::QueueCore::Kind::simple, 0, {}) {}
+    explicit SimpleQueue(detail::QueueCore core) : core_(std::move(core)) {}
+
+    void put(const T& item) const { core_.put_bytes(detail::pack_item(item), true, forever); }
+    T get() const { return detail::unpack_item<T>(core_.get_bytes(true, forever)); }
+    bool empty() const { return core_.qsize() == 0; }
+    void close() const { core_.close(); }
+
+    bool operator==(const SimpleQueue& other) const { return core_ == other.core_; }
+    const detail::QueueCore& core() const { return core_; }
+
+private:
+    detail::QueueCore core_;
+};
+
+/// Python's multiprocessing.JoinableQueue: a Queue whose consumers mark items done, so that a
+/// producer can wait until all the work is finished.
+///
+///     q.put(job);                 // in the producer
+///     auto j = q.get(); work(j); q.task_done();   // in each consumer
+///     q.join();                   // returns once every item put has been marked done
+template <class T>
+class JoinableQueue : public Queue<T> {
+public:
+    explicit JoinableQueue(std::int64_t maxsize = 0, const QueueOptions& options = {})
+        : Queue<T>(detail::QueueCore::Kind::joinable, maxsize, options) {}
+    explicit JoinableQueue(detail::QueueCore core) : Queue<T>(std::move(core)) {}
+
+    /// Marks one item taken by get() as done. ValueError if called more times than items were put.
+    void task_done() const { this->core_.task_done(); }
+    /// Waits until every item put has been marked done; with a timeout, returns false if that did
+    /// not happen in time.
+    bool join(Timeout timeout = forever) const { return this->core_.join(timeout); }
+};
+
+// Handles travel as Process and Pool arguments and inside messages.
+template <class T>
+struct is_packable<Queue<T>> : std::true_type {};
+template <class T>
+struct is_packable<SimpleQueue<T>> : std::true_type {};
+template <class T>
+struct is_packable<JoinableQueue<T>> : std::true_type {};
+
+}  // namespace zmp
+
+namespace zmp::detail {
+template <class Q> struct queue_handle_kind;
+template <class T> struct queue_handle_kind<Queue<T>> { static constexpr auto value = QueueCore::Kind::queue; };
+template <class T> struct queue_handle_kind<SimpleQueue<T>> { static constexpr auto value = QueueCore::Kind::simple; };
+template <class T> struct queue_handle_kind<JoinableQueue<T>> { static constexpr auto value = QueueCore::Kind::joinable; };
+}  // namespace zmp::detail
+
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+namespace adaptor {
+
+template <class Q>
+    requires requires { zmp::detail::queue_handle_kind<Q>::value; }
+struct pack<Q> {
+    template <class Stream>
+    packer<Stream>& operator()(packer<Stream>& out, const Q& q) const {
+        return out.pack(q.core().to_wire());
+    }
+};
+
+template <class Q>
+    requires requires { zmp::detail::queue_handle_kind<Q>::value; }
+struct as<Q> {
+    Q operator()(const msgpack::object& obj) const {
+        return Q(zmp::detail::QueueCore::from_wire(obj, zmp::detail::queue_handle_kind<Q>::value));
+    }
+};
+
+template <class Q>
+    requires requires { zmp::detail::queue_handle_kind<Q>::value; }
+struct convert<Q> {
+    const msgpack::object& operator()(const msgpack::object& obj, Q& q) const {
+        q = as<Q>()(obj);
+        return obj;
+    }
+};
+
+}  // namespace adaptor
+}
+}  // namespace msgpack

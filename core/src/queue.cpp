@@ -1,0 +1,391 @@
+// Queue, SimpleQueue and JoinableQueue: the client half. The broker owns the items (broker.cpp);
+// this file gets them there and back quickly without giving up exactly-once delivery:
+//
+//  - put() on an unbounded queue hands the item to this process's feeder thread, which sends
+//    what has accumulated as one batch per queue and waits for the broker's acknowledgement
+//    before the next: one item costs no round trip, and the batches grow with the load. At exit,
+//    a process waits for its feeder to be acknowledged (libzmq can lose the tail of a stream
+//    whose sender closes: DESIGN.md §4). A bounded queue's put() and a JoinableQueue's put() are
+//    one request each: the caller must learn that the item is in (or that there is no room).
+//  - get() asks the broker for up to `want` items and keeps them per thread. They stay the
+//    queue's until taken: each is taken by a compare-and-swap on the delivery's cursor in the
+//    broker's shared memory, which the broker also uses to take back what a dead or idle
+//    consumer had not taken (sync_arena.hpp). `want` doubles while the thread drains its
+//    deliveries quickly and falls back to 1 when it does not, so a slow consumer never sits on
+//    items others could work on.
+
+#include "zmp/queue.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "queue_feeder.hpp"
+#include "runtime.hpp"
+#include "sync_arena.hpp"
+#include "sync_link.hpp"
+
+namespace zmp::detail {
+
+using namespace sync;
+
+struct QueueState {
+    BrokerLink* link = nullptr;
+    std::uint64_t id = 0;
+    QueueCore::Kind kind = QueueCore::Kind::queue;
+    std::int64_t maxsize = 0;  // 0: unbounded
+    std::uint64_t max_item = 0;
+    std::atomic<bool> closed{false};
+
+    /// put() waits for the broker's answer (rather than going through the feeder).
+    bool synchronous_put() const { return maxsize > 0 || kind == QueueCore::Kind::joinable; }
+};
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A batch the feeder sends, and a delivery the broker sends, stay below these.
+constexpr std::size_t kBatchItems = 4096;
+constexpr std::size_t kBatchBytes = 1 << 20;
+constexpr std::int64_t kMostWanted = 4096;
+// A delivery drained faster than this makes the next one bigger.
+constexpr auto kQuickDrain = std::chrono::milliseconds(2);
+
+void check_open(const QueueState& q) {
+    if (q.closed.load(std::memory_order_relaxed)) throw ValueError("the queue is closed (close() was called on this handle)");
+}
+
+// ---- the feeder --------------------------------------------------------------------------------
+
+class Feeder {
+public:
+    explicit Feeder(std::uint64_t generation) : generation_(generation) {}
+
+    std::uint64_t generation() const { return generation_; }
+
+    void start() { thread_ = std::thread([this] { run(); }); }
+
+    void push(std::shared_ptr<QueueState> queue, std::string item) {
+        std::lock_guard lock(mutex_);
+        pending_.emplace_back(std::move(queue), std::move(item));
+        ++queued_;
+        if (idle_) work_.notify_one();
+    }
+
+    /// Waits until everything pushed so far has been answered by the broker.
+    void flush() {
+        std::unique_lock lock(mutex_);
+        const std::uint64_t target = queued_;
+        answered_.wait(lock, [&] { return done_ >= target || stopped_; });
+    }
+
+    /// At exit: flushes, then ends the thread.
+    void stop() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        work_.notify_one();
+        if (thread_.joinable()) thread_.join();
+    }
+
+private:
+    void run() {
+        std::vector<std::pair<std::shared_ptr<QueueState>, std::string>> work;
+        for (;;) {
+            {
+                std::unique_lock lock(mutex_);
+                idle_ = true;
+                work_.wait(lock, [&] { return !pending_.empty() || stopping_; });
+                idle_ = false;
+                if (pending_.empty()) {
+                    stopped_ = true;
+                    answered_.notify_all();
+                    return;
+                }
+                work.assign(std::make_move_iterator(pending_.begin()), std::make_move_iterator(pending_.end()));
+                pending_.clear();
+            }
+            send(work);
+            {
+                std::lock_guard lock(mutex_);
+                done_ += work.size();
+            }
+            answered_.notify_all();
+            work.clear();
+        }
+    }
+
+    // Consecutive items of one queue go as one batch (in order), each acknowledged before the next.
+    static void send(std::vector<std::pair<std::shared_ptr<QueueState>, std::string>>& work) {
+        std::string batch;
+        for (std::size_t i = 0; i < work.size();) {
+            QueueState& q = *work[i].first;
+            batch.clear();
+            std::size_t n = 0;
+            while (i < work.size() && work[i].first.get() == &q && n < kBatchItems &&
+                   (n == 0 || batch.size() + work[i].second.size() <= kBatchBytes)) {
+                append_item(batch, work[i].second);
+                ++i;
+                ++n;
+            }
+            try {
+                (void)q.link->call(Op::queue_put, q.id, {1, kForever, static_cast<std::int64_t>(n)}, batch);
+            } catch (const std::exception& e) {
+                // As Python's feeder thread does: said, not silent.
+                std::fprintf(stderr, "zmp: a Queue could not take %zu item(s) this process put: %s\n", n, e.what());
+            }
+        }
+    }
+
+    const std::uint64_t generation_;
+    std::mutex mutex_;
+    std::condition_variable work_;
+    std::condition_variable answered_;
+    std::deque<std::pair<std::shared_ptr<QueueState>, std::string>> pending_;
+    std::uint64_t queued_ = 0;
+    std::uint64_t done_ = 0;
+    bool idle_ = false;
+    bool stopping_ = false;
+    bool stopped_ = false;
+    std::thread thread_;
+};
+
+// This process's feeder. A forked child never touches its parent's (whose thread is not in the
+// child, and whose mutex may have been copied locked): it makes its own. Never destroyed.
+std::atomic<Feeder*> the_feeder{nullptr};
+
+Feeder* current_feeder() {
+    Feeder* f = the_feeder.load(std::memory_order_acquire);
+    return f != nullptr && f->generation() == Runtime::instance().generation() ? f : nullptr;
+}
+
+void stop_feeder() {
+    if (Feeder* f = current_feeder()) f->stop();
+}
+
+Feeder& feeder() {
+    if (Feeder* f = current_feeder()) return *f;
+    Runtime& rt = Runtime::instance();
+    static std::mutex making;  // unlocked again before any fork could copy it: held only here
+    std::lock_guard lock(making);
+    if (Feeder* f = current_feeder()) return *f;
+    auto* fresh = new Feeder(rt.generation());
+    fresh->start();
+    the_feeder.store(fresh, std::memory_order_release);
+    rt.add_exit_hook(stop_feeder);  // runs before the broker's own hook: it was added later
+    return *fresh;
+}
+
+// ---- receive-ahead -----------------------------------------------------------------------------
+
+// What one thread holds of one queue: its last delivery.
+struct Received {
+    BrokerLink* link = nullptr;
+    std::uint64_t id = 0;
+    Slot* cursor = nullptr;  // null: nothing delivered yet (or no arena: items are ours once sent)
+    std::vector<std::string> items;
+    std::size_t mine = 0;  // of them, taken by this thread
+    std::int64_t want = 1;
+    Clock::time_point arrived{};
+};
+
+struct ThreadReceived {
+    std::uint64_t generation = 0;
+    std::vector<Received> queues;
+};
+thread_local ThreadReceived thread_received;
+
+Received& received_for(const QueueState& q) {
+    ThreadReceived& t = thread_received;
+    const std::uint64_t generation = Runtime::instance().generation();
+    if (t.generation != generation) {
+        // A forked child: its parent's deliveries are its parent's.
+        t.queues.clear();
+        t.generation = generation;
+    }
+    for (Received& r : t.queues)
+        if (r.link == q.link && r.id == q.id) return r;
+    Received& r = t.queues.emplace_back();
+    r.link = q.link;
+    r.id = q.id;
+    return r;
+}
+
+// Takes the next item of a delivery, unless the broker took the rest back (or all are taken).
+std::optional<std::uint32_t> take_next(Slot& slot) {
+    std::atomic<std::int64_t>& cursor = delivery_cursor(slot);
+    std::int64_t word = cursor.load(std::memory_order_acquire);
+    for (;;) {
+        const auto taken = static_cast<std::uint32_t>(word);
+        const auto limit = static_cast<std::uint32_t>(static_cast<std::uint64_t>(word) >> 32);
+        if (taken >= limit) return std::nullopt;
+        if (cursor.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) return taken;
+    }
+}
+
+// The next delivery's size, from how the last one went.
+void adapt(Received& r) {
+    if (r.items.empty()) return;
+    if (r.mine < r.items.size()) {
+        r.want = 1;  // some were taken back for another consumer
+    } else if (Clock::now() - r.arrived < kQuickDrain) {
+        r.want = std::min(r.want * 2, kMostWanted);
+    } else {
+        r.want = std::max<std::int64_t>(1, r.want / 2);
+    }
+    r.items.clear();
+    r.mine = 0;
+}
+
+Kind broker_kind(QueueCore::Kind kind) { return kind == QueueCore::Kind::joinable ? Kind::joinable_queue : Kind::queue; }
+
+}  // namespace
+
+// ---- QueueCore ---------------------------------------------------------------------------------
+
+QueueCore::QueueCore(Kind kind, std::int64_t maxsize, const QueueOptions& options) {
+    if (options.max_item_bytes == 0 || options.max_item_bytes > kMaxQueueItemBytes) {
+        throw ValueError("QueueOptions::max_item_bytes must be between 1 and " + std::to_string(kMaxQueueItemBytes));
+    }
+    if (kind == Kind::simple || maxsize < 0) maxsize = 0;
+    BrokerLink& link = BrokerLink::local();
+    const auto max_item = static_cast<std::int64_t>(options.max_item_bytes);
+    const Reply r = link.call(Op::create, 0, {static_cast<std::int64_t>(broker_kind(kind)), maxsize, max_item, 0, 0});
+    auto state = std::make_shared<QueueState>();
+    state->link = &link;
+    state->id = static_cast<std::uint64_t>(r.value(0));
+    state->kind = kind;
+    state->maxsize = maxsize;
+    state->max_item = options.max_item_bytes;
+    state_ = std::move(state);
+}
+
+void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) const {
+    const QueueState& q = *state_;
+    check_open(q);
+    if (item.size() > q.max_item) {
+        throw ValueError("an item of " + std::to_string(item.size()) + " bytes is larger than the queue's max_item_bytes (" +
+                         std::to_string(q.max_item) + ")");
+    }
+    if (!q.synchronous_put()) return feeder().push(state_, std::move(item));
+    std::string batch;
+    batch.reserve(item.size() + 4);
+    append_item(batch, item);
+    (void)q.link->call(Op::queue_put, q.id, {block ? 1 : 0, block ? timeout_ns(timeout) : 0, 1}, batch);  // Full
+}
+
+std::string QueueCore::get_bytes(bool block, const Timeout& timeout) const {
+    const QueueState& q = *state_;
+    check_open(q);
+    Received& r = received_for(q);
+    const Deadline deadline = block ? deadline_for(timeout) : std::nullopt;
+    for (;;) {
+        if (r.cursor != nullptr) {
+            if (const auto index = take_next(*r.cursor)) {
+                ++r.mine;
+                // The broker counts untaken items as the queue's: a waiting put may fit now.
+                if (q.maxsize > 0) q.link->post(Op::queue_taken, q.id, {});
+                return std::move(r.items[*index]);
+            }
+        }
+        adapt(r);
+        std::int64_t wait = 0;
+        if (block) {
+            wait = deadline ? std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - Clock::now()).count())
+                            : kForever;
+        }
+        const Reply rep = q.link->call(Op::queue_get, q.id, {block ? 1 : 0, wait, r.want});  // Empty
+        const std::int64_t count = rep.value(0);
+        const std::int64_t slot = rep.value(1);
+        if (count < 1 || count > kMostWanted) throw ProtocolError("the broker sent a malformed queue delivery");
+        std::vector<std::string> items = split_batch(rep.payload, static_cast<std::size_t>(count));
+        if (slot < 0) {
+            if (items.size() != 1) throw ProtocolError("the broker sent a malformed queue delivery");
+            r.cursor = nullptr;
+            return std::move(items.front());
+        }
+        Arena* arena = q.link->arena();
+        if (arena == nullptr || slot > UINT32_MAX) throw ProtocolError("the broker sent a delivery without shared memory");
+        r.cursor = &arena->slot(static_cast<std::uint32_t>(slot));
+        r.items = std::move(items);
+        r.mine = 0;
+        r.arrived = Clock::now();
+    }
+}
+
+void flush_queue_feeder() {
+    if (Feeder* f = current_feeder()) f->flush();
+}
+
+void QueueCore::flush() const { flush_queue_feeder(); }
+
+std::int64_t QueueCore::qsize() const {
+    const QueueState& q = *state_;
+    flush();
+    return q.link->call(Op::queue_size, q.id, {}).value(0);
+}
+
+bool QueueCore::full() const { return state_->maxsize > 0 && qsize() >= state_->maxsize; }
+
+void QueueCore::close() const {
+    flush();
+    state_->closed.store(true, std::memory_order_relaxed);
+}
+
+bool QueueCore::closed() const { return state_->closed.load(std::memory_order_relaxed); }
+
+void QueueCore::task_done() const {
+    const QueueState& q = *state_;
+    if (q.kind != Kind::joinable) throw ValueError("task_done() needs a JoinableQueue");
+    (void)q.link->call(Op::task_done, q.id, {});
+}
+
+bool QueueCore::join(const Timeout& timeout) const {
+    const QueueState& q = *state_;
+    if (q.kind != Kind::joinable) throw ValueError("join() needs a JoinableQueue");
+    flush();
+    return q.link->call(Op::queue_join, q.id, {timeout_ns(timeout)}).value(0) != 0;
+}
+
+std::int64_t QueueCore::maxsize() const { return state_->maxsize; }
+
+QueueCore::Kind QueueCore::kind() const { return state_->kind; }
+
+bool QueueCore::operator==(const QueueCore& other) const {
+    return state_->link == other.state_->link && state_->id == other.state_->id;
+}
+
+QueueCore::Wire QueueCore::to_wire() const {
+    const QueueState& q = *state_;
+    return Wire{q.link->endpoint(), q.id, static_cast<std::uint8_t>(q.kind), q.maxsize, q.max_item};
+}
+
+QueueCore QueueCore::from_wire(const msgpack::object& obj, Kind kind) {
+    if (obj.type != msgpack::type::ARRAY || obj.via.array.size != 5) {
+        throw ProtocolError("received a value that is not a queue handle where one was expected");
+    }
+    const auto wire = transport::convert<Wire>(obj);
+    const bool accepted = wire.kind == static_cast<std::uint8_t>(kind) ||
+                          (kind == Kind::queue && wire.kind == static_cast<std::uint8_t>(Kind::joinable));
+    if (!accepted) throw ProtocolError("received a queue handle of another type than expected");
+    if (wire.endpoint.empty() || wire.endpoint.size() > 1024 || wire.id == 0 || wire.maxsize < 0 || wire.max_item_bytes == 0 ||
+        wire.max_item_bytes > kMaxQueueItemBytes) {
+        throw ProtocolError("received a malformed queue handle");
+    }
+    auto state = std::make_shared<QueueState>();
+    state->link = &BrokerLink::get(wire.endpoint);
+    state->id = wire.id;
+    state->kind = static_cast<Kind>(wire.kind);
+    state->maxsize = wire.maxsize;
+    state->max_item = wire.max_item_bytes;
+    return QueueCore(std::move(state));
+}
+
+}  // namespace zmp::detail
