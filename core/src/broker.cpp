@@ -61,12 +61,21 @@ struct Waiter {
     std::vector<std::string> batch;  // queue put: the items waiting for room
 };
 
+// A queue's item, numbered in the order it came in: items given back (by a consumer that died or
+// sat idle on them) return to their place in that order.
+struct QueuedItem {
+    std::uint64_t seq = 0;
+    std::string bytes;
+};
+
 // Items of a queue sent to one connection in answer to QUEUE_GET, kept until the consumer has
 // taken them all (or died): their cursor (sync_arena.hpp) says which it took.
 struct Delivery {
     Client* client = nullptr;
     std::uint32_t slot = 0;
-    std::vector<std::string> items;
+    std::vector<QueuedItem> items;
+    std::int64_t seen_word = 0;  // the cursor when last looked at, and since when it is so
+    std::chrono::steady_clock::time_point seen_at{};
 };
 
 enum class BarrierState { filling, releasing, broken };
@@ -97,7 +106,8 @@ struct Object {
     std::optional<Waiter> runner;      // the last arrival, running the action
     std::deque<std::uint64_t> entering;  // arrivals held back while the action runs
     // Queue, JoinableQueue (`queue` holds the waiting getters)
-    std::deque<std::string> items;
+    std::deque<QueuedItem> items;  // in seq order
+    std::uint64_t next_seq = 0;
     std::int64_t maxsize = 0;  // <= 0: unbounded
     std::uint64_t max_item = 0;
     std::int64_t unfinished = 0;  // JoinableQueue: put and not yet marked done
@@ -129,6 +139,11 @@ bool is_queue(Kind k) { return k == Kind::queue || k == Kind::joinable_queue; }
 
 // A reply to QUEUE_GET carries at most this much (and at least one item).
 constexpr std::size_t kDeliveryBytes = 1 << 20;
+// A consumer whose cursor has not moved for this long while another waits on an empty queue is
+// idle: what it received ahead and has not taken goes to the waiting one. A consumer that is
+// taking its items keeps them, so that every consumer sees each producer's items in order.
+constexpr auto kIdleHolder = std::chrono::milliseconds(20);
+constexpr int kIdleCheckMs = 10;
 
 std::uint32_t cursor_taken(std::int64_t word) { return static_cast<std::uint32_t>(word); }
 std::uint32_t cursor_limit(std::int64_t word) { return static_cast<std::uint32_t>(static_cast<std::uint64_t>(word) >> 32); }
@@ -190,8 +205,10 @@ struct Broker::Impl {
     void queue_deliver(Object& obj, const Caller& to, std::uint64_t rid, std::int64_t most);
     void queue_serve(Object& obj);
     std::int64_t queue_size(const Object& obj) const;
+    void queue_push(Object& obj, std::string bytes);
     void queue_take_back(Object& obj, const std::string& routing_id, bool leave_first);
-    bool queue_recall(Object& obj, const std::string& except);
+    bool queue_recall_idle(Object& obj, Clock::time_point now);
+    void check_idle_holders(Clock::time_point now);
 
     void park_if_asked();
 
@@ -224,6 +241,8 @@ struct Broker::Impl {
 
     std::map<std::pair<std::string, std::uint64_t>, Delivery> deliveries;  // (connection, queue) -> delivery
     std::vector<std::uint32_t> free_cursors;  // cursor slots of dead connections, for reuse
+    std::set<std::uint64_t> starving;  // queues whose getters wait while consumers hold items
+    Clock::time_point next_idle_check{};
 
     std::uint64_t dropped = 0;  // messages that could not be read at all
     std::uint64_t errors = 0;   // requests answered with an error
@@ -277,10 +296,12 @@ void Broker::Impl::reply(const std::string& routing_id, std::uint64_t rid, Statu
 // ---- the loop -------------------------------------------------------------------------------
 
 int Broker::Impl::poll_timeout_ms() const {
-    if (timers.empty()) return -1;
+    const int idle_check = starving.empty() ? -1 : kIdleCheckMs;
+    if (timers.empty()) return idle_check;
     auto left = std::chrono::duration_cast<std::chrono::microseconds>(timers.begin()->first - Clock::now()).count();
     if (left <= 0) return 0;
-    return static_cast<int>(std::min<long long>((left + 999) / 1000, INT_MAX));
+    const int ms = static_cast<int>(std::min<long long>((left + 999) / 1000, INT_MAX));
+    return idle_check < 0 ? ms : std::min(ms, idle_check);
 }
 
 void Broker::Impl::park_if_asked() {
@@ -332,7 +353,9 @@ void Broker::Impl::run() {
             if (items[i + 2].revents != 0) dead.push_back(watched[i]);
         for (Client* client : dead) on_death(*client);
         if (items[0].revents != 0) serve_socket();
-        expire(Clock::now());
+        const auto now = Clock::now();
+        expire(now);
+        if (!starving.empty() && now >= next_idle_check) check_idle_holders(now);
     }
 }
 
@@ -564,7 +587,7 @@ void Broker::Impl::queue_put(const Caller& caller, const Request& req, Object& o
     }
     const bool fits = obj.putters.empty() && (obj.maxsize <= 0 || queue_size(obj) + count <= obj.maxsize);
     if (fits) {
-        for (std::string& item : batch) obj.items.push_back(std::move(item));
+        for (std::string& item : batch) queue_push(obj, std::move(item));
         if (obj.kind == Kind::joinable_queue) obj.unfinished += count;
         reply(caller.routing_id, req.rid, Status::ok);
         return queue_serve(obj);
@@ -582,13 +605,19 @@ void Broker::Impl::queue_get(const Caller& caller, const Request& req, Object& o
     // A consumer asks again only once it has taken its previous delivery: anything of it still
     // untaken (it raced with a take-back) returns to the queue.
     queue_take_back(obj, caller.routing_id, false);
-    if (obj.items.empty()) (void)queue_recall(obj, caller.routing_id);
+    const auto now = Clock::now();
+    if (obj.items.empty()) (void)queue_recall_idle(obj, now);
     if (!obj.items.empty() && obj.queue.empty()) {
         queue_deliver(obj, caller, req.rid, most);
         return queue_serve(obj);
     }
     if (!block || timeout == 0) refuse(Status::empty, "the queue is empty");
-    add_waiter(obj.queue, Waiter{caller, req.rid, obj.id, deadline_from(timeout, Clock::now()), most, {}});
+    add_waiter(obj.queue, Waiter{caller, req.rid, obj.id, deadline_from(timeout, now), most, {}});
+    if (!obj.holders.empty()) starving.insert(obj.id);
+}
+
+void Broker::Impl::queue_push(Object& obj, std::string bytes) {
+    obj.items.push_back(QueuedItem{obj.next_seq++, std::move(bytes)});
 }
 
 // Sends `to` up to `most` items from the front of the queue. With an arena, they stay the queue's
@@ -597,8 +626,9 @@ void Broker::Impl::queue_deliver(Object& obj, const Caller& to, std::uint64_t ri
     if (!arena) most = 1;
     std::string batch;
     std::size_t n = 0;
-    while (n < static_cast<std::size_t>(most) && n < obj.items.size() && (n == 0 || batch.size() + obj.items[n].size() <= kDeliveryBytes)) {
-        append_item(batch, obj.items[n]);
+    while (n < static_cast<std::size_t>(most) && n < obj.items.size() &&
+           (n == 0 || batch.size() + obj.items[n].bytes.size() <= kDeliveryBytes)) {
+        append_item(batch, obj.items[n].bytes);
         ++n;
     }
     if (!arena) {
@@ -621,7 +651,9 @@ void Broker::Impl::queue_deliver(Object& obj, const Caller& to, std::uint64_t ri
     }
     d.items.assign(std::make_move_iterator(obj.items.begin()), std::make_move_iterator(obj.items.begin() + static_cast<std::ptrdiff_t>(n)));
     obj.items.erase(obj.items.begin(), obj.items.begin() + static_cast<std::ptrdiff_t>(n));
-    delivery_cursor(arena->slot(d.slot)).store(cursor_word(0, static_cast<std::uint32_t>(n)), std::memory_order_release);
+    d.seen_word = cursor_word(0, static_cast<std::uint32_t>(n));
+    d.seen_at = Clock::now();
+    delivery_cursor(arena->slot(d.slot)).store(d.seen_word, std::memory_order_release);
     obj.holders.insert(to.routing_id);
     reply_with_batch(to.routing_id, rid, {static_cast<std::int64_t>(n), d.slot}, batch);
 }
@@ -647,7 +679,13 @@ void Broker::Impl::queue_take_back(Object& obj, const std::string& routing_id, b
         if (cursor.compare_exchange_weak(word, cursor_word(taken, keep), std::memory_order_acq_rel)) break;
     }
     const std::uint32_t limit = cursor_limit(word);
-    for (std::uint32_t i = limit; i > keep; --i) obj.items.push_front(std::move(d.items[i - 1]));
+    // Back to their places: before every item that came in after them.
+    for (std::uint32_t i = limit; i > keep; --i) {
+        QueuedItem& item = d.items[i - 1];
+        auto at = std::lower_bound(obj.items.begin(), obj.items.end(), item.seq,
+                                   [](const QueuedItem& q, std::uint64_t seq) { return q.seq < seq; });
+        obj.items.insert(at, std::move(item));
+    }
     if (cursor_taken(word) >= keep) {
         // Nothing left for the consumer to take: the delivery is settled.
         d.items.clear();
@@ -657,14 +695,37 @@ void Broker::Impl::queue_take_back(Object& obj, const std::string& routing_id, b
     }
 }
 
-// Before a getter waits on an empty queue: items other consumers received ahead and have not
-// taken come back (each keeps its first). True if any came back.
-bool Broker::Impl::queue_recall(Object& obj, const std::string& except) {
+// For a getter that would wait on an empty queue: what idle consumers (kIdleHolder) received ahead
+// and have not taken comes back (each keeps its first). True if any came back.
+bool Broker::Impl::queue_recall_idle(Object& obj, Clock::time_point now) {
     const std::size_t before = obj.items.size();
     const std::vector<std::string> holders(obj.holders.begin(), obj.holders.end());
-    for (const std::string& holder : holders)
-        if (holder != except) queue_take_back(obj, holder, true);
+    for (const std::string& holder : holders) {
+        Delivery& d = deliveries.at({holder, obj.id});
+        const std::int64_t word = delivery_cursor(arena->slot(d.slot)).load(std::memory_order_acquire);
+        if (word != d.seen_word) {
+            d.seen_word = word;
+            d.seen_at = now;
+        } else if (now - d.seen_at >= kIdleHolder) {
+            queue_take_back(obj, holder, true);
+        }
+    }
     return obj.items.size() != before;
+}
+
+// Every kIdleCheckMs while getters wait on queues whose items other consumers hold.
+void Broker::Impl::check_idle_holders(Clock::time_point now) {
+    next_idle_check = now + std::chrono::milliseconds(kIdleCheckMs);
+    for (auto it = starving.begin(); it != starving.end();) {
+        auto found = objects.find(*it);
+        if (found == objects.end() || found->second->queue.empty() || found->second->holders.empty()) {
+            it = starving.erase(it);
+            continue;
+        }
+        Object& obj = *found->second;
+        if (obj.items.empty() && queue_recall_idle(obj, now)) queue_serve(obj);
+        ++it;
+    }
 }
 
 // Waiting puts that now fit go in; waiting gets are answered while there are items (each getter
@@ -678,12 +739,11 @@ void Broker::Impl::queue_serve(Object& obj) {
             if (obj.maxsize > 0 && queue_size(obj) + count > obj.maxsize) break;
             Waiter done = take_waiter(obj.putters.front());
             obj.putters.pop_front();
-            for (std::string& item : done.batch) obj.items.push_back(std::move(item));
+            for (std::string& item : done.batch) queue_push(obj, std::move(item));
             if (obj.kind == Kind::joinable_queue) obj.unfinished += count;
             reply(done, Status::ok);
             progress = true;
         }
-        if (obj.items.empty() && !obj.queue.empty()) (void)queue_recall(obj, {});
         while (!obj.items.empty() && !obj.queue.empty()) {
             const auto share = std::max<std::int64_t>(1, static_cast<std::int64_t>(obj.items.size() / obj.queue.size()));
             Waiter w = take_waiter(obj.queue.front());
