@@ -309,6 +309,85 @@ def barrier_wait2(quick):
     return _two_processes(quick, 2000, _barrier_loop, (barrier,), barrier.wait, 1)
 
 
+def _queue_producer(q, go, size, warm, rounds, per_round):
+    item = b"x" * size
+    for _ in range(warm):
+        q.put(item)
+    for _ in range(rounds):
+        go.acquire()
+        for _ in range(per_round):
+            q.put(item)
+
+
+def _queue_rate(quick, size, full):
+    """Items per second from a child's Queue.put to this process's get: median of 3 rounds."""
+    ctx = mp.get_context("fork")
+    per_round, warm, rounds = n(quick, full), 1000, 3
+    q, go = ctx.Queue(), ctx.Semaphore(0)
+    p = ctx.Process(target=_queue_producer, args=(q, go, size, warm, rounds, per_round))
+    p.start()
+    get = q.get
+    for _ in range(warm):
+        get()
+    rates = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        go.release()
+        for _ in range(per_round):
+            get()
+        rates.append(per_round / (time.perf_counter() - start))
+    p.join()
+    return statistics.median(rates)
+
+
+# A tenth of the item counts zmp's and the floor's rows move (the rate is what is compared):
+# at Python's rate these take as long as those.
+@row("queue.thr.16B", "ops/s")
+def queue_thr_16b(quick):
+    return _queue_rate(quick, 16, 100000)
+
+
+@row("queue.thr.1KiB", "ops/s")
+def queue_thr_1kib(quick):
+    return _queue_rate(quick, 1024, 50000)
+
+
+def _queue_put_many(q, go, count):
+    item = b"x" * 16
+    go.acquire()
+    for _ in range(count):
+        q.put(item)
+
+
+def _queue_drain(q):
+    while q.get():
+        pass
+
+
+@row("queue.thr.4x4", "ops/s")
+def queue_thr_4x4(quick):
+    """4 producer processes -> 4 consumer processes, 16 B items; sentinels (b"") once the
+    producers have exited; from the go signal to the last consumer's exit."""
+    ctx = mp.get_context("fork")
+    side = 4
+    per_producer = n(quick, 100000) // side
+    q, go = ctx.Queue(), ctx.Semaphore(0)
+    consumers = [ctx.Process(target=_queue_drain, args=(q,)) for _ in range(side)]
+    producers = [ctx.Process(target=_queue_put_many, args=(q, go, per_producer)) for _ in range(side)]
+    for p in consumers + producers:
+        p.start()
+    start = time.perf_counter()
+    for _ in range(side):
+        go.release()
+    for p in producers:
+        p.join()
+    for _ in range(side):
+        q.put(b"")
+    for p in consumers:
+        p.join()
+    return side * per_producer / (time.perf_counter() - start)
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
