@@ -200,6 +200,19 @@ TEST_CASE("capture-free lambdas travel to every start method") {
     CHECK(p.exitcode() == 0);
 }
 
+TEST_CASE("temporaries given as arguments arrive whole under every start method") {
+    auto [reader, writer] = zmp::Pipe(false);
+    // Both the copy that travels and the one bound for fork are made from these temporaries.
+    zmp::Process p = zmp::get_context(any_method()).Process(
+        [](Connection out, std::string text, std::vector<int> numbers) { out.send(std::make_tuple(text, numbers)); },
+        writer, std::string("a temporary string"), std::vector<int>{1, 2, 3});
+    p.start();
+    CHECK(reader.recv<std::tuple<std::string, std::vector<int>>>() ==
+          std::make_tuple(std::string("a temporary string"), std::vector<int>{1, 2, 3}));
+    p.join();
+    CHECK(p.exitcode() == 0);
+}
+
 TEST_CASE("what cannot travel is a clear error from start() under spawn and forkserver") {
     const StartMethod method = GENERATE(StartMethod::spawn, StartMethod::forkserver);
     auto ctx = zmp::get_context(method);

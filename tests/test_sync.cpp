@@ -31,26 +31,12 @@
 #include "sync_protocol.hpp"
 
 using namespace std::chrono_literals;
+using test_util::in_child;
 using test_util::seconds_since;
+using test_util::start;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-// Runs f (returning an int) in a child process; returns its exit code.
-template <class F>
-int in_child(F f) {
-    zmp::Process p([f]() mutable { zmp::exit(f()); });
-    p.start();
-    p.join();
-    return p.exitcode().value_or(-1000);
-}
-
-template <class F>
-zmp::Process start(F f) {
-    zmp::Process p(std::move(f));
-    p.start();
-    return p;
-}
 
 // Test set-up only (never the library): waits until cond() holds, at most `limit`.
 template <class F>

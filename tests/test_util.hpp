@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "zmp/process.hpp"
+
 namespace test_util {
 
 using Clock = std::chrono::steady_clock;
@@ -46,6 +48,23 @@ inline std::vector<std::string> segments_starting(const std::string& prefix) {
         ::closedir(shm);
     }
     return names;
+}
+
+/// Starts a child process running f().
+template <class F>
+zmp::Process start(F f) {
+    zmp::Process p(std::move(f));
+    p.start();
+    return p;
+}
+
+/// Runs f (returning an int) in a child process; returns its exit code.
+template <class F>
+int in_child(F f) {
+    zmp::Process p([f]() mutable { zmp::exit(f()); });
+    p.start();
+    p.join();
+    return p.exitcode().value_or(-1000);
 }
 
 /// True if a process with this pid exists (and is not a zombie of ours).

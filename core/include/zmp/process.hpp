@@ -85,13 +85,17 @@ public:
     template <class F, class... Args>
         requires std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>
     explicit Process(F&& target, Args&&... args) : Process(ProcessOptions{}) {
-        set_target(make_travel_target(target, args...), bind_target(std::forward<F>(target), std::forward<Args>(args)...));
+        // Packed before bind_target moves the arguments (function arguments have no set order).
+        detail::TravelTarget travel = make_travel_target(target, args...);
+        set_target(std::move(travel), bind_target(std::forward<F>(target), std::forward<Args>(args)...));
     }
 
     template <class F, class... Args>
         requires std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>
     Process(ProcessOptions options, F&& target, Args&&... args) : Process(std::move(options)) {
-        set_target(make_travel_target(target, args...), bind_target(std::forward<F>(target), std::forward<Args>(args)...));
+        // Packed before bind_target moves the arguments (function arguments have no set order).
+        detail::TravelTarget travel = make_travel_target(target, args...);
+        set_target(std::move(travel), bind_target(std::forward<F>(target), std::forward<Args>(args)...));
     }
 
     Process(const Process&) = default;

@@ -36,6 +36,10 @@
 // Errors: zmp::Empty and zmp::Full as above; ValueError after close() and for bad arguments;
 // ProcessError when the broker is gone.
 //
+// Order: each producer's items reach every consumer in the order they were put. Items given back
+// by a consumer that died, or that sat idle while another waited, return to their place in the
+// queue; a consumer that took later items meanwhile then sees an earlier one after them.
+//
 // Threading: handles may be used from any thread of any process.
 
 #include <msgpack.hpp>
@@ -56,9 +60,10 @@ namespace zmp {
 
 /// How a queue is made; Queue<T>(maxsize, options).
 struct QueueOptions {
-    /// The largest item (serialized) the queue accepts; larger ones raise ValueError in put().
-    /// At most kMaxQueueItemBytes.
-    std::size_t max_item_bytes = 64u << 20;
+    /// The largest item the queue accepts, counted serialized (a string's msgpack header is 5
+    /// bytes); larger ones raise ValueError in put(). The default takes a 64 MiB string or
+    /// buffer with room for its header. At most kMaxQueueItemBytes.
+    std::size_t max_item_bytes = (64u << 20) + 4096;
 };
 /// The hard ceiling on an item's size: 256 MiB.
 inline constexpr std::size_t kMaxQueueItemBytes = 256u << 20;
