@@ -376,12 +376,12 @@ void Broker::Impl::serve_socket() {
         const std::string routing_id = frames[0].to_string();
         std::uint64_t rid = 0;
         Request req;
-        std::string payload;
+        std::string_view payload;
         try {
             req = decode_request(frames[1].data(), frames[1].size(), &rid);
             if (frames.size() == 3) {
                 if (req.op != Op::queue_put) throw ProtocolError(std::string(op_name(req.op)) + " takes no second frame");
-                payload.assign(frames[2].data<char>(), frames[2].size());
+                payload = std::string_view(frames[2].data<char>(), frames[2].size());
                 req.payload = &payload;
             }
         } catch (const ProtocolError& e) {
@@ -573,13 +573,13 @@ void Broker::Impl::queue_put(const Caller& caller, const Request& req, Object& o
     const std::int64_t count = arg(req, 2);
     if (req.payload == nullptr) refuse(Status::protocol_error, "queue_put: no items");
     if (count < 1) refuse(Status::protocol_error, "queue_put: no items");
-    std::vector<std::string> batch;
+    std::vector<std::string_view> batch;
     try {
-        batch = split_batch(*req.payload, static_cast<std::size_t>(count));
+        batch = split_batch_views(*req.payload, static_cast<std::size_t>(count));
     } catch (const ProtocolError& e) {
         refuse(Status::protocol_error, e.what());
     }
-    for (const std::string& item : batch) {
+    for (std::string_view item : batch) {
         if (item.size() > obj.max_item) {
             refuse(Status::value_error, "an item of " + std::to_string(item.size()) + " bytes is larger than the queue's max_item_bytes (" +
                                             std::to_string(obj.max_item) + ")");
@@ -587,14 +587,14 @@ void Broker::Impl::queue_put(const Caller& caller, const Request& req, Object& o
     }
     const bool fits = obj.putters.empty() && (obj.maxsize <= 0 || queue_size(obj) + count <= obj.maxsize);
     if (fits) {
-        for (std::string& item : batch) queue_push(obj, std::move(item));
+        for (std::string_view item : batch) queue_push(obj, std::string(item));
         if (obj.kind == Kind::joinable_queue) obj.unfinished += count;
         reply(caller.routing_id, req.rid, Status::ok);
         return queue_serve(obj);
     }
     const std::int64_t timeout = arg(req, 1);
     if (arg(req, 0) == 0 || timeout == 0) refuse(Status::full, "the queue is full");
-    Waiter w{caller, req.rid, obj.id, deadline_from(timeout, Clock::now()), count, std::move(batch)};
+    Waiter w{caller, req.rid, obj.id, deadline_from(timeout, Clock::now()), count, {batch.begin(), batch.end()}};
     add_waiter(obj.putters, std::move(w));
 }
 

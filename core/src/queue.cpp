@@ -71,9 +71,16 @@ public:
 
     void start() { thread_ = std::thread([this] { run(); }); }
 
-    void push(std::shared_ptr<QueueState> queue, std::string item) {
+    // The item goes straight into the batch being gathered for its queue.
+    void push(const std::shared_ptr<QueueState>& queue, std::string_view item) {
         std::lock_guard lock(mutex_);
-        pending_.emplace_back(std::move(queue), std::move(item));
+        if (pending_.empty() || pending_.back().queue != queue || pending_.back().count >= kBatchItems ||
+            (pending_.back().count > 0 && pending_.back().batch.size() + item.size() > kBatchBytes)) {
+            pending_.push_back(Pending{queue, {}, 0});
+        }
+        Pending& last = pending_.back();
+        append_item(last.batch, item);
+        ++last.count;
         ++queued_;
         if (idle_) work_.notify_one();
     }
@@ -96,8 +103,15 @@ public:
     }
 
 private:
+    // Items of one queue, gathered into one QUEUE_PUT batch, in the order they were put.
+    struct Pending {
+        std::shared_ptr<QueueState> queue;
+        std::string batch;
+        std::size_t count = 0;
+    };
+
     void run() {
-        std::vector<std::pair<std::shared_ptr<QueueState>, std::string>> work;
+        std::deque<Pending> work;
         for (;;) {
             {
                 std::unique_lock lock(mutex_);
@@ -109,38 +123,25 @@ private:
                     answered_.notify_all();
                     return;
                 }
-                work.assign(std::make_move_iterator(pending_.begin()), std::make_move_iterator(pending_.end()));
-                pending_.clear();
+                work.swap(pending_);
             }
-            send(work);
+            std::uint64_t sent = 0;
+            for (Pending& p : work) {
+                // Each batch is acknowledged before the next: they arrive in order.
+                try {
+                    (void)p.queue->link->call(Op::queue_put, p.queue->id, {1, kForever, static_cast<std::int64_t>(p.count)}, p.batch);
+                } catch (const std::exception& e) {
+                    // As Python's feeder thread does: said, not silent.
+                    std::fprintf(stderr, "zmp: a Queue could not take %zu item(s) this process put: %s\n", p.count, e.what());
+                }
+                sent += p.count;
+            }
             {
                 std::lock_guard lock(mutex_);
-                done_ += work.size();
+                done_ += sent;
             }
             answered_.notify_all();
             work.clear();
-        }
-    }
-
-    // Consecutive items of one queue go as one batch (in order), each acknowledged before the next.
-    static void send(std::vector<std::pair<std::shared_ptr<QueueState>, std::string>>& work) {
-        std::string batch;
-        for (std::size_t i = 0; i < work.size();) {
-            QueueState& q = *work[i].first;
-            batch.clear();
-            std::size_t n = 0;
-            while (i < work.size() && work[i].first.get() == &q && n < kBatchItems &&
-                   (n == 0 || batch.size() + work[i].second.size() <= kBatchBytes)) {
-                append_item(batch, work[i].second);
-                ++i;
-                ++n;
-            }
-            try {
-                (void)q.link->call(Op::queue_put, q.id, {1, kForever, static_cast<std::int64_t>(n)}, batch);
-            } catch (const std::exception& e) {
-                // As Python's feeder thread does: said, not silent.
-                std::fprintf(stderr, "zmp: a Queue could not take %zu item(s) this process put: %s\n", n, e.what());
-            }
         }
     }
 
@@ -148,7 +149,7 @@ private:
     std::mutex mutex_;
     std::condition_variable work_;
     std::condition_variable answered_;
-    std::deque<std::pair<std::shared_ptr<QueueState>, std::string>> pending_;
+    std::deque<Pending> pending_;
     std::uint64_t queued_ = 0;
     std::uint64_t done_ = 0;
     bool idle_ = false;
@@ -190,7 +191,8 @@ struct Received {
     BrokerLink* link = nullptr;
     std::uint64_t id = 0;
     Slot* cursor = nullptr;  // null: nothing delivered yet (or no arena: items are ours once sent)
-    std::vector<std::string> items;
+    std::string payload;                 // the delivery as it came
+    std::vector<std::string_view> items;  // its items, in `payload`
     std::size_t mine = 0;  // of them, taken by this thread
     std::int64_t want = 1;
     Clock::time_point arrived{};
@@ -198,7 +200,7 @@ struct Received {
 
 struct ThreadReceived {
     std::uint64_t generation = 0;
-    std::vector<Received> queues;
+    std::deque<Received> queues;  // a deque: the items' views stay valid as queues are added
 };
 thread_local ThreadReceived thread_received;
 
@@ -267,21 +269,21 @@ QueueCore::QueueCore(Kind kind, std::int64_t maxsize, const QueueOptions& option
     state_ = std::move(state);
 }
 
-void QueueCore::put_bytes(std::string item, bool block, const Timeout& timeout) const {
+void QueueCore::put_bytes(std::string_view item, bool block, const Timeout& timeout) const {
     const QueueState& q = *state_;
     check_open(q);
     if (item.size() > q.max_item) {
         throw ValueError("an item of " + std::to_string(item.size()) + " bytes is larger than the queue's max_item_bytes (" +
                          std::to_string(q.max_item) + ")");
     }
-    if (!q.synchronous_put()) return feeder().push(state_, std::move(item));
+    if (!q.synchronous_put()) return feeder().push(state_, item);
     std::string batch;
     batch.reserve(item.size() + 4);
     append_item(batch, item);
     (void)q.link->call(Op::queue_put, q.id, {block ? 1 : 0, block ? timeout_ns(timeout) : 0, 1}, batch);  // Full
 }
 
-std::string QueueCore::get_bytes(bool block, const Timeout& timeout) const {
+std::string_view QueueCore::get_view(bool block, const Timeout& timeout) const {
     const QueueState& q = *state_;
     check_open(q);
     Received& r = received_for(q);
@@ -292,7 +294,7 @@ std::string QueueCore::get_bytes(bool block, const Timeout& timeout) const {
                 ++r.mine;
                 // The broker counts untaken items as the queue's: a waiting put may fit now.
                 if (q.maxsize > 0) q.link->post(Op::queue_taken, q.id, {});
-                return std::move(r.items[*index]);
+                return r.items[*index];
             }
         }
         adapt(r);
@@ -301,20 +303,21 @@ std::string QueueCore::get_bytes(bool block, const Timeout& timeout) const {
             wait = deadline ? std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - Clock::now()).count())
                             : kForever;
         }
-        const Reply rep = q.link->call(Op::queue_get, q.id, {block ? 1 : 0, wait, r.want});  // Empty
+        Reply rep = q.link->call(Op::queue_get, q.id, {block ? 1 : 0, wait, r.want});  // Empty
         const std::int64_t count = rep.value(0);
         const std::int64_t slot = rep.value(1);
-        if (count < 1 || count > kMostWanted) throw ProtocolError("the broker sent a malformed queue delivery");
-        std::vector<std::string> items = split_batch(rep.payload, static_cast<std::size_t>(count));
-        if (slot < 0) {
-            if (items.size() != 1) throw ProtocolError("the broker sent a malformed queue delivery");
+        if (count < 1 || count > kMostWanted || (slot < 0 && count != 1)) {
+            throw ProtocolError("the broker sent a malformed queue delivery");
+        }
+        r.payload = std::move(rep.payload);
+        r.items = split_batch_views(r.payload, static_cast<std::size_t>(count));
+        if (slot < 0) {  // no arena: the item is ours
             r.cursor = nullptr;
-            return std::move(items.front());
+            return r.items.front();
         }
         Arena* arena = q.link->arena();
         if (arena == nullptr || slot > UINT32_MAX) throw ProtocolError("the broker sent a delivery without shared memory");
         r.cursor = &arena->slot(static_cast<std::uint32_t>(slot));
-        r.items = std::move(items);
         r.mine = 0;
         r.arrived = Clock::now();
     }

@@ -127,8 +127,8 @@ void append_item(std::string& batch, std::string_view item) {
     batch.append(item);
 }
 
-std::vector<std::string> split_batch(std::string_view batch, std::size_t count) {
-    std::vector<std::string> items;
+std::vector<std::string_view> split_batch_views(std::string_view batch, std::size_t count) {
+    std::vector<std::string_view> items;
     if (count > batch.size() / 4) throw ProtocolError("queue batch: more items announced than it can hold");
     items.reserve(count);
     std::size_t at = 0;

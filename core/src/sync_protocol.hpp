@@ -90,7 +90,7 @@ struct Request {
     std::uint64_t rid = 0;
     std::array<std::int64_t, kMaxArgs> args{};
     std::size_t nargs = 0;
-    const std::string* payload = nullptr;  // the frame after the envelope (QUEUE_PUT's batch), if any
+    const std::string_view* payload = nullptr;  // the frame after the envelope (QUEUE_PUT's batch), if any
 };
 
 struct Reply {
@@ -121,6 +121,6 @@ const char* op_name(Op op);
 /// Appends one item to a batch.
 void append_item(std::string& batch, std::string_view item);
 /// Splits a batch into its items; ProtocolError unless it holds exactly `count` well-formed items.
-std::vector<std::string> split_batch(std::string_view batch, std::size_t count);
+std::vector<std::string_view> split_batch_views(std::string_view batch, std::size_t count);
 
 }  // namespace zmp::detail::sync

@@ -46,6 +46,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -81,8 +82,9 @@ public:
     /// Creates a queue in this process's broker. ValueError for a bad max_item_bytes.
     QueueCore(Kind kind, std::int64_t maxsize, const QueueOptions& options);
 
-    void put_bytes(std::string item, bool block, const Timeout& timeout) const;
-    std::string get_bytes(bool block, const Timeout& timeout) const;
+    void put_bytes(std::string_view item, bool block, const Timeout& timeout) const;
+    /// The next item's bytes, valid until this thread's next get on this queue.
+    std::string_view get_view(bool block, const Timeout& timeout) const;
     std::int64_t qsize() const;
     bool full() const;
     void close() const;
@@ -115,14 +117,22 @@ private:
     std::shared_ptr<QueueState> state_;
 };
 
-template <class T>
-std::string pack_item(const T& item) {
-    msgpack::sbuffer buffer = transport::encode(item);
-    return std::string(buffer.data(), buffer.size());
+/// Packs `item` into this thread's reusable buffer and passes the bytes to `use`.
+template <class T, class Use>
+void with_packed_item(const T& item, Use&& use) {
+    thread_local msgpack::sbuffer buffer(256);
+    buffer.clear();
+    msgpack::pack(buffer, item);
+    struct Trim {  // a huge item's buffer is not kept for ever
+        ~Trim() {
+            if (buffer.size() > (std::size_t{1} << 20)) std::free(buffer.release());
+        }
+    } trim;
+    use(std::string_view(buffer.data(), buffer.size()));
 }
 
 template <class T>
-T unpack_item(const std::string& bytes) {
+T unpack_item(std::string_view bytes) {
     return transport::decode_as<T>(bytes.data(), bytes.size());
 }
 
@@ -148,7 +158,7 @@ public:
     /// block=false: raises Full at once when full. ValueError after close() or for an item too
     /// large; the item's own packing errors propagate.
     void put(const T& item, bool block = true, Timeout timeout = forever) const {
-        core_.put_bytes(detail::pack_item(item), block, timeout);
+        detail::with_packed_item(item, [&](std::string_view bytes) { core_.put_bytes(bytes, block, timeout); });
     }
     void put(const T& item, Timeout timeout) const { put(item, true, timeout); }
     void put_nowait(const T& item) const { put(item, false); }
@@ -156,7 +166,7 @@ public:
     /// Takes one item; waits for one (up to `timeout`), then raises Empty. block=false: raises
     /// Empty at once when there is none. ValueError after close().
     T get(bool block = true, Timeout timeout = forever) const {
-        return detail::unpack_item<T>(core_.get_bytes(block, timeout));
+        return detail::unpack_item<T>(core_.get_view(block, timeout));
     }
     T get(Timeout timeout) const { return get(true, timeout); }
     T get_nowait() const { return get(false); }
@@ -198,8 +208,10 @@ public:
     SimpleQueue() : core_(detail::QueueCore::Kind::simple, 0, {}) {}
     explicit SimpleQueue(detail::QueueCore core) : core_(std::move(core)) {}
 
-    void put(const T& item) const { core_.put_bytes(detail::pack_item(item), true, forever); }
-    T get() const { return detail::unpack_item<T>(core_.get_bytes(true, forever)); }
+    void put(const T& item) const {
+        detail::with_packed_item(item, [&](std::string_view bytes) { core_.put_bytes(bytes, true, forever); });
+    }
+    T get() const { return detail::unpack_item<T>(core_.get_view(true, forever)); }
     bool empty() const { return core_.qsize() == 0; }
     void close() const { core_.close(); }
 
