@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -173,15 +174,17 @@ void stop_feeder() {
 
 Feeder& feeder() {
     if (Feeder* f = current_feeder()) return *f;
+    // Lock-free, so that a fork() while another thread makes the feeder leaves nothing locked.
     Runtime& rt = Runtime::instance();
-    static std::mutex making;  // unlocked again before any fork could copy it: held only here
-    std::lock_guard lock(making);
-    if (Feeder* f = current_feeder()) return *f;
-    auto* fresh = new Feeder(rt.generation());
+    auto fresh = std::make_unique<Feeder>(rt.generation());
+    Feeder* seen = the_feeder.load(std::memory_order_acquire);
+    for (;;) {
+        if (seen != nullptr && seen->generation() == rt.generation()) return *seen;  // another thread won
+        if (the_feeder.compare_exchange_weak(seen, fresh.get(), std::memory_order_acq_rel)) break;
+    }
     fresh->start();
-    the_feeder.store(fresh, std::memory_order_release);
     rt.add_exit_hook(stop_feeder);  // runs before the broker's own hook: it was added later
-    return *fresh;
+    return *fresh.release();
 }
 
 // ---- receive-ahead -----------------------------------------------------------------------------
