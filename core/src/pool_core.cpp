@@ -40,10 +40,11 @@ struct PoolCore::Worker {
     std::unique_ptr<transport::Outbox> outbox;  // tasks go out here, never blocking the loop
     int sentinel = -1;
     std::deque<std::uint64_t> in_flight;
+    std::size_t in_flight_items = 0;        // the items of those chunks
     std::vector<char> defined;              // function slots this worker knows
     std::size_t assigned = 0;
     std::size_t window = 1;                 // chunks it may hold; grows once task times are known
-    double chunk_us = 0;                    // moving average of one chunk's run time
+    double item_us = 0;                     // moving average of one item's run time
     bool retiring = false;                  // gets no more tasks; its link closes once it is idle
     StatusPage status;                      // which task it is running
 };
@@ -338,31 +339,54 @@ std::optional<std::uint64_t> PoolCore::next_task() {
 }
 
 void PoolCore::pump() {
-    std::vector<std::uint64_t> batch;
-    for (bool gave = true; gave;) {
-        gave = false;
-        for (auto& worker : workers_) {
-            Worker& w = *worker;
-            if (w.retiring || !w.link.is_open()) continue;
-            std::size_t room = w.window > w.in_flight.size() ? w.window - w.in_flight.size() : 0;
-            if (maxtasks_) room = std::min(room, static_cast<std::size_t>(*maxtasks_) - w.assigned);
-            if (room == 0) continue;
-            batch.clear();
-            // One task per worker per round while tasks are scarce, so that they spread out.
-            const std::size_t take = w.window == 1 ? 1 : room;
-            while (batch.size() < take) {
-                auto id = next_task();
-                if (!id) break;
-                batch.push_back(*id);
+    // Tasks are dealt one at a time, round robin from the least loaded worker, so that they
+    // spread over the workers; each worker then gets its share in one message.
+    struct Share {
+        Worker* worker;
+        std::size_t room;   // chunks it may still take
+        std::size_t items;  // items it holds, with those dealt now
+        std::vector<std::uint64_t> batch;
+    };
+    std::vector<Share> shares;
+    for (auto& worker : workers_) {
+        Worker& w = *worker;
+        if (w.retiring || !w.link.is_open()) continue;
+        std::size_t room = w.window > w.in_flight.size() ? w.window - w.in_flight.size() : 0;
+        if (maxtasks_) room = std::min(room, static_cast<std::size_t>(*maxtasks_) - w.assigned);
+        if (room > 0) shares.push_back(Share{&w, room, w.in_flight_items, {}});
+    }
+    // The least loaded first: tasks often come one at a time (a map's chunks as they are made).
+    std::stable_sort(shares.begin(), shares.end(), [](const Share& a, const Share& b) {
+        return a.worker->in_flight.size() != b.worker->in_flight.size() ? a.worker->in_flight.size() < b.worker->in_flight.size()
+                                                                        : a.items < b.items;
+    });
+    for (bool dealt = true, more = true; dealt && more;) {
+        dealt = false;
+        for (Share& s : shares) {
+            if (s.batch.size() >= s.room) continue;
+            // No more than about kTargetInFlightUs of work each, counted in items: chunks differ
+            // in size from job to job.
+            const bool has_work = !s.worker->in_flight.empty() || !s.batch.empty();
+            if (has_work && static_cast<double>(s.items) * s.worker->item_us >= kTargetInFlightUs) continue;
+            auto id = next_task();
+            if (!id) {
+                more = false;
+                break;
             }
-            if (batch.empty()) return;
-            if (send_batch(w, batch)) gave = true;
+            s.batch.push_back(*id);
+            s.items += tasks_.at(*id).chunk.count;
+            dealt = true;
         }
     }
+    for (Share& s : shares)
+        if (!s.batch.empty()) (void)send_batch(*s.worker, s.batch);
 }
 
 bool PoolCore::send_batch(Worker& w, std::vector<std::uint64_t>& batch) {
-    for (std::uint64_t id : batch) w.in_flight.push_back(id);
+    for (std::uint64_t id : batch) {
+        w.in_flight.push_back(id);
+        w.in_flight_items += tasks_.at(id).chunk.count;
+    }
     w.assigned += batch.size();
     if (maxtasks_ && w.assigned >= static_cast<std::size_t>(*maxtasks_)) w.retiring = true;
     // Tasks share a message, except one that carries descriptors: it goes alone, so that the
@@ -453,13 +477,7 @@ bool PoolCore::read_from(Worker& w) {
 void PoolCore::handle_results(Worker& w, const msgpack::object& results, std::uint64_t busy_us) {
     if (results.type != msgpack::type::ARRAY) throw ProtocolError("malformed results from a pool worker");
     const std::size_t n = results.via.array.size;
-    if (n > 0) {
-        // Size the worker's window from how long its chunks take.
-        const double per_chunk = static_cast<double>(busy_us) / static_cast<double>(n);
-        w.chunk_us = w.chunk_us == 0 ? per_chunk : 0.7 * w.chunk_us + 0.3 * per_chunk;
-        const double fits = kTargetInFlightUs / std::max(w.chunk_us, 1.0);
-        w.window = static_cast<std::size_t>(std::clamp(fits, 2.0, static_cast<double>(kMaxWindow)));
-    }
+    std::size_t items = 0;  // in the chunks these results are for
     for (std::size_t i = 0; i < n; ++i) {
         const msgpack::object& entry = results.via.array.ptr[i];
         if (entry.type != msgpack::type::ARRAY || entry.via.array.size != 3) continue;
@@ -468,6 +486,10 @@ void PoolCore::handle_results(Worker& w, const msgpack::object& results, std::ui
         auto held = std::find(w.in_flight.begin(), w.in_flight.end(), id);
         if (held == w.in_flight.end()) continue;
         w.in_flight.erase(held);
+        if (auto task = tasks_.find(id); task != tasks_.end()) {
+            items += task->second.chunk.count;
+            w.in_flight_items -= std::min(w.in_flight_items, task->second.chunk.count);
+        }
         idle_deaths_ = 0;
         if (transport::convert<bool>(entry.via.array.ptr[1])) {
             finish_task(id, nullptr, &entry.via.array.ptr[2]);
@@ -480,6 +502,12 @@ void PoolCore::handle_results(Worker& w, const msgpack::object& results, std::ui
             }
             finish_task(id, error, nullptr);
         }
+    }
+    if (items > 0) {
+        // How long an item takes sizes the worker's share of the work (pump()).
+        const double per_item = static_cast<double>(busy_us) / static_cast<double>(items);
+        w.item_us = w.item_us == 0 ? per_item : 0.7 * w.item_us + 0.3 * per_item;
+        w.window = kMaxWindow;
     }
     retire_if_done(w);
 }
@@ -545,6 +573,7 @@ void PoolCore::worker_ended(std::size_t index) {
     const bool expected = w.retiring;
     std::deque<std::uint64_t> lost;
     lost.swap(w.in_flight);
+    w.in_flight_items = 0;
     const std::uint64_t running = w.status.running();
     const std::string name = w.name;
     const pid_t pid = w.process->pid().value_or(0);
@@ -610,7 +639,10 @@ void PoolCore::abort_everything(std::exception_ptr error) {
     for (Job& job : queued) job.result->abort(error);
     retries_.clear();
     tasks_.clear();
-    for (auto& w : workers_) w->in_flight.clear();
+    for (auto& w : workers_) {
+        w->in_flight.clear();
+        w->in_flight_items = 0;
+    }
 }
 
 void PoolCore::stop_workers() {
