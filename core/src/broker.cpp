@@ -170,7 +170,7 @@ struct Broker::Impl {
         reply(w.caller.routing_id, w.rid, status, values);
     }
     void reply_with_batch(const std::string& routing_id, std::uint64_t rid, std::initializer_list<std::int64_t> values,
-                          const std::string& batch);
+                          std::string batch);
 
     // Waiters and deadlines.
     std::uint64_t add_waiter(std::deque<std::uint64_t>& queue, Waiter w);
@@ -276,12 +276,14 @@ Broker::Impl::~Impl() {
 }
 
 void Broker::Impl::reply_with_batch(const std::string& routing_id, std::uint64_t rid,
-                                    std::initializer_list<std::int64_t> values, const std::string& batch) {
+                                    std::initializer_list<std::int64_t> values, std::string batch) {
     out.clear();
     encode_reply(out, rid, Status::ok, values);
-    (void)transport::send_message(router, {zmq::const_buffer(routing_id.data(), routing_id.size()),
-                                           zmq::const_buffer(out.data(), out.size()),
-                                           zmq::const_buffer(batch.data(), batch.size())});
+    std::vector<zmq::message_t> frames;
+    frames.emplace_back(routing_id.data(), routing_id.size());
+    frames.emplace_back(out.data(), out.size());
+    frames.push_back(transport::owned_frame(std::move(batch)));
+    (void)transport::send_message(router, frames);  // a peer that is gone does not get it
 }
 
 void Broker::Impl::reply(const std::string& routing_id, std::uint64_t rid, Status status,
@@ -633,7 +635,7 @@ void Broker::Impl::queue_deliver(Object& obj, const Caller& to, std::uint64_t ri
     }
     if (!arena) {
         obj.items.pop_front();
-        return reply_with_batch(to.routing_id, rid, {1, -1}, batch);
+        return reply_with_batch(to.routing_id, rid, {1, -1}, std::move(batch));
     }
     auto [it, fresh] = deliveries.try_emplace({to.routing_id, obj.id});
     Delivery& d = it->second;
@@ -655,7 +657,7 @@ void Broker::Impl::queue_deliver(Object& obj, const Caller& to, std::uint64_t ri
     d.seen_at = Clock::now();
     delivery_cursor(arena->slot(d.slot)).store(d.seen_word, std::memory_order_release);
     obj.holders.insert(to.routing_id);
-    reply_with_batch(to.routing_id, rid, {static_cast<std::int64_t>(n), d.slot}, batch);
+    reply_with_batch(to.routing_id, rid, {static_cast<std::int64_t>(n), d.slot}, std::move(batch));
 }
 
 // Takes back what `routing_id` was sent and has not taken: to the front of the queue, in order.

@@ -130,7 +130,8 @@ private:
             for (Pending& p : work) {
                 // Each batch is acknowledged before the next: they arrive in order.
                 try {
-                    (void)p.queue->link->call(Op::queue_put, p.queue->id, {1, kForever, static_cast<std::int64_t>(p.count)}, p.batch);
+                    (void)p.queue->link->call(Op::queue_put, p.queue->id, {1, kForever, static_cast<std::int64_t>(p.count)},
+                                              std::move(p.batch));
                 } catch (const std::exception& e) {
                     // As Python's feeder thread does: said, not silent.
                     std::fprintf(stderr, "zmp: a Queue could not take %zu item(s) this process put: %s\n", p.count, e.what());
@@ -194,7 +195,7 @@ struct Received {
     BrokerLink* link = nullptr;
     std::uint64_t id = 0;
     Slot* cursor = nullptr;  // null: nothing delivered yet (or no arena: items are ours once sent)
-    std::string payload;                 // the delivery as it came
+    zmq::message_t payload;               // the delivery as it came
     std::vector<std::string_view> items;  // its items, in `payload`
     std::size_t mine = 0;  // of them, taken by this thread
     std::int64_t want = 1;
@@ -283,7 +284,7 @@ void QueueCore::put_bytes(std::string_view item, bool block, const Timeout& time
     std::string batch;
     batch.reserve(item.size() + 4);
     append_item(batch, item);
-    (void)q.link->call(Op::queue_put, q.id, {block ? 1 : 0, block ? timeout_ns(timeout) : 0, 1}, batch);  // Full
+    (void)q.link->call(Op::queue_put, q.id, {block ? 1 : 0, block ? timeout_ns(timeout) : 0, 1}, std::move(batch));  // Full
 }
 
 std::string_view QueueCore::get_view(bool block, const Timeout& timeout) const {
@@ -312,8 +313,8 @@ std::string_view QueueCore::get_view(bool block, const Timeout& timeout) const {
         if (count < 1 || count > kMostWanted || (slot < 0 && count != 1)) {
             throw ProtocolError("the broker sent a malformed queue delivery");
         }
-        r.payload = std::move(rep.payload);
-        r.items = split_batch_views(r.payload, static_cast<std::size_t>(count));
+        r.payload = std::move(rep.payload);  // the views are made after the move: a small frame's bytes move with it
+        r.items = split_batch_views({r.payload.data<char>(), r.payload.size()}, static_cast<std::size_t>(count));
         if (slot < 0) {  // no arena: the item is ours
             r.cursor = nullptr;
             return r.items.front();

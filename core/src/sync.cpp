@@ -301,15 +301,15 @@ bool Condition::wait(Timeout timeout) const {
     const std::uint64_t rid = link.send(Op::cond_wait, ref_.id, {detail::timeout_ns(timeout)});
     checked(link.receive(rid));
     const std::int64_t depth = detail::release_lock_all(lock_);
-    Reply outcome;
+    bool notified = false;
     try {
-        outcome = checked(link.receive(rid));
+        notified = checked(link.receive(rid)).value(0) != 0;
     } catch (...) {
         detail::restore_lock(lock_, depth);
         throw;
     }
     detail::restore_lock(lock_, depth);
-    return outcome.value(0) != 0;
+    return notified;
 }
 
 void Condition::notify(int n) const {

@@ -190,15 +190,17 @@ LinkConn& BrokerLink::conn() {
 }
 
 std::uint64_t BrokerLink::send_on(LinkConn& c, Op op, std::uint64_t object, std::initializer_list<std::int64_t> args,
-                                  const std::string* payload, bool awaited) {
+                                  std::string* payload, bool awaited) {
     (void)embedded_inproc_endpoint(endpoint_);  // raises once this process's own broker has stopped
     const std::uint64_t rid = c.next_rid++;
     msgpack::sbuffer out(64);
     encode_request(out, op, object, rid, args);
     bool sent;
     if (payload != nullptr) {
-        sent = transport::send_message(c.socket, {zmq::const_buffer(out.data(), out.size()),
-                                                  zmq::const_buffer(payload->data(), payload->size())});
+        std::vector<zmq::message_t> frames;
+        frames.emplace_back(out.data(), out.size());
+        frames.push_back(transport::owned_frame(std::move(*payload)));
+        sent = transport::send_message(c.socket, frames);
     } else {
         sent = transport::send_message(c.socket, {zmq::const_buffer(out.data(), out.size())});
     }
@@ -238,7 +240,7 @@ Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::
         }
         while (transport::recv_message(c.socket, frames, 2, std::chrono::milliseconds(0))) {
             Reply r = decode_reply(frames[0].data(), frames[0].size());
-            if (frames.size() == 2) r.payload.assign(frames[1].data<char>(), frames[1].size());
+            if (frames.size() == 2) r.payload = std::move(frames[1]);
             if (r.rid == rid) return done(std::move(r));
             if (std::find(c.awaited.begin(), c.awaited.end(), r.rid) != c.awaited.end()) c.stash.push_back(std::move(r));
             // Anything else answers a request nobody waits for any more: dropped.
@@ -285,7 +287,7 @@ Reply BrokerLink::call(Op op, std::uint64_t object, std::initializer_list<std::i
     return r;
 }
 
-Reply BrokerLink::call(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args, const std::string& payload) {
+Reply BrokerLink::call(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args, std::string payload) {
     LinkConn& c = conn();
     Reply r = receive_on(c, send_on(c, op, object, args, &payload), std::nullopt);
     checked(r);

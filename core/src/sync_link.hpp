@@ -72,8 +72,8 @@ public:
     /// broken_barrier as BrokenBarrierError, protocol_error as ProtocolError; a broker that dies
     /// meanwhile as ProcessError.
     Reply call(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args);
-    /// call() with a second frame after the envelope (a queue batch).
-    Reply call(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args, const std::string& payload);
+    /// call() with a second frame after the envelope (a queue batch, sent without a copy).
+    Reply call(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args, std::string payload);
     /// Sends a request that gets no reply (QUEUE_TAKEN).
     void post(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args);
     /// The halves of call(), for a request answered twice (COND_WAIT): send() returns the
@@ -93,7 +93,7 @@ private:
     zmq::socket_t connect(zmq::context_t& context) const;
     LinkConn& conn();
     std::uint64_t send_on(LinkConn& c, Op op, std::uint64_t object, std::initializer_list<std::int64_t> args,
-                          const std::string* payload = nullptr, bool awaited = true);
+                          std::string* payload = nullptr, bool awaited = true);
     Reply receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::chrono::milliseconds> timeout);
 
     const std::string endpoint_;

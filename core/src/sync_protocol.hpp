@@ -24,6 +24,7 @@
 #include <vector>
 
 #include <msgpack.hpp>
+#include <zmq.hpp>
 
 namespace zmp::detail::sync {
 
@@ -99,7 +100,7 @@ struct Reply {
     std::array<std::int64_t, kMaxValues> values{};
     std::size_t nvalues = 0;
     std::string text;
-    std::string payload;  // the frame after the envelope, if any
+    zmq::message_t payload;  // the frame after the envelope, if any
 
     /// values[i], or 0 when the reply has fewer values.
     std::int64_t value(std::size_t i) const { return i < nvalues ? values[i] : 0; }

@@ -80,6 +80,13 @@ bool recv_message(zmq::socket_ref socket, std::vector<zmq::message_t>& frames, s
 }
 
 bool send_message(zmq::socket_ref socket, std::vector<zmq::const_buffer> frames) {
+    std::vector<zmq::message_t> made;
+    made.reserve(frames.size());
+    for (const zmq::const_buffer& frame : frames) made.emplace_back(frame.data(), frame.size());
+    return send_message(socket, made);
+}
+
+bool send_message(zmq::socket_ref socket, std::vector<zmq::message_t>& frames) {
     for (std::size_t i = 0; i < frames.size(); ++i) {
         auto flags = i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
         for (;;) {
@@ -94,6 +101,11 @@ bool send_message(zmq::socket_ref socket, std::vector<zmq::const_buffer> frames)
         }
     }
     return true;
+}
+
+zmq::message_t owned_frame(std::string&& bytes) {
+    auto* held = new std::string(std::move(bytes));
+    return zmq::message_t(held->data(), held->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, held);
 }
 
 }  // namespace zmp::transport

@@ -45,6 +45,10 @@ bool recv_message(zmq::socket_ref socket, std::vector<zmq::message_t>& frames, s
 /// Sends `frames` as one multipart message, blocking (EINTR retried). Returns false only for a
 /// ROUTER_MANDATORY peer that is not (or no longer) connected.
 bool send_message(zmq::socket_ref socket, std::vector<zmq::const_buffer> frames);
+/// The same for frames already made (e.g. by owned_frame): they are sent without a copy.
+bool send_message(zmq::socket_ref socket, std::vector<zmq::message_t>& frames);
+/// A frame that takes over `bytes` instead of copying them.
+zmq::message_t owned_frame(std::string&& bytes);
 
 /// Waits until `socket` is readable; false on timeout (nullopt: for ever). EINTR retried.
 bool wait_readable(zmq::socket_ref socket, std::optional<std::chrono::milliseconds> timeout);
