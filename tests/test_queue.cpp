@@ -880,3 +880,49 @@ TEST_CASE("garbage sent straight to the broker about a queue leaves the queue an
     CHECK(in_child([q] { return q.get(30s) == "third" ? 0 : 1; }) == 0);
     CHECK(q.empty());
 }
+
+// ---- Queue<>: values of any type ---------------------------------------------------------------
+
+TEST_CASE("Queue<> carries values of any type between processes, and each is read as the type it is") {
+    zmp::Queue<> q;
+    auto [reader, writer] = zmp::Pipe(false);
+    zmp::Process child = start([q, w = writer]() mutable {
+        const zmp::AnyValue number = q.get(30s);
+        const zmp::AnyValue text = q.get(30s);
+        const zmp::AnyValue list = q.get(30s);
+        const zmp::AnyValue nothing = q.get(30s);
+        w.send(std::make_tuple(number.as<int>(), text.as<std::string>(), list.as<std::vector<int>>(), nothing.is_nil(),
+                               number.is<std::string>(), text.is<int>()));
+        q.put(std::make_tuple(1, std::string("back")));
+    });
+    q.put(42);
+    q.put("text");
+    q.put(std::vector<int>{1, 2, 3});
+    q.put(zmp::AnyValue());
+    const auto [number, text, list, nil, number_is_string, text_is_int] =
+        recv_within<std::tuple<int, std::string, std::vector<int>, bool, bool, bool>>(reader);
+    CHECK(number == 42);
+    CHECK(text == "text");
+    CHECK(list == std::vector<int>{1, 2, 3});
+    CHECK(nil);
+    CHECK_FALSE(number_is_string);
+    CHECK_FALSE(text_is_int);
+    const zmp::AnyValue back = q.get(30s);
+    CHECK(back.as<std::tuple<int, std::string>>() == std::make_tuple(1, std::string("back")));
+    CHECK_THROWS_AS(back.as<std::string>(), zmp::ProtocolError);
+    child.join();
+    CHECK(child.exitcode() == 0);
+}
+
+TEST_CASE("an AnyValue travels inside other values and arrives as the value it holds") {
+    auto [a, b] = zmp::Pipe();
+    a.send(std::make_tuple(zmp::AnyValue(std::string("inner")), 7));
+    const auto [inner, seven] = b.recv<std::tuple<zmp::AnyValue, int>>();
+    CHECK(inner.as<std::string>() == "inner");
+    CHECK(seven == 7);
+    a.send(std::string("plain"));
+    CHECK(b.recv<zmp::AnyValue>().as<std::string>() == "plain");  // any value reads as an AnyValue
+    CHECK_THROWS_AS(zmp::AnyValue::from_bytes(std::string("\xdd\xff\xff\xff\xff", 5)), zmp::ProtocolError);
+    CHECK(zmp::AnyValue(5) == zmp::AnyValue(5));
+    CHECK_FALSE(zmp::AnyValue(5) == zmp::AnyValue(6));
+}

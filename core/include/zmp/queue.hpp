@@ -19,7 +19,7 @@
 // A queue lives as long as its broker (until the root process exits).
 //
 // Items are msgpack values of T (any type zmp can send: arithmetic types, strings, containers,
-// MSGPACK_DEFINE'd structs, zmp's handles). put() serializes the item, so a value that cannot be
+// MSGPACK_DEFINE'd structs, zmp's handles); Queue<> holds zmp::AnyValue, i.e. values of any type. put() serializes the item, so a value that cannot be
 // packed raises there and nothing is sent; an item larger than the queue's max_item_bytes raises
 // ValueError in put(). A received item that does not convert to T raises ProtocolError in get().
 //
@@ -52,6 +52,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "zmp/any_value.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/function.hpp"
 #include "zmp/timeout.hpp"
@@ -120,20 +121,28 @@ private:
 /// Packs `item` into this thread's reusable buffer and passes the bytes to `use`.
 template <class T, class Use>
 void with_packed_item(const T& item, Use&& use) {
-    thread_local msgpack::sbuffer buffer(256);
-    buffer.clear();
-    msgpack::pack(buffer, item);
-    struct Trim {  // a huge item's buffer is not kept for ever
-        ~Trim() {
-            if (buffer.size() > (std::size_t{1} << 20)) std::free(buffer.release());
-        }
-    } trim;
-    use(std::string_view(buffer.data(), buffer.size()));
+    if constexpr (std::is_same_v<T, AnyValue>) {
+        use(std::string_view(item.bytes()));  // packed already
+    } else {
+        thread_local msgpack::sbuffer buffer(256);
+        buffer.clear();
+        msgpack::pack(buffer, item);
+        struct Trim {  // a huge item's buffer is not kept for ever
+            ~Trim() {
+                if (buffer.size() > (std::size_t{1} << 20)) std::free(buffer.release());
+            }
+        } trim;
+        use(std::string_view(buffer.data(), buffer.size()));
+    }
 }
 
 template <class T>
 T unpack_item(std::string_view bytes) {
-    return transport::decode_as<T>(bytes.data(), bytes.size());
+    if constexpr (std::is_same_v<T, AnyValue>) {
+        return AnyValue::from_bytes(bytes);
+    } else {
+        return transport::decode_as<T>(bytes.data(), bytes.size());
+    }
 }
 
 template <class T>
@@ -145,7 +154,9 @@ inline constexpr bool queue_item_ok = is_packable_v<T> && !std::is_reference_v<T
 ///
 ///     zmp::Queue<int> q(100);            // maxsize 100; 0 or negative: unbounded
 ///     q.put(7); int x = q.get(1s);       // get raises zmp::Empty after 1 s without an item
-template <class T>
+///
+/// zmp::Queue<> (T = zmp::AnyValue) holds values of any type, as a Python queue does.
+template <class T = AnyValue>
 class Queue {
     static_assert(detail::queue_item_ok<T>, "Queue<T>: T must be a value type that msgpack can pack (see zmp::is_packable)");
 
@@ -200,7 +211,7 @@ protected:
 ///
 ///     zmp::SimpleQueue<std::string> q;
 ///     q.put("x"); auto s = q.get();
-template <class T>
+template <class T = AnyValue>
 class SimpleQueue {
     static_assert(detail::queue_item_ok<T>, "SimpleQueue<T>: T must be a value type that msgpack can pack");
 
@@ -228,7 +239,7 @@ private:
 ///     q.put(job);                 // in the producer
 ///     auto j = q.get(); work(j); q.task_done();   // in each consumer
 ///     q.join();                   // returns once every item put has been marked done
-template <class T>
+template <class T = AnyValue>
 class JoinableQueue : public Queue<T> {
 public:
     explicit JoinableQueue(std::int64_t maxsize = 0, const QueueOptions& options = {})

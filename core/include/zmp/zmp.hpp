@@ -1,6 +1,7 @@
 #pragma once
 // Everything zmp offers, in one include.
 
+#include "zmp/any_value.hpp"
 #include "zmp/context.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/exceptions.hpp"
