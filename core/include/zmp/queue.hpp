@@ -10,7 +10,8 @@
 // exact size and a real maxsize. Each item is delivered to exactly one consumer:
 //   - a consumer that dies (even by SIGKILL) returns to the queue every item it had not taken yet
 //     (a consumer may receive a few items ahead of its get() calls: those go back);
-//   - a consumer that stops calling get() while others wait gives its received-ahead items back;
+//   - a consumer that stops calling get() (for 20 ms) while others wait on an empty queue gives
+//     its received-ahead items back;
 //   - a producer that exits right after put() still delivers: at exit, each process waits until
 //     the broker has acknowledged every item it put (Python's join_thread()).
 //
@@ -19,9 +20,10 @@
 // A queue lives as long as its broker (until the root process exits).
 //
 // Items are msgpack values of T (any type zmp can send: arithmetic types, strings, containers,
-// MSGPACK_DEFINE'd structs, zmp's handles); Queue<> holds zmp::AnyValue, i.e. values of any type. put() serializes the item, so a value that cannot be
-// packed raises there and nothing is sent; an item larger than the queue's max_item_bytes raises
-// ValueError in put(). A received item that does not convert to T raises ProtocolError in get().
+// MSGPACK_DEFINE'd structs, zmp's handles); Queue<> holds zmp::AnyValue, values of any type.
+// put() serializes the item, so a value that cannot be packed raises there and nothing is sent;
+// an item larger than the queue's max_item_bytes raises ValueError in put(). A received item
+// that does not convert to T raises ProtocolError in get().
 //
 // put() on a queue without maxsize (and on a SimpleQueue) returns once the item is handed to this
 // process's feeder thread, which sends items to the broker in batches, in order (as Python's
