@@ -660,7 +660,7 @@ void Broker::Impl::queue_deliver(Object& obj, const Caller& to, std::uint64_t ri
     reply_with_batch(to.routing_id, rid, {static_cast<std::int64_t>(n), d.slot}, std::move(batch));
 }
 
-// Takes back what `routing_id` was sent and has not taken: to the front of the queue, in order.
+// Takes back what `routing_id` was sent and has not taken: each item to its place in the queue.
 // leave_first: a delivery's first item stays its consumer's (so a consumer whose items are taken
 // back for another always makes progress).
 void Broker::Impl::queue_take_back(Object& obj, const std::string& routing_id, bool leave_first) {

@@ -346,7 +346,6 @@ void QueueCore::close() const {
     state_->closed.store(true, std::memory_order_relaxed);
 }
 
-bool QueueCore::closed() const { return state_->closed.load(std::memory_order_relaxed); }
 
 void QueueCore::task_done() const {
     const QueueState& q = *state_;
@@ -363,7 +362,6 @@ bool QueueCore::join(const Timeout& timeout) const {
 
 std::int64_t QueueCore::maxsize() const { return state_->maxsize; }
 
-QueueCore::Kind QueueCore::kind() const { return state_->kind; }
 
 bool QueueCore::operator==(const QueueCore& other) const {
     return state_->link == other.state_->link && state_->id == other.state_->id;

@@ -79,14 +79,11 @@ bool recv_message(zmq::socket_ref socket, std::vector<zmq::message_t>& frames, s
     return true;
 }
 
-bool send_message(zmq::socket_ref socket, std::vector<zmq::const_buffer> frames) {
-    std::vector<zmq::message_t> made;
-    made.reserve(frames.size());
-    for (const zmq::const_buffer& frame : frames) made.emplace_back(frame.data(), frame.size());
-    return send_message(socket, made);
-}
+namespace {
 
-bool send_message(zmq::socket_ref socket, std::vector<zmq::message_t>& frames) {
+// Frames are const_buffers (copied by ZeroMQ) or message_ts (handed over as they are).
+template <class Frame>
+bool send_frames(zmq::socket_ref socket, std::vector<Frame>& frames) {
     for (std::size_t i = 0; i < frames.size(); ++i) {
         auto flags = i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
         for (;;) {
@@ -102,6 +99,12 @@ bool send_message(zmq::socket_ref socket, std::vector<zmq::message_t>& frames) {
     }
     return true;
 }
+
+}  // namespace
+
+bool send_message(zmq::socket_ref socket, std::vector<zmq::const_buffer> frames) { return send_frames(socket, frames); }
+
+bool send_message(zmq::socket_ref socket, std::vector<zmq::message_t>& frames) { return send_frames(socket, frames); }
 
 zmq::message_t owned_frame(std::string&& bytes) {
     auto* held = new std::string(std::move(bytes));

@@ -91,13 +91,11 @@ public:
     std::int64_t qsize() const;
     bool full() const;
     void close() const;
-    bool closed() const;
     /// Waits until this process's items put so far are in the broker.
     void flush() const;
     void task_done() const;
     bool join(const Timeout& timeout) const;
     std::int64_t maxsize() const;
-    Kind kind() const;
 
     bool operator==(const QueueCore& other) const;
 
