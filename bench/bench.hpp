@@ -60,7 +60,7 @@ double seconds_per_op(int rounds, int per_round, F&& f) {
 
 #define ZMP_BENCH_CAT2(a, b) a##b
 #define ZMP_BENCH_CAT(a, b) ZMP_BENCH_CAT2(a, b)
-#define ZMP_BENCH(name, unit)                                                                    \
-    static double ZMP_BENCH_CAT(bench_fn_, __LINE__)(const bench::Options&);                     \
+#define ZMP_BENCH(name, unit)                                                                                     \
+    static double ZMP_BENCH_CAT(bench_fn_, __LINE__)(const bench::Options&);                                      \
     static bench::Registrar ZMP_BENCH_CAT(bench_reg_, __LINE__)(name, unit, &ZMP_BENCH_CAT(bench_fn_, __LINE__)); \
     static double ZMP_BENCH_CAT(bench_fn_, __LINE__)([[maybe_unused]] const bench::Options& opt)

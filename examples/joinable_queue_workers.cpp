@@ -27,8 +27,8 @@ int main(int argc, char** argv) {
     zmp::Queue<std::pair<int, int>> results;
     std::vector<zmp::Process> workers;
     for (int w = 0; w < kWorkers; ++w) {
-        workers.emplace_back(zmp::ProcessOptions{.name = "worker-" + std::to_string(w), .daemon = true}, worker,
-                             jobs, results);
+        workers.emplace_back(zmp::ProcessOptions{.name = "worker-" + std::to_string(w), .daemon = true}, worker, jobs,
+                             results);
         workers.back().start();
     }
     for (int job = 0; job < kJobs; ++job) jobs.put(job);

@@ -14,7 +14,8 @@
 void f(const zmp::Lock& l, int i, const std::string& name) {
     std::lock_guard guard(l);
     // One write per piece: without the lock, pieces of different processes could interleave.
-    for (const std::string& piece : {std::string("hello "), std::string("world "), std::to_string(i), " from " + name, std::string("\n")})
+    for (const std::string& piece :
+         {std::string("hello "), std::string("world "), std::to_string(i), " from " + name, std::string("\n")})
         (void)!::write(1, piece.data(), piece.size());
 }
 

@@ -20,7 +20,7 @@ void double_in_place(const std::string& name, std::size_t begin, std::size_t end
     zmp::SharedMemory existing(name);  // SharedMemory(name=...): attach, no copy
     std::span<double> a = as_doubles(existing);
     for (std::size_t i = begin; i < end; ++i) a[i] *= 2;
-    existing.close();                  // this process's view only; the block stays
+    existing.close();  // this process's view only; the block stays
 }
 
 int main(int argc, char** argv) {

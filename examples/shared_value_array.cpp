@@ -15,8 +15,8 @@ void f(zmp::Value<int> num, zmp::Array<int> arr) {
 
 int main(int argc, char** argv) {
     zmp::init(argc, argv);
-    zmp::Value<int> num(0);                                   // Value('i', 0)
-    zmp::Array<int> arr({0, 1, 2, 3, 4}, num.get_lock());     // Array('i', range(5), lock=num.get_lock())
+    zmp::Value<int> num(0);                                // Value('i', 0)
+    zmp::Array<int> arr({0, 1, 2, 3, 4}, num.get_lock());  // Array('i', range(5), lock=num.get_lock())
 
     std::vector<zmp::Process> workers;
     for (int i = 0; i < 4; ++i) workers.emplace_back(f, num, arr);

@@ -248,8 +248,10 @@ TEST_CASE("two threads sending on one end never interleave their messages") {
     int ones = 0, twos = 0;
     for (int i = 0; i < 100; ++i) {
         std::string m = a.recv_bytes();
-        if (m == one) ++ones;
-        else if (m == two) ++twos;
+        if (m == one)
+            ++ones;
+        else if (m == two)
+            ++twos;
     }
     t1.join();
     t2.join();

@@ -127,11 +127,13 @@ TEST_CASE("callback and error_callback: exactly one runs, on the callback thread
     std::vector<int> got;
     std::string error_text;
     std::thread::id callback_thread;
-    auto ok = pool.map_async(zmp::callbacks([&](const std::vector<int>& v) {
-                                 std::lock_guard lock(m);
-                                 got = v;
-                                 callback_thread = std::this_thread::get_id();
-                             }, [&](std::exception_ptr) { FAIL("error callback for a success"); }),
+    auto ok = pool.map_async(zmp::callbacks(
+                                 [&](const std::vector<int>& v) {
+                                     std::lock_guard lock(m);
+                                     got = v;
+                                     callback_thread = std::this_thread::get_id();
+                                 },
+                                 [&](std::exception_ptr) { FAIL("error callback for a success"); }),
                              square, std::vector<int>{1});
     auto bad = pool.apply_async(zmp::callbacks([&](int) { FAIL("value callback for a failure"); },
                                                [&](std::exception_ptr e) {
@@ -206,7 +208,7 @@ TEST_CASE("imap over an endless input reads it as it goes, and stops when droppe
 
 TEST_CASE("imap next(timeout) raises TimeoutError while a result is late") {
     zmp::Pool pool(1);
-    auto it = pool.imap(sleep_then, std::vector<std::tuple<double, int>>{{0.5, 1}}) ;
+    auto it = pool.imap(sleep_then, std::vector<std::tuple<double, int>>{{0.5, 1}});
     CHECK_THROWS_AS(it.next(0.05s), zmp::TimeoutError);
     CHECK(it.next() == 1);
     CHECK_FALSE(it.next().has_value());

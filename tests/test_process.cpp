@@ -32,9 +32,7 @@ namespace {
 
 void sleep_for(double seconds) { std::this_thread::sleep_for(std::chrono::duration<double>(seconds)); }
 
-StartMethod any_method() {
-    return GENERATE(StartMethod::fork, StartMethod::spawn, StartMethod::forkserver);
-}
+StartMethod any_method() { return GENERATE(StartMethod::fork, StartMethod::spawn, StartMethod::forkserver); }
 
 // Runs `body` with this process's stderr sent to a file, and returns what was written there
 // (by this process and by any child started meanwhile).
@@ -67,13 +65,15 @@ bool in_active_children(const zmp::Process& p) {
 // ---- targets ----
 
 void report_args(Connection out, int a, std::string b) {
-    out.send(std::make_tuple(a, b, zmp::current_process().name(),
-                             std::string(zmp::to_string(*zmp::get_start_method()))));
+    out.send(
+        std::make_tuple(a, b, zmp::current_process().name(), std::string(zmp::to_string(*zmp::get_start_method()))));
 }
 void wait_until_told(Connection in) { (void)in.poll(zmp::forever); }
 void do_nothing() {}
 void exit_with(int code) { zmp::exit(code); }
-void exit_from_thread(int code) { std::thread([code] { zmp::exit(code); }).join(); }
+void exit_from_thread(int code) {
+    std::thread([code] { zmp::exit(code); }).join();
+}
 void segfault() { ::raise(SIGSEGV); }
 void sleep_long() { sleep_for(100); }
 void sleep_short(double seconds) { sleep_for(seconds); }
@@ -445,7 +445,8 @@ TEST_CASE("the sentinel becomes readable when the child ends") {
 }
 
 TEST_CASE("a signal with a handler arriving during join does not break join") {
-    struct sigaction action{}, old{};
+    struct sigaction action {
+    }, old{};
     action.sa_handler = [](int) {};
     ::sigaction(SIGUSR1, &action, &old);
     zmp::Process p = zmp::get_context(any_method()).Process(sleep_short, 0.3);
@@ -520,9 +521,8 @@ TEST_CASE("non-daemon children are joined when the parent returns from main") {
 TEST_CASE("under fork any callable works, lambdas with captures included") {
     auto [reader, writer] = zmp::Pipe(false);
     std::string captured = "captured";
-    zmp::Process p = zmp::get_context(StartMethod::fork).Process([captured, w = writer](int a) mutable {
-        w.send(captured + std::to_string(a));
-    }, 7);
+    zmp::Process p = zmp::get_context(StartMethod::fork)
+                         .Process([captured, w = writer](int a) mutable { w.send(captured + std::to_string(a)); }, 7);
     p.start();
     writer.close();
     CHECK(reader.recv<std::string>() == "captured7");

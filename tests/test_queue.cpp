@@ -86,7 +86,8 @@ std::vector<int> range(int from, int to) {
 
 // ---- cases 23-27: put, get, timeouts, order, sizes --------------------------------------------
 
-TEST_CASE("Queue(6): every put variant fills it, then Full at once or after the timeout, and a child drains it (case 23)") {
+TEST_CASE(
+    "Queue(6): every put variant fills it, then Full at once or after the timeout, and a child drains it (case 23)") {
     zmp::Queue<int> q(6);
     CHECK(q.empty());
     CHECK_FALSE(q.full());
@@ -243,7 +244,8 @@ TEST_CASE("a value that cannot be packed raises in put, sends nothing and takes 
 
 // ---- case 31: close ----------------------------------------------------------------------------
 
-TEST_CASE("close(): put and get raise ValueError in this process, closing twice is fine, other processes go on (case 31)") {
+TEST_CASE(
+    "close(): put and get raise ValueError in this process, closing twice is fine, other processes go on (case 31)") {
     zmp::Queue<int> q;
     zmp::Queue<int> results;
     zmp::Process consumer = start([q, results] {
@@ -269,7 +271,8 @@ TEST_CASE("close(): put and get raise ValueError in this process, closing twice 
 
 // ---- case 32: SimpleQueue ----------------------------------------------------------------------
 
-TEST_CASE("SimpleQueue: empty goes true -> false after a child puts, order is kept, close twice, then ValueError (case 32)") {
+TEST_CASE(
+    "SimpleQueue: empty goes true -> false after a child puts, order is kept, close twice, then ValueError (case 32)") {
     zmp::SimpleQueue<std::string> q;
     CHECK(q.empty());
     zmp::Process producer = start([q] {
@@ -541,7 +544,8 @@ TEST_CASE("a Queue works as a Pool task argument under every start method") {
 
 // ---- nothing lost, nothing doubled ---------------------------------------------------------------
 
-TEST_CASE("a consumer SIGKILLed while blocked in get takes nothing with it: every later item reaches another consumer") {
+TEST_CASE(
+    "a consumer SIGKILLed while blocked in get takes nothing with it: every later item reaches another consumer") {
     zmp::Queue<int> q;
     zmp::Semaphore ready(0);
     zmp::Process victim = start([q, ready] {
@@ -704,7 +708,8 @@ void put_range_and_return(zmp::Queue<int> q, int n) {
 }  // returns at once: the process exits right after the last put
 }  // namespace
 
-TEST_CASE("a producer that puts 100,000 items and exits at once delivers them all, in order, under every start method") {
+TEST_CASE(
+    "a producer that puts 100,000 items and exits at once delivers them all, in order, under every start method") {
     const auto method = GENERATE(zmp::StartMethod::fork, zmp::StartMethod::spawn, zmp::StartMethod::forkserver);
     constexpr int kItems = 100000;
     zmp::Queue<int> q;
@@ -865,7 +870,7 @@ TEST_CASE("garbage sent straight to the broker about a queue leaves the queue an
         }
     }
     raw.send(zmq::buffer(std::string("\xdd\xff\xff\xff\xff", 5)), zmq::send_flags::none);  // a 4-billion-element array
-    raw.send(zmq::buffer(std::string("two")), zmq::send_flags::sndmore);                      // two frames
+    raw.send(zmq::buffer(std::string("two")), zmq::send_flags::sndmore);                   // two frames
     raw.send(zmq::buffer(std::string("frames")), zmq::send_flags::none);
 
     // The queue and its clients carry on.

@@ -245,8 +245,7 @@ TEST_CASE("ShareableList across processes: disjoint writes, a handle through a P
         p.join();
         CHECK(p.exitcode() == 0);
     }
-    CHECK(std::vector<ShareableValue>(sl.begin(), sl.end()) ==
-          std::vector<ShareableValue>{0, 10, 20, 30, "--------"});
+    CHECK(std::vector<ShareableValue>(sl.begin(), sl.end()) == std::vector<ShareableValue>{0, 10, 20, 30, "--------"});
 
     auto [here, there] = zmp::Pipe();
     zmp::Process receiver([c = there]() mutable {
@@ -275,7 +274,9 @@ TEST_CASE("ShareableList has Python's layout: Python reads and writes zmp's list
     // unlink it at exit (gh-82300): unregister right away.
     const std::string read_write =
         "from multiprocessing import shared_memory, resource_tracker\n"
-        "sl = shared_memory.ShareableList(name='" + sl.name() + "')\n"
+        "sl = shared_memory.ShareableList(name='" +
+        sl.name() +
+        "')\n"
         "resource_tracker.unregister(sl.shm._name, 'shared_memory')\n"
         "print(list(sl), sl.format)\n"
         "sl[3] = 'py'\n"

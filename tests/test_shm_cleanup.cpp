@@ -23,9 +23,9 @@ bool segment_exists(const std::string& name) {
 }
 
 struct Probe {
-    std::string name;       // its tracked SharedMemory (its child's is name + "-child")
-    std::string untracked;  // made with track=false: must survive the run
-    std::string run_prefix; // every segment the library made for that run starts with it
+    std::string name;                 // its tracked SharedMemory (its child's is name + "-child")
+    std::string untracked;            // made with track=false: must survive the run
+    std::string run_prefix;           // every segment the library made for that run starts with it
     std::vector<std::string> listed;  // the "psm_" names of its ShareableLists
     int status;
 };
@@ -39,8 +39,8 @@ struct RemoveUntracked {
 Probe run_probe(const std::string& mode) {
     const std::string tag = "zmp_probe_" + std::to_string(::getpid()) + "_" + mode;
     Probe probe{tag, tag + "_untracked", "", {}, -1};
-    auto result = test_util::run_command(std::string(HELPER_shm_probe) + " " + mode + " " + probe.name + " " +
-                                         probe.untracked);
+    auto result =
+        test_util::run_command(std::string(HELPER_shm_probe) + " " + mode + " " + probe.name + " " + probe.untracked);
     probe.status = result.status;
     std::istringstream out(result.out);
     std::string word, dir;

@@ -25,9 +25,7 @@ using zmp::StartMethod;
 
 namespace {
 
-StartMethod any_method() {
-    return GENERATE(StartMethod::fork, StartMethod::spawn, StartMethod::forkserver);
-}
+StartMethod any_method() { return GENERATE(StartMethod::fork, StartMethod::spawn, StartMethod::forkserver); }
 
 // Python's test_recursion: every node sends its path, then starts and joins its two children.
 void report_path(Connection out, std::vector<int> path) {
@@ -203,9 +201,10 @@ TEST_CASE("capture-free lambdas travel to every start method") {
 TEST_CASE("temporaries given as arguments arrive whole under every start method") {
     auto [reader, writer] = zmp::Pipe(false);
     // Both the copy that travels and the one bound for fork are made from these temporaries.
-    zmp::Process p = zmp::get_context(any_method()).Process(
-        [](Connection out, std::string text, std::vector<int> numbers) { out.send(std::make_tuple(text, numbers)); },
-        writer, std::string("a temporary string"), std::vector<int>{1, 2, 3});
+    zmp::Process p = zmp::get_context(any_method())
+                         .Process([](Connection out, std::string text,
+                                     std::vector<int> numbers) { out.send(std::make_tuple(text, numbers)); },
+                                  writer, std::string("a temporary string"), std::vector<int>{1, 2, 3});
     p.start();
     CHECK(reader.recv<std::tuple<std::string, std::vector<int>>>() ==
           std::make_tuple(std::string("a temporary string"), std::vector<int>{1, 2, 3}));
@@ -252,8 +251,8 @@ TEST_CASE("a child whose main() skips zmp::init() stops with a clear message and
     fd = ::mkstemp(err);
     REQUIRE(fd >= 0);
     ::close(fd);
-    auto result = test_util::run_command(std::string(HELPER_init_check) + " " + log + " child-skips " + method +
-                                         " 2>" + err);
+    auto result =
+        test_util::run_command(std::string(HELPER_init_check) + " " + log + " child-skips " + method + " 2>" + err);
     std::ifstream errors(err);
     std::stringstream err_text;
     err_text << errors.rdbuf();
@@ -262,7 +261,7 @@ TEST_CASE("a child whose main() skips zmp::init() stops with a clear message and
     for (std::string line; std::getline(runs, line);) ++main_runs;
     ::unlink(log);
     ::unlink(err);
-    CHECK(result.status == 3);                                        // start() raised
+    CHECK(result.status == 3);                                             // start() raised
     CHECK(result.out.find("zmp::init(argc, argv)") != std::string::npos);  // naming the fix
     CHECK(err_text.str().find("zmp::init(argc, argv)") != std::string::npos);
     CHECK(main_runs == 2);  // the parent, and one child that stopped: never a third
@@ -311,10 +310,12 @@ TEST_CASE("a SIGKILLed fork server is restarted by the next start()") {
 TEST_CASE("a child of a fork server that died is still joined and its end reported") {
     auto ctx = zmp::get_context("forkserver");
     auto [reader, writer] = zmp::Pipe(false);
-    zmp::Process sleeper = ctx.Process([](Connection out) {
-        out.send(1);
-        std::this_thread::sleep_for(0.3s);
-    }, writer);
+    zmp::Process sleeper = ctx.Process(
+        [](Connection out) {
+            out.send(1);
+            std::this_thread::sleep_for(0.3s);
+        },
+        writer);
     sleeper.start();
     CHECK(reader.recv<int>() == 1);
     ::kill(*zmp::detail::forkserver_pid(), SIGKILL);

@@ -255,8 +255,10 @@ namespace {
 // Under the condition's lock: notify(n), or notify_all() for n < 0.
 void notify_locked(const zmp::Condition& cond, int n = 1) {
     std::lock_guard g(cond);
-    if (n < 0) cond.notify_all();
-    else cond.notify(n);
+    if (n < 0)
+        cond.notify_all();
+    else
+        cond.notify(n);
 }
 
 // A waiter on `cond`: counts itself in `sleeping` under the lock (so that once the lock is taken
@@ -267,8 +269,10 @@ std::function<void()> waiter(zmp::Condition cond, zmp::Semaphore sleeping, zmp::
     return [=] {
         std::lock_guard g(cond);
         sleeping.release();
-        if (cond.wait(timeout)) woken.release();
-        else timed_out.release();
+        if (cond.wait(timeout))
+            woken.release();
+        else
+            timed_out.release();
     };
 }
 
@@ -667,8 +671,10 @@ TEST_CASE("Barrier: a party that times out breaks it for everyone, a late one in
         zmp::Barrier b(3, {}, constructor_default ? zmp::Timeout(0.2s) : zmp::forever);
         auto waiter = [b, constructor_default] {
             try {
-                if (constructor_default) (void)b.wait();
-                else (void)b.wait(0.2s);
+                if (constructor_default)
+                    (void)b.wait();
+                else
+                    (void)b.wait(0.2s);
             } catch (const zmp::BrokenBarrierError&) {
                 zmp::exit(0);
             }
@@ -874,12 +880,12 @@ TEST_CASE("handles sent through a Pipe to a sibling that never inherited them ke
     auto [to_child, from_parent] = zmp::Pipe();
     // The child starts before any of the objects exists: it can only get them in a message.
     zmp::Process sibling([c = from_parent]() mutable {
-        auto [lock, event, sem, bounded, cond, barrier] =
-            c.recv<std::tuple<zmp::Lock, zmp::Event, zmp::Semaphore, zmp::BoundedSemaphore, zmp::Condition, zmp::Barrier>>();
+        auto [lock, event, sem, bounded, cond, barrier] = c.recv<
+            std::tuple<zmp::Lock, zmp::Event, zmp::Semaphore, zmp::BoundedSemaphore, zmp::Condition, zmp::Barrier>>();
         int result = 0;
         result |= lock.acquire(false) ? 1 : 0;  // the parent holds it
         c.send(std::string("tried"));
-        result |= lock.acquire(60s) ? 0 : 2;     // and releases it after "tried"
+        result |= lock.acquire(60s) ? 0 : 2;  // and releases it after "tried"
         lock.release();
         result |= event.wait(60s) ? 0 : 4;
         result |= sem.get_value() == 3 ? 0 : 8;
@@ -1070,19 +1076,19 @@ TEST_CASE("garbage sent straight to the broker is counted or answered, and every
         for (auto& ch : junk) ch = static_cast<char>(rng());
         send(junk);
     }
-    send("");                                               // empty
-    send(std::string("\xdd\xff\xff\xff\xff", 5));           // a 4-billion-element array header
-    send(envelope({1, 0, 7}, {}).substr(0, 3));             // truncated
-    send(envelope({2, 0, 8}, {static_cast<int>(getpid()), 1}));  // CREATE before HELLO
-    send(envelope({1, 0, 9}, {static_cast<int>(getpid()), 1}));  // HELLO
-    send(envelope({99, 0, 10}, {}));                        // unknown op
-    send(envelope({3, 123456789, 11}, {1, -1, 0}));         // unknown object
+    send("");                                                               // empty
+    send(std::string("\xdd\xff\xff\xff\xff", 5));                           // a 4-billion-element array header
+    send(envelope({1, 0, 7}, {}).substr(0, 3));                             // truncated
+    send(envelope({2, 0, 8}, {static_cast<int>(getpid()), 1}));             // CREATE before HELLO
+    send(envelope({1, 0, 9}, {static_cast<int>(getpid()), 1}));             // HELLO
+    send(envelope({99, 0, 10}, {}));                                        // unknown op
+    send(envelope({3, 123456789, 11}, {1, -1, 0}));                         // unknown object
     send(envelope({3, static_cast<std::int64_t>(lock.ref().id), 12}, {}));  // missing arguments
-    send(envelope({2, 0, 13}, {42, 0, 0, 0, 0}));           // unknown kind
-    send(envelope({2, 0, 14}, {3, -5, 0, 0, 0}));           // Semaphore(-5)
-    raw.send(zmq::buffer(std::string("two")), zmq::send_flags::sndmore);  // two frames
+    send(envelope({2, 0, 13}, {42, 0, 0, 0, 0}));                           // unknown kind
+    send(envelope({2, 0, 14}, {3, -5, 0, 0, 0}));                           // Semaphore(-5)
+    raw.send(zmq::buffer(std::string("two")), zmq::send_flags::sndmore);    // two frames
     raw.send(zmq::buffer(std::string("frames")), zmq::send_flags::none);
-    send(std::string(100 * 1024, 'x'));                    // larger than any envelope: dropped
+    send(std::string(100 * 1024, 'x'));  // larger than any envelope: dropped
     // Queue batches that lie about their items, and a batch where none belongs.
     zmp::Queue<int> queue;
     const auto qid = static_cast<std::int64_t>(queue.core().to_wire().id);
@@ -1093,12 +1099,13 @@ TEST_CASE("garbage sent straight to the broker is counted or answered, and every
     std::string one_item;
     append_item(one_item, "\x01");
     const auto put_op = static_cast<std::int64_t>(Op::queue_put);
-    send_batch(envelope({put_op, qid, 15}, {1, -1, 3}), one_item);             // three announced, one there
+    send_batch(envelope({put_op, qid, 15}, {1, -1, 3}), one_item);               // three announced, one there
     send_batch(envelope({put_op, qid, 16}, {1, -1, 1}), one_item.substr(0, 3));  // truncated length
     send_batch(envelope({put_op, qid, 17}, {1, -1, 1}), one_item + "x");         // bytes after the item
-    send_batch(envelope({put_op, qid, 18}, {1, -1, 1}), std::string("\xff\xff\xff\x7f", 4));  // a 2 GiB item
+    send_batch(envelope({put_op, qid, 18}, {1, -1, 1}), std::string("\xff\xff\xff\x7f", 4));             // a 2 GiB item
     send_batch(envelope({put_op, static_cast<std::int64_t>(lock.ref().id), 19}, {1, -1, 1}), one_item);  // not a queue
-    send_batch(envelope({static_cast<std::int64_t>(Op::queue_get), qid, 20}, {0, 0, 1}), one_item);    // GET takes no batch
+    send_batch(envelope({static_cast<std::int64_t>(Op::queue_get), qid, 20}, {0, 0, 1}),
+               one_item);  // GET takes no batch
 
     // The broker answered what it could read (on this or a fresh connection) and kept serving.
     const int before = rounds.get_value();

@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
         auto& rt = zmp::detail::Runtime::instance();
         zmp::detail::Broker broker(rt.context(), {endpoint, "", same_host});
         serving = &broker;
-        struct sigaction action{};
+        struct sigaction action {};
         action.sa_handler = on_signal;
         ::sigemptyset(&action.sa_mask);
         ::sigaction(SIGTERM, &action, nullptr);

@@ -91,10 +91,10 @@ double zmq_rtt_us(const bench::Options& opt, std::size_t size, int per_round) {
 
 ZMP_BENCH("process.start_join.fork", "ms") {
     return 1e3 * bench::seconds_per_op(5, opt.n(40), [] {
-        pid_t pid = ::fork();
-        if (pid == 0) _exit(0);
-        ::waitpid(pid, nullptr, 0);
-    });
+               pid_t pid = ::fork();
+               if (pid == 0) _exit(0);
+               ::waitpid(pid, nullptr, 0);
+           });
 }
 ZMP_BENCH("pipe.rtt.1B", "us") { return socketpair_rtt_us(opt, 1, 5000); }
 ZMP_BENCH("pipe.rtt.1KiB", "us") { return socketpair_rtt_us(opt, 1024, 5000); }
@@ -106,11 +106,11 @@ ZMP_BENCH("codec.int", "ns") {
     long i = 0;
     msgpack::sbuffer buffer;
     return 1e9 * bench::seconds_per_op(5, opt.n(1000000), [&] {
-        buffer.clear();
-        msgpack::pack(buffer, ++i);
-        msgpack::object_handle h = msgpack::unpack(buffer.data(), buffer.size());
-        sink = sink + h.get().as<long>();
-    });
+               buffer.clear();
+               msgpack::pack(buffer, ++i);
+               msgpack::object_handle h = msgpack::unpack(buffer.data(), buffer.size());
+               sink = sink + h.get().as<long>();
+           });
 }
 
 // posix_spawn of a small program that links libzmq (this binary), run with a flag that makes it
@@ -122,8 +122,8 @@ ZMP_BENCH("process.start_join.spawn", "ms") {
     char flag[] = "--exit-at-once";
     char* argv[] = {self, flag, nullptr};
     return 1e3 * bench::seconds_per_op(5, opt.n(10), [&] {
-        pid_t pid;
-        ::posix_spawn(&pid, self, nullptr, nullptr, argv, environ);
-        ::waitpid(pid, nullptr, 0);
-    });
+               pid_t pid;
+               ::posix_spawn(&pid, self, nullptr, nullptr, argv, environ);
+               ::waitpid(pid, nullptr, 0);
+           });
 }

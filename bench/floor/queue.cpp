@@ -75,7 +75,10 @@ double pushpull_4x4_rate(const bench::Options& opt, int full) {
             for (int ends = 0; ends < kSide;) {
                 zmq::message_t m;
                 (void)pull.recv(m);
-                if (m.size() == 0) ++ends; else ++count;
+                if (m.size() == 0)
+                    ++ends;
+                else
+                    ++count;
             }
             _exit(::write(done[1], &count, sizeof count) == sizeof count ? 0 : 1);
         }

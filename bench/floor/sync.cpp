@@ -63,9 +63,9 @@ ZMP_BENCH("lock.uncontended", "ns") {
     ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
     ::pthread_mutex_init(m, &attr);
     return 1e9 * bench::seconds_per_op(5, opt.n(2000000), [&] {
-        ::pthread_mutex_lock(m);
-        ::pthread_mutex_unlock(m);
-    });
+               ::pthread_mutex_lock(m);
+               ::pthread_mutex_unlock(m);
+           });
 }
 
 ZMP_BENCH("lock.pingpong", "us") {

@@ -14,10 +14,10 @@ double start_join_ms(const bench::Options& opt) {
     warm.start();
     warm.join();
     return 1e3 * bench::seconds_per_op(5, opt.n(40), [] {
-        zmp::Process p([] {});
-        p.start();
-        p.join();
-    });
+               zmp::Process p([] {});
+               p.start();
+               p.join();
+           });
 }
 
 // Round trip of `size` bytes to an echoing child and back, in microseconds.
@@ -57,9 +57,9 @@ ZMP_BENCH("codec.int", "ns") {
     volatile long sink = 0;
     long i = 0;
     return 1e9 * bench::seconds_per_op(5, opt.n(1000000), [&] {
-        auto buffer = zmp::transport::encode(++i);
-        sink = sink + zmp::transport::decode_as<long>(buffer.data(), buffer.size());
-    });
+               auto buffer = zmp::transport::encode(++i);
+               sink = sink + zmp::transport::decode_as<long>(buffer.data(), buffer.size());
+           });
 }
 
 namespace {
@@ -71,10 +71,10 @@ double start_join_with_ms(const bench::Options& opt, zmp::StartMethod method, in
     warm.start();
     warm.join();
     return 1e3 * bench::seconds_per_op(5, opt.n(full), [&] {
-        zmp::Process p = ctx.Process(nothing);
-        p.start();
-        p.join();
-    });
+               zmp::Process p = ctx.Process(nothing);
+               p.start();
+               p.join();
+           });
 }
 }  // namespace
 

@@ -17,9 +17,9 @@ double lock_uncontended_ns(const bench::Options& opt, bool broker) {
     use_broker_path(broker);
     zmp::Lock lock;
     return 1e9 * bench::seconds_per_op(5, opt.n(broker ? 2000 : 2000000), [&] {
-        lock.acquire();
-        lock.release();
-    });
+               lock.acquire();
+               lock.release();
+           });
 }
 
 // Times `once()` in this process while a child runs `partner(total)`, the other half of each
@@ -82,7 +82,10 @@ double barrier_wait2_us(const bench::Options& opt, bool broker) {
     use_broker_path(broker);
     zmp::Barrier barrier(2);
     return two_processes_us(
-        opt, broker, [=](int total) { for (int i = 0; i < total; ++i) (void)barrier.wait(); },
+        opt, broker,
+        [=](int total) {
+            for (int i = 0; i < total; ++i) (void)barrier.wait();
+        },
         [&] { (void)barrier.wait(); }, 1);
 }
 

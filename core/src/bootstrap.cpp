@@ -53,9 +53,8 @@ std::unique_ptr<Process> rebuild_process(const Bootstrap& b) {
     if (b.has_target) {
         auto [function, trampoline] = resolve(b.target);
         auto args = std::make_shared<transport::Decoded>(transport::decode(b.args.data(), b.args.size()));
-        ProcessAccess::set_local_target(*process, [function, trampoline, args] {
-            trampoline(function, args->get(), nullptr);
-        });
+        ProcessAccess::set_local_target(*process,
+                                        [function, trampoline, args] { trampoline(function, args->get(), nullptr); });
     }
     return process;
 }
@@ -89,9 +88,8 @@ BootstrapMessage make_bootstrap(const ProcessState& st, const Process& process, 
     if (subclass) {
         if (find_process_type(type.name()) == nullptr) {
             throw ValueError("a " + transport::type_name(type) + " cannot be started with " +
-                             std::string(to_string(method)) +
-                             ": register it with ZMP_REGISTER_PROCESS(" + transport::type_name(type) +
-                             ") and describe its members with MSGPACK_DEFINE");
+                             std::string(to_string(method)) + ": register it with ZMP_REGISTER_PROCESS(" +
+                             transport::type_name(type) + ") and describe its members with MSGPACK_DEFINE");
         }
     }
     if (st.target) {

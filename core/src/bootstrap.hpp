@@ -35,14 +35,14 @@ struct Bootstrap {
     // Its work: a travelling target, and/or a registered Process subclass with its state.
     bool has_target = false;
     FunctionId target;
-    std::string args;            // msgpack of the argument tuple
-    std::string process_type;    // key of a ZMP_REGISTER_PROCESS type, or empty
-    std::string process_state;   // msgpack of that object
-    int parent_pidfd = -1;       // index among the message's descriptors
-    std::vector<int> stdio;      // indexes of the parent's fds 0, 1, 2 (-1: not passed), fork server only
+    std::string args;           // msgpack of the argument tuple
+    std::string process_type;   // key of a ZMP_REGISTER_PROCESS type, or empty
+    std::string process_state;  // msgpack of that object
+    int parent_pidfd = -1;      // index among the message's descriptors
+    std::vector<int> stdio;     // indexes of the parent's fds 0, 1, 2 (-1: not passed), fork server only
     MSGPACK_DEFINE_MAP(root_pid, run_dir, authkey, services, argv, name, daemon, identity, parent_pid, parent_name,
-                       parent_main_thread, method, has_target, target, args, process_type, process_state,
-                       parent_pidfd, stdio)
+                       parent_main_thread, method, has_target, target, args, process_type, process_state, parent_pidfd,
+                       stdio)
 };
 
 /// A packed bootstrap and the descriptors to send with it (borrowed: they stay open in the parent).

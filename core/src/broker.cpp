@@ -57,7 +57,7 @@ struct Waiter {
     std::uint64_t rid = 0;
     std::uint64_t object = 0;
     Clock::time_point deadline = kNever;
-    std::int64_t arg = 0;  // lock: depth to restore; barrier: arrival index or timeout; queue get: most items
+    std::int64_t arg = 0;            // lock: depth to restore; barrier: arrival index or timeout; queue get: most items
     std::vector<std::string> batch;  // queue put: the items waiting for room
 };
 
@@ -84,7 +84,7 @@ enum class BarrierState { filling, releasing, broken };
 struct Object {
     std::uint64_t id = 0;
     Kind kind{};
-    std::int64_t slot = -1;  // its state is in the arena (the fast path): the broker only repairs it
+    std::int64_t slot = -1;           // its state is in the arena (the fast path): the broker only repairs it
     std::deque<std::uint64_t> queue;  // waiter ids, oldest first
     // Lock, RLock
     Client* owner = nullptr;
@@ -103,14 +103,14 @@ struct Object {
     std::int64_t timeout_ns = kForever;
     bool has_action = false;
     BarrierState state = BarrierState::filling;
-    std::optional<Waiter> runner;      // the last arrival, running the action
+    std::optional<Waiter> runner;        // the last arrival, running the action
     std::deque<std::uint64_t> entering;  // arrivals held back while the action runs
     // Queue, JoinableQueue (`queue` holds the waiting getters)
     std::deque<QueuedItem> items;  // in seq order
     std::uint64_t next_seq = 0;
     std::int64_t maxsize = 0;  // <= 0: unbounded
     std::uint64_t max_item = 0;
-    std::int64_t unfinished = 0;  // JoinableQueue: put and not yet marked done
+    std::int64_t unfinished = 0;        // JoinableQueue: put and not yet marked done
     std::deque<std::uint64_t> putters;  // waiters whose items did not fit yet
     std::deque<std::uint64_t> joiners;
     std::set<std::string> holders;  // connections with a delivery of this queue not all taken yet
@@ -146,7 +146,9 @@ constexpr auto kIdleHolder = std::chrono::milliseconds(20);
 constexpr int kIdleCheckMs = 10;
 
 std::uint32_t cursor_taken(std::int64_t word) { return static_cast<std::uint32_t>(word); }
-std::uint32_t cursor_limit(std::int64_t word) { return static_cast<std::uint32_t>(static_cast<std::uint64_t>(word) >> 32); }
+std::uint32_t cursor_limit(std::int64_t word) {
+    return static_cast<std::uint32_t>(static_cast<std::uint64_t>(word) >> 32);
+}
 std::int64_t cursor_word(std::uint32_t taken, std::uint32_t limit) {
     return static_cast<std::int64_t>((static_cast<std::uint64_t>(limit) << 32) | taken);
 }
@@ -241,7 +243,7 @@ struct Broker::Impl {
 
     std::map<std::pair<std::string, std::uint64_t>, Delivery> deliveries;  // (connection, queue) -> delivery
     std::vector<std::uint32_t> free_cursors;  // cursor slots of dead connections, for reuse
-    std::set<std::uint64_t> starving;  // queues whose getters wait while consumers hold items
+    std::set<std::uint64_t> starving;         // queues whose getters wait while consumers hold items
     Clock::time_point next_idle_check{};
 
     std::uint64_t dropped = 0;  // messages that could not be read at all
@@ -253,7 +255,7 @@ Broker::Impl::Impl(zmq::context_t& context, Options opts)
     : options(std::move(opts)), self_pid(Runtime::instance().pid()) {
     transport::SocketOptions so;
     so.max_message = kMaxBatchFrame;  // a queue batch; envelopes are checked against kMaxFrame
-    so.router_mandatory = true;  // a reply to a peer that is gone fails at once instead of queueing
+    so.router_mandatory = true;       // a reply to a peer that is gone fails at once instead of queueing
     router = transport::open_socket(context, zmq::socket_type::router, so);
     try {
         router.bind(options.endpoint);
@@ -291,8 +293,8 @@ void Broker::Impl::reply(const std::string& routing_id, std::uint64_t rid, Statu
     out.clear();
     encode_reply(out, rid, status, values, text);
     // A peer that is gone (its process died) simply does not get it.
-    (void)transport::send_message(router, {zmq::const_buffer(routing_id.data(), routing_id.size()),
-                                           zmq::const_buffer(out.data(), out.size())});
+    (void)transport::send_message(
+        router, {zmq::const_buffer(routing_id.data(), routing_id.size()), zmq::const_buffer(out.data(), out.size())});
 }
 
 // ---- the loop -------------------------------------------------------------------------------
@@ -382,7 +384,8 @@ void Broker::Impl::serve_socket() {
         try {
             req = decode_request(frames[1].data(), frames[1].size(), &rid);
             if (frames.size() == 3) {
-                if (req.op != Op::queue_put) throw ProtocolError(std::string(op_name(req.op)) + " takes no second frame");
+                if (req.op != Op::queue_put)
+                    throw ProtocolError(std::string(op_name(req.op)) + " takes no second frame");
                 payload = std::string_view(frames[2].data<char>(), frames[2].size());
                 req.payload = &payload;
             }
@@ -583,7 +586,8 @@ void Broker::Impl::queue_put(const Caller& caller, const Request& req, Object& o
     }
     for (std::string_view item : batch) {
         if (item.size() > obj.max_item) {
-            refuse(Status::value_error, "an item of " + std::to_string(item.size()) + " bytes is larger than the queue's max_item_bytes (" +
+            refuse(Status::value_error, "an item of " + std::to_string(item.size()) +
+                                            " bytes is larger than the queue's max_item_bytes (" +
                                             std::to_string(obj.max_item) + ")");
         }
     }
@@ -651,7 +655,8 @@ void Broker::Impl::queue_deliver(Object& obj, const Caller& to, std::uint64_t ri
         slot.id.store(obj.id, std::memory_order_relaxed);
         slot.kind.store(kCursorKind, std::memory_order_relaxed);
     }
-    d.items.assign(std::make_move_iterator(obj.items.begin()), std::make_move_iterator(obj.items.begin() + static_cast<std::ptrdiff_t>(n)));
+    d.items.assign(std::make_move_iterator(obj.items.begin()),
+                   std::make_move_iterator(obj.items.begin() + static_cast<std::ptrdiff_t>(n)));
     obj.items.erase(obj.items.begin(), obj.items.begin() + static_cast<std::ptrdiff_t>(n));
     d.seen_word = cursor_word(0, static_cast<std::uint32_t>(n));
     d.seen_at = Clock::now();
@@ -747,7 +752,8 @@ void Broker::Impl::queue_serve(Object& obj) {
             progress = true;
         }
         while (!obj.items.empty() && !obj.queue.empty()) {
-            const auto share = std::max<std::int64_t>(1, static_cast<std::int64_t>(obj.items.size() / obj.queue.size()));
+            const auto share =
+                std::max<std::int64_t>(1, static_cast<std::int64_t>(obj.items.size() / obj.queue.size()));
             Waiter w = take_waiter(obj.queue.front());
             obj.queue.pop_front();
             queue_deliver(obj, w.caller, w.rid, std::min(w.arg, share));
@@ -804,7 +810,8 @@ void Broker::Impl::on_timeout(Object& obj, std::uint64_t id) {
         std::erase(obj.joiners, id);
         Waiter w = take_waiter(id);
         if (joiner) return reply(w, Status::ok, {0});
-        reply(w.caller.routing_id, w.rid, putter ? Status::full : Status::empty, {}, putter ? "the queue is full" : "the queue is empty");
+        reply(w.caller.routing_id, w.rid, putter ? Status::full : Status::empty, {},
+              putter ? "the queue is full" : "the queue is empty");
         if (putter) queue_serve(obj);  // a smaller put behind it may fit
         return;
     }
@@ -818,7 +825,8 @@ void Broker::Impl::on_timeout(Object& obj, std::uint64_t id) {
 void Broker::Impl::hello(const std::string& routing_id, const Request& req) {
     const std::int64_t pid = arg(req, 0);
     const std::int64_t tid = arg(req, 1);
-    if (pid <= 0 || pid > INT_MAX || tid < 0 || tid > UINT32_MAX) refuse(Status::protocol_error, "hello: bad pid or tid");
+    if (pid <= 0 || pid > INT_MAX || tid < 0 || tid > UINT32_MAX)
+        refuse(Status::protocol_error, "hello: bad pid or tid");
     auto it = clients.find(static_cast<pid_t>(pid));
     if (it == clients.end()) {
         if (clients.size() >= kMaxClients) refuse(Status::protocol_error, "too many client processes");
@@ -826,7 +834,8 @@ void Broker::Impl::hello(const std::string& routing_id, const Request& req) {
         client->pid = static_cast<pid_t>(pid);
         if (client->pid != self_pid) {
             client->pidfd = open_pidfd(client->pid);
-            if (client->pidfd < 0) refuse(Status::protocol_error, "hello: process " + std::to_string(pid) + " is not running");
+            if (client->pidfd < 0)
+                refuse(Status::protocol_error, "hello: process " + std::to_string(pid) + " is not running");
         }
         if (!free_indices.empty()) {
             client->index = free_indices.back();
@@ -860,19 +869,22 @@ void Broker::Impl::create(const Caller& caller, const Request& req) {
     switch (obj->kind) {
         case Kind::semaphore:
         case Kind::bounded_semaphore:
-            if (value < 0 || value > kMaxSemaphoreValue) refuse(Status::value_error, "semaphore initial value must be >= 0");
+            if (value < 0 || value > kMaxSemaphoreValue)
+                refuse(Status::value_error, "semaphore initial value must be >= 0");
             obj->value = value;
             obj->bound = obj->kind == Kind::bounded_semaphore ? value : 0;
             break;
         case Kind::barrier:
-            if (value < 1 || value > kMaxSemaphoreValue) refuse(Status::value_error, "a barrier needs at least one party");
+            if (value < 1 || value > kMaxSemaphoreValue)
+                refuse(Status::value_error, "a barrier needs at least one party");
             obj->parties = value;
             obj->timeout_ns = arg(req, 2) < 0 ? kForever : arg(req, 2);
             obj->has_action = arg(req, 4) != 0;
             break;
         case Kind::queue:
         case Kind::joinable_queue:
-            if (arg(req, 2) < 1 || arg(req, 2) > kMaxBatchFrame - 4096) refuse(Status::value_error, "max_item_bytes is out of range");
+            if (arg(req, 2) < 1 || arg(req, 2) > kMaxBatchFrame - 4096)
+                refuse(Status::value_error, "max_item_bytes is out of range");
             obj->maxsize = value;
             obj->max_item = static_cast<std::uint64_t>(arg(req, 2));
             break;
@@ -882,7 +894,8 @@ void Broker::Impl::create(const Caller& caller, const Request& req) {
     const bool shared = arena && arg(req, 3) != 0 && obj->kind != Kind::condition && !is_queue(obj->kind);
     if (shared) {
         const std::uint32_t index = arena->allocate_slot();
-        init_slot(arena->slot(index), obj->id, obj->kind, obj->kind == Kind::barrier ? obj->parties : obj->value, obj->timeout_ns);
+        init_slot(arena->slot(index), obj->id, obj->kind, obj->kind == Kind::barrier ? obj->parties : obj->value,
+                  obj->timeout_ns);
         obj->slot = index;
     }
     const std::uint64_t id = obj->id;

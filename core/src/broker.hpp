@@ -1,9 +1,9 @@
 #pragma once
 // The broker (DESIGN.md §4): one actor that owns every coordination object — Lock, RLock,
 // Semaphore, BoundedSemaphore, Event, Condition, Barrier — and every queue's items, and serves them
-// to every process of a run. It is a single-threaded event loop over a ROUTER socket, the pidfds of its client processes
-// (a process's death is noticed as soon as its pidfd becomes readable) and an eventfd that stops
-// it; deadlines are the poll timeout. The protocol is in sync_protocol.hpp.
+// to every process of a run. It is a single-threaded event loop over a ROUTER socket, the pidfds of its client
+// processes (a process's death is noticed as soon as its pidfd becomes readable) and an eventfd that stops it;
+// deadlines are the poll timeout. The protocol is in sync_protocol.hpp.
 //
 // By default the root process runs one on a background thread (embedded_broker.cpp); the same
 // class runs standalone in zmp-broker. Malformed input never stops it: garbage is counted and

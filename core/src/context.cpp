@@ -80,9 +80,12 @@ void init(int argc, char** argv) {
 
 std::string_view to_string(StartMethod method) {
     switch (method) {
-        case StartMethod::fork: return "fork";
-        case StartMethod::spawn: return "spawn";
-        case StartMethod::forkserver: return "forkserver";
+        case StartMethod::fork:
+            return "fork";
+        case StartMethod::spawn:
+            return "spawn";
+        case StartMethod::forkserver:
+            return "forkserver";
     }
     return "unknown";
 }

@@ -30,7 +30,7 @@ struct Embedded {
     std::atomic<bool> stopped{false};
 };
 
-std::mutex embedded_mutex;           // only the root takes it
+std::mutex embedded_mutex;                 // only the root takes it
 std::atomic<Embedded*> embedded{nullptr};  // never destroyed: forked children hold a copy of the pointer
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -62,7 +62,8 @@ std::string ensure_broker() {
     std::string endpoint = rt.broker_endpoint();
     if (!endpoint.empty()) return endpoint;
     if (!rt.is_root()) {
-        throw ProcessError("this process has no broker: a child uses its root's, which it inherits by fork or is handed at spawn");
+        throw ProcessError(
+            "this process has no broker: a child uses its root's, which it inherits by fork or is handed at spawn");
     }
     std::lock_guard lock(embedded_mutex);
     endpoint = rt.broker_endpoint();

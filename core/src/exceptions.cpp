@@ -24,14 +24,28 @@ std::pair<std::string, Maker> known() {
 struct Registry {
     std::mutex mutex;
     std::unordered_map<std::string, Maker> makers{
-        known<std::runtime_error>(), known<std::logic_error>(),    known<std::invalid_argument>(),
-        known<std::domain_error>(),  known<std::length_error>(),   known<std::out_of_range>(),
-        known<std::range_error>(),   known<std::overflow_error>(), known<std::underflow_error>(),
-        known<ProcessError>(),       known<ValueError>(),          known<ProtocolError>(),
-        known<EOFError>(),           known<AuthenticationError>(), known<TimeoutError>(),
-        known<RuntimeError>(),       known<PoolTerminated>(),      known<BrokenPool>(),
-        {transport::type_name(typeid(OSError)), [](const std::string& what) { return std::make_exception_ptr(OSError(what)); }},
-        {transport::type_name(typeid(std::bad_alloc)), [](const std::string&) { return std::make_exception_ptr(std::bad_alloc()); }},
+        known<std::runtime_error>(),
+        known<std::logic_error>(),
+        known<std::invalid_argument>(),
+        known<std::domain_error>(),
+        known<std::length_error>(),
+        known<std::out_of_range>(),
+        known<std::range_error>(),
+        known<std::overflow_error>(),
+        known<std::underflow_error>(),
+        known<ProcessError>(),
+        known<ValueError>(),
+        known<ProtocolError>(),
+        known<EOFError>(),
+        known<AuthenticationError>(),
+        known<TimeoutError>(),
+        known<RuntimeError>(),
+        known<PoolTerminated>(),
+        known<BrokenPool>(),
+        {transport::type_name(typeid(OSError)),
+         [](const std::string& what) { return std::make_exception_ptr(OSError(what)); }},
+        {transport::type_name(typeid(std::bad_alloc)),
+         [](const std::string&) { return std::make_exception_ptr(std::bad_alloc()); }},
     };
 };
 

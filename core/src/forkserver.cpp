@@ -106,8 +106,7 @@ std::string start_server() {
         ::waitpid(started_server, &status, WNOHANG);
         started_server = 0;
     }
-    const std::string path =
-        rt.run_dir() + "/fs-" + std::to_string(rt.pid()) + "-" + std::to_string(++servers_started);
+    const std::string path = rt.run_dir() + "/fs-" + std::to_string(rt.pid()) + "-" + std::to_string(++servers_started);
     auto [mine, theirs] = transport::FdChannel::pair();
     const pid_t pid = spawn_self("ZMP_FORKSERVER_FD", theirs.fd());
     theirs.close();
@@ -192,7 +191,8 @@ std::unique_ptr<Popen> forkserver_start(const ProcessState& st, const Process& p
     const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     const sockaddr_un address = unix_address(path);
     ::unlink(path.c_str());
-    if (signals < 0 || listener < 0 || ::bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 ||
+    if (signals < 0 || listener < 0 ||
+        ::bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 ||
         ::listen(listener, 128) != 0) {
         ::_exit(1);
     }

@@ -33,7 +33,8 @@ inline FutexWait futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expe
         if (since_epoch.count() <= 0) return FutexWait::timed_out;
         const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
         ts.tv_sec = static_cast<time_t>(secs.count());
-        ts.tv_nsec = static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
+        ts.tv_nsec =
+            static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
         at = &ts;
     }
     // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time (steady_clock's clock on Linux).
@@ -48,7 +49,8 @@ inline void futex_wake(std::atomic<std::uint32_t>& word, int n = INT_MAX) {
     ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, n, nullptr, nullptr, 0);
 }
 
-static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) && std::atomic<std::uint32_t>::is_always_lock_free,
+static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
+                  std::atomic<std::uint32_t>::is_always_lock_free,
               "futex words must be plain 32-bit words");
 
 }  // namespace zmp::detail

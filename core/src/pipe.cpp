@@ -83,8 +83,8 @@ Connection connection_from_token(const msgpack::object& obj) {
     std::memcpy(&token.index, obj.via.ext.data() + 1, sizeof token.index);
     const int fd = supply ? supply->take(token.index) : -1;
     if (fd < 0) throw ProtocolError("a Connection arrived without its descriptor");
-    return Connection(std::make_shared<ConnectionState>(transport::FdChannel(fd), (token.flags & 1) != 0,
-                                                        (token.flags & 2) != 0));
+    return Connection(
+        std::make_shared<ConnectionState>(transport::FdChannel(fd), (token.flags & 1) != 0, (token.flags & 2) != 0));
 }
 
 struct FdCapture::Collector {

@@ -52,8 +52,10 @@ void ResultCore::add_done_callback(std::function<void()> callback) {
         }
         pool = pool_.lock();
     }
-    if (pool) pool->post_callback(std::move(callback));
-    else callback();
+    if (pool)
+        pool->post_callback(std::move(callback));
+    else
+        callback();
 }
 
 void ResultCore::set_progress(std::function<void(std::size_t, std::size_t)> progress, std::size_t total) {
@@ -125,8 +127,10 @@ void ResultCore::complete_locked(std::unique_lock<std::mutex>& lock, std::except
     lock.unlock();
     changed_.notify_all();
     for (auto& callback : callbacks) {
-        if (pool) pool->post_callback(std::move(callback));
-        else callback();
+        if (pool)
+            pool->post_callback(std::move(callback));
+        else
+            callback();
     }
 }
 
@@ -219,10 +223,12 @@ std::size_t Pool::stream_buffer_limit() const {
 void Pool::prepare_progress(detail::ResultCore& result, const MapOptions& options, std::size_t total) {
     if (options.progress && options.progress_bar) {
         auto bar = progress_bar();
-        result.set_progress([user = options.progress, bar](std::size_t done, std::size_t all) {
-            user(done, all);
-            bar(done, all);
-        }, total);
+        result.set_progress(
+            [user = options.progress, bar](std::size_t done, std::size_t all) {
+                user(done, all);
+                bar(done, all);
+            },
+            total);
     } else if (options.progress) {
         result.set_progress(options.progress, total);
     } else if (options.progress_bar && ::isatty(2)) {

@@ -36,17 +36,17 @@ struct PoolCore::Task {
 struct PoolCore::Worker {
     std::string name;
     std::optional<Process> process;
-    transport::FdChannel link;             // the dispatcher's end: results come in here
+    transport::FdChannel link;                  // the dispatcher's end: results come in here
     std::unique_ptr<transport::Outbox> outbox;  // tasks go out here, never blocking the loop
     int sentinel = -1;
     std::deque<std::uint64_t> in_flight;
-    std::size_t in_flight_items = 0;        // the items of those chunks
-    std::vector<char> defined;              // function slots this worker knows
+    std::size_t in_flight_items = 0;  // the items of those chunks
+    std::vector<char> defined;        // function slots this worker knows
     std::size_t assigned = 0;
-    std::size_t window = 1;                 // chunks it may hold; grows once task times are known
-    double item_us = 0;                     // moving average of one item's run time
-    bool retiring = false;                  // gets no more tasks; its link closes once it is idle
-    StatusPage status;                      // which task it is running
+    std::size_t window = 1;  // chunks it may hold; grows once task times are known
+    double item_us = 0;      // moving average of one item's run time
+    bool retiring = false;   // gets no more tasks; its link closes once it is idle
+    StatusPage status;       // which task it is running
 };
 
 namespace {
@@ -61,9 +61,12 @@ constexpr int kMaxIdleDeaths = 5;
 
 std::string worker_prefix(StartMethod method) {
     switch (method) {
-        case StartMethod::spawn: return "SpawnPoolWorker-";
-        case StartMethod::forkserver: return "ForkServerPoolWorker-";
-        case StartMethod::fork: break;
+        case StartMethod::spawn:
+            return "SpawnPoolWorker-";
+        case StartMethod::forkserver:
+            return "ForkServerPoolWorker-";
+        case StartMethod::fork:
+            break;
     }
     return "ForkPoolWorker-";
 }
@@ -152,8 +155,8 @@ void PoolCore::start_worker() {
     auto worker = std::make_unique<Worker>();
     worker->name = worker_prefix(method_) + std::to_string(++workers_started_);
     Connection their_end = connection_from_channel(std::move(theirs));
-    worker->process.emplace(get_context(method_).Process({.name = worker->name, .daemon = true}, pool_worker_main,
-                                                    their_end, init_));
+    worker->process.emplace(
+        get_context(method_).Process({.name = worker->name, .daemon = true}, pool_worker_main, their_end, init_));
     try {
         worker->process->start();
     } catch (...) {
@@ -357,8 +360,9 @@ void PoolCore::pump() {
     }
     // The least loaded first: tasks often come one at a time (a map's chunks as they are made).
     std::stable_sort(shares.begin(), shares.end(), [](const Share& a, const Share& b) {
-        return a.worker->in_flight.size() != b.worker->in_flight.size() ? a.worker->in_flight.size() < b.worker->in_flight.size()
-                                                                        : a.items < b.items;
+        return a.worker->in_flight.size() != b.worker->in_flight.size()
+                   ? a.worker->in_flight.size() < b.worker->in_flight.size()
+                   : a.items < b.items;
     });
     for (bool dealt = true, more = true; dealt && more;) {
         dealt = false;
@@ -601,9 +605,8 @@ void PoolCore::worker_ended(std::size_t index) {
         replace = !terminate_requested_ && !broken_ && !(closed_ && jobs_.empty() && retries_.empty());
     }
     if (idle_deaths_ >= kMaxIdleDeaths) {
-        break_pool(std::make_exception_ptr(
-            BrokenPool("pool workers keep dying before they run anything (last: " + name + ", exit code " +
-                       std::to_string(exitcode) + ")")));
+        break_pool(std::make_exception_ptr(BrokenPool("pool workers keep dying before they run anything (last: " +
+                                                      name + ", exit code " + std::to_string(exitcode) + ")")));
         return;
     }
     if (replace) {

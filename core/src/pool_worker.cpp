@@ -59,7 +59,8 @@ public:
         msgpack::sbuffer tail;
         msgpack::packer<msgpack::sbuffer> tail_out(tail);
         tail_out.pack(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(busy_).count()));
-        const iovec parts[3] = {{head.data(), head.size()}, {entries_.data(), entries_.size()}, {tail.data(), tail.size()}};
+        const iovec parts[3] = {
+            {head.data(), head.size()}, {entries_.data(), entries_.size()}, {tail.data(), tail.size()}};
         link_.send(std::span<const iovec>(parts, 3));
         entries_.clear();
         count_ = 0;
@@ -116,8 +117,8 @@ void pool_worker_main(Connection link_handle, WorkerInit init) {
         if (message.type != msgpack::type::ARRAY || message.via.array.size != 3) {
             throw ProtocolError("malformed request from the pool dispatcher");
         }
-        for (const auto& def : transport::convert<std::vector<std::pair<std::uint32_t, FunctionId>>>(
-                 message.via.array.ptr[1])) {
+        for (const auto& def :
+             transport::convert<std::vector<std::pair<std::uint32_t, FunctionId>>>(message.via.array.ptr[1])) {
             if (slots.size() <= def.first) slots.resize(def.first + 1);
             auto [function, trampoline] = resolve(def.second);
             slots[def.first] = {function, trampoline};

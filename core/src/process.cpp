@@ -56,9 +56,7 @@ void ProcessAccess::set_local_target(Process& process, std::function<void()> tar
 
 [[noreturn]] void ProcessAccess::run_child(Process& process) { Runtime::instance().exit_child(run_target(process)); }
 
-bool ProcessAccess::on_main_thread() {
-    return static_cast<pid_t>(::syscall(SYS_gettid)) == Runtime::instance().pid();
-}
+bool ProcessAccess::on_main_thread() { return static_cast<pid_t>(::syscall(SYS_gettid)) == Runtime::instance().pid(); }
 
 int exitcode_from_status(int status) {
     if (WIFEXITED(status)) return WEXITSTATUS(status);
@@ -79,8 +77,10 @@ std::optional<int> WaitpidPopen::poll() {
     do {
         rc = ::waitpid(pid_, &status, WNOHANG);
     } while (rc < 0 && errno == EINTR);
-    if (rc == pid_) exitcode_ = exitcode_from_status(status);
-    else if (rc < 0) throw_os_error("waitpid", errno);
+    if (rc == pid_)
+        exitcode_ = exitcode_from_status(status);
+    else if (rc < 0)
+        throw_os_error("waitpid", errno);
     return exitcode_;
 }
 
@@ -172,9 +172,9 @@ void Process::start() {
         std::lock_guard child_lock(child->mutex);
         if (child->poll_locked()) rt.forget_child(child.get());
     }
-    rt.run_start_hooks();  // services children rely on (the broker) are up before the first one
-    (void)rt.run_dir();    // children inherit the run directory; only the root makes it
-    (void)rt.self_pidfd(); // and a pidfd on this process, their parent
+    rt.run_start_hooks();   // services children rely on (the broker) are up before the first one
+    (void)rt.run_dir();     // children inherit the run directory; only the root makes it
+    (void)rt.self_pidfd();  // and a pidfd on this process, their parent
     const StartMethod method = st.method ? *st.method : detail::use_default_start_method();
 
     if (method == StartMethod::spawn) {
@@ -182,8 +182,8 @@ void Process::start() {
     } else if (method == StartMethod::forkserver) {
         st.popen = detail::forkserver_start(st, *this);
     } else {
-        detail::ChildIdentity who{st.name, st.daemon, st.identity, rt.pid(), rt.name(),
-                                  detail::ProcessAccess::on_main_thread()};
+        detail::ChildIdentity who{st.name,  st.daemon, st.identity,
+                                  rt.pid(), rt.name(), detail::ProcessAccess::on_main_thread()};
         detail::flush_std_streams();  // or buffered output would be written twice, once by each process
         const pid_t pid = ::fork();
         if (pid < 0) throw_os_error("fork", errno);
@@ -219,8 +219,9 @@ void Process::join() {
 bool Process::join(Seconds timeout) {
     ProcessState& st = checked_open(state());
     require_child_of_caller(st, "join");
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::max(timeout, Seconds(0)));
+    const auto deadline =
+        std::chrono::steady_clock::now() +
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::max(timeout, Seconds(0)));
     for (;;) {
         int sentinel;
         {
@@ -306,7 +307,8 @@ void Process::close() {
     if (st.closed) return;
     if (st.popen) {
         if (!st.poll_locked()) {
-            throw ValueError("Cannot close a process while it is still running. You should first call join() or terminate().");
+            throw ValueError(
+                "Cannot close a process while it is still running. You should first call join() or terminate().");
         }
         st.popen.reset();
     }
@@ -330,10 +332,14 @@ std::ostream& operator<<(std::ostream& out, const Process& process) {
     }
     if (pid) out << " pid=" << *pid;
     out << " parent=" << st.creator;
-    if (!pid) out << " initial";
-    else if (!code) out << " started";
-    else if (*code < 0) out << " stopped exitcode=-SIG" << (sigabbrev_np(-*code) ? sigabbrev_np(-*code) : "?");
-    else out << " stopped exitcode=" << *code;
+    if (!pid)
+        out << " initial";
+    else if (!code)
+        out << " started";
+    else if (*code < 0)
+        out << " stopped exitcode=-SIG" << (sigabbrev_np(-*code) ? sigabbrev_np(-*code) : "?");
+    else
+        out << " stopped exitcode=" << *code;
     if (st.daemon) out << " daemon";
     return out << ">";
 }

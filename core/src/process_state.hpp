@@ -70,15 +70,15 @@ struct ProcessState {
 
     mutable std::mutex mutex;
     Role role = Role::child;
-    pid_t creator = 0;             // the process that may start, join and signal it
+    pid_t creator = 0;  // the process that may start, join and signal it
     std::string name;
     bool daemon = false;
     std::vector<int> identity;
     std::optional<StartMethod> method;  // empty: the default, decided by start()
-    std::function<void()> target;  // dropped after start()
-    TravelTarget travel;           // how the target reaches a spawn or forkserver child
-    std::unique_ptr<Popen> popen;  // set by start()
-    std::optional<int> exitcode;   // cached once known
+    std::function<void()> target;       // dropped after start()
+    TravelTarget travel;                // how the target reaches a spawn or forkserver child
+    std::unique_ptr<Popen> popen;       // set by start()
+    std::optional<int> exitcode;        // cached once known
     bool closed = false;
 
     /// Exit code if ended; reaps. Caller holds `mutex`.

@@ -59,7 +59,8 @@ constexpr std::int64_t kMostWanted = 4096;
 constexpr auto kQuickDrain = std::chrono::milliseconds(2);
 
 void check_open(const QueueState& q) {
-    if (q.closed.load(std::memory_order_relaxed)) throw ValueError("the queue is closed (close() was called on this handle)");
+    if (q.closed.load(std::memory_order_relaxed))
+        throw ValueError("the queue is closed (close() was called on this handle)");
 }
 
 // ---- the feeder --------------------------------------------------------------------------------
@@ -70,7 +71,9 @@ public:
 
     std::uint64_t generation() const { return generation_; }
 
-    void start() { thread_ = std::thread([this] { run(); }); }
+    void start() {
+        thread_ = std::thread([this] { run(); });
+    }
 
     // The item goes straight into the batch being gathered for its queue.
     void push(const std::shared_ptr<QueueState>& queue, std::string_view item) {
@@ -130,11 +133,12 @@ private:
             for (Pending& p : work) {
                 // Each batch is acknowledged before the next: they arrive in order.
                 try {
-                    (void)p.queue->link->call(Op::queue_put, p.queue->id, {1, kForever, static_cast<std::int64_t>(p.count)},
-                                              std::move(p.batch));
+                    (void)p.queue->link->call(Op::queue_put, p.queue->id,
+                                              {1, kForever, static_cast<std::int64_t>(p.count)}, std::move(p.batch));
                 } catch (const std::exception& e) {
                     // As Python's feeder thread does: said, not silent.
-                    std::fprintf(stderr, "zmp: a Queue could not take %zu item(s) this process put: %s\n", p.count, e.what());
+                    std::fprintf(stderr, "zmp: a Queue could not take %zu item(s) this process put: %s\n", p.count,
+                                 e.what());
                 }
                 sent += p.count;
             }
@@ -194,10 +198,10 @@ Feeder& feeder() {
 struct Received {
     BrokerLink* link = nullptr;
     std::uint64_t id = 0;
-    Slot* cursor = nullptr;  // null: nothing delivered yet (or no arena: items are ours once sent)
+    Slot* cursor = nullptr;               // null: nothing delivered yet (or no arena: items are ours once sent)
     zmq::message_t payload;               // the delivery as it came
     std::vector<std::string_view> items;  // its items, in `payload`
-    std::size_t mine = 0;  // of them, taken by this thread
+    std::size_t mine = 0;                 // of them, taken by this thread
     std::int64_t want = 1;
     Clock::time_point arrived{};
 };
@@ -250,7 +254,9 @@ void adapt(Received& r) {
     r.mine = 0;
 }
 
-Kind broker_kind(QueueCore::Kind kind) { return kind == QueueCore::Kind::joinable ? Kind::joinable_queue : Kind::queue; }
+Kind broker_kind(QueueCore::Kind kind) {
+    return kind == QueueCore::Kind::joinable ? Kind::joinable_queue : Kind::queue;
+}
 
 }  // namespace
 
@@ -277,14 +283,15 @@ void QueueCore::put_bytes(std::string_view item, bool block, const Timeout& time
     const QueueState& q = *state_;
     check_open(q);
     if (item.size() > q.max_item) {
-        throw ValueError("an item of " + std::to_string(item.size()) + " bytes is larger than the queue's max_item_bytes (" +
-                         std::to_string(q.max_item) + ")");
+        throw ValueError("an item of " + std::to_string(item.size()) +
+                         " bytes is larger than the queue's max_item_bytes (" + std::to_string(q.max_item) + ")");
     }
     if (!q.synchronous_put()) return feeder().push(state_, item);
     std::string batch;
     batch.reserve(item.size() + 4);
     append_item(batch, item);
-    (void)q.link->call(Op::queue_put, q.id, {block ? 1 : 0, block ? timeout_ns(timeout) : 0, 1}, std::move(batch));  // Full
+    (void)q.link->call(Op::queue_put, q.id, {block ? 1 : 0, block ? timeout_ns(timeout) : 0, 1},
+                       std::move(batch));  // Full
 }
 
 std::string_view QueueCore::get_view(bool block, const Timeout& timeout) const {
@@ -304,8 +311,10 @@ std::string_view QueueCore::get_view(bool block, const Timeout& timeout) const {
         adapt(r);
         std::int64_t wait = 0;
         if (block) {
-            wait = deadline ? std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - Clock::now()).count())
-                            : kForever;
+            wait = deadline
+                       ? std::max<std::int64_t>(
+                             0, std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - Clock::now()).count())
+                       : kForever;
         }
         Reply rep = q.link->call(Op::queue_get, q.id, {block ? 1 : 0, wait, r.want});  // Empty
         const std::int64_t count = rep.value(0);
@@ -320,7 +329,8 @@ std::string_view QueueCore::get_view(bool block, const Timeout& timeout) const {
             return r.items.front();
         }
         Arena* arena = q.link->arena();
-        if (arena == nullptr || slot > UINT32_MAX) throw ProtocolError("the broker sent a delivery without shared memory");
+        if (arena == nullptr || slot > UINT32_MAX)
+            throw ProtocolError("the broker sent a delivery without shared memory");
         r.cursor = &arena->slot(static_cast<std::uint32_t>(slot));
         r.mine = 0;
         r.arrived = Clock::now();
@@ -346,7 +356,6 @@ void QueueCore::close() const {
     state_->closed.store(true, std::memory_order_relaxed);
 }
 
-
 void QueueCore::task_done() const {
     const QueueState& q = *state_;
     if (q.kind != Kind::joinable) throw ValueError("task_done() needs a JoinableQueue");
@@ -361,7 +370,6 @@ bool QueueCore::join(const Timeout& timeout) const {
 }
 
 std::int64_t QueueCore::maxsize() const { return state_->maxsize; }
-
 
 bool QueueCore::operator==(const QueueCore& other) const {
     return state_->link == other.state_->link && state_->id == other.state_->id;
@@ -380,8 +388,8 @@ QueueCore QueueCore::from_wire(const msgpack::object& obj, Kind kind) {
     const bool accepted = wire.kind == static_cast<std::uint8_t>(kind) ||
                           (kind == Kind::queue && wire.kind == static_cast<std::uint8_t>(Kind::joinable));
     if (!accepted) throw ProtocolError("received a queue handle of another type than expected");
-    if (wire.endpoint.empty() || wire.endpoint.size() > 1024 || wire.id == 0 || wire.maxsize < 0 || wire.max_item_bytes == 0 ||
-        wire.max_item_bytes > kMaxQueueItemBytes) {
+    if (wire.endpoint.empty() || wire.endpoint.size() > 1024 || wire.id == 0 || wire.maxsize < 0 ||
+        wire.max_item_bytes == 0 || wire.max_item_bytes > kMaxQueueItemBytes) {
         throw ProtocolError("received a malformed queue handle");
     }
     auto state = std::make_shared<QueueState>();

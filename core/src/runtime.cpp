@@ -73,7 +73,7 @@ void remove_stale_run_dirs(const std::string& base) {
         if (std::sscanf(entry->d_name, "zmp-%d-", &pid) != 1 || pid <= 0) continue;
         if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its root may still be alive
         std::string path = base + "/" + entry->d_name;
-        struct stat info{};
+        struct stat info {};
         if (::lstat(path.c_str(), &info) != 0 || !S_ISDIR(info.st_mode) || info.st_uid != me) continue;
         unlink_recorded_segments(path);
         std::error_code ignored;
@@ -155,10 +155,10 @@ int open_pidfd(pid_t pid) {
 
 bool wait_fd_readable(int fd, std::optional<double> timeout_seconds) {
     using Clock = std::chrono::steady_clock;
-    const auto deadline =
-        timeout_seconds ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                             std::chrono::duration<double>(std::max(0.0, *timeout_seconds)))
-                        : Clock::time_point::max();
+    const auto deadline = timeout_seconds
+                              ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                   std::chrono::duration<double>(std::max(0.0, *timeout_seconds)))
+                              : Clock::time_point::max();
     for (;;) {
         int wait_ms = -1;
         if (timeout_seconds) {
@@ -219,8 +219,10 @@ Runtime::Runtime() : pid_(::getpid()), root_pid_(::getpid()) {
     std::size_t filled = 0;
     while (filled < authkey_.size()) {
         ssize_t n = ::getrandom(authkey_.data() + filled, authkey_.size() - filled, 0);
-        if (n > 0) filled += static_cast<std::size_t>(n);
-        else if (errno != EINTR) throw_os_error("getrandom", errno);
+        if (n > 0)
+            filled += static_cast<std::size_t>(n);
+        else if (errno != EINTR)
+            throw_os_error("getrandom", errno);
     }
     ::pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
     std::atexit(&Runtime::at_exit);
@@ -341,8 +343,10 @@ zmq::socket_ref Runtime::thread_socket(const std::string& key,
 
 void Runtime::close_thread_sockets() {
     if (!thread_has_sockets) return;
-    if (thread_sockets.generation == generation()) thread_sockets.sockets.clear();
-    else thread_sockets.abandon();
+    if (thread_sockets.generation == generation())
+        thread_sockets.sockets.clear();
+    else
+        thread_sockets.abandon();
 }
 
 void Runtime::add_start_hook(std::function<void()> hook) {
@@ -398,9 +402,7 @@ void Runtime::register_segment(const std::string& name) {
     ::close(fd);
 }
 
-void Runtime::unregister_segment(const std::string& name) {
-    ::unlink(segment_marker(run_dir(), name).c_str());
-}
+void Runtime::unregister_segment(const std::string& name) { ::unlink(segment_marker(run_dir(), name).c_str()); }
 
 void Runtime::add_child(std::shared_ptr<ProcessState> child) {
     std::lock_guard lock(mutex_);

@@ -34,7 +34,7 @@ using Authkey = std::array<std::uint8_t, 32>;
 struct ChildIdentity {
     std::string name;
     bool daemon = false;
-    std::vector<int> identity;     // Python's _identity tuple: (1,), (1, 2), ...
+    std::vector<int> identity;  // Python's _identity tuple: (1,), (1, 2), ...
     pid_t parent_pid = 0;
     std::string parent_name;
     bool parent_forked_from_main_thread = true;
@@ -165,12 +165,12 @@ private:
     std::vector<int> identity_;
     int child_counter_ = 0;
     std::shared_ptr<ProcessState> current_;
-    pid_t current_pid_ = 0;              // the pid current_ was made for
+    pid_t current_pid_ = 0;  // the pid current_ was made for
     pid_t parent_pid_ = 0;
     std::string parent_name_;
     int parent_pidfd_ = -1;
     int self_pidfd_ = -1;
-    int inherited_pidfd_ = -1;           // the parent's self_pidfd_, as this child inherited it
+    int inherited_pidfd_ = -1;  // the parent's self_pidfd_, as this child inherited it
     bool target_running_ = false;
     pthread_t target_thread_{};
     Authkey authkey_{};

@@ -162,7 +162,8 @@ void write_item(std::byte* slot, const ShareableValue& value, std::string_view f
 }
 
 bool is_number(const ShareableValue& v) {
-    return std::holds_alternative<std::int64_t>(v) || std::holds_alternative<double>(v) || std::holds_alternative<bool>(v);
+    return std::holds_alternative<std::int64_t>(v) || std::holds_alternative<double>(v) ||
+           std::holds_alternative<bool>(v);
 }
 
 long double number_of(const ShareableValue& v) {
@@ -185,10 +186,14 @@ std::string quoted(std::string_view text, bool bytes) {
     out += quote;
     for (char c : text) {
         const auto u = static_cast<unsigned char>(c);
-        if (c == quote || c == '\\') out += {'\\', c};
-        else if (c == '\n') out += "\\n";
-        else if (c == '\r') out += "\\r";
-        else if (c == '\t') out += "\\t";
+        if (c == quote || c == '\\')
+            out += {'\\', c};
+        else if (c == '\n')
+            out += "\\n";
+        else if (c == '\r')
+            out += "\\r";
+        else if (c == '\t')
+            out += "\\t";
         else if (u < 0x20 || u == 0x7f || (bytes && u >= 0x80)) {
             static constexpr char digits[] = "0123456789abcdef";
             out += {'\\', 'x', digits[u >> 4], digits[u & 15]};
@@ -355,9 +360,8 @@ void ShareableList::set(std::ptrdiff_t index, const ShareableValue& value) const
 }
 
 std::size_t ShareableList::count(const ShareableValue& value) const {
-    return static_cast<std::size_t>(std::count_if(begin(), end(), [&](const ShareableValue& item) {
-        return python_equal(item, value);
-    }));
+    return static_cast<std::size_t>(
+        std::count_if(begin(), end(), [&](const ShareableValue& item) { return python_equal(item, value); }));
 }
 
 std::size_t ShareableList::index(const ShareableValue& value) const {

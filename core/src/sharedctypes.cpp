@@ -114,8 +114,8 @@ std::shared_ptr<SharedBlock> create_block(ElementType type, std::size_t count, b
     name += '-';
     name += random_hex(8);
     MappedSegment mapping = create_segment(name, data_offset + count * type.size, RecordSegment::before_create);
-    auto* header = ::new (mapping.base) BlockHeader{kMagic, type.kind, type.size, type.align, 0, count, data_offset,
-                                                    with_lock ? kLockOffset : 0};
+    auto* header = ::new (mapping.base)
+        BlockHeader{kMagic, type.kind, type.size, type.align, 0, count, data_offset, with_lock ? kLockOffset : 0};
     auto block = std::make_shared<SharedBlock>(name, mapping, rt.pid());  // from here on it cleans up
     if (header->lock_offset != 0) init_lock(*::new (mapping.base + kLockOffset) LockCell{});
     BlockCache& cache = BlockCache::instance();
@@ -223,20 +223,24 @@ SharedArrayCore::SharedArrayCore(ElementType type, std::size_t count, const Lock
     block_ = create_block(type, count, lock.make());
     data_ = block_->base() + block_->header().data_offset;
     count_ = count;
-    if (lock.make()) lock_ = ValueLock(block_, block_->lock_cell());
-    else if (lock.existing()) lock_ = *lock.existing();
+    if (lock.make())
+        lock_ = ValueLock(block_, block_->lock_cell());
+    else if (lock.existing())
+        lock_ = *lock.existing();
 }
 
 SharedArrayCore SharedArrayCore::from_wire(const SharedArrayWire& wire, std::string_view what, ElementType type,
                                            bool with_lock) {
     const std::string expected(what);
-    if (wire.what != expected) throw ProtocolError("received a " + wire.what + " where a " + expected + " was expected");
+    if (wire.what != expected)
+        throw ProtocolError("received a " + wire.what + " where a " + expected + " was expected");
     if (wire.type != type) throw ProtocolError("received a " + expected + " of another element type");
     SharedArrayCore core;
     core.block_ = attach_block(wire.segment);
     const BlockHeader& header = core.block_->header();
     if (header.type() != type || header.count != wire.count) {
-        throw ProtocolError("shared memory '" + wire.segment.substr(1) + "' does not hold the " + expected + " received");
+        throw ProtocolError("shared memory '" + wire.segment.substr(1) + "' does not hold the " + expected +
+                            " received");
     }
     core.data_ = core.block_->base() + header.data_offset;
     core.count_ = header.count;
@@ -255,8 +259,9 @@ SharedArrayWire SharedArrayCore::to_wire(std::string_view what) const {
     SharedArrayWire wire{std::string(what), block_->name(), count_, block_->header().type(), std::nullopt};
     if (has_lock()) {
         const auto& lock_block = lock_.block();
-        wire.lock = LockAddress{lock_block->name(),
-                                static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(lock_.cell()) - lock_block->base())};
+        wire.lock =
+            LockAddress{lock_block->name(),
+                        static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(lock_.cell()) - lock_block->base())};
     }
     return wire;
 }

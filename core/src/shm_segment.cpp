@@ -45,8 +45,10 @@ std::string random_hex(std::size_t bytes) {
     std::size_t filled = 0;
     while (filled < bytes) {
         ssize_t n = ::getrandom(raw.data() + filled, bytes - filled, 0);
-        if (n > 0) filled += static_cast<std::size_t>(n);
-        else if (errno != EINTR) throw_os_error("getrandom", errno);
+        if (n > 0)
+            filled += static_cast<std::size_t>(n);
+        else if (errno != EINTR)
+            throw_os_error("getrandom", errno);
     }
     static constexpr char digits[] = "0123456789abcdef";
     std::string hex;
@@ -95,7 +97,7 @@ MappedSegment attach_segment(const std::string& name) {
         if (errno == ENOENT) throw FileNotFoundError("no shared memory named " + shown(name));
         throw_os_error("cannot open shared memory " + shown(name), errno);
     }
-    struct stat info{};
+    struct stat info {};
     if (::fstat(fd, &info) != 0) {
         const int error = errno;
         ::close(fd);

@@ -42,8 +42,8 @@ SyncRef create(Kind kind, std::int64_t value = 0, std::int64_t timeout = kForeve
     BrokerLink& link = BrokerLink::local();
     (void)link.client_index();  // HELLO first: it says whether the broker offers an arena
     const bool shared = kind != Kind::condition && fast_path_wanted() && link.arena() != nullptr;
-    const Reply r = link.call(Op::create, 0,
-                              {static_cast<std::int64_t>(kind), value, timeout, shared ? 1 : 0, has_action ? 1 : 0});
+    const Reply r =
+        link.call(Op::create, 0, {static_cast<std::int64_t>(kind), value, timeout, shared ? 1 : 0, has_action ? 1 : 0});
     SyncRef ref{&link, static_cast<std::uint64_t>(r.value(0)), static_cast<std::uint8_t>(kind), r.value(1), nullptr};
     if (ref.slot_index >= 0) ref.slot = &link.arena()->slot(slot_index(ref));
     return ref;
@@ -136,7 +136,8 @@ void restore_lock(const SyncRef& r, std::int64_t depth) {
 bool acquire_semaphore(const SyncRef& r, bool block, const Timeout& timeout) {
     Acquired got;
     if (r.slot != nullptr) {
-        got = semaphore_acquire(*r.slot, record_of(r), slot_index(r), block, block ? deadline_for(timeout) : std::nullopt);
+        got = semaphore_acquire(*r.slot, record_of(r), slot_index(r), block,
+                                block ? deadline_for(timeout) : std::nullopt);
     } else {
         const Reply rep = r.link->call(Op::acquire, r.id, {block ? 1 : 0, block ? timeout_ns(timeout) : 0, 0});
         got = {rep.value(0) != 0, rep.value(1) != 0};
@@ -178,16 +179,30 @@ SyncRef from_wire(const msgpack::object& obj, HandleType type) {
     const auto wire = transport::convert<SyncWire>(obj);
     bool accepted = false;
     switch (type) {
-        case HandleType::lock: accepted = wire.kind == kind_byte(Kind::lock); break;
-        case HandleType::rlock: accepted = wire.kind == kind_byte(Kind::rlock); break;
+        case HandleType::lock:
+            accepted = wire.kind == kind_byte(Kind::lock);
+            break;
+        case HandleType::rlock:
+            accepted = wire.kind == kind_byte(Kind::rlock);
+            break;
         case HandleType::semaphore:
             accepted = wire.kind == kind_byte(Kind::semaphore) || wire.kind == kind_byte(Kind::bounded_semaphore);
             break;
-        case HandleType::bounded_semaphore: accepted = wire.kind == kind_byte(Kind::bounded_semaphore); break;
-        case HandleType::event: accepted = wire.kind == kind_byte(Kind::event); break;
-        case HandleType::condition: accepted = wire.kind == kind_byte(Kind::condition); break;
-        case HandleType::condition_lock: accepted = wire.kind == kind_byte(Kind::lock) || wire.kind == kind_byte(Kind::rlock); break;
-        case HandleType::barrier: accepted = wire.kind == kind_byte(Kind::barrier); break;
+        case HandleType::bounded_semaphore:
+            accepted = wire.kind == kind_byte(Kind::bounded_semaphore);
+            break;
+        case HandleType::event:
+            accepted = wire.kind == kind_byte(Kind::event);
+            break;
+        case HandleType::condition:
+            accepted = wire.kind == kind_byte(Kind::condition);
+            break;
+        case HandleType::condition_lock:
+            accepted = wire.kind == kind_byte(Kind::lock) || wire.kind == kind_byte(Kind::rlock);
+            break;
+        case HandleType::barrier:
+            accepted = wire.kind == kind_byte(Kind::barrier);
+            break;
     }
     if (!accepted) throw ProtocolError("received a synchronization handle of another type than expected");
     if (wire.endpoint.empty() || wire.endpoint.size() > 1024 || wire.id == 0) {
@@ -233,7 +248,8 @@ std::int64_t checked_value(int value) {
 }  // namespace
 
 Semaphore::Semaphore(int value) : LockableHandle(detail::create(Kind::semaphore, checked_value(value))) {}
-Semaphore::Semaphore(int value, Bounded) : LockableHandle(detail::create(Kind::bounded_semaphore, checked_value(value))) {}
+Semaphore::Semaphore(int value, Bounded)
+    : LockableHandle(detail::create(Kind::bounded_semaphore, checked_value(value))) {}
 BoundedSemaphore::BoundedSemaphore(int value) : Semaphore(value, Bounded{}) {}
 
 bool Semaphore::acquire(bool block, Timeout timeout) const { return detail::acquire_semaphore(ref_, block, timeout); }
@@ -250,7 +266,6 @@ int Semaphore::get_value() const {
     if (ref_.slot != nullptr) return semaphore_value(*ref_.slot);
     return static_cast<int>(ref_.link->call(Op::get_value, ref_.id, {}).value(0));
 }
-
 
 // ---- Event -------------------------------------------------------------------------------------
 
@@ -333,7 +348,8 @@ int checked_parties(int parties) {
 }  // namespace
 
 Barrier::Barrier(int parties, std::function<void()> action, Timeout timeout)
-    : ref_(detail::create(Kind::barrier, checked_parties(parties), detail::timeout_ns(timeout), static_cast<bool>(action))),
+    : ref_(detail::create(Kind::barrier, checked_parties(parties), detail::timeout_ns(timeout),
+                          static_cast<bool>(action))),
       action_(action ? std::make_shared<const std::function<void()>>(std::move(action)) : nullptr) {}
 
 int Barrier::wait(Timeout timeout) const {

@@ -27,18 +27,18 @@ inline constexpr std::size_t kHoldings = 32;  // semaphores one process holds sl
 
 /// One object's shared state; each kind uses its own fields (see sync_fast.cpp).
 struct alignas(64) Slot {
-    std::atomic<std::uint64_t> id;       // the broker's object id: a handle checks it
+    std::atomic<std::uint64_t> id;  // the broker's object id: a handle checks it
     std::atomic<std::uint32_t> kind;
-    std::atomic<std::uint32_t> word;     // lock word; semaphore value; event flag; barrier mutex
-    std::atomic<std::uint32_t> waiters;  // semaphore and event sleepers
-    std::atomic<std::uint32_t> tid;      // Lock/RLock: the owning thread
-    std::atomic<std::uint32_t> depth;    // RLock recursion
-    std::atomic<std::uint32_t> bound;    // BoundedSemaphore: the initial value (0: unbounded)
-    std::atomic<std::uint32_t> credits;  // Semaphore: slots returned by dead holders, not taken yet
-    std::atomic<std::uint32_t> seq;      // Barrier: bumped at every state change (the futex)
-    std::atomic<std::uint32_t> state;    // Barrier: filling, releasing, draining, resetting, broken
-    std::atomic<std::uint32_t> count;    // Barrier: parties inside
-    std::atomic<std::uint32_t> parties;  // Barrier
+    std::atomic<std::uint32_t> word;       // lock word; semaphore value; event flag; barrier mutex
+    std::atomic<std::uint32_t> waiters;    // semaphore and event sleepers
+    std::atomic<std::uint32_t> tid;        // Lock/RLock: the owning thread
+    std::atomic<std::uint32_t> depth;      // RLock recursion
+    std::atomic<std::uint32_t> bound;      // BoundedSemaphore: the initial value (0: unbounded)
+    std::atomic<std::uint32_t> credits;    // Semaphore: slots returned by dead holders, not taken yet
+    std::atomic<std::uint32_t> seq;        // Barrier: bumped at every state change (the futex)
+    std::atomic<std::uint32_t> state;      // Barrier: filling, releasing, draining, resetting, broken
+    std::atomic<std::uint32_t> count;      // Barrier: parties inside
+    std::atomic<std::uint32_t> parties;    // Barrier
     std::atomic<std::int64_t> timeout_ns;  // Barrier: default timeout, -1 none
 };
 static_assert(sizeof(Slot) == 64);

@@ -95,7 +95,8 @@ void note_holding(ClientRecord* record, std::uint32_t index, int delta) {
     if (delta <= 0) return;  // released a slot this process did not hold: nobody's
     for (auto& entry : record->holdings) {
         std::uint64_t expected = 0;
-        if (entry.compare_exchange_strong(expected, key | static_cast<std::uint64_t>(delta), release_order, relaxed)) return;
+        if (entry.compare_exchange_strong(expected, key | static_cast<std::uint64_t>(delta), release_order, relaxed))
+            return;
     }
     // Every entry is in use: this slot is not tracked (documented limit).
 }
@@ -392,7 +393,8 @@ BarrierInfo barrier_info(Slot& s, Self me) {
     barrier_lock(s, me);
     const std::uint32_t st = s.state.load(relaxed);
     const BarrierInfo info{static_cast<int>(s.parties.load(relaxed)),
-                           st == filling || st == releasing ? static_cast<int>(s.count.load(relaxed)) : 0, st == broken};
+                           st == filling || st == releasing ? static_cast<int>(s.count.load(relaxed)) : 0,
+                           st == broken};
     barrier_unlock(s);
     return info;
 }

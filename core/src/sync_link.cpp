@@ -172,7 +172,8 @@ LinkConn& BrokerLink::conn() {
     c->socket = rt.thread_socket("zmp.broker " + endpoint_, [&](zmq::context_t& context) { return connect(context); });
     const std::uint64_t rid = send_on(*c, Op::hello, 0, {current_pid(), current_tid()});
     const Reply hello = receive_on(*c, rid, kHelloTimeout);
-    if (hello.status != Status::ok) throw ProcessError("the broker at " + endpoint_ + " refused this process: " + hello.text);
+    if (hello.status != Status::ok)
+        throw ProcessError("the broker at " + endpoint_ + " refused this process: " + hello.text);
     index_.store(static_cast<std::uint32_t>(hello.value(0)), std::memory_order_relaxed);
     const auto broker_pid = static_cast<pid_t>(hello.value(1));
     const bool same_host = endpoint_.rfind("ipc://", 0) == 0;
@@ -224,11 +225,13 @@ Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::
     const Clock::time_point deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
     std::vector<zmq::message_t> frames;
     for (;;) {
-        zmq_pollitem_t items[2] = {{c.socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, broker_pidfd_.load(), ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[2] = {{c.socket.handle(), 0, ZMQ_POLLIN, 0},
+                                   {nullptr, broker_pidfd_.load(), ZMQ_POLLIN, 0}};
         const int n = items[1].fd >= 0 ? 2 : 1;
         long wait_ms = -1;
         if (timeout) {
-            wait_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count() + 1);
+            wait_ms = std::max<long>(
+                0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count() + 1);
         }
         const int rc = zmq_poll(items, n, wait_ms);
         if (rc < 0) {
@@ -242,7 +245,8 @@ Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::
             Reply r = decode_reply(frames[0].data(), frames[0].size());
             if (frames.size() == 2) r.payload = std::move(frames[1]);
             if (r.rid == rid) return done(std::move(r));
-            if (std::find(c.awaited.begin(), c.awaited.end(), r.rid) != c.awaited.end()) c.stash.push_back(std::move(r));
+            if (std::find(c.awaited.begin(), c.awaited.end(), r.rid) != c.awaited.end())
+                c.stash.push_back(std::move(r));
             // Anything else answers a request nobody waits for any more: dropped.
         }
         if (n == 2 && (items[1].revents & ZMQ_POLLIN) != 0) {

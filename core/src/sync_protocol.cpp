@@ -7,13 +7,15 @@ namespace zmp::detail::sync {
 namespace {
 
 std::uint64_t as_uint(const msgpack::object& o, const char* what) {
-    if (o.type != msgpack::type::POSITIVE_INTEGER) throw ProtocolError(std::string("envelope: ") + what + " is not an unsigned integer");
+    if (o.type != msgpack::type::POSITIVE_INTEGER)
+        throw ProtocolError(std::string("envelope: ") + what + " is not an unsigned integer");
     return o.via.u64;
 }
 
 std::int64_t as_int(const msgpack::object& o, const char* what) {
     if (o.type == msgpack::type::POSITIVE_INTEGER) {
-        if (o.via.u64 > static_cast<std::uint64_t>(INT64_MAX)) throw ProtocolError(std::string("envelope: ") + what + " is out of range");
+        if (o.via.u64 > static_cast<std::uint64_t>(INT64_MAX))
+            throw ProtocolError(std::string("envelope: ") + what + " is out of range");
         return static_cast<std::int64_t>(o.via.u64);
     }
     if (o.type == msgpack::type::NEGATIVE_INTEGER) return o.via.i64;
@@ -45,8 +47,8 @@ void encode_request(msgpack::sbuffer& out, Op op, std::uint64_t object, std::uin
     pack_ints(pk, args);
 }
 
-void encode_reply(msgpack::sbuffer& out, std::uint64_t rid, Status status,
-                  std::initializer_list<std::int64_t> values, std::string_view text) {
+void encode_reply(msgpack::sbuffer& out, std::uint64_t rid, Status status, std::initializer_list<std::int64_t> values,
+                  std::string_view text) {
     msgpack::packer<msgpack::sbuffer> pk(out);
     pk.pack_array(4);
     pk.pack(rid);
@@ -75,7 +77,8 @@ Request decode_request(const void* data, std::size_t size, std::uint64_t* rid_se
 Reply decode_reply(const void* data, std::size_t size) {
     transport::Decoded handle = transport::decode(data, size);
     const msgpack::object& o = handle.get();
-    if (o.type != msgpack::type::ARRAY || o.via.array.size != 4) throw ProtocolError("broker reply: not a 4-element array");
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 4)
+        throw ProtocolError("broker reply: not a 4-element array");
     const msgpack::object* f = o.via.array.ptr;
     Reply r;
     r.rid = as_uint(f[0], "request id");
@@ -90,39 +93,66 @@ Reply decode_reply(const void* data, std::size_t size) {
 
 const char* op_name(Op op) {
     switch (op) {
-        case Op::hello: return "hello";
-        case Op::create: return "create";
-        case Op::acquire: return "acquire";
-        case Op::release: return "release";
-        case Op::release_all: return "release_all";
-        case Op::owned: return "owned";
-        case Op::get_value: return "get_value";
-        case Op::event_set: return "event_set";
-        case Op::event_clear: return "event_clear";
-        case Op::event_is_set: return "event_is_set";
-        case Op::event_wait: return "event_wait";
-        case Op::cond_wait: return "cond_wait";
-        case Op::cond_notify: return "cond_notify";
-        case Op::barrier_wait: return "barrier_wait";
-        case Op::barrier_done: return "barrier_done";
-        case Op::barrier_abort: return "barrier_abort";
-        case Op::barrier_reset: return "barrier_reset";
-        case Op::barrier_state: return "barrier_state";
-        case Op::stats: return "stats";
-        case Op::keep_holdings: return "keep_holdings";
-        case Op::queue_put: return "queue_put";
-        case Op::queue_get: return "queue_get";
-        case Op::queue_taken: return "queue_taken";
-        case Op::queue_size: return "queue_size";
-        case Op::task_done: return "task_done";
-        case Op::queue_join: return "queue_join";
+        case Op::hello:
+            return "hello";
+        case Op::create:
+            return "create";
+        case Op::acquire:
+            return "acquire";
+        case Op::release:
+            return "release";
+        case Op::release_all:
+            return "release_all";
+        case Op::owned:
+            return "owned";
+        case Op::get_value:
+            return "get_value";
+        case Op::event_set:
+            return "event_set";
+        case Op::event_clear:
+            return "event_clear";
+        case Op::event_is_set:
+            return "event_is_set";
+        case Op::event_wait:
+            return "event_wait";
+        case Op::cond_wait:
+            return "cond_wait";
+        case Op::cond_notify:
+            return "cond_notify";
+        case Op::barrier_wait:
+            return "barrier_wait";
+        case Op::barrier_done:
+            return "barrier_done";
+        case Op::barrier_abort:
+            return "barrier_abort";
+        case Op::barrier_reset:
+            return "barrier_reset";
+        case Op::barrier_state:
+            return "barrier_state";
+        case Op::stats:
+            return "stats";
+        case Op::keep_holdings:
+            return "keep_holdings";
+        case Op::queue_put:
+            return "queue_put";
+        case Op::queue_get:
+            return "queue_get";
+        case Op::queue_taken:
+            return "queue_taken";
+        case Op::queue_size:
+            return "queue_size";
+        case Op::task_done:
+            return "task_done";
+        case Op::queue_join:
+            return "queue_join";
     }
     return "?";
 }
 
 void append_item(std::string& batch, std::string_view item) {
     const auto n = static_cast<std::uint32_t>(item.size());
-    const char header[4] = {static_cast<char>(n), static_cast<char>(n >> 8), static_cast<char>(n >> 16), static_cast<char>(n >> 24)};
+    const char header[4] = {static_cast<char>(n), static_cast<char>(n >> 8), static_cast<char>(n >> 16),
+                            static_cast<char>(n >> 24)};
     batch.append(header, 4);
     batch.append(item);
 }

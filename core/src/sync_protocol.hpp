@@ -59,7 +59,17 @@ enum class Op : std::uint8_t {
 inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::queue_join);
 
 // create's arguments for a queue: [kind, maxsize, max item bytes, 0, 0].
-enum class Kind : std::uint8_t { lock = 1, rlock, semaphore, bounded_semaphore, event, condition, barrier, queue, joinable_queue };
+enum class Kind : std::uint8_t {
+    lock = 1,
+    rlock,
+    semaphore,
+    bounded_semaphore,
+    event,
+    condition,
+    barrier,
+    queue,
+    joinable_queue
+};
 inline constexpr std::uint8_t kLastKind = static_cast<std::uint8_t>(Kind::joinable_queue);
 
 enum class Status : std::uint8_t {
@@ -108,8 +118,8 @@ struct Reply {
 
 void encode_request(msgpack::sbuffer& out, Op op, std::uint64_t object, std::uint64_t rid,
                     std::initializer_list<std::int64_t> args);
-void encode_reply(msgpack::sbuffer& out, std::uint64_t rid, Status status,
-                  std::initializer_list<std::int64_t> values, std::string_view text = {});
+void encode_reply(msgpack::sbuffer& out, std::uint64_t rid, Status status, std::initializer_list<std::int64_t> values,
+                  std::string_view text = {});
 
 /// Decoding checks the shape strictly; anything else raises ProtocolError. A request whose
 /// request id could be read but whose rest is wrong reports it through `rid_seen`, so that the

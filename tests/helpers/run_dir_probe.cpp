@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
             rt.register_segment(name);
         }
     }
-    struct stat info{};
+    struct stat info {};
     if (::stat(dir.c_str(), &info) != 0) return 3;
     std::printf("%s %o\n", dir.c_str(), static_cast<unsigned>(info.st_mode & 07777));
     std::fflush(stdout);

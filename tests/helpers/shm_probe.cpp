@@ -56,7 +56,8 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
 
     leave_segments(name);
-    abandoned->blocks.emplace_back(zmp::SharedMemoryOptions{.name = untracked, .create = true, .size = 64, .track = false});
+    abandoned->blocks.emplace_back(
+        zmp::SharedMemoryOptions{.name = untracked, .create = true, .size = 64, .track = false});
 
     zmp::Value<long> shared(0);
     auto [reader, writer] = zmp::Pipe(false);

@@ -18,7 +18,8 @@ int main(int argc, char** argv) {
     zmp::detail::Runtime::instance().set_broker_endpoint(argv[1]);
     const std::string hex = argv[2];
     std::string bytes;
-    for (std::size_t i = 0; i + 1 < hex.size(); i += 2) bytes.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+    for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
+        bytes.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
     try {
         auto [lock, event] = zmp::transport::decode_as<std::tuple<zmp::Lock, zmp::Event>>(bytes.data(), bytes.size());
         if (lock.acquire(false)) {

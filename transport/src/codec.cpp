@@ -18,9 +18,15 @@ public:
     explicit ShapeCheck(std::size_t size) : budget_(size) {}
 
     bool start_array(uint32_t n) { return enter(n); }
-    bool end_array() { --depth_; return true; }
+    bool end_array() {
+        --depth_;
+        return true;
+    }
     bool start_map(uint32_t n) { return enter(std::size_t{n} * 2); }
-    bool end_map() { --depth_; return true; }
+    bool end_map() {
+        --depth_;
+        return true;
+    }
     void parse_error(std::size_t, std::size_t) { problem_ = "malformed msgpack"; }
     void insufficient_bytes(std::size_t, std::size_t) { problem_ = "truncated msgpack frame"; }
 
@@ -76,8 +82,7 @@ Decoded decode(const void* data, std::size_t size) {
 
 std::string type_name(const std::type_info& type) {
     int status = 0;
-    std::unique_ptr<char, void (*)(void*)> name(
-        abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), std::free);
+    std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), std::free);
     return status == 0 && name ? std::string(name.get()) : std::string(type.name());
 }
 

@@ -4,8 +4,6 @@
 
 namespace zmp {
 
-void throw_os_error(const std::string& what, int code) {
-    throw OSError(what + ": " + std::strerror(code), code);
-}
+void throw_os_error(const std::string& what, int code) { throw OSError(what + ": " + std::strerror(code), code); }
 
 }  // namespace zmp

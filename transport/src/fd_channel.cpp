@@ -21,7 +21,7 @@ struct Header {
     std::uint32_t magic;
 };
 constexpr std::uint32_t kMagic = 0x7a6d7046;  // "zmpF"
-constexpr std::uint32_t kMaxFds = 250;         // below the kernel's SCM_MAX_FD (253)
+constexpr std::uint32_t kMaxFds = 250;        // below the kernel's SCM_MAX_FD (253)
 
 // Reads exactly `size` bytes. Returns the count read before EOF (less than size only at EOF).
 std::size_t read_fully(int fd, char* data, std::size_t size) {
@@ -166,8 +166,10 @@ bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vect
         ssize_t n = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
         if (n < 0) {
             if (errno == EINTR) continue;
-            if (errno == ECONNRESET) n = 0;
-            else throw_os_error("receive on channel", errno);
+            if (errno == ECONNRESET)
+                n = 0;
+            else
+                throw_os_error("receive on channel", errno);
         }
         for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
             if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
@@ -215,7 +217,8 @@ bool FdChannel::poll(int timeout_ms) const {
         if (rc == 0) return false;
         if (errno != EINTR) throw_os_error("poll on channel", errno);
         if (timeout_ms >= 0) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             timeout_ms = left.count() > 0 ? static_cast<int>(left.count()) : 0;
         }
     }
@@ -263,7 +266,8 @@ bool Outbox::flush() {
         std::size_t end = pending_.size();
         const Attached* carrying = nullptr;
         for (const Attached& a : attached_) {
-            if (a.offset == sent_) carrying = &a;
+            if (a.offset == sent_)
+                carrying = &a;
             else if (a.offset > sent_) {
                 end = std::min(end, a.offset);
                 break;
@@ -295,7 +299,8 @@ bool Outbox::flush() {
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
-        if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) throw OSError("the other end of the channel is closed", errno);
+        if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
+            throw OSError("the other end of the channel is closed", errno);
         throw_os_error("send on channel", errno);
     }
     pending_.clear();

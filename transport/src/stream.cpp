@@ -33,12 +33,18 @@ bool StreamSender::read_control(std::optional<std::chrono::milliseconds> timeout
     if (frames.size() != 2 || frames[0].size() != 1) throw ProtocolError("malformed stream acknowledgement");
     std::uint64_t count = read_count(frames[1]);
     switch (*frames[0].data<char>()) {
-        case kAck: acked_ = std::max(acked_, count); break;
-        case kFin: acked_ = std::max(acked_, count); finished_ = count; break;
+        case kAck:
+            acked_ = std::max(acked_, count);
+            break;
+        case kFin:
+            acked_ = std::max(acked_, count);
+            finished_ = count;
+            break;
         case kNack:
             throw ProtocolError("stream receiver holds " + std::to_string(count) + " of " + std::to_string(sent_) +
                                 " messages sent: ZeroMQ lost the rest");
-        default: throw ProtocolError("unknown stream acknowledgement");
+        default:
+            throw ProtocolError("unknown stream acknowledgement");
     }
     return true;
 }

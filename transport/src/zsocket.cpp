@@ -36,9 +36,8 @@ zmq::socket_t open_socket(zmq::context_t& context, zmq::socket_type type, const 
 std::string ipc_endpoint(std::string_view dir, std::string_view name) {
     std::string path = std::string(dir) + "/" + std::string(name);
     if (path.size() > kMaxIpcPath) {
-        throw ValueError("ipc path '" + path + "' is " + std::to_string(path.size()) +
-                         " bytes long; the limit is " + std::to_string(kMaxIpcPath) +
-                         " (set TMPDIR to a shorter directory)");
+        throw ValueError("ipc path '" + path + "' is " + std::to_string(path.size()) + " bytes long; the limit is " +
+                         std::to_string(kMaxIpcPath) + " (set TMPDIR to a shorter directory)");
     }
     return "ipc://" + path;
 }
@@ -71,8 +70,10 @@ bool recv_message(zmq::socket_ref socket, std::vector<zmq::message_t>& frames, s
             }
         }
         bool more = frame.more();
-        if (frames.size() < max_frames) frames.push_back(std::move(frame));
-        else too_many = true;
+        if (frames.size() < max_frames)
+            frames.push_back(std::move(frame));
+        else
+            too_many = true;
         if (!more) break;
     }
     if (too_many) throw ProtocolError("message has more than " + std::to_string(max_frames) + " frames");
@@ -108,7 +109,8 @@ bool send_message(zmq::socket_ref socket, std::vector<zmq::message_t>& frames) {
 
 zmq::message_t owned_frame(std::string&& bytes) {
     auto* held = new std::string(std::move(bytes));
-    return zmq::message_t(held->data(), held->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, held);
+    return zmq::message_t(
+        held->data(), held->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, held);
 }
 
 }  // namespace zmp::transport

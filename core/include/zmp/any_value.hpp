@@ -34,8 +34,8 @@ public:
 
     /// Packs `value` now: serialization errors are raised here.
     template <class T>
-        requires(!std::is_same_v<std::remove_cvref_t<T>, AnyValue> && is_packable_v<std::remove_cvref_t<T>>)
-    AnyValue(const T& value) {  // NOLINT: implicit, so that q.put(42) works on a Queue<>
+    requires(!std::is_same_v<std::remove_cvref_t<T>, AnyValue> && is_packable_v<std::remove_cvref_t<T>>)
+        AnyValue(const T& value) {  // NOLINT: implicit, so that q.put(42) works on a Queue<>
         const msgpack::sbuffer buffer = transport::encode(value);
         bytes_.assign(buffer.data(), buffer.size());
     }
@@ -82,28 +82,28 @@ struct is_packable<AnyValue> : std::true_type {};
 
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-namespace adaptor {
+    namespace adaptor {
 
-// Inside another value, an AnyValue is the value it holds.
-template <>
-struct pack<zmp::AnyValue> {
-    template <class Stream>
-    packer<Stream>& operator()(packer<Stream>& out, const zmp::AnyValue& value) const {
-        const zmp::transport::Decoded held = zmp::transport::decode(value.bytes().data(), value.bytes().size());
-        return out.pack(held.get());
-    }
-};
+    // Inside another value, an AnyValue is the value it holds.
+    template <>
+    struct pack<zmp::AnyValue> {
+        template <class Stream>
+        packer<Stream>& operator()(packer<Stream>& out, const zmp::AnyValue& value) const {
+            const zmp::transport::Decoded held = zmp::transport::decode(value.bytes().data(), value.bytes().size());
+            return out.pack(held.get());
+        }
+    };
 
-template <>
-struct convert<zmp::AnyValue> {
-    const msgpack::object& operator()(const msgpack::object& obj, zmp::AnyValue& value) const {
-        msgpack::sbuffer buffer;
-        msgpack::pack(buffer, obj);
-        value = zmp::AnyValue::from_bytes(std::string_view(buffer.data(), buffer.size()));
-        return obj;
-    }
-};
+    template <>
+    struct convert<zmp::AnyValue> {
+        const msgpack::object& operator()(const msgpack::object& obj, zmp::AnyValue& value) const {
+            msgpack::sbuffer buffer;
+            msgpack::pack(buffer, obj);
+            value = zmp::AnyValue::from_bytes(std::string_view(buffer.data(), buffer.size()));
+            return obj;
+        }
+    };
 
-}  // namespace adaptor
+    }  // namespace adaptor
 }
 }  // namespace msgpack

@@ -46,7 +46,10 @@ class RemoteError : public ProcessError {
 public:
     RemoteError(std::string type, std::string message, std::string origin, int pid)
         : ProcessError(type + ": " + message + " (raised in " + origin + ", pid " + std::to_string(pid) + ")"),
-          type_(std::move(type)), message_(std::move(message)), origin_(std::move(origin)), pid_(pid) {}
+          type_(std::move(type)),
+          message_(std::move(message)),
+          origin_(std::move(origin)),
+          pid_(pid) {}
     const std::string& type_name() const noexcept { return type_; }
     const std::string& message() const noexcept { return message_; }
     const std::string& origin() const noexcept { return origin_; }
@@ -64,7 +67,9 @@ public:
     WorkerLost(std::string worker, int pid, int exitcode)
         : ProcessError("worker " + worker + " (pid " + std::to_string(pid) + ") " + describe(exitcode) +
                        " while running this task"),
-          worker_(std::move(worker)), pid_(pid), exitcode_(exitcode) {}
+          worker_(std::move(worker)),
+          pid_(pid),
+          exitcode_(exitcode) {}
     const std::string& worker() const noexcept { return worker_; }
     int pid() const noexcept { return pid_; }
     /// Python's exit code of the worker: -N for signal N, else its exit status.

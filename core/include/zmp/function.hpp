@@ -49,8 +49,9 @@ template <class T, class = void>
 struct is_packable : std::false_type {};
 
 template <class T>
-struct is_packable<T, std::void_t<decltype(std::declval<const T&>().msgpack_pack(
-                          std::declval<msgpack::packer<msgpack::sbuffer>&>()))>> : std::true_type {};
+struct is_packable<
+    T, std::void_t<decltype(std::declval<const T&>().msgpack_pack(std::declval<msgpack::packer<msgpack::sbuffer>&>()))>>
+    : std::true_type {};
 
 template <class T>
 inline constexpr bool is_packable_v = is_packable<std::remove_cv_t<T>>::value;
@@ -61,8 +62,9 @@ struct all_packable : std::bool_constant<(is_packable_v<T> && ...)> {};
 }  // namespace detail
 
 template <class T>
-    requires std::is_arithmetic_v<T>
-struct is_packable<T> : std::true_type {};
+requires std::is_arithmetic_v<T>
+struct is_packable<T> : std::true_type {
+};
 template <>
 struct is_packable<std::string> : std::true_type {};
 template <class T>
@@ -106,7 +108,7 @@ struct function_traits<R (*)(P...) noexcept> : function_traits<R (*)(P...)> {};
 
 template <class F>
 concept plain_function_like = requires(F f) {
-    { +f };
+    {+f};
     requires std::is_pointer_v<decltype(+f)> && std::is_function_v<std::remove_pointer_t<decltype(+f)>>;
 };
 
@@ -140,7 +142,7 @@ struct CodeAddress {
 /// A function and its trampoline, as they travel: by registered name when there is one, else by
 /// their places in their modules.
 struct FunctionId {
-    std::string name;          // empty: not registered
+    std::string name;  // empty: not registered
     CodeAddress function;
     CodeAddress trampoline;
     MSGPACK_DEFINE(name, function, trampoline)

@@ -124,20 +124,20 @@ std::pair<Connection, Connection> Pipe(bool duplex = true);
 // else (no descriptor channel at hand) packing it raises ValueError.
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-namespace adaptor {
+    namespace adaptor {
 
-template <>
-struct pack<zmp::Connection> {
-    template <class Stream>
-    packer<Stream>& operator()(packer<Stream>& out, const zmp::Connection& conn) const;
-};
+    template <>
+    struct pack<zmp::Connection> {
+        template <class Stream>
+        packer<Stream>& operator()(packer<Stream>& out, const zmp::Connection& conn) const;
+    };
 
-template <>
-struct convert<zmp::Connection> {
-    const msgpack::object& operator()(const msgpack::object& obj, zmp::Connection& conn) const;
-};
+    template <>
+    struct convert<zmp::Connection> {
+        const msgpack::object& operator()(const msgpack::object& obj, zmp::Connection& conn) const;
+    };
 
-}  // namespace adaptor
+    }  // namespace adaptor
 }
 }  // namespace msgpack
 
@@ -175,22 +175,22 @@ Connection connection_from_token(const msgpack::object& token);
 
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-namespace adaptor {
+    namespace adaptor {
 
-template <class Stream>
-packer<Stream>& pack<zmp::Connection>::operator()(packer<Stream>& out, const zmp::Connection& conn) const {
-    const std::string token = zmp::detail::connection_token(conn);
-    out.pack_ext(token.size(), 0x5a);  // ext type 'Z': a zmp descriptor reference
-    out.pack_ext_body(token.data(), static_cast<uint32_t>(token.size()));
-    return out;
-}
+    template <class Stream>
+    packer<Stream>& pack<zmp::Connection>::operator()(packer<Stream>& out, const zmp::Connection& conn) const {
+        const std::string token = zmp::detail::connection_token(conn);
+        out.pack_ext(token.size(), 0x5a);  // ext type 'Z': a zmp descriptor reference
+        out.pack_ext_body(token.data(), static_cast<uint32_t>(token.size()));
+        return out;
+    }
 
-inline const msgpack::object& convert<zmp::Connection>::operator()(const msgpack::object& obj,
-                                                                   zmp::Connection& conn) const {
-    conn = zmp::detail::connection_from_token(obj);
-    return obj;
-}
+    inline const msgpack::object& convert<zmp::Connection>::operator()(const msgpack::object& obj,
+                                                                       zmp::Connection& conn) const {
+        conn = zmp::detail::connection_from_token(obj);
+        return obj;
+    }
 
-}  // namespace adaptor
+    }  // namespace adaptor
 }
 }  // namespace msgpack

@@ -124,8 +124,10 @@ public:
         const std::size_t seen = state_->seen;
         auto arrived = [&] { return state_->count > seen; };
         bool ok = true;
-        if (!deadline) state_->changed.wait(lock, arrived);
-        else ok = state_->changed.wait_until(lock, *deadline, arrived);
+        if (!deadline)
+            state_->changed.wait(lock, arrived);
+        else
+            ok = state_->changed.wait_until(lock, *deadline, arrived);
         state_->seen = state_->count;
         return ok;
     }
@@ -502,7 +504,8 @@ public:
     explicit Pool(PoolOptions options);
     /// With an initializer, run once in each worker before its first task (initargs as msgpack).
     template <class F, class... Args>
-    Pool(PoolOptions options, F initializer, Args&&... initargs) : Pool(std::move(options), make_initializer(initializer, std::forward<Args>(initargs)...)) {}
+    Pool(PoolOptions options, F initializer, Args&&... initargs)
+        : Pool(std::move(options), make_initializer(initializer, std::forward<Args>(initargs)...)) {}
 
     /// Closes the pool and joins it: queued work completes first.
     ~Pool();
@@ -575,7 +578,8 @@ public:
     }
 
     template <class F, class Range>
-    AsyncResult<std::vector<detail::stored_t<detail::result_of_t<F>>>> map_async(F f, Range&& input, MapOptions options = {}) {
+    AsyncResult<std::vector<detail::stored_t<detail::result_of_t<F>>>> map_async(F f, Range&& input,
+                                                                                 MapOptions options = {}) {
         return map_impl<false>(f, std::forward<Range>(input), std::move(options));
     }
     template <class OnValue, class OnError, class F, class Range>
@@ -604,7 +608,8 @@ public:
         return imap_impl<true>(f, std::forward<Range>(input), chunksize);
     }
     template <class F, class Range>
-    IMapIterator<detail::stored_t<detail::result_of_t<F>>> imap_unordered(F f, Range&& input, std::size_t chunksize = 1) {
+    IMapIterator<detail::stored_t<detail::result_of_t<F>>> imap_unordered(F f, Range&& input,
+                                                                          std::size_t chunksize = 1) {
         return imap_impl<false>(f, std::forward<Range>(input), chunksize);
     }
 
@@ -629,13 +634,15 @@ private:
 
     template <class F, class... Args>
     static Initializer make_initializer(F& f, Args&&... args) {
-        static_assert(travels<F, Args...>, "the initializer travels to the workers: a plain function or a "
-                                            "capture-free lambda with msgpack arguments");
+        static_assert(travels<F, Args...>,
+                      "the initializer travels to the workers: a plain function or a "
+                      "capture-free lambda with msgpack arguments");
         msgpack::sbuffer buffer;
         msgpack::packer<msgpack::sbuffer> out(buffer);
         detail::FdCapture capture;
         detail::pack_call<detail::params_of_t<F>>(out, std::forward<Args>(args)...);
-        return {detail::task_function(f), std::string(buffer.data(), buffer.size()), true, detail::owned(capture.take())};
+        return {detail::task_function(f), std::string(buffer.data(), buffer.size()), true,
+                detail::owned(capture.take())};
     }
     Pool(PoolOptions options, Initializer initializer);
 
@@ -645,7 +652,8 @@ private:
         static_assert(detail::plain_function_like<std::decay_t<F>>,
                       "pool tasks travel to worker processes: use a plain function or a capture-free lambda");
         static_assert(is_packable_v<detail::params_of_t<F>>, "the task's parameters must be msgpack types");
-        static_assert(is_packable_v<detail::stored_t<detail::result_of_t<F>>>, "the task's result must be a msgpack type");
+        static_assert(is_packable_v<detail::stored_t<detail::result_of_t<F>>>,
+                      "the task's result must be a msgpack type");
     }
 
     template <bool Star, class F, class Range>
@@ -656,12 +664,14 @@ private:
         if constexpr (std::ranges::sized_range<Range>) {
             const std::size_t n = std::ranges::size(input);
             auto result = std::make_shared<detail::TypedResult<R>>(n);
-            const std::size_t chunksize = options.chunksize ? checked_chunksize(*options.chunksize) : default_chunksize(n);
+            const std::size_t chunksize =
+                options.chunksize ? checked_chunksize(*options.chunksize) : default_chunksize(n);
             prepare_progress(*result, options, n);
             if (n > 0) {
-                submit_job(detail::Job{detail::task_function(f),
-                                       detail::chunks_of<Params, Star>(std::views::all(std::forward<Range>(input)), chunksize),
-                                       result, n});
+                submit_job(
+                    detail::Job{detail::task_function(f),
+                                detail::chunks_of<Params, Star>(std::views::all(std::forward<Range>(input)), chunksize),
+                                result, n});
             } else {
                 result->on_all_done();  // nothing to do: ready at once, as Python's map([])
             }
@@ -747,7 +757,8 @@ std::vector<Future<R>> as_completed(const std::vector<Future<R>>& futures, Timeo
         }
         if (pending.empty()) break;
         if (!signal.wait_until(timeout ? std::optional(deadline) : std::nullopt)) {
-            throw TimeoutError(std::to_string(pending.size()) + " (of " + std::to_string(total) + ") futures unfinished");
+            throw TimeoutError(std::to_string(pending.size()) + " (of " + std::to_string(total) +
+                               ") futures unfinished");
         }
     }
     return order;
@@ -792,19 +803,19 @@ std::optional<R> detail::StreamResult<R>::next(Timeout timeout) {
 // A void task's result: nil on the wire, Nothing in the result's storage.
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-namespace adaptor {
-template <>
-struct convert<zmp::detail::Nothing> {
-    const msgpack::object& operator()(const msgpack::object& obj, zmp::detail::Nothing&) const { return obj; }
-};
-template <>
-struct pack<zmp::detail::Nothing> {
-    template <class Stream>
-    packer<Stream>& operator()(packer<Stream>& out, const zmp::detail::Nothing&) const {
-        out.pack_nil();
-        return out;
-    }
-};
-}  // namespace adaptor
+    namespace adaptor {
+    template <>
+    struct convert<zmp::detail::Nothing> {
+        const msgpack::object& operator()(const msgpack::object& obj, zmp::detail::Nothing&) const { return obj; }
+    };
+    template <>
+    struct pack<zmp::detail::Nothing> {
+        template <class Stream>
+        packer<Stream>& operator()(packer<Stream>& out, const zmp::detail::Nothing&) const {
+            out.pack_nil();
+            return out;
+        }
+    };
+    }  // namespace adaptor
 }
 }  // namespace msgpack

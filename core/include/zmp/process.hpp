@@ -69,8 +69,8 @@ void register_process_type(const std::string& key, ProcessType type);
 
 /// Options given at construction; name and daemon may also be set before start().
 struct ProcessOptions {
-    std::string name;             ///< empty: "Process-N" (nested children: "Process-N:M")
-    std::optional<bool> daemon;   ///< empty: inherit the creating process's daemon flag
+    std::string name;                   ///< empty: "Process-N" (nested children: "Process-N:M")
+    std::optional<bool> daemon;         ///< empty: inherit the creating process's daemon flag
     std::optional<StartMethod> method;  ///< empty: the default start method when start() runs
 };
 
@@ -83,16 +83,17 @@ public:
     /// A process that will call target(args...). Arguments are copied (decayed) now. Under
     /// spawn and forkserver the target must travel (see zmp/function.hpp).
     template <class F, class... Args>
-        requires std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>
-    explicit Process(F&& target, Args&&... args) : Process(ProcessOptions{}) {
+    requires std::is_invocable_v < std::decay_t<F>
+    &, std::decay_t<Args>&... > explicit Process(F&& target, Args&&... args) : Process(ProcessOptions{}) {
         // Packed before bind_target moves the arguments (function arguments have no set order).
         detail::TravelTarget travel = make_travel_target(target, args...);
         set_target(std::move(travel), bind_target(std::forward<F>(target), std::forward<Args>(args)...));
     }
 
     template <class F, class... Args>
-        requires std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>
-    Process(ProcessOptions options, F&& target, Args&&... args) : Process(std::move(options)) {
+    requires std::is_invocable_v < std::decay_t<F>
+    &, std::decay_t<Args>&... > Process(ProcessOptions options, F&& target, Args&&... args)
+        : Process(std::move(options)) {
         // Packed before bind_target moves the arguments (function arguments have no set order).
         detail::TravelTarget travel = make_travel_target(target, args...);
         set_target(std::move(travel), bind_target(std::forward<F>(target), std::forward<Args>(args)...));
@@ -161,8 +162,10 @@ private:
             auto function = +target;
             using Fn = decltype(function);
             using Params = typename detail::function_traits<Fn>::args;
-            return {reinterpret_cast<const void*>(function), detail::trampoline_for<Fn>(),
-                    [params = Params(args...)](msgpack::packer<msgpack::sbuffer>& out) { out.pack(params); }, {}};
+            return {reinterpret_cast<const void*>(function),
+                    detail::trampoline_for<Fn>(),
+                    [params = Params(args...)](msgpack::packer<msgpack::sbuffer>& out) { out.pack(params); },
+                    {}};
         } else if constexpr (!detail::plain_function_like<Callable>) {
             return {nullptr, nullptr, nullptr,
                     "the target (" + transport::type_name(typeid(Callable)) +
@@ -214,16 +217,16 @@ int cpu_count();
 /// Lets a Process subclass be started with spawn or forkserver: the child default-constructs a T
 /// and fills it from the parent's object, which T describes with MSGPACK_DEFINE(members...).
 /// Use at namespace scope: ZMP_REGISTER_PROCESS(MyWorker);
-#define ZMP_REGISTER_PROCESS(T)                                                                              \
-    static const bool ZMP_REGISTER_CAT(zmp_process_type_, __LINE__) = [] {                                    \
-        ::zmp::detail::register_process_type(                                                                 \
-            typeid(T).name(),                                                                                 \
-            {[] { return std::unique_ptr<::zmp::Process>(new T()); },                                         \
-             [](const ::zmp::Process& p, msgpack::packer<msgpack::sbuffer>& out) {                            \
-                 out.pack(static_cast<const T&>(p));                                                          \
-             },                                                                                               \
-             [](::zmp::Process& p, const msgpack::object& obj) { obj.convert(static_cast<T&>(p)); }});          \
-        return true;                                                                                          \
+#define ZMP_REGISTER_PROCESS(T)                                                                        \
+    static const bool ZMP_REGISTER_CAT(zmp_process_type_, __LINE__) = [] {                             \
+        ::zmp::detail::register_process_type(                                                          \
+            typeid(T).name(),                                                                          \
+            {[] { return std::unique_ptr<::zmp::Process>(new T()); },                                  \
+             [](const ::zmp::Process& p, msgpack::packer<msgpack::sbuffer>& out) {                     \
+                 out.pack(static_cast<const T&>(p));                                                   \
+             },                                                                                        \
+             [](::zmp::Process& p, const msgpack::object& obj) { obj.convert(static_cast<T&>(p)); }}); \
+        return true;                                                                                   \
     }()
 
 /// Ends the calling process with `code`, like Python's sys.exit: inside a child's target it

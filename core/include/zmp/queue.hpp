@@ -158,7 +158,8 @@ inline constexpr bool queue_item_ok = is_packable_v<T> && !std::is_reference_v<T
 /// zmp::Queue<> (T = zmp::AnyValue) holds values of any type, as a Python queue does.
 template <class T = AnyValue>
 class Queue {
-    static_assert(detail::queue_item_ok<T>, "Queue<T>: T must be a value type that msgpack can pack (see zmp::is_packable)");
+    static_assert(detail::queue_item_ok<T>,
+                  "Queue<T>: T must be a value type that msgpack can pack (see zmp::is_packable)");
 
 public:
     /// A new queue in this run's broker (started if need be). maxsize <= 0: unbounded.
@@ -203,7 +204,8 @@ public:
     explicit Queue(detail::QueueCore core) : core_(std::move(core)) {}
 
 protected:
-    Queue(detail::QueueCore::Kind kind, std::int64_t maxsize, const QueueOptions& options) : core_(kind, maxsize, options) {}
+    Queue(detail::QueueCore::Kind kind, std::int64_t maxsize, const QueueOptions& options)
+        : core_(kind, maxsize, options) {}
     detail::QueueCore core_;
 };
 
@@ -264,42 +266,52 @@ struct is_packable<JoinableQueue<T>> : std::true_type {};
 }  // namespace zmp
 
 namespace zmp::detail {
-template <class Q> struct queue_handle_kind;
-template <class T> struct queue_handle_kind<Queue<T>> { static constexpr auto value = QueueCore::Kind::queue; };
-template <class T> struct queue_handle_kind<SimpleQueue<T>> { static constexpr auto value = QueueCore::Kind::simple; };
-template <class T> struct queue_handle_kind<JoinableQueue<T>> { static constexpr auto value = QueueCore::Kind::joinable; };
+template <class Q>
+struct queue_handle_kind;
+template <class T>
+struct queue_handle_kind<Queue<T>> {
+    static constexpr auto value = QueueCore::Kind::queue;
+};
+template <class T>
+struct queue_handle_kind<SimpleQueue<T>> {
+    static constexpr auto value = QueueCore::Kind::simple;
+};
+template <class T>
+struct queue_handle_kind<JoinableQueue<T>> {
+    static constexpr auto value = QueueCore::Kind::joinable;
+};
 }  // namespace zmp::detail
 
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-namespace adaptor {
+    namespace adaptor {
 
-template <class Q>
+    template <class Q>
     requires requires { zmp::detail::queue_handle_kind<Q>::value; }
-struct pack<Q> {
-    template <class Stream>
-    packer<Stream>& operator()(packer<Stream>& out, const Q& q) const {
-        return out.pack(q.core().to_wire());
-    }
-};
+    struct pack<Q> {
+        template <class Stream>
+        packer<Stream>& operator()(packer<Stream>& out, const Q& q) const {
+            return out.pack(q.core().to_wire());
+        }
+    };
 
-template <class Q>
+    template <class Q>
     requires requires { zmp::detail::queue_handle_kind<Q>::value; }
-struct as<Q> {
-    Q operator()(const msgpack::object& obj) const {
-        return Q(zmp::detail::QueueCore::from_wire(obj, zmp::detail::queue_handle_kind<Q>::value));
-    }
-};
+    struct as<Q> {
+        Q operator()(const msgpack::object& obj) const {
+            return Q(zmp::detail::QueueCore::from_wire(obj, zmp::detail::queue_handle_kind<Q>::value));
+        }
+    };
 
-template <class Q>
+    template <class Q>
     requires requires { zmp::detail::queue_handle_kind<Q>::value; }
-struct convert<Q> {
-    const msgpack::object& operator()(const msgpack::object& obj, Q& q) const {
-        q = as<Q>()(obj);
-        return obj;
-    }
-};
+    struct convert<Q> {
+        const msgpack::object& operator()(const msgpack::object& obj, Q& q) const {
+            q = as<Q>()(obj);
+            return obj;
+        }
+    };
 
-}  // namespace adaptor
+    }  // namespace adaptor
 }
 }  // namespace msgpack

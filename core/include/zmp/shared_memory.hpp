@@ -55,8 +55,8 @@ struct SharedMemoryState;
 struct SharedMemoryOptions {
     std::optional<std::string> name;  ///< with or without the leading '/'; empty: a new "psm_" name (create only)
     bool create = false;
-    std::int64_t size = 0;            ///< bytes; must be positive when creating, ignored when attaching
-    bool track = true;                ///< creating: have the root remove it at exit if nobody unlinks it
+    std::int64_t size = 0;  ///< bytes; must be positive when creating, ignored when attaching
+    bool track = true;      ///< creating: have the root remove it at exit if nobody unlinks it
 };
 
 class SharedMemory {
@@ -260,17 +260,17 @@ struct is_packable<ShareableList> : std::true_type {};
 
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-namespace adaptor {
+    namespace adaptor {
 
-template <>
-struct pack<zmp::SharedMemory> : zmp::detail::NamedHandlePack<zmp::SharedMemory> {};
-template <>
-struct convert<zmp::SharedMemory> : zmp::detail::NamedHandleConvert<zmp::SharedMemory> {};
-template <>
-struct pack<zmp::ShareableList> : zmp::detail::NamedHandlePack<zmp::ShareableList> {};
-template <>
-struct convert<zmp::ShareableList> : zmp::detail::NamedHandleConvert<zmp::ShareableList> {};
+    template <>
+    struct pack<zmp::SharedMemory> : zmp::detail::NamedHandlePack<zmp::SharedMemory> {};
+    template <>
+    struct convert<zmp::SharedMemory> : zmp::detail::NamedHandleConvert<zmp::SharedMemory> {};
+    template <>
+    struct pack<zmp::ShareableList> : zmp::detail::NamedHandlePack<zmp::ShareableList> {};
+    template <>
+    struct convert<zmp::ShareableList> : zmp::detail::NamedHandleConvert<zmp::ShareableList> {};
 
-}  // namespace adaptor
+    }  // namespace adaptor
 }
 }  // namespace msgpack

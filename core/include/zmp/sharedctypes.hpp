@@ -88,9 +88,7 @@ struct LockCell {
 /// A forked child's thread gets a new one: its parent's holds are not its own.
 extern constinit thread_local std::uint64_t current_thread_token;
 std::uint64_t new_thread_token();
-inline std::uint64_t thread_token() {
-    return current_thread_token != 0 ? current_thread_token : new_thread_token();
-}
+inline std::uint64_t thread_token() { return current_thread_token != 0 ? current_thread_token : new_thread_token(); }
 inline std::atomic_ref<std::uint64_t> owner_of(LockCell& cell) { return std::atomic_ref<std::uint64_t>(cell.owner); }
 }  // namespace detail
 
@@ -120,8 +118,10 @@ public:
     void lock() const {
         detail::LockCell& cell = checked_cell();
         const std::uint64_t me = detail::thread_token();
-        if (detail::owner_of(cell).load(std::memory_order_relaxed) == me) ++cell.depth;
-        else take(cell, me);
+        if (detail::owner_of(cell).load(std::memory_order_relaxed) == me)
+            ++cell.depth;
+        else
+            take(cell, me);
     }
     /// Takes the lock if that is possible without waiting; true if this thread now holds it.
     bool try_lock() const;
@@ -160,7 +160,7 @@ private:
     [[noreturn]] static void throw_empty();
     [[noreturn]] static void throw_not_owned();
     static void take(detail::LockCell& cell, std::uint64_t me);  // pthread_mutex_lock and record it
-    static void give_back(detail::LockCell& cell);                // the last level: unlock the mutex
+    static void give_back(detail::LockCell& cell);               // the last level: unlock the mutex
 
     std::shared_ptr<detail::SharedBlock> block_;
     detail::LockCell* cell_ = nullptr;
@@ -205,11 +205,11 @@ concept shared_atomic_arithmetic = shared_atomic<T> && !std::is_same_v<T, bool>;
 
 template <class T>
 constexpr ElementType element_type_of() {
-    std::uint32_t kind = std::is_same_v<T, bool>     ? 1
-                         : std::is_integral_v<T>     ? (std::is_signed_v<T> ? 2 : 3)
+    std::uint32_t kind = std::is_same_v<T, bool>       ? 1
+                         : std::is_integral_v<T>       ? (std::is_signed_v<T> ? 2 : 3)
                          : std::is_floating_point_v<T> ? 4
-                         : std::is_enum_v<T>         ? 5
-                                                     : 6;
+                         : std::is_enum_v<T>           ? 5
+                                                       : 6;
     std::size_t align = alignof(T);
     if constexpr (std::is_arithmetic_v<T>) align = std::max(align, std::atomic_ref<T>::required_alignment);
     return {kind, static_cast<std::uint32_t>(sizeof(T)), static_cast<std::uint32_t>(align)};
@@ -278,14 +278,18 @@ std::pair<std::size_t, std::size_t> slice_bounds(std::ptrdiff_t start, std::ptrd
 
 template <class T>
 T read_shared(const T* p) {
-    if constexpr (shared_atomic<T>) return std::atomic_ref<T>(*const_cast<T*>(p)).load(std::memory_order_relaxed);
-    else return *p;
+    if constexpr (shared_atomic<T>)
+        return std::atomic_ref<T>(*const_cast<T*>(p)).load(std::memory_order_relaxed);
+    else
+        return *p;
 }
 
 template <class T>
 void write_shared(T* p, const T& value) {
-    if constexpr (shared_atomic<T>) std::atomic_ref<T>(*p).store(value, std::memory_order_relaxed);
-    else *p = value;
+    if constexpr (shared_atomic<T>)
+        std::atomic_ref<T>(*p).store(value, std::memory_order_relaxed);
+    else
+        *p = value;
 }
 
 /// Takes the lock of `core` for the scope, if it has one.
@@ -321,8 +325,7 @@ public:
     Value() = default;
     /// A new T in shared memory, equal to `initial`; `lock` as in Python (see LockOption).
     /// ValueError for an empty ValueLock; OSError if the system cannot make the segment.
-    explicit Value(const T& initial, LockOption lock = true)
-        : core_(detail::element_type_of<T>(), 1, lock) {
+    explicit Value(const T& initial, LockOption lock = true) : core_(detail::element_type_of<T>(), 1, lock) {
         ::new (static_cast<void*>(core_.data())) T(initial);
     }
 
@@ -346,37 +349,28 @@ public:
     // Atomic operations for lock-free arithmetic T, which Python lacks. They do not take the lock
     // and are atomic across processes on their own; do not mix them with updates made under the
     // lock (set(value() + 1)), which they do not wait for.
-    T load(std::memory_order order = std::memory_order_seq_cst) const
-        requires detail::shared_atomic<T>
-    {
+    T load(std::memory_order order = std::memory_order_seq_cst) const requires detail::shared_atomic<T> {
         return std::atomic_ref<T>(*ptr()).load(order);
     }
-    void store(T value, std::memory_order order = std::memory_order_seq_cst) const
-        requires detail::shared_atomic<T>
-    {
+    void store(T value, std::memory_order order = std::memory_order_seq_cst) const requires detail::shared_atomic<T> {
         std::atomic_ref<T>(*ptr()).store(value, order);
     }
-    T exchange(T value, std::memory_order order = std::memory_order_seq_cst) const
-        requires detail::shared_atomic<T>
-    {
+    T exchange(T value, std::memory_order order = std::memory_order_seq_cst) const requires detail::shared_atomic<T> {
         return std::atomic_ref<T>(*ptr()).exchange(value, order);
     }
     /// If the value equals `expected`, replaces it with `desired` and returns true; otherwise
     /// stores the current value in `expected` and returns false.
-    bool compare_exchange(T& expected, T desired, std::memory_order order = std::memory_order_seq_cst) const
-        requires detail::shared_atomic<T>
-    {
+    bool compare_exchange(T& expected, T desired,
+                          std::memory_order order = std::memory_order_seq_cst) const requires detail::shared_atomic<T> {
         return std::atomic_ref<T>(*ptr()).compare_exchange_strong(expected, desired, order);
     }
     /// Adds `delta` atomically and returns the previous value.
-    T fetch_add(T delta, std::memory_order order = std::memory_order_seq_cst) const
-        requires detail::shared_atomic_arithmetic<T>
-    {
+    T fetch_add(T delta, std::memory_order order =
+                             std::memory_order_seq_cst) const requires detail::shared_atomic_arithmetic<T> {
         return std::atomic_ref<T>(*ptr()).fetch_add(delta, order);
     }
-    T fetch_sub(T delta, std::memory_order order = std::memory_order_seq_cst) const
-        requires detail::shared_atomic_arithmetic<T>
-    {
+    T fetch_sub(T delta, std::memory_order order =
+                             std::memory_order_seq_cst) const requires detail::shared_atomic_arithmetic<T> {
         return std::atomic_ref<T>(*ptr()).fetch_sub(delta, order);
     }
 
@@ -411,8 +405,7 @@ public:
     /// An empty handle (for containers and messages); every call on it raises ValueError.
     Array() = default;
     /// `size` value-initialized elements (zeros for arithmetic T).
-    explicit Array(std::size_t size, LockOption lock = true)
-        requires std::is_default_constructible_v<T>
+    explicit Array(std::size_t size, LockOption lock = true) requires std::is_default_constructible_v<T>
         : core_(detail::element_type_of<T>(), size, lock) {
         if constexpr (!std::is_trivially_default_constructible_v<T>) {
             for (std::size_t i = 0; i < size; ++i) ::new (static_cast<void*>(ptr() + i)) T();
@@ -425,9 +418,8 @@ public:
     }
     /// The elements of any range convertible to T (a vector, a view...).
     template <std::ranges::input_range R>
-        requires(std::convertible_to<std::ranges::range_reference_t<R>, T> &&
-                 !std::is_base_of_v<Array, std::remove_cvref_t<R>>)
-    explicit Array(R&& values, LockOption lock = true) {
+    requires(std::convertible_to<std::ranges::range_reference_t<R>, T> &&
+             !std::is_base_of_v<Array, std::remove_cvref_t<R>>) explicit Array(R&& values, LockOption lock = true) {
         if constexpr (std::ranges::sized_range<R>) {
             core_ = detail::SharedArrayCore(detail::element_type_of<T>(), std::ranges::size(values), lock);
             fill(values);
@@ -522,9 +514,9 @@ public:
     explicit RawArray(std::size_t size) : Array<T>(size, false) {}
     RawArray(std::initializer_list<T> values) : Array<T>(values, false) {}
     template <std::ranges::input_range R>
-        requires(std::convertible_to<std::ranges::range_reference_t<R>, T> &&
-                 !std::is_base_of_v<Array<T>, std::remove_cvref_t<R>>)
-    explicit RawArray(R&& values) : Array<T>(std::forward<R>(values), false) {}
+    requires(std::convertible_to<std::ranges::range_reference_t<R>, T> &&
+             !std::is_base_of_v<Array<T>, std::remove_cvref_t<R>>) explicit RawArray(R&& values)
+        : Array<T>(std::forward<R>(values), false) {}
     ValueLock& get_lock() const = delete;
     static constexpr bool wire_keeps_lock = false;  // a received locked Array is viewed without it
     explicit RawArray(detail::SharedArrayCore core) : Array<T>(std::move(core)) {}
@@ -565,25 +557,25 @@ struct is_packable<RawArray<T>> : std::true_type {};
 // child's arguments) as the name of their segment; decoding maps it (see "Sharing" above).
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-namespace adaptor {
+    namespace adaptor {
 
-template <class T>
-struct pack<zmp::Value<T>> : zmp::detail::SharedHandlePack<zmp::Value<T>> {};
-template <class T>
-struct convert<zmp::Value<T>> : zmp::detail::SharedHandleConvert<zmp::Value<T>> {};
-template <class T>
-struct pack<zmp::RawValue<T>> : zmp::detail::SharedHandlePack<zmp::RawValue<T>> {};
-template <class T>
-struct convert<zmp::RawValue<T>> : zmp::detail::SharedHandleConvert<zmp::RawValue<T>> {};
-template <class T>
-struct pack<zmp::Array<T>> : zmp::detail::SharedHandlePack<zmp::Array<T>> {};
-template <class T>
-struct convert<zmp::Array<T>> : zmp::detail::SharedHandleConvert<zmp::Array<T>> {};
-template <class T>
-struct pack<zmp::RawArray<T>> : zmp::detail::SharedHandlePack<zmp::RawArray<T>> {};
-template <class T>
-struct convert<zmp::RawArray<T>> : zmp::detail::SharedHandleConvert<zmp::RawArray<T>> {};
+    template <class T>
+    struct pack<zmp::Value<T>> : zmp::detail::SharedHandlePack<zmp::Value<T>> {};
+    template <class T>
+    struct convert<zmp::Value<T>> : zmp::detail::SharedHandleConvert<zmp::Value<T>> {};
+    template <class T>
+    struct pack<zmp::RawValue<T>> : zmp::detail::SharedHandlePack<zmp::RawValue<T>> {};
+    template <class T>
+    struct convert<zmp::RawValue<T>> : zmp::detail::SharedHandleConvert<zmp::RawValue<T>> {};
+    template <class T>
+    struct pack<zmp::Array<T>> : zmp::detail::SharedHandlePack<zmp::Array<T>> {};
+    template <class T>
+    struct convert<zmp::Array<T>> : zmp::detail::SharedHandleConvert<zmp::Array<T>> {};
+    template <class T>
+    struct pack<zmp::RawArray<T>> : zmp::detail::SharedHandlePack<zmp::RawArray<T>> {};
+    template <class T>
+    struct convert<zmp::RawArray<T>> : zmp::detail::SharedHandleConvert<zmp::RawArray<T>> {};
 
-}  // namespace adaptor
+    }  // namespace adaptor
 }
 }  // namespace msgpack

@@ -87,7 +87,16 @@ struct SyncWire {
     MSGPACK_DEFINE(endpoint, id, kind, slot, arena)
 };
 /// The handle types, as the wire decoder tells them apart.
-enum class HandleType : std::uint8_t { lock, rlock, semaphore, bounded_semaphore, event, condition, condition_lock, barrier };
+enum class HandleType : std::uint8_t {
+    lock,
+    rlock,
+    semaphore,
+    bounded_semaphore,
+    event,
+    condition,
+    condition_lock,
+    barrier
+};
 
 SyncWire to_wire(const SyncRef& ref);
 /// ProtocolError unless `obj` is a handle of an object `type` accepts (a Semaphore accepts a
@@ -231,7 +240,8 @@ private:
 /// A condition variable over a Lock or an RLock (by default a new RLock).
 ///
 ///     std::unique_lock guard(cond);
-///     cond.wait_for([&] { return ready(); }, 5s);   // elsewhere: { std::lock_guard g(cond); make_ready(); cond.notify(); }
+///     cond.wait_for([&] { return ready(); }, 5s);   // elsewhere: { std::lock_guard g(cond); make_ready();
+///     cond.notify(); }
 ///
 /// wait() releases every recursion level of the lock, sleeps until notified or timed out, and
 /// re-acquires the lock (with its levels) before returning, whatever the outcome. A waiter that
@@ -338,12 +348,18 @@ bool Condition::wait_for(Predicate pred, Timeout timeout) const {
 
 // Handles travel as SyncWire arrays; a Condition as [condition, its lock].
 namespace zmp::detail {
-template <class H> inline constexpr HandleType handle_type_of = HandleType::lock;
-template <> inline constexpr HandleType handle_type_of<RLock> = HandleType::rlock;
-template <> inline constexpr HandleType handle_type_of<Semaphore> = HandleType::semaphore;
-template <> inline constexpr HandleType handle_type_of<BoundedSemaphore> = HandleType::bounded_semaphore;
-template <> inline constexpr HandleType handle_type_of<Event> = HandleType::event;
-template <> inline constexpr HandleType handle_type_of<Barrier> = HandleType::barrier;
+template <class H>
+inline constexpr HandleType handle_type_of = HandleType::lock;
+template <>
+inline constexpr HandleType handle_type_of<RLock> = HandleType::rlock;
+template <>
+inline constexpr HandleType handle_type_of<Semaphore> = HandleType::semaphore;
+template <>
+inline constexpr HandleType handle_type_of<BoundedSemaphore> = HandleType::bounded_semaphore;
+template <>
+inline constexpr HandleType handle_type_of<Event> = HandleType::event;
+template <>
+inline constexpr HandleType handle_type_of<Barrier> = HandleType::barrier;
 template <class H>
 inline constexpr bool is_plain_sync_handle =
     std::is_same_v<H, Lock> || std::is_same_v<H, RLock> || std::is_same_v<H, Semaphore> ||
@@ -353,76 +369,81 @@ inline constexpr bool is_plain_sync_handle =
 namespace zmp {
 // Every handle travels: as a Process or Pool argument under any start method, in any message.
 template <class H>
-    requires detail::is_plain_sync_handle<H>
-struct is_packable<H> : std::true_type {};
+requires detail::is_plain_sync_handle<H>
+struct is_packable<H> : std::true_type {
+};
 template <>
 struct is_packable<Condition> : std::true_type {};
 }  // namespace zmp
 
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-namespace adaptor {
+    namespace adaptor {
 
-template <class H>
+    template <class H>
     requires zmp::detail::is_plain_sync_handle<H>
-struct pack<H> {
-    template <class Stream>
-    packer<Stream>& operator()(packer<Stream>& out, const H& handle) const {
-        if constexpr (std::is_same_v<H, zmp::Barrier>) {
-            if (handle.has_action()) {
-                throw zmp::ValueError(
-                    "a Barrier with an action cannot travel in a message (its action is a C++ callable); share it by fork");
+    struct pack<H> {
+        template <class Stream>
+        packer<Stream>& operator()(packer<Stream>& out, const H& handle) const {
+            if constexpr (std::is_same_v<H, zmp::Barrier>) {
+                if (handle.has_action()) {
+                    throw zmp::ValueError(
+                        "a Barrier with an action cannot travel in a message (its action is a C++ callable); share it "
+                        "by fork");
+                }
             }
+            return out.pack(zmp::detail::to_wire(handle.ref()));
         }
-        return out.pack(zmp::detail::to_wire(handle.ref()));
-    }
-};
+    };
 
-template <class H>
+    template <class H>
     requires zmp::detail::is_plain_sync_handle<H>
-struct convert<H> {
-    const msgpack::object& operator()(const msgpack::object& obj, H& handle) const {
-        handle = H(zmp::detail::from_wire(obj, zmp::detail::handle_type_of<H>));
-        return obj;
-    }
-};
-
-// Handles have no empty state (constructing one makes a new object), so they are built by `as`.
-template <class H>
-    requires zmp::detail::is_plain_sync_handle<H>
-struct as<H> {
-    H operator()(const msgpack::object& obj) const { return H(zmp::detail::from_wire(obj, zmp::detail::handle_type_of<H>)); }
-};
-
-template <>
-struct pack<zmp::Condition> {
-    template <class Stream>
-    packer<Stream>& operator()(packer<Stream>& out, const zmp::Condition& cond) const {
-        out.pack_array(2);
-        out.pack(zmp::detail::to_wire(cond.ref()));
-        return out.pack(zmp::detail::to_wire(cond.lock_ref()));
-    }
-};
-
-template <>
-struct as<zmp::Condition> {
-    zmp::Condition operator()(const msgpack::object& obj) const {
-        if (obj.type != msgpack::type::ARRAY || obj.via.array.size != 2) {
-            throw zmp::ProtocolError("received a value that is not a Condition where one was expected");
+    struct convert<H> {
+        const msgpack::object& operator()(const msgpack::object& obj, H& handle) const {
+            handle = H(zmp::detail::from_wire(obj, zmp::detail::handle_type_of<H>));
+            return obj;
         }
-        return zmp::Condition(zmp::detail::from_wire(obj.via.array.ptr[0], zmp::detail::HandleType::condition),
-                              zmp::detail::from_wire(obj.via.array.ptr[1], zmp::detail::HandleType::condition_lock));
-    }
-};
+    };
 
-template <>
-struct convert<zmp::Condition> {
-    const msgpack::object& operator()(const msgpack::object& obj, zmp::Condition& cond) const {
-        cond = as<zmp::Condition>()(obj);
-        return obj;
-    }
-};
+    // Handles have no empty state (constructing one makes a new object), so they are built by `as`.
+    template <class H>
+    requires zmp::detail::is_plain_sync_handle<H>
+    struct as<H> {
+        H operator()(const msgpack::object& obj) const {
+            return H(zmp::detail::from_wire(obj, zmp::detail::handle_type_of<H>));
+        }
+    };
 
-}  // namespace adaptor
+    template <>
+    struct pack<zmp::Condition> {
+        template <class Stream>
+        packer<Stream>& operator()(packer<Stream>& out, const zmp::Condition& cond) const {
+            out.pack_array(2);
+            out.pack(zmp::detail::to_wire(cond.ref()));
+            return out.pack(zmp::detail::to_wire(cond.lock_ref()));
+        }
+    };
+
+    template <>
+    struct as<zmp::Condition> {
+        zmp::Condition operator()(const msgpack::object& obj) const {
+            if (obj.type != msgpack::type::ARRAY || obj.via.array.size != 2) {
+                throw zmp::ProtocolError("received a value that is not a Condition where one was expected");
+            }
+            return zmp::Condition(
+                zmp::detail::from_wire(obj.via.array.ptr[0], zmp::detail::HandleType::condition),
+                zmp::detail::from_wire(obj.via.array.ptr[1], zmp::detail::HandleType::condition_lock));
+        }
+    };
+
+    template <>
+    struct convert<zmp::Condition> {
+        const msgpack::object& operator()(const msgpack::object& obj, zmp::Condition& cond) const {
+            cond = as<zmp::Condition>()(obj);
+            return obj;
+        }
+    };
+
+    }  // namespace adaptor
 }
 }  // namespace msgpack

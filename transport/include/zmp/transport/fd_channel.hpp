@@ -98,8 +98,8 @@ public:
 
 private:
     struct Attached {
-        std::size_t offset;      // where the message starts in pending_
-        std::vector<int> fds;    // owned duplicates, closed once sent
+        std::size_t offset;    // where the message starts in pending_
+        std::vector<int> fds;  // owned duplicates, closed once sent
     };
     int fd_;
     std::string pending_;

@@ -60,8 +60,8 @@ public:
     /// What recv() hands back: a data message, or the news that a sender finished its stream.
     struct Item {
         enum class Kind { data, end } kind;
-        std::string sender;       ///< ZeroMQ routing id of the sender
-        zmq::message_t payload;   ///< data only
+        std::string sender;      ///< ZeroMQ routing id of the sender
+        zmq::message_t payload;  ///< data only
     };
 
     /// Binds a ROUTER on `endpoint`.

@@ -21,13 +21,13 @@ inline constexpr std::int64_t kDefaultMaxMessage = std::int64_t{256} << 20;
 inline constexpr std::size_t kMaxIpcPath = 107;
 
 struct SocketOptions {
-    int linger_ms = 0;                      ///< zmp never relies on linger: data that matters is acknowledged
+    int linger_ms = 0;  ///< zmp never relies on linger: data that matters is acknowledged
     std::int64_t max_message = kDefaultMaxMessage;
-    int send_hwm = 0;                       ///< 0 = unlimited; credits bound zmp's queues, not HWMs
+    int send_hwm = 0;  ///< 0 = unlimited; credits bound zmp's queues, not HWMs
     int recv_hwm = 0;
-    int reconnect_ivl_ms = 10;              ///< connect-before-bind retries quickly
-    std::string routing_id;                 ///< empty: let ZeroMQ choose
-    bool router_mandatory = false;          ///< ROUTER: unroutable sends fail instead of vanishing
+    int reconnect_ivl_ms = 10;      ///< connect-before-bind retries quickly
+    std::string routing_id;         ///< empty: let ZeroMQ choose
+    bool router_mandatory = false;  ///< ROUTER: unroutable sends fail instead of vanishing
 };
 
 /// Makes a socket of `type` with `options` applied. Throws OSError on failure.
