@@ -13,8 +13,8 @@
 #include <string>
 #include <thread>
 
-#include "runtime.hpp"
-#include "sync_link.hpp"
+#include "runtime/runtime.hpp"
+#include "broker/client.hpp"
 #include "test_util.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"

@@ -16,7 +16,7 @@
 #include <sstream>
 #include <thread>
 
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"

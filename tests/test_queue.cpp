@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"

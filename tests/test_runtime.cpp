@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <sstream>
 
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 #include "test_util.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"

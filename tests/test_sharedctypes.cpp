@@ -14,7 +14,7 @@
 #include <tuple>
 #include <vector>
 
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"

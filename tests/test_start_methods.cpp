@@ -12,8 +12,8 @@
 #include <sstream>
 #include <thread>
 
-#include "forkserver.hpp"
-#include "runtime.hpp"
+#include "process/forkserver.hpp"
+#include "runtime/runtime.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"

@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 #include "zmp/process.hpp"
 #include "zmp/transport/stream.hpp"
 #include "zmp/transport/zsocket.hpp"

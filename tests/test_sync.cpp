@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"
@@ -28,7 +28,7 @@
 #include "zmp/sharedctypes.hpp"
 #include "zmp/sync.hpp"
 #include "zmp/transport/zsocket.hpp"
-#include "sync_protocol.hpp"
+#include "broker/protocol.hpp"
 
 using namespace std::chrono_literals;
 using test_util::in_child;

@@ -13,8 +13,8 @@
 #include <cstring>
 #include <string>
 
-#include "broker.hpp"
-#include "runtime.hpp"
+#include "broker/server.hpp"
+#include "runtime/runtime.hpp"
 #include "zmp/context.hpp"
 #include "zmp/errors.hpp"
 

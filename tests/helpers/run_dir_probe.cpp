@@ -12,7 +12,7 @@
 #include <cstring>
 #include <string>
 
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 #include "zmp/context.hpp"
 
 int main(int argc, char** argv) {

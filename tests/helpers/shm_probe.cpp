@@ -22,7 +22,7 @@
 
 #include <zmp/zmp.hpp>
 
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 #include "zmp/context.hpp"
 
 namespace {

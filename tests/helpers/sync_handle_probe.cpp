@@ -7,7 +7,7 @@
 #include <string>
 #include <tuple>
 
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 #include "zmp/context.hpp"
 #include "zmp/sync.hpp"
 #include "zmp/transport/codec.hpp"

@@ -22,8 +22,8 @@
 
 #include <zmq.hpp>
 
-#include "futex.hpp"
-#include "sync_protocol.hpp"
+#include "base/futex.hpp"
+#include "broker/protocol.hpp"
 
 #include "zmp/errors.hpp"
 #include "zmp/timeout.hpp"

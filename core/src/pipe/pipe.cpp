@@ -9,7 +9,7 @@
 #include <functional>
 #include <mutex>
 
-#include "fd_passing.hpp"
+#include "travel/fd_passing.hpp"
 #include "zmp/transport/fd_channel.hpp"
 
 namespace zmp {

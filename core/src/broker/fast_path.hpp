@@ -10,9 +10,9 @@
 #include <cstdint>
 #include <functional>
 
-#include "futex.hpp"
-#include "sync_arena.hpp"
-#include "sync_protocol.hpp"
+#include "base/futex.hpp"
+#include "broker/arena.hpp"
+#include "broker/protocol.hpp"
 
 namespace zmp::detail::sync {
 

@@ -1,4 +1,4 @@
-#include "bootstrap.hpp"
+#include "process/bootstrap.hpp"
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -11,8 +11,8 @@
 #include <typeinfo>
 #include <unordered_map>
 
-#include "fd_passing.hpp"
-#include "runtime.hpp"
+#include "travel/fd_passing.hpp"
+#include "runtime/runtime.hpp"
 #include "zmp/context.hpp"
 
 extern char** environ;

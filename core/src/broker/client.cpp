@@ -1,4 +1,4 @@
-#include "sync_link.hpp"
+#include "broker/client.hpp"
 
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -8,9 +8,9 @@
 #include <cerrno>
 #include <unordered_map>
 
-#include "runtime.hpp"
-#include "sanitizer_fork.hpp"
-#include "sync_arena.hpp"
+#include "runtime/runtime.hpp"
+#include "base/sanitizer_fork.hpp"
+#include "broker/arena.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
 

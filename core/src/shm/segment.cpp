@@ -1,4 +1,4 @@
-#include "shm_segment.hpp"
+#include "shm/segment.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -8,7 +8,7 @@
 
 #include <cerrno>
 
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 #include "zmp/errors.hpp"
 
 namespace zmp::detail {

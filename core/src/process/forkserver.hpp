@@ -12,7 +12,7 @@
 #include <memory>
 #include <optional>
 
-#include "process_state.hpp"
+#include "process/process_state.hpp"
 
 namespace zmp::detail {
 

@@ -4,11 +4,11 @@
 #include <chrono>
 #include <vector>
 
-#include "pool_core.hpp"
-#include "fd_passing.hpp"
-#include "process_state.hpp"
-#include "queue_feeder.hpp"
-#include "runtime.hpp"
+#include "pool/dispatcher.hpp"
+#include "travel/fd_passing.hpp"
+#include "process/process_state.hpp"
+#include "queue/feeder.hpp"
+#include "runtime/runtime.hpp"
 #include <unistd.h>
 #include "zmp/exceptions.hpp"
 #include "zmp/transport/codec.hpp"

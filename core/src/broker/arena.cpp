@@ -1,4 +1,4 @@
-#include "sync_arena.hpp"
+#include "broker/arena.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 #include "zmp/transport/errors.hpp"
 
 namespace zmp::detail::sync {

@@ -1,4 +1,4 @@
-#include "forkserver.hpp"
+#include "process/forkserver.hpp"
 
 #include <poll.h>
 #include <signal.h>
@@ -14,8 +14,8 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "bootstrap.hpp"
-#include "runtime.hpp"
+#include "process/bootstrap.hpp"
+#include "runtime/runtime.hpp"
 #include "zmp/transport/fd_channel.hpp"
 
 namespace zmp::detail {

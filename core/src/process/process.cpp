@@ -15,11 +15,11 @@
 #include <iostream>
 #include <ostream>
 
-#include "bootstrap.hpp"
-#include "context_state.hpp"
-#include "forkserver.hpp"
-#include "process_state.hpp"
-#include "runtime.hpp"
+#include "process/bootstrap.hpp"
+#include "process/context_state.hpp"
+#include "process/forkserver.hpp"
+#include "process/process_state.hpp"
+#include "runtime/runtime.hpp"
 #include "zmp/transport/codec.hpp"
 
 namespace zmp {

@@ -16,7 +16,7 @@
 #include <ostream>
 #include <string_view>
 
-#include "shm_segment.hpp"
+#include "shm/segment.hpp"
 
 namespace zmp {
 namespace detail {

@@ -1,4 +1,4 @@
-#include "sync_protocol.hpp"
+#include "broker/protocol.hpp"
 
 #include "zmp/transport/codec.hpp"
 #include "zmp/transport/errors.hpp"

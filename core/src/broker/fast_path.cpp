@@ -1,4 +1,4 @@
-#include "sync_fast.hpp"
+#include "broker/fast_path.hpp"
 
 #include <algorithm>
 #include <climits>

@@ -3,10 +3,10 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "bootstrap.hpp"
-#include "context_state.hpp"
-#include "forkserver.hpp"
-#include "runtime.hpp"
+#include "process/bootstrap.hpp"
+#include "process/context_state.hpp"
+#include "process/forkserver.hpp"
+#include "runtime/runtime.hpp"
 
 namespace zmp {
 namespace detail {

@@ -1,4 +1,4 @@
-#include "pool_core.hpp"
+#include "pool/dispatcher.hpp"
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -10,9 +10,9 @@
 #include <cerrno>
 #include <chrono>
 
-#include "context_state.hpp"
-#include "process_state.hpp"
-#include "runtime.hpp"
+#include "process/context_state.hpp"
+#include "process/process_state.hpp"
+#include "runtime/runtime.hpp"
 #include "zmp/transport/codec.hpp"
 
 namespace zmp::detail {

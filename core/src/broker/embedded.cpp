@@ -12,9 +12,9 @@
 #include <mutex>
 #include <thread>
 
-#include "broker.hpp"
-#include "runtime.hpp"
-#include "sync_link.hpp"
+#include "broker/server.hpp"
+#include "runtime/runtime.hpp"
+#include "broker/client.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
 

@@ -8,7 +8,7 @@
 #include <typeinfo>
 #include <unordered_map>
 
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 #include "zmp/transport/codec.hpp"
 
 namespace zmp::detail {

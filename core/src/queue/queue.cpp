@@ -26,10 +26,10 @@
 #include <utility>
 #include <vector>
 
-#include "queue_feeder.hpp"
-#include "runtime.hpp"
-#include "sync_arena.hpp"
-#include "sync_link.hpp"
+#include "queue/feeder.hpp"
+#include "runtime/runtime.hpp"
+#include "broker/arena.hpp"
+#include "broker/client.hpp"
 
 namespace zmp::detail {
 

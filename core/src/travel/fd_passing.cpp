@@ -1,4 +1,4 @@
-#include "fd_passing.hpp"
+#include "travel/fd_passing.hpp"
 
 #include <unistd.h>
 

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "process_state.hpp"
+#include "process/process_state.hpp"
 #include "zmp/function.hpp"
 #include "zmp/transport/fd_channel.hpp"
 

@@ -1,4 +1,4 @@
-#include "broker.hpp"
+#include "broker/server.hpp"
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -19,10 +19,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "runtime.hpp"
-#include "sync_arena.hpp"
-#include "sync_fast.hpp"
-#include "sync_protocol.hpp"
+#include "runtime/runtime.hpp"
+#include "broker/arena.hpp"
+#include "broker/fast_path.hpp"
+#include "broker/protocol.hpp"
 #include "zmp/transport/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
 

@@ -1,4 +1,4 @@
-#include "sanitizer_fork.hpp"
+#include "base/sanitizer_fork.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
 

@@ -7,10 +7,10 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime.hpp"
-#include "sync_arena.hpp"
-#include "sync_fast.hpp"
-#include "sync_link.hpp"
+#include "runtime/runtime.hpp"
+#include "broker/arena.hpp"
+#include "broker/fast_path.hpp"
+#include "broker/client.hpp"
 #include "zmp/transport/codec.hpp"
 
 namespace zmp {

@@ -4,8 +4,8 @@
 
 #include <cstdio>
 
-#include "pool_core.hpp"
-#include "runtime.hpp"
+#include "pool/dispatcher.hpp"
+#include "runtime/runtime.hpp"
 
 namespace zmp {
 namespace detail {

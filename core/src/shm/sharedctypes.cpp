@@ -22,8 +22,8 @@
 #include <limits>
 #include <unordered_map>
 
-#include "runtime.hpp"
-#include "shm_segment.hpp"
+#include "runtime/runtime.hpp"
+#include "shm/segment.hpp"
 
 namespace zmp::detail {
 

@@ -1,4 +1,4 @@
-#include "runtime.hpp"
+#include "runtime/runtime.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -24,7 +24,7 @@
 #include <thread>
 #include <unordered_map>
 
-#include "process_state.hpp"
+#include "process/process_state.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/process.hpp"
 
