@@ -9,7 +9,9 @@
 #include <chrono>
 #include <cstring>
 
-#include "zmp/transport/errors.hpp"
+#include "zmp/detail/deadline.hpp"
+#include "zmp/errors.hpp"
+#include "zmp/detail/error_texts.hpp"
 
 namespace zmp::transport {
 namespace {
@@ -74,7 +76,7 @@ void FdChannel::send(const void* data, std::size_t size, std::span<const int> fd
 }
 
 void FdChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
-    if (fd_ < 0) throw OSError("handle is closed", EBADF);
+    if (fd_ < 0) throw OSError(detail::texts::kHandleClosed, EBADF);
     if (fds.size() > kMaxFds) throw ValueError("too many file descriptors in one message");
     std::uint64_t total = 0;
     for (const iovec& p : parts) total += p.iov_len;
@@ -144,7 +146,7 @@ bool FdChannel::recv(ChannelMessage& out) {
 }
 
 bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vector<int>& fds) {
-    if (fd_ < 0) throw OSError("handle is closed", EBADF);
+    if (fd_ < 0) throw OSError(detail::texts::kHandleClosed, EBADF);
     if (broken_) throw ProtocolError("channel is unusable after an earlier framing error");
     const std::size_t fds_before = fds.size();
     auto drop_fds = [&] {
@@ -208,19 +210,15 @@ bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vect
 }
 
 bool FdChannel::poll(int timeout_ms) const {
-    if (fd_ < 0) throw OSError("handle is closed", EBADF);
+    if (fd_ < 0) throw OSError(detail::texts::kHandleClosed, EBADF);
     pollfd p{fd_, POLLIN, 0};
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    const auto deadline =
+        timeout_ms < 0 ? detail::Deadline::never() : detail::Deadline::after_ns(std::int64_t{timeout_ms} * 1'000'000);
     for (;;) {
-        int rc = ::poll(&p, 1, timeout_ms);
+        const int rc = ::poll(&p, 1, deadline.poll_ms());
         if (rc > 0) return true;
-        if (rc == 0) return false;
-        if (errno != EINTR) throw_os_error("poll on channel", errno);
-        if (timeout_ms >= 0) {
-            auto left =
-                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-            timeout_ms = left.count() > 0 ? static_cast<int>(left.count()) : 0;
-        }
+        if (rc == 0 && deadline.passed()) return false;
+        if (rc < 0 && errno != EINTR) throw_os_error("poll on channel", errno);
     }
 }
 

@@ -11,6 +11,7 @@
 
 #include "travel/fd_passing.hpp"
 #include "zmp/transport/fd_channel.hpp"
+#include "zmp/detail/error_texts.hpp"
 
 namespace zmp {
 namespace detail {
@@ -34,7 +35,7 @@ struct Token {
 };
 
 ConnectionState& open_state(const std::shared_ptr<ConnectionState>& state) {
-    if (!state || !state->channel.is_open()) throw OSError("handle is closed", EBADF);
+    if (!state || !state->channel.is_open()) throw OSError(detail::texts::kHandleClosed, EBADF);
     return *state;
 }
 
