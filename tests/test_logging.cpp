@@ -294,7 +294,7 @@ TEST_CASE("records of pool workers reach the root") {
     CHECK(messages == std::multiset<std::string>{"task 1", "task 2", "task 3", "task 4"});
 }
 
-TEST_CASE("file handlers: appended or emptied, with their own format; a rotating file keeps its backups") {
+TEST_CASE("file handlers: appended or emptied, with their own format, and a rotating file keeps its backups") {
     const std::string path = temp_path("file.log");
     std::ofstream(path) << "an old line\n";
     {
@@ -379,7 +379,7 @@ TEST_CASE("a captured child's stdout and stderr arrive line by line, tagged with
     CHECK(std::count(formatted.begin(), formatted.end(), "[WARNING/printer] a record among the lines") == 1);
 }
 
-TEST_CASE("handlers belong to the root; bad format strings and arguments are clear errors") {
+TEST_CASE("handlers belong to the root, and bad format strings and arguments are clear errors") {
     CHECK(test_util::in_child([] {
               try {
                   zmp::get_logger().add_handler(zmp::StreamHandler());
@@ -409,7 +409,7 @@ TEST_CASE("handlers belong to the root; bad format strings and arguments are cle
           std::vector<std::string>{"{braces} stay as they are without arguments", "b-a    7|c  |0.67|true", "view"});
 }
 
-TEST_CASE("the handler list: added once, removed, listed; log_to_stderr adds one stream handler") {
+TEST_CASE("the handler list: a handler is added once, removed, listed, and log_to_stderr adds one stream handler") {
     auto& log = zmp::get_logger();
     const auto before = log.handlers().size();
     zmp::CallbackHandler handler([](const LogRecord&) {});
