@@ -25,6 +25,7 @@
 #include "base/fork.hpp"
 #include "base/wake_fd.hpp"
 #include "logging/carrier.hpp"
+#include "logging/handlers.hpp"
 #include "runtime/runtime.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/logging.hpp"
@@ -34,15 +35,6 @@ namespace {
 
 // A line longer than this is sent in pieces of this size.
 constexpr std::size_t kMaxLine = 64 * 1024;
-
-void write_all(int fd, std::string_view text) {
-    while (!text.empty() && fd >= 0) {
-        const ssize_t n = ::write(fd, text.data(), text.size());
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;
-        text.remove_prefix(static_cast<std::size_t>(n));
-    }
-}
 
 // One captured stream: fd 1 or fd 2 of this process.
 struct Stream {
@@ -57,8 +49,7 @@ struct Stream {
         const LogLevel level = out ? LogLevel::info : LogLevel::warning;
         const LogOrigin origin = out ? LogOrigin::captured_stdout : LogOrigin::captured_stderr;
         if (!deliver(level, origin, line, {}, 0)) {
-            write_all(original, line);
-            write_all(original, "\n");
+            if (original >= 0) write_text(original, std::string(line) + "\n");
         }
     }
 

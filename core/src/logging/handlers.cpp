@@ -107,7 +107,7 @@ spdlog::details::log_msg to_msg(const LogRecord& record) {
 class SinkHandler final : public HandlerState {
 public:
     explicit SinkHandler(std::shared_ptr<spdlog::sinks::sink> sink) : sink_(std::move(sink)) {
-        set_format(std::string(kDefaultLogFormat));
+        use_format(std::string(kDefaultLogFormat));
     }
 
     void emit(const LogRecord& record) override {
@@ -115,22 +115,15 @@ public:
         sink_->log(to_msg(record));
     }
     void flush() override { sink_->flush(); }
-    void set_format(std::string pattern) override {
-        sink_->set_formatter(make_formatter(pattern));
-        std::lock_guard lock(mutex_);
-        pattern_ = std::move(pattern);
-    }
-    std::string format() const override {
-        std::lock_guard lock(mutex_);
-        return pattern_;
-    }
+
+protected:
+    void use_format(const std::string& pattern) override { sink_->set_formatter(make_formatter(pattern)); }
 
 private:
     std::shared_ptr<spdlog::sinks::sink> sink_;
-    mutable std::mutex mutex_;
-    std::string pattern_;
 };
 
+// Its format is kept for the callback's own use (handler.format()).
 class CallbackHandlerState final : public HandlerState {
 public:
     explicit CallbackHandlerState(std::function<void(const LogRecord&)> callback) : callback_(std::move(callback)) {
@@ -141,21 +134,10 @@ public:
         std::lock_guard lock(call_mutex_);
         callback_(record);
     }
-    // The pattern is kept for format_record() calls made with handler.format().
-    void set_format(std::string pattern) override {
-        std::lock_guard lock(mutex_);
-        pattern_ = std::move(pattern);
-    }
-    std::string format() const override {
-        std::lock_guard lock(mutex_);
-        return pattern_;
-    }
 
 private:
     std::function<void(const LogRecord&)> callback_;
     std::mutex call_mutex_;
-    mutable std::mutex mutex_;
-    std::string pattern_{kDefaultLogFormat};
 };
 
 // spdlog reports a file it cannot open with its own exception, which carries the errno.
@@ -168,7 +150,9 @@ std::shared_ptr<spdlog::sinks::sink> open_file_sink(const std::string& path, Mak
     }
 }
 
-void write_all(int fd, std::string_view text) noexcept {
+}  // namespace
+
+void write_text(int fd, std::string_view text) noexcept {
     while (!text.empty()) {
         const ssize_t n = ::write(fd, text.data(), text.size());
         if (n < 0 && errno == EINTR) continue;
@@ -176,8 +160,6 @@ void write_all(int fd, std::string_view text) noexcept {
         text.remove_prefix(static_cast<std::size_t>(n));
     }
 }
-
-}  // namespace
 
 void emit_to(HandlerState& handler, const LogRecord& record) noexcept {
     if (static_cast<int>(record.level) < handler.level.load(std::memory_order_relaxed)) return;
@@ -193,7 +175,8 @@ void emit_to(HandlerState& handler, const LogRecord& record) noexcept {
     }
     if (!handler.failing.exchange(true)) {
         try {
-            write_all(2, "zmp: a log handler failed (" + failure + "); its records are dropped until it works again\n");
+            write_text(2,
+                       "zmp: a log handler failed (" + failure + "); its records are dropped until it works again\n");
         } catch (...) {
         }
     }
@@ -205,7 +188,7 @@ std::shared_ptr<HandlerState> make_stderr_handler() {
 
 void write_record_to_fd(int fd, const LogRecord& record) noexcept {
     try {
-        write_all(fd, format_record(record) + "\n");
+        write_text(fd, format_record(record) + "\n");
     } catch (...) {
     }
 }

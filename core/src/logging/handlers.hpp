@@ -4,7 +4,9 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
 
 #include "zmp/logging.hpp"
 
@@ -16,11 +18,27 @@ struct HandlerState {
     /// whole). Errors propagate to emit_to().
     virtual void emit(const LogRecord& record) = 0;
     virtual void flush() {}
-    virtual void set_format(std::string pattern) = 0;
-    virtual std::string format() const = 0;
+
+    void set_format(std::string pattern) {
+        use_format(pattern);
+        std::lock_guard lock(format_mutex_);
+        format_ = std::move(pattern);
+    }
+    std::string format() const {
+        std::lock_guard lock(format_mutex_);
+        return format_;
+    }
 
     std::atomic<int> level{static_cast<int>(LogLevel::notset)};
     std::atomic<bool> failing{false};  // its last write failed (said once on stderr)
+
+protected:
+    /// Takes a new line format into use (a writing handler compiles it).
+    virtual void use_format(const std::string&) {}
+
+private:
+    mutable std::mutex format_mutex_;
+    std::string format_{kDefaultLogFormat};
 };
 
 /// Writes `record` through `handler` if the handler's level lets it pass. A handler that fails
@@ -30,6 +48,9 @@ void emit_to(HandlerState& handler, const LogRecord& record) noexcept;
 /// A StreamHandler on stderr in the default format: log_to_stderr()'s, and the root's writer
 /// while it has no handler.
 std::shared_ptr<HandlerState> make_stderr_handler();
+
+/// Writes all of `text` to `fd` (EINTR and short writes retried); gives up silently on an error.
+void write_text(int fd, std::string_view text) noexcept;
 
 /// Writes `record` to file descriptor `fd` in the default format, in one write(2): for records
 /// that have no handler to go to (a child whose root is gone, a record logged by a handler).

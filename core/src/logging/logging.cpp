@@ -58,39 +58,26 @@ constexpr std::chrono::milliseconds kRootCheckInterval{10};
 // What travels on the log queue: records, and the root's own control items.
 enum class WireKind : std::uint8_t { record = 0, stop = 1, mark = 2, hello = 3 };
 
-// A record as it is sent: views of the sender's data, packed without copies.
-struct WireOut {
+// One item of the log queue: sent with views of the sender's data (packed without copies),
+// received with strings of its own.
+template <class Text>
+struct Wire {
     std::uint8_t kind = 0;
     std::int64_t time_ns = 0;
     std::int32_t level = 0;
     std::uint8_t origin = 0;
-    std::string_view process_name;
+    Text process_name;
     std::int32_t pid = 0;
-    std::string_view host;
+    Text host;
     std::uint64_t thread_id = 0;
-    std::string_view message;
-    std::string_view file;
+    Text message;
+    Text file;
     std::uint32_t line = 0;
     std::uint64_t mark = 0;
     MSGPACK_DEFINE(kind, time_ns, level, origin, process_name, pid, host, thread_id, message, file, line, mark)
 };
-
-// The same fields as they are received.
-struct WireIn {
-    std::uint8_t kind = 0;
-    std::int64_t time_ns = 0;
-    std::int32_t level = 0;
-    std::uint8_t origin = 0;
-    std::string process_name;
-    std::int32_t pid = 0;
-    std::string host;
-    std::uint64_t thread_id = 0;
-    std::string message;
-    std::string file;
-    std::uint32_t line = 0;
-    std::uint64_t mark = 0;
-    MSGPACK_DEFINE(kind, time_ns, level, origin, process_name, pid, host, thread_id, message, file, line, mark)
-};
+using WireOut = Wire<std::string_view>;
+using WireIn = Wire<std::string>;
 
 using Clock = std::chrono::system_clock;
 
@@ -175,10 +162,7 @@ WireOut to_wire(const LogRecord& r) {
     return w;
 }
 
-void note(const std::string& text) noexcept {
-    const std::string line = "zmp: " + text + "\n";
-    (void)!::write(2, line.data(), line.size());
-}
+void note(const std::string& text) noexcept { write_text(2, "zmp: " + text + "\n"); }
 
 // ---- the root: handlers and the logging thread ---------------------------------------------------
 
