@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -122,6 +123,21 @@ void log_each_level() {
 void log_each_level_at_debug() {
     zmp::get_logger().set_level(LogLevel::debug);
     log_each_level();
+}
+
+void log_from_grandchild() { zmp::get_logger().info("from the grandchild"); }
+
+void start_grandchild(int method) {
+    zmp::get_logger().info("from the child");
+    auto p = zmp::get_context(static_cast<StartMethod>(method)).Process(log_from_grandchild);
+    p.start();
+    p.join();
+}
+
+void capture_then_throw() {
+    zmp::capture_output();
+    std::puts("about to fail");
+    throw std::runtime_error("the task failed");
 }
 
 int log_in_pool_task(int x) {
@@ -279,6 +295,22 @@ TEST_CASE("the root's records and its children's are written by one thread, in c
     CHECK(messages.back() == "after join");
 }
 
+TEST_CASE("a grandchild's records reach the root, and it takes its parent's level") {
+    const StartMethod method = any_method();
+    const StartMethod grandchild_method = GENERATE(StartMethod::fork, StartMethod::spawn);
+    Collector collected(LogLevel::info);
+    auto p = zmp::get_context(method).Process(start_grandchild, static_cast<int>(grandchild_method));
+    p.start();
+    p.join();
+    REQUIRE(p.exitcode() == 0);
+    const auto records = collected.records();
+    REQUIRE(records.size() == 2);
+    CHECK(records[0].message == "from the child");
+    CHECK(records[0].process_name == p.name());
+    CHECK(records[1].message == "from the grandchild");
+    CHECK(records[1].process_name == p.name() + ":1");
+}
+
 TEST_CASE("records of pool workers reach the root") {
     const StartMethod method = any_method();
     Collector collected(LogLevel::warning);
@@ -377,6 +409,18 @@ TEST_CASE("a captured child's stdout and stderr arrive line by line, tagged with
     CHECK(std::count(formatted.begin(), formatted.end(), "[stdout/printer] printf line") == 1);
     CHECK(std::count(formatted.begin(), formatted.end(), "[stderr/printer] stderr line") == 1);
     CHECK(std::count(formatted.begin(), formatted.end(), "[WARNING/printer] a record among the lines") == 1);
+}
+
+TEST_CASE("a captured child that dies of an exception: its report reaches the root as stderr lines") {
+    Collector collected(LogLevel::warning);
+    zmp::Process p({.name = "failing"}, capture_then_throw);
+    p.start();
+    p.join();
+    CHECK(p.exitcode() == 1);
+    std::vector<std::string> formatted;
+    for (const auto& r : collected.records()) formatted.push_back(zmp::format_record(r));
+    CHECK(formatted == std::vector<std::string>{"[stdout/failing] about to fail", "[stderr/failing] Process failing:",
+                                                "[stderr/failing] std::runtime_error: the task failed"});
 }
 
 TEST_CASE("handlers belong to the root, and bad format strings and arguments are clear errors") {

@@ -9,8 +9,9 @@
 // costs one atomic load and is never formatted. A record at or above it, logged in any process of
 // the run — a child made by fork, spawn or forkserver, a pool worker, a grandchild — is sent to
 // the root process, where one thread writes it to the root's handlers: lines of different
-// processes never mix within a line, and a record logged after join() of a child comes after all
-// of that child's records. Handlers (stderr, a file, a rotating file, a callback) belong to the
+// processes never mix within a line, and records keep the order of cause and effect (a record
+// logged before start() of a child comes before all of that child's records, one logged after
+// join() after all of them). Handlers (stderr, a file, a rotating file, a callback) belong to the
 // root; until it has any, records are written to the root's stderr in the default format.
 //
 // Levels are Python's numbers: subdebug 5, debug 10, info 20, subwarning 25, warning 30, error 40,

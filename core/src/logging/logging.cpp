@@ -13,7 +13,9 @@
 //    handed; pool workers are children like the others. The root makes the queue just before
 //    its first child starts (a runtime start hook), so no child exists without it.
 //  - the root's own records go through the same queue once it exists, so that one thread writes
-//    every record, and a record logged after join() of a child comes after all of that child's.
+//    every record; and a process flushes its records to the queue before it starts a child. So
+//    records keep causal order: logged before start() of a child, they come before all of the
+//    child's; logged after its join(), after all of them.
 //    Before the first child (and after the logging thread has stopped at exit) the root writes
 //    its records itself, under the handlers' own locks.
 // A child whose root is gone cannot deliver; it notices through a pidfd on the root (looked at
@@ -293,6 +295,17 @@ public:
         }
     }
 
+    // Waits until the root's own records sent so far are on the queue.
+    void flush_sent() noexcept {
+        try {
+            std::unique_lock lock(submit_mutex_);
+            if (!listening_) return;
+            lock.unlock();
+            out_->join_thread();
+        } catch (...) {
+        }
+    }
+
     // In the root: returns once every record that had reached the queue is written and flushed.
     void flush() {
         if (std::this_thread::get_id() == listener_id_) return flush_handlers();
@@ -485,11 +498,17 @@ void note_root_gone(Link& l) noexcept {
 }
 
 // Each process that starts a child (and so each parent of a spawned one) hands it its level;
-// the root makes the log queue before its first child.
+// the root makes the log queue before its first child. The records this process sent so far are
+// put on the queue first, so that they come before any of the child's.
 void before_child_starts() {
     Runtime& rt = Runtime::instance();
     rt.set_service(kLevelService, std::to_string(static_cast<int>(get_logger().level())));
-    if (rt.is_root()) Root::get().ensure_started();
+    if (rt.is_root()) {
+        Root::get().ensure_started();
+        Root::get().flush_sent();
+    } else {
+        flush_link();
+    }
 }
 
 void install_hooks(Runtime& rt) {
