@@ -134,6 +134,16 @@ void start_grandchild(int method) {
     p.join();
 }
 
+void capture_on_and_off() {
+    zmp::capture_output();
+    std::puts("first");
+    zmp::capture_output(false);
+    std::puts("(not captured: on the child's own stdout)");
+    zmp::capture_output();
+    zmp::capture_output();  // already on: nothing changes
+    std::puts("second");
+}
+
 void capture_then_throw() {
     zmp::capture_output();
     std::puts("about to fail");
@@ -409,6 +419,15 @@ TEST_CASE("a captured child's stdout and stderr arrive line by line, tagged with
     CHECK(std::count(formatted.begin(), formatted.end(), "[stdout/printer] printf line") == 1);
     CHECK(std::count(formatted.begin(), formatted.end(), "[stderr/printer] stderr line") == 1);
     CHECK(std::count(formatted.begin(), formatted.end(), "[WARNING/printer] a record among the lines") == 1);
+}
+
+TEST_CASE("capture can be turned off and on again") {
+    Collector collected(LogLevel::warning);
+    zmp::Process p(capture_on_and_off);
+    p.start();
+    p.join();
+    CHECK(p.exitcode() == 0);
+    CHECK(collected.messages() == std::vector<std::string>{"first", "second"});
 }
 
 TEST_CASE("a captured child that dies of an exception: its report reaches the root as stderr lines") {

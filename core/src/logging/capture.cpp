@@ -128,6 +128,7 @@ public:
         }
         wake_.notify();
         reader_.join();
+        wake_.drain();  // a later capture_output() starts a reader that must not stop at once
         for (Stream& s : streams_) {
             ::close(s.read_end);
             if (s.original >= 0) ::close(s.original);

@@ -27,4 +27,10 @@ bool prime_link() noexcept;
 /// Waits until the records this process sent are at the root.
 void flush_link() noexcept;
 
+/// True once the calling thread's thread_local objects are destroyed: at the end of a thread, and
+/// on the thread that called exit() while atexit handlers run (zmp's exit hooks among them: exit()
+/// destroys that thread's thread_locals first). Code of the logging component that keeps per-thread
+/// buffers asks this first and uses local ones then.
+bool thread_locals_gone() noexcept;
+
 }  // namespace zmp::detail

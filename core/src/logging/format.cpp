@@ -6,14 +6,17 @@
 
 #include <string>
 
+#include "logging/carrier.hpp"
 #include "logging/format.hpp"
 #include "zmp/errors.hpp"
 
 namespace zmp::detail {
 
-std::string format_message(std::string_view format, const FormatArg* args, std::size_t count) {
-    // One argument store per thread, cleared for each call: no allocation once it has grown.
-    thread_local fmt::dynamic_format_arg_store<fmt::format_context> store;
+namespace {
+
+using ArgStore = fmt::dynamic_format_arg_store<fmt::format_context>;
+
+std::string format_with(ArgStore& store, std::string_view format, const FormatArg* args, std::size_t count) {
     store.clear();
     for (std::size_t i = 0; i < count; ++i) {
         const FormatArg& arg = args[i];
@@ -47,6 +50,18 @@ std::string format_message(std::string_view format, const FormatArg* args, std::
         throw ValueError("bad log format string \"" + std::string(format) + "\" for its " + std::to_string(count) +
                          " argument(s): " + e.what());
     }
+}
+
+}  // namespace
+
+std::string format_message(std::string_view format, const FormatArg* args, std::size_t count) {
+    if (thread_locals_gone()) {  // in an exit hook of the thread that called exit()
+        ArgStore store;
+        return format_with(store, format, args, count);
+    }
+    // One argument store per thread, cleared for each call: no allocation once it has grown.
+    thread_local ArgStore store;
+    return format_with(store, format, args, count);
 }
 
 }  // namespace zmp::detail

@@ -16,6 +16,7 @@
 #include <string>
 #include <utility>
 
+#include "logging/carrier.hpp"
 #include "logging/handlers.hpp"
 #include "zmp/errors.hpp"
 
@@ -218,6 +219,13 @@ std::string level_name(LogLevel level) {
 }
 
 std::string format_record(const LogRecord& record, std::string_view pattern) {
+    auto format = [&](spdlog::pattern_formatter& formatter) {
+        spdlog::memory_buf_t out;
+        detail::Formatting scope(record);
+        formatter.format(detail::to_msg(record), out);
+        return std::string(out.data(), out.size());
+    };
+    if (detail::thread_locals_gone()) return format(*detail::make_formatter(std::string(pattern), ""));
     // Compiling a pattern costs more than formatting with it: each thread keeps its last one.
     thread_local std::string last_pattern;
     thread_local std::unique_ptr<spdlog::pattern_formatter> formatter;
@@ -225,10 +233,7 @@ std::string format_record(const LogRecord& record, std::string_view pattern) {
         formatter = detail::make_formatter(std::string(pattern), "");
         last_pattern = pattern;
     }
-    spdlog::memory_buf_t out;
-    detail::Formatting scope(record);
-    formatter->format(detail::to_msg(record), out);
-    return std::string(out.data(), out.size());
+    return format(*formatter);
 }
 
 void Handler::set_level(LogLevel level) { state_->level.store(static_cast<int>(level), std::memory_order_relaxed); }

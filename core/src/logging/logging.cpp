@@ -166,6 +166,26 @@ WireOut to_wire(const LogRecord& r) {
 
 void note(const std::string& text) noexcept { write_text(2, "zmp: " + text + "\n"); }
 
+// Set by the sentinel's destructor, which runs with the thread's other thread_locals; itself
+// trivially destructible, so readable to the very end of the thread.
+thread_local bool locals_gone = false;
+struct LocalsSentinel {
+    volatile bool alive = true;
+    ~LocalsSentinel() { locals_gone = true; }
+};
+thread_local LocalsSentinel locals_sentinel;
+
+// Queue<T>::put packs into a per-thread buffer; once the thread's thread_locals are gone (exit
+// hooks on the thread that called exit()), the item is packed here instead.
+template <class Item>
+void put_item(const Queue<Item>& queue, const WireOut& item) {
+    if (thread_locals_gone()) {
+        Queue<AnyValue>(queue.core()).put(AnyValue(item));
+    } else {
+        queue.put(item);
+    }
+}
+
 // ---- the root: handlers and the logging thread ---------------------------------------------------
 
 using HandlerList = std::vector<std::shared_ptr<HandlerState>>;
@@ -248,7 +268,7 @@ public:
             std::lock_guard lock(submit_mutex_);
             if (listening_) {
                 try {
-                    out_->put(to_wire(record));
+                    put_item(*out_, to_wire(record));
                     return;
                 } catch (...) {
                     // the queue is gone (the broker stopped): written here instead
@@ -270,7 +290,7 @@ public:
             // The root's feeder must exist before stop() is registered as an exit hook: hooks run
             // in the reverse order of registration, so the logging thread is stopped while the
             // feeder still delivers the stop item.
-            out.put(WireOut{.kind = static_cast<std::uint8_t>(WireKind::hello)});
+            put_item(out, WireOut{.kind = static_cast<std::uint8_t>(WireKind::hello)});
             const msgpack::sbuffer handle = transport::encode(in);
             in_ = std::move(in);
             out_ = std::move(out);
@@ -317,7 +337,7 @@ public:
                 return;
             }
             mark = ++marks_sent_;
-            out_->put(WireOut{.kind = static_cast<std::uint8_t>(WireKind::mark), .mark = mark});
+            put_item(*out_, WireOut{.kind = static_cast<std::uint8_t>(WireKind::mark), .mark = mark});
         }
         out_->join_thread();
         std::unique_lock lock(marks_mutex_);
@@ -384,7 +404,7 @@ private:
             return;
         }
         try {
-            out_->put(WireOut{.kind = static_cast<std::uint8_t>(WireKind::stop)});
+            put_item(*out_, WireOut{.kind = static_cast<std::uint8_t>(WireKind::stop)});
             out_->join_thread();
         } catch (...) {
             listener_.detach();  // it cannot be reached; the process ends anyway
@@ -529,6 +549,11 @@ Root& require_root(const char* what) {
 
 }  // namespace
 
+bool thread_locals_gone() noexcept {
+    if (locals_gone) return true;
+    return !locals_sentinel.alive;  // makes the sentinel on this thread, so that it will tell
+}
+
 bool in_root_process() noexcept {
     try {
         Link* l = link();
@@ -565,7 +590,7 @@ bool deliver(LogLevel level, LogOrigin origin, std::string_view message, std::st
         w.message = message;
         w.file = file;
         w.line = line;
-        l->carrier->put(w);
+        put_item(*l->carrier, w);
         return true;
     } catch (const std::exception& e) {
         note(std::string("a log record could not be sent: ") + e.what());
@@ -579,7 +604,7 @@ bool prime_link() noexcept {
     try {
         Link* l = link();
         if (l == nullptr || l->root || !l->carrier || root_is_gone(*l)) return false;
-        l->carrier->put(WireOut{.kind = static_cast<std::uint8_t>(WireKind::hello)});
+        put_item(*l->carrier, WireOut{.kind = static_cast<std::uint8_t>(WireKind::hello)});
         return true;
     } catch (...) {
         return false;
