@@ -22,6 +22,7 @@
 #include <tuple>
 #include <vector>
 
+#include "logging/log.hpp"
 #include "runtime/runtime.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
@@ -490,6 +491,22 @@ TEST_CASE("the handler list: a handler is added once, removed, listed, and log_t
     log.set_level(level);
     CHECK(zmp::level_name(LogLevel::subwarning) == "SUBWARNING");
     CHECK(zmp::level_name(static_cast<LogLevel>(33)) == "Level 33");
+}
+
+TEST_CASE("zmp's internal records (logging/log.hpp) go the same way, filtered by the same level") {
+    Collector collected(LogLevel::warning);
+    zmp::Process p([] {
+        if (zmp::detail::log_enabled(LogLevel::info)) zmp::detail::log_record(LogLevel::info, "not sent");
+        if (zmp::detail::log_enabled(LogLevel::warning)) zmp::detail::log_record(LogLevel::warning, "worker replaced");
+    });
+    p.start();
+    p.join();
+    const auto records = collected.records();
+    REQUIRE(records.size() == 1);
+    CHECK(records[0].message == "worker replaced");
+    CHECK(records[0].level == LogLevel::warning);
+    CHECK(records[0].pid == *p.pid());
+    CHECK(records[0].file.ends_with("test_logging.cpp"));
 }
 
 TEST_CASE("garbage on the log queue is dropped and the records after it still arrive") {

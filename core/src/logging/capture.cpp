@@ -25,7 +25,7 @@
 #include "base/fork.hpp"
 #include "base/wake_fd.hpp"
 #include "logging/carrier.hpp"
-#include "logging/handlers.hpp"
+#include "logging/log.hpp"
 #include "runtime/runtime.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/logging.hpp"

@@ -18,6 +18,7 @@
 
 #include "logging/carrier.hpp"
 #include "logging/handlers.hpp"
+#include "logging/log.hpp"
 #include "zmp/errors.hpp"
 
 namespace zmp {
@@ -153,15 +154,6 @@ std::shared_ptr<spdlog::sinks::sink> open_file_sink(const std::string& path, Mak
 
 }  // namespace
 
-void write_text(int fd, std::string_view text) noexcept {
-    while (!text.empty()) {
-        const ssize_t n = ::write(fd, text.data(), text.size());
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;
-        text.remove_prefix(static_cast<std::size_t>(n));
-    }
-}
-
 void emit_to(HandlerState& handler, const LogRecord& record) noexcept {
     if (static_cast<int>(record.level) < handler.level.load(std::memory_order_relaxed)) return;
     std::string failure;
@@ -195,28 +187,6 @@ void write_record_to_fd(int fd, const LogRecord& record) noexcept {
 }
 
 }  // namespace detail
-
-std::string level_name(LogLevel level) {
-    switch (level) {
-        case LogLevel::notset:
-            return "NOTSET";
-        case LogLevel::subdebug:
-            return "SUBDEBUG";
-        case LogLevel::debug:
-            return "DEBUG";
-        case LogLevel::info:
-            return "INFO";
-        case LogLevel::subwarning:
-            return "SUBWARNING";
-        case LogLevel::warning:
-            return "WARNING";
-        case LogLevel::error:
-            return "ERROR";
-        case LogLevel::critical:
-            return "CRITICAL";
-    }
-    return "Level " + std::to_string(static_cast<int>(level));  // Python's name for a level it does not know
-}
 
 std::string format_record(const LogRecord& record, std::string_view pattern) {
     auto format = [&](spdlog::pattern_formatter& formatter) {

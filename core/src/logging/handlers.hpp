@@ -49,9 +49,6 @@ void emit_to(HandlerState& handler, const LogRecord& record) noexcept;
 /// while it has no handler.
 std::shared_ptr<HandlerState> make_stderr_handler();
 
-/// Writes all of `text` to `fd` (EINTR and short writes retried); gives up silently on an error.
-void write_text(int fd, std::string_view text) noexcept;
-
 /// Writes `record` to file descriptor `fd` in the default format, in one write(2): for records
 /// that have no handler to go to (a child whose root is gone, a record logged by a handler).
 void write_record_to_fd(int fd, const LogRecord& record) noexcept;

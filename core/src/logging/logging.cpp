@@ -619,14 +619,22 @@ void flush_link() noexcept {
     }
 }
 
-void log_record(LogLevel level, std::string_view message, std::source_location where) noexcept {
-    const std::string_view file = where.file_name();
-    if (deliver(level, LogOrigin::logger, message, file, where.line())) return;
+namespace {
+
+bool backend_enabled(LogLevel level) noexcept { return get_logger().is_enabled_for(level); }
+
+void backend_record(LogLevel level, std::string_view message, std::string_view file, std::uint32_t line) noexcept {
+    if (deliver(level, LogOrigin::logger, message, file, line)) return;
     try {
-        write_record_to_fd(2, make_record(level, LogOrigin::logger, message, file, where.line()));
+        write_record_to_fd(2, make_record(level, LogOrigin::logger, message, file, line));
     } catch (...) {
     }
 }
+
+constexpr LogBackend kBackend{backend_enabled, backend_record};
+[[maybe_unused]] const bool backend_plugged = (set_log_backend(&kBackend), true);
+
+}  // namespace
 
 }  // namespace detail
 
