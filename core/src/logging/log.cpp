@@ -30,8 +30,14 @@ void log_record(LogLevel level, std::string_view message, std::source_location w
         return;
     }
     try {
-        write_text(2,
-                   "[" + level_name(level) + "/pid " + std::to_string(::getpid()) + "] " + std::string(message) + "\n");
+        std::string line = "[";
+        line += level_name(level);
+        line += "/pid ";
+        line += std::to_string(::getpid());
+        line += "] ";
+        line += message;
+        line += '\n';
+        write_text(2, line);
     } catch (...) {
     }
 }
