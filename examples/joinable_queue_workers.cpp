@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
     long sum = 0;
     std::string squares;
     for (auto [job, square] : done) {
-        squares += (squares.empty() ? "" : " ") + std::to_string(square);
+        if (!squares.empty()) squares += ' ';
+        squares += std::to_string(square);
         sum += square;
     }
     std::printf("squares: %s\n", squares.c_str());

@@ -777,7 +777,7 @@ TEST_CASE("max_item_bytes: a larger put raises ValueError and the queue still wo
     q.put(std::string(fits, 'y'));
     CHECK_THROWS_AS(q.put(std::string(fits + 1, 'y')), zmp::ValueError);
     q.put("after");
-    CHECK(in_child([q, fits] { return q.get(30s).size() == fits && q.get(30s) == "after" ? 0 : 1; }) == 0);
+    CHECK(in_child([q] { return q.get(30s).size() == fits && q.get(30s) == "after" ? 0 : 1; }) == 0);
     CHECK(q.empty());
 
     // The limit travels with the handle.

@@ -8,7 +8,6 @@
 #include <mutex>
 #include <numeric>
 #include <optional>
-#include <ranges>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -97,7 +96,7 @@ TEST_CASE("Arrays from a size, a list or a range, changed by a child with slices
     zmp::Array<int> zeros(10);
     CHECK(zeros.size() == 10);
     CHECK(zeros.slice() == std::vector<int>(10, 0));
-    zmp::Array<int> arr(std::views::iota(0, 10));
+    zmp::Array<int> arr(test_util::generated(10, [](long i) { return static_cast<int>(i); }));
     CHECK(arr.slice() == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
     zmp::Array<double> listed({0.5, 1.5});
     CHECK(listed.size() == 2);

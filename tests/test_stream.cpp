@@ -91,6 +91,25 @@ TEST_CASE("a stream receiver drops malformed messages and counts them") {
     CHECK(receiver.dropped() == 3);
 }
 
+TEST_CASE("a stream sender refuses an acknowledgement of more messages than it sent, instead of stalling") {
+    Runtime& rt = Runtime::instance();
+    const std::string endpoint = zmp::transport::ipc_endpoint(rt.run_dir(), "overack");
+    zmq::socket_t rogue = zmp::transport::open_socket(rt.context(), zmq::socket_type::router);
+    rogue.bind(endpoint);
+    StreamSender sender(rt.context(), endpoint, 1);
+    sender.stall_timeout = 30s;
+    int v = 7;
+    sender.send(&v, sizeof v);
+    std::vector<zmq::message_t> frames;
+    REQUIRE(zmp::transport::recv_message(rogue, frames, 3, 5s));
+    const std::uint64_t seven = 7;  // one message was sent
+    zmp::transport::send_message(rogue, {zmq::const_buffer(frames[0].data(), frames[0].size()),
+                                         zmq::const_buffer("A", 1), zmq::const_buffer(&seven, sizeof seven)});
+    // Window 1: this send waits for the acknowledgement, and must refuse it at once.
+    CHECK_THROWS_AS(sender.send(&v, sizeof v), zmp::ProtocolError);
+    CHECK(sender.acknowledged() == 0);
+}
+
 TEST_CASE("ipc endpoints longer than sun_path are refused with a clear error") {
     std::string dir = "/tmp/" + std::string(120, 'd');
     CHECK_THROWS_AS(zmp::transport::ipc_endpoint(dir, "x"), zmp::ValueError);

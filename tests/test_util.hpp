@@ -7,8 +7,11 @@
 
 #include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
+#include <iterator>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "zmp/process.hpp"
@@ -69,5 +72,58 @@ int in_child(F f) {
 
 /// True if a process with this pid exists (and is not a zombie of ours).
 inline bool pid_exists(pid_t pid) { return ::kill(pid, 0) == 0; }
+
+/// f(0), f(1), ... computed as they are read, `count` of them or without end: a lazy input range
+/// written by hand, as a user's own generator would be. (The tests do not use std::views: clang 14
+/// cannot compile libstdc++ 12's.) The bounded one is a sized range, the endless one is not.
+template <class F, bool Bounded>
+class Generated {
+public:
+    class iterator {
+    public:
+        using value_type = std::invoke_result_t<const F&, long>;
+        using difference_type = std::ptrdiff_t;
+        iterator() = default;
+        iterator(const F* f, long index) : f_(f), index_(index) {}
+        value_type operator*() const { return (*f_)(index_); }
+        iterator& operator++() {
+            ++index_;
+            return *this;
+        }
+        iterator operator++(int) {
+            iterator before = *this;
+            ++index_;
+            return before;
+        }
+        bool operator==(const iterator& other) const { return index_ == other.index_; }
+        friend difference_type operator-(const iterator& a, const iterator& b) { return a.index_ - b.index_; }
+
+    private:
+        const F* f_ = nullptr;
+        long index_ = 0;
+    };
+
+    Generated(long count, F f) : count_(count), f_(std::move(f)) {}
+    iterator begin() const { return iterator(&f_, 0); }
+    auto end() const {
+        if constexpr (Bounded)
+            return iterator(&f_, count_);
+        else
+            return std::unreachable_sentinel;
+    }
+
+private:
+    long count_;
+    F f_;
+};
+
+template <class F>
+Generated<F, true> generated(long count, F f) {
+    return {count, std::move(f)};
+}
+template <class F>
+Generated<F, false> generated_endless(F f) {
+    return {0, std::move(f)};
+}
 
 }  // namespace test_util

@@ -33,7 +33,13 @@ bool StreamSender::read_control(std::optional<std::chrono::milliseconds> timeout
     if (!recv_message(socket_, frames, 2, timeout)) return false;
     if (frames.size() != 2 || frames[0].size() != 1) throw ProtocolError("malformed stream acknowledgement");
     std::uint64_t count = read_count(frames[1]);
-    switch (*frames[0].data<char>()) {
+    const char kind = *frames[0].data<char>();
+    // A count beyond what was sent would wrap `sent_ - acked_` in send() and stall the sender.
+    if ((kind == kAck || kind == kFin) && count > sent_) {
+        throw ProtocolError("stream receiver acknowledges " + std::to_string(count) + " messages of " +
+                            std::to_string(sent_) + " sent");
+    }
+    switch (kind) {
         case kAck:
             acked_ = std::max(acked_, count);
             break;

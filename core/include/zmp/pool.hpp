@@ -367,22 +367,37 @@ void pack_element(msgpack::packer<msgpack::sbuffer>& out, Element&& element) {
     }
 }
 
-/// A lazy chunk source over a view: pulls `chunksize` elements per chunk as the dispatcher asks.
-template <class Params, bool Star, class View>
-std::function<bool(EncodedChunk&)> chunks_of(View view, std::size_t chunksize) {
+/// A lazy chunk source over a range: pulls `chunksize` elements per chunk as the dispatcher asks.
+/// The range is held as std::views::all would hold it: a view or an rvalue by value, a container
+/// passed as an lvalue by address (its owner keeps it alive). std::views itself is not used, as
+/// clang 14 cannot compile libstdc++ 12's views.
+template <class Params, bool Star, class Range>
+std::function<bool(EncodedChunk&)> chunks_of(Range&& input, std::size_t chunksize) {
+    constexpr bool by_value = std::ranges::view<std::remove_cvref_t<Range>> || !std::is_lvalue_reference_v<Range>;
+    using Input = std::conditional_t<by_value, std::remove_cvref_t<Range>, std::remove_reference_t<Range>>;
     struct State {
-        View view;
-        std::ranges::iterator_t<View> it;
+        std::conditional_t<by_value, Input, Input*> held;
+        std::ranges::iterator_t<Input> it;
         std::size_t index = 0;
         bool started = false;
+        Input& range() {
+            if constexpr (by_value)
+                return held;
+            else
+                return *held;
+        }
     };
-    auto state = std::make_shared<State>(State{std::move(view), {}, 0, false});
+    std::shared_ptr<State> state;
+    if constexpr (by_value)
+        state = std::make_shared<State>(State{std::forward<Range>(input), {}, 0, false});
+    else
+        state = std::make_shared<State>(State{&input, {}, 0, false});
     return [state, chunksize](EncodedChunk& chunk) {
         if (!state->started) {
-            state->it = std::ranges::begin(state->view);
+            state->it = std::ranges::begin(state->range());
             state->started = true;
         }
-        if (state->it == std::ranges::end(state->view)) return false;
+        if (state->it == std::ranges::end(state->range())) return false;
         msgpack::sbuffer buffer(64 * chunksize + 16);
         msgpack::packer<msgpack::sbuffer> out(buffer);
         FdCapture capture;  // Connections among the arguments travel with the chunk
@@ -391,7 +406,7 @@ std::function<bool(EncodedChunk&)> chunks_of(View view, std::size_t chunksize) {
         buffer.write(header, sizeof header);
         std::uint32_t n = 0;
         chunk.first = state->index;
-        while (n < chunksize && state->it != std::ranges::end(state->view)) {
+        while (n < chunksize && state->it != std::ranges::end(state->range())) {
             pack_element<Params, decltype(*state->it), Star>(out, *state->it);
             ++state->it;
             ++n;
@@ -669,10 +684,9 @@ private:
                 options.chunksize ? checked_chunksize(*options.chunksize) : default_chunksize(n);
             prepare_progress(*result, options, n);
             if (n > 0) {
-                submit_job(
-                    detail::Job{detail::task_function(f),
-                                detail::chunks_of<Params, Star>(std::views::all(std::forward<Range>(input)), chunksize),
-                                result, n});
+                submit_job(detail::Job{detail::task_function(f),
+                                       detail::chunks_of<Params, Star>(std::forward<Range>(input), chunksize), result,
+                                       n});
             } else {
                 result->on_all_done();  // nothing to do: ready at once, as Python's map([])
             }
@@ -695,8 +709,8 @@ private:
         std::size_t expected = 0;
         if constexpr (std::ranges::sized_range<Range>) expected = std::ranges::size(input);
         submit_job(detail::Job{detail::task_function(f),
-                               detail::chunks_of<Params, false>(std::views::all(std::forward<Range>(input)), chunksize),
-                               stream, expected});
+                               detail::chunks_of<Params, false>(std::forward<Range>(input), chunksize), stream,
+                               expected});
         return IMapIterator<R>(stream);
     }
 

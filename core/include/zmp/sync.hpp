@@ -129,7 +129,9 @@ public:
     /// for a Semaphore, took a unit) over from a process that died holding it.
     bool owner_died() const { return detail::owner_died(ref_); }
 
-    bool operator==(const Handle& other) const { return ref_ == other.ref_; }
+    // A hidden friend, symmetric: as a member of this base, `a == b` and its C++20 reversed form
+    // would both match, and clang calls the comparison ambiguous.
+    friend bool operator==(const Handle& a, const Handle& b) { return a.ref() == b.ref(); }
     /// For the runtime and the msgpack adaptor.
     const SyncRef& ref() const { return ref_; }
 

@@ -51,10 +51,11 @@ std::unique_ptr<Process> rebuild_process(const Bootstrap& b) {
         process = std::make_unique<Process>(std::make_shared<ProcessState>());
     }
     if (b.has_target) {
-        auto [function, trampoline] = resolve(b.target);
+        // A pair, not a structured binding: clang 14 cannot capture a binding in a lambda.
+        const std::pair<const void*, Trampoline> resolved = resolve(b.target);
         auto args = std::make_shared<transport::Decoded>(transport::decode(b.args.data(), b.args.size()));
         ProcessAccess::set_local_target(*process,
-                                        [function, trampoline, args] { trampoline(function, args->get(), nullptr); });
+                                        [resolved, args] { resolved.second(resolved.first, args->get(), nullptr); });
     }
     return process;
 }

@@ -31,12 +31,13 @@ public:
     StreamSender(zmq::context_t& context, const std::string& endpoint, std::size_t window = 4096);
 
     /// Sends one message; blocks while `window` messages are unacknowledged. Throws OSError
-    /// (ETIMEDOUT) if no acknowledgement arrives within `stall_timeout`.
+    /// (ETIMEDOUT) if no acknowledgement arrives within `stall_timeout`, ProtocolError if the
+    /// receiver answers with a malformed acknowledgement or one of more messages than were sent.
     void send(const void* data, std::size_t size);
 
     /// Ends the stream: sends END and waits until the receiver confirms it holds every message.
     /// Returns false if the confirmation does not come within `timeout`; throws ProtocolError if
-    /// the receiver reports fewer messages than were sent.
+    /// the receiver reports fewer messages than were sent, or answers as send() describes.
     bool finish(std::chrono::milliseconds timeout);
 
     std::uint64_t sent() const noexcept { return sent_; }
