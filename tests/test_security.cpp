@@ -416,7 +416,7 @@ TEST_CASE("with the right authkey a DEALER and a ROUTER exchange messages both w
     CHECK(server.refusals.count() == 0);
 }
 
-TEST_CASE("nothing travels in clear text with CURVE; the insecure mode, asked for by name, shows it would") {
+TEST_CASE("nothing travels in clear text with CURVE, and the insecure mode (asked for by name) shows it would") {
     const std::string secret = "distinctive-payload-7f3a9c-both-ways";
     for (bool insecure : {false, true}) {
         INFO((insecure ? "insecure" : "curve"));
@@ -499,7 +499,7 @@ TEST_CASE("a plain (NULL) client and a CURVE server refuse each other") {
     }
 }
 
-TEST_CASE("one process serves two authkeys with one ZAP handler; each admits its own clients only") {
+TEST_CASE("one process serves two authkeys with one ZAP handler, each admitting its own clients only") {
     zmq::context_t server_context(1);
     Refusals refusals;  // outlives the servers (and so the handler that reports to it)
     Authkey key_a = generate_authkey(), key_b = generate_authkey();

@@ -339,6 +339,9 @@ std::string describe(const Refusal& refusal) {
 
 struct Authenticator::State {
     explicit State(zmq::context_t& c) : context(c) {}
+    ~State() {
+        if (wake_fd >= 0) ::close(wake_fd);  // a start() that failed; stop() closes it otherwise
+    }
 
     // A server socket whose monitor the handler's thread reads.
     struct WatchRequest {
@@ -624,6 +627,7 @@ Authenticator::~Authenticator() {
 std::shared_ptr<Authenticator> Authenticator::of(zmq::context_t& context) {
     Registry& r = *registry();
     std::lock_guard lock(r.mutex);
+    std::erase_if(r.by_context, [](const auto& entry) { return entry.second.expired(); });
     auto& slot = r.by_context[context.handle()];
     if (auto running = slot.lock()) {
         std::lock_guard state_lock(running->state_->mutex);
