@@ -9,11 +9,11 @@
 // only when asked for by name (TcpSecurity::insecure()). ipc endpoints do not use any of this:
 // they live in a private 0700 directory.
 //
-//     // server                                        // client
-//     auto zap = Authenticator::of(context);           apply_client_security(dealer, TcpSecurity::curve(key));
+//     auto zap = Authenticator::of(context);                             // the server
 //     apply_server_security(router, TcpSecurity::curve(key), *zap);
-//     router.bind("tcp://*:5555");                     connect_and_authenticate(context, dealer, "tcp://head:5555",
-//     1s);
+//     router.bind("tcp://*:5555");
+//     apply_client_security(dealer, TcpSecurity::curve(key));            // a client
+//     connect_and_authenticate(context, dealer, "tcp://head:5555", 1s);
 
 #include <zmq.hpp>
 
