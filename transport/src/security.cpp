@@ -458,9 +458,9 @@ void Authenticator::State::run(std::promise<void>& bound) {
             }
             if (items[0].revents & ZMQ_POLLIN) answer_zap(*zap);
             // Only the watches that were polled: those added just now come after them.
-            auto w = watches.begin();
-            for (std::size_t i = 2; i < items.size(); ++i, ++w) {
-                if (items[i].revents & ZMQ_POLLIN) read_events(*w);
+            auto watch_it = watches.begin();
+            for (std::size_t i = 2; i < items.size(); ++i, ++watch_it) {
+                if (items[i].revents & ZMQ_POLLIN) read_events(*watch_it);
             }
             watches.remove_if([](const Watch& w) { return w.stopped; });
         } catch (const zmq::error_t& e) {
