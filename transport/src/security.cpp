@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <sodium.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -22,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "zmp/detail/deadline.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
 
@@ -56,8 +56,6 @@
 
 namespace zmp::transport {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 constexpr char kZapEndpoint[] = "inproc://zeromq.zap.01";
 constexpr char kServerLabel[] = "zmp curve server key v1";
@@ -166,19 +164,26 @@ void disconnect_quietly(zmq::socket_t& socket, const std::string& endpoint) {
     }
 }
 
-// Handler objects by context, for this process. A forked child starts with an empty registry and
-// never sees (or destroys) its parent's entries.
+// Handler objects by context, for this process. A forked child finds its parent's registry
+// (whose mutex a thread that does not exist in the child may hold) and replaces it without
+// touching it; the pid tells them apart, so no fork handler is needed.
 struct Registry {
+    explicit Registry(pid_t owner) : pid(owner) {}
+    const pid_t pid;
     std::mutex mutex;
     std::map<void*, std::weak_ptr<Authenticator>> by_context;
 };
 
-Registry*& registry() {
-    static Registry* current = [] {
-        ::pthread_atfork(nullptr, nullptr, [] { registry() = new Registry; });
-        return new Registry;
-    }();
-    return current;
+Registry& registry() {
+    static std::atomic<Registry*> current{nullptr};
+    const pid_t self = ::getpid();
+    Registry* found = current.load(std::memory_order_acquire);
+    while (found == nullptr || found->pid != self) {
+        auto* fresh = new Registry(self);
+        if (current.compare_exchange_weak(found, fresh, std::memory_order_acq_rel)) return *fresh;
+        delete fresh;  // another thread of this process installed one first; `found` is it
+    }
+    return *found;
 }
 
 std::atomic<unsigned long> monitor_counter{0};
@@ -626,7 +631,7 @@ Authenticator::~Authenticator() {
 }
 
 std::shared_ptr<Authenticator> Authenticator::of(zmq::context_t& context) {
-    Registry& r = *registry();
+    Registry& r = registry();
     std::lock_guard lock(r.mutex);
     std::erase_if(r.by_context, [](const auto& entry) { return entry.second.expired(); });
     auto& slot = r.by_context[context.handle()];
@@ -723,14 +728,12 @@ Handshake connect_and_authenticate(zmq::context_t& context, zmq::socket_t& socke
         return AuthenticationError(endpoint + ": " + why);
     };
 
-    const auto deadline = Clock::now() + timeout;
+    const auto deadline = detail::Deadline::after(timeout);
     bool connected = false;
     int closed_handshakes = 0;
     std::vector<zmq::message_t> frames;
     for (;;) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        if (left.count() < 0) left = std::chrono::milliseconds(0);
-        if (!recv_message(monitor, frames, 2, left)) break;
+        if (!recv_message(monitor, frames, 2, std::chrono::milliseconds(deadline.poll_ms()))) break;
         auto event = parse_event(frames);
         if (!event) continue;
         switch (event->event) {
