@@ -662,7 +662,7 @@ void apply_server_security(zmq::socket_t& socket, const TcpSecurity& security, A
     try {
         std::string bound = socket.get(zmq::sockopt::last_endpoint);
         if (!bound.empty())
-            throw ValueError("apply_server_security: the socket is already bound to " + bound +
+            throw ValueError("apply_server_security: the socket is already bound or connected to " + bound +
                              "; apply security before bind()");
         if (socket.get(zmq::sockopt::maxmsgsize) < 0)
             throw ValueError(

@@ -187,10 +187,11 @@ enum class Handshake {
     stalled,    ///< a connection was accepted but its handshake neither succeeded nor failed in time
 };
 
-/// Connects `socket` to `endpoint` and waits, at most `timeout`, for the outcome of the ZMTP
-/// handshake (which carries CURVE, or NULL for an insecure socket), watching the socket's monitor.
-/// Returns Handshake::succeeded once the server has admitted it; no_server or stalled when the
-/// timeout passes first — the expected outcome while a server is starting: try again later.
+/// Connects `socket` to `endpoint` and waits, at most `timeout` (negative: zero), for the outcome
+/// of the ZMTP handshake (which carries CURVE, or NULL for an insecure socket), watching the
+/// socket's monitor. Returns Handshake::succeeded once the server has admitted it; no_server or
+/// stalled when the timeout passes first — the expected outcome while a server is starting: try
+/// again later.
 /// Throws AuthenticationError, naming the endpoint and the cause, when the handshake is refused:
 /// the server does not hold our authkey (it closed two handshakes in a row), its ZAP handler
 /// refused our key, or one side uses CURVE and the other does not. This takes one or two
@@ -200,8 +201,9 @@ enum class Handshake {
 /// libzmq would otherwise go on retrying in the background until the socket is next used. After
 /// no_server or stalled it is disconnected from `endpoint` (libzmq completes that the next time
 /// the socket is used, e.g. by the next call), so the call can simply be repeated.
-/// `context` must be the socket's own context (the monitor is an inproc socket). The socket must not be connecting
-/// anywhere else meanwhile, and its monitor is taken for the duration of the call. Threading: the socket's owner.
+/// `context` must be the socket's own context (the monitor is an inproc socket). The socket must
+/// not be connecting anywhere else meanwhile, and its monitor is taken for the duration of the
+/// call. Threading: the socket's owner.
 ///
 ///     apply_client_security(dealer, TcpSecurity::curve(key));
 ///     if (connect_and_authenticate(context, dealer, "tcp://head:5555", 1s) != Handshake::succeeded) retry_later();
