@@ -23,6 +23,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -109,6 +111,24 @@ public:
             std::abort();
         }
         ::close(fd);
+    }
+
+    /// Runs f() in a forked child moved into `host` (before f can make a thread or a ZeroMQ
+    /// context); the child exits with f's result (99 if it throws, after saying why on stderr).
+    /// The caller waits for the returned pid.
+    pid_t fork_into(const std::string& host, const std::function<int()>& f) const {
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            enter(host);
+            int code = 99;
+            try {
+                code = f();
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "%s: %s\n", host.c_str(), e.what());
+            }
+            ::_exit(code);
+        }
+        return pid;
     }
 
     /// Starts `argv` inside `host` (stdout and stderr appended to `log`, if given); the lab kills

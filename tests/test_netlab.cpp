@@ -22,11 +22,7 @@ namespace {
 
 // Runs f() in a forked child moved into `host`; returns its exit code.
 int in_host(const NetLab& lab, const std::string& host, const std::function<int()>& f) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        lab.enter(host);
-        ::_exit(f());
-    }
+    const pid_t pid = lab.fork_into(host, f);
     int status = 0;
     ::waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);

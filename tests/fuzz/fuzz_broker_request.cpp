@@ -10,7 +10,7 @@
 
 #include "broker/protocol.hpp"
 #include "contract.hpp"
-#include "zmp/transport/errors.hpp"
+#include "zmp/errors.hpp"
 
 namespace broker = zmp::detail::sync;
 

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "contract.hpp"
-#include "zmp/transport/errors.hpp"
+#include "zmp/errors.hpp"
 #include "zmp/transport/fd_channel.hpp"
 
 namespace {

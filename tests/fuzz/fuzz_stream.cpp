@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "contract.hpp"
-#include "zmp/transport/errors.hpp"
+#include "zmp/errors.hpp"
 #include "zmp/transport/stream.hpp"
 #include "zmp/transport/zsocket.hpp"
 

@@ -6,8 +6,19 @@
 #include "zmp/errors.hpp"
 
 namespace zmp::transport {
+namespace {
+
+// ZMTP carries the TTL as a 16-bit count of deciseconds.
+constexpr int kMaxHeartbeatTtlMs = 65535 * 100 + 99;
+
+}  // namespace
 
 zmq::socket_t open_socket(zmq::context_t& context, zmq::socket_type type, const SocketOptions& options) {
+    if (options.heartbeat_ivl_ms < 0 || options.heartbeat_timeout_ms < 0 || options.heartbeat_ttl_ms < 0)
+        throw ValueError("heartbeat settings must not be negative");
+    if (options.heartbeat_ttl_ms > kMaxHeartbeatTtlMs)
+        throw ValueError("heartbeat_ttl_ms is " + std::to_string(options.heartbeat_ttl_ms) +
+                         "; the largest ZMTP allows is " + std::to_string(kMaxHeartbeatTtlMs));
     try {
         zmq::socket_t socket(context, type);
         socket.set(zmq::sockopt::linger, options.linger_ms);
@@ -17,6 +28,10 @@ zmq::socket_t open_socket(zmq::context_t& context, zmq::socket_type type, const 
         socket.set(zmq::sockopt::reconnect_ivl, options.reconnect_ivl_ms);
         if (!options.routing_id.empty()) socket.set(zmq::sockopt::routing_id, options.routing_id);
         if (options.router_mandatory) socket.set(zmq::sockopt::router_mandatory, 1);
+        if (options.heartbeat_ivl_ms > 0) socket.set(zmq::sockopt::heartbeat_ivl, options.heartbeat_ivl_ms);
+        // libzmq's own default (-1) already means "the interval"; 0 would be taken literally.
+        if (options.heartbeat_timeout_ms > 0) socket.set(zmq::sockopt::heartbeat_timeout, options.heartbeat_timeout_ms);
+        if (options.heartbeat_ttl_ms > 0) socket.set(zmq::sockopt::heartbeat_ttl, options.heartbeat_ttl_ms);
         return socket;
     } catch (const zmq::error_t& e) {
         throw_os_error("zmq socket", e.num());

@@ -14,6 +14,7 @@
 
 #include "zmp/detail/deadline.hpp"
 #include "zmp/transport/fd_channel.hpp"
+#include "zmp/transport/security.hpp"
 
 #include <array>
 #include <atomic>
@@ -29,7 +30,7 @@
 namespace zmp::detail {
 
 struct ProcessState;
-using Authkey = std::array<std::uint8_t, 32>;
+using Authkey = transport::Authkey;
 
 /// What a new child needs to become itself; filled in by the parent before the child starts.
 struct ChildIdentity {

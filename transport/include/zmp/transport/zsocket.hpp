@@ -28,9 +28,19 @@ struct SocketOptions {
     int reconnect_ivl_ms = 10;      ///< connect-before-bind retries quickly
     std::string routing_id;         ///< empty: let ZeroMQ choose
     bool router_mandatory = false;  ///< ROUTER: unroutable sends fail instead of vanishing
+    // ZMTP heartbeats, for tcp peers on other hosts: they find a connection whose peer vanished
+    // (power cut, cable pulled: no FIN, no RST) and close it; the socket's monitor then reports
+    // DISCONNECTED and a connecting socket reconnects. They run in ZeroMQ's I/O thread, so they
+    // say nothing about a peer stuck in its own code. All in milliseconds; 0 = off / default.
+    int heartbeat_ivl_ms = 0;      ///< send a PING after this long without sending anything; 0 = no heartbeats
+    int heartbeat_timeout_ms = 0;  ///< close when nothing arrives this long after a PING; 0 = heartbeat_ivl_ms
+    /// Asks the peer to close the connection when it hears nothing from us for this long (the
+    /// wire carries deciseconds: rounded down to 100 ms, at most 6553599; 0 = do not ask).
+    int heartbeat_ttl_ms = 0;
 };
 
-/// Makes a socket of `type` with `options` applied. Throws OSError on failure.
+/// Makes a socket of `type` with `options` applied. Throws ValueError for a negative or
+/// out-of-range heartbeat setting, OSError on failure.
 zmq::socket_t open_socket(zmq::context_t& context, zmq::socket_type type, const SocketOptions& options = {});
 
 /// "ipc://<dir>/<name>", or ValueError if the path does not fit in sun_path.
