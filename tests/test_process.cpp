@@ -16,7 +16,7 @@
 #include <sstream>
 #include <thread>
 
-#include "runtime/runtime.hpp"
+#include "runtime/pidfd.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"

@@ -10,14 +10,16 @@
 #include <sstream>
 
 #include "base/fork.hpp"
-#include "runtime/runtime.hpp"
+#include "runtime/hooks.hpp"
+#include "runtime/run.hpp"
+#include "runtime/run_directory.hpp"
+#include "runtime/zmq_context.hpp"
 #include "test_util.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"
 #include "zmp/transport/zsocket.hpp"
 
 using namespace std::chrono_literals;
-using zmp::detail::Runtime;
 
 namespace {
 std::pair<std::string, std::string> probe(const std::string& args = "") {
@@ -47,12 +49,12 @@ TEST_CASE("a run directory left by a SIGKILLed root is removed by the next root"
 }
 
 TEST_CASE("the authkey is 32 random bytes, made by the root and inherited by children") {
-    const auto& key = Runtime::instance().authkey();
+    const auto& key = zmp::detail::this_run().authkey();
     CHECK(key.size() == 32);
     CHECK(std::any_of(key.begin(), key.end(), [](auto b) { return b != 0; }));
     auto [reader, writer] = zmp::Pipe(false);
     zmp::Process p([w = writer]() mutable {
-        const auto& k = Runtime::instance().authkey();
+        const auto& k = zmp::detail::this_run().authkey();
         w.send(std::vector<std::uint8_t>(k.begin(), k.end()));
     });
     p.start();
@@ -63,17 +65,16 @@ TEST_CASE("the authkey is 32 random bytes, made by the root and inherited by chi
 }
 
 TEST_CASE("a forked child makes its own ZeroMQ context and sockets and exits cleanly") {
-    Runtime& rt = Runtime::instance();
-    const std::string endpoint = zmp::transport::ipc_endpoint(rt.run_dir(), "afterfork");
+    const std::string endpoint = zmp::transport::ipc_endpoint(zmp::detail::run_directory().path(), "afterfork");
     // The parent has a live context, a bound socket and a cached per-thread socket.
-    zmq::socket_t server = zmp::transport::open_socket(rt.context(), zmq::socket_type::pull);
+    zmq::socket_t server = zmp::transport::open_socket(zmp::detail::zmq_context(), zmq::socket_type::pull);
     server.bind(endpoint);
     auto make_push = [&](zmq::context_t& ctx) {
         zmq::socket_t s = zmp::transport::open_socket(ctx, zmq::socket_type::push);
         s.connect(endpoint);
         return s;
     };
-    zmq::socket_ref parent_socket = rt.thread_socket("push", make_push);
+    zmq::socket_ref parent_socket = zmp::detail::thread_socket("push", make_push);
     const void* parent_handle = parent_socket.handle();
     // Let the I/O thread finish connecting before forking: a child forked while another thread
     // allocates inherits a held allocator lock under ASan (glibc's malloc is fork-safe; GCC 12's
@@ -85,8 +86,7 @@ TEST_CASE("a forked child makes its own ZeroMQ context and sockets and exits cle
 
     auto [done_reader, done_writer] = zmp::Pipe(false);
     zmp::Process child([&, r = done_reader]() mutable {
-        Runtime& crt = Runtime::instance();
-        zmq::socket_ref mine = crt.thread_socket("push", make_push);
+        zmq::socket_ref mine = zmp::detail::thread_socket("push", make_push);
         const bool fresh = mine.handle() != parent_handle && zmp::detail::fork_generation() != parent_generation;
         std::string text = fresh ? "fresh socket" : "inherited socket";
         zmp::transport::send_message(mine, {zmq::const_buffer(text.data(), text.size())});
@@ -99,7 +99,7 @@ TEST_CASE("a forked child makes its own ZeroMQ context and sockets and exits cle
     CHECK(child.join(30s));
     CHECK(child.exitcode() == 0);
     // The parent's own cached socket is untouched and still works.
-    CHECK(rt.thread_socket("push", make_push).handle() == parent_handle);
+    CHECK(zmp::detail::thread_socket("push", make_push).handle() == parent_handle);
     zmp::transport::send_message(parent_socket, {zmq::const_buffer("parent", 6)});
     REQUIRE(zmp::transport::recv_message(server, frames, 1, 30s));
     CHECK(frames[0].to_string() == "parent");
@@ -133,9 +133,9 @@ TEST_CASE("segments recorded by a killed root are unlinked by the next root") {
 TEST_CASE("exit hooks run when a child exits, start hooks before each child starts") {
     auto [reader, writer] = zmp::Pipe(false);
     auto started = std::make_shared<int>(0);  // the hook outlives this test case
-    Runtime::instance().add_start_hook([started] { ++*started; });
+    zmp::detail::add_start_hook([started] { ++*started; });
     zmp::Process p([w = writer]() mutable {
-        Runtime::instance().add_exit_hook([w]() mutable { w.send(std::string("exit hook ran")); });
+        zmp::detail::add_exit_hook([w]() mutable { w.send(std::string("exit hook ran")); });
     });
     p.start();
     writer.close();

@@ -12,13 +12,13 @@
 #include <cstring>
 #include <string>
 
-#include "runtime/runtime.hpp"
+#include "runtime/run_directory.hpp"
 #include "zmp/context.hpp"
 
 int main(int argc, char** argv) {
     zmp::init(argc, argv);
-    auto& rt = zmp::detail::Runtime::instance();
-    const std::string& dir = rt.run_dir();
+    auto& run = zmp::detail::run_directory();
+    const std::string& dir = run.path();
     bool kill_self = false;
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--kill-self") == 0) kill_self = true;
@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
             int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
             if (fd < 0 || ::ftruncate(fd, 4096) != 0) return 4;
             ::close(fd);
-            rt.register_segment(name);
+            run.register_segment(name);
         }
     }
     struct stat info {};

@@ -22,7 +22,7 @@
 
 #include <zmp/zmp.hpp>
 
-#include "runtime/runtime.hpp"
+#include "runtime/run_directory.hpp"
 #include "zmp/context.hpp"
 
 namespace {
@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
     zmp::init(argc, argv);
     if (argc < 4) return 2;
     const std::string mode = argv[1], name = argv[2], untracked = argv[3];
-    std::printf("dir %s\n", zmp::detail::Runtime::instance().run_dir().c_str());
+    std::printf("dir %s\n", zmp::detail::run_directory().path().c_str());
     std::fflush(stdout);
 
     leave_segments(name);

@@ -1,0 +1,85 @@
+#include "runtime/run_directory.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "base/fork.hpp"
+#include "runtime/hooks.hpp"
+#include "runtime/leftovers.hpp"
+#include "runtime/run.hpp"
+#include "runtime/startup.hpp"
+#include "zmp/errors.hpp"
+
+namespace zmp::detail {
+
+namespace {
+
+// Never destroyed: the directory is removed from atexit. The fork handlers use the pointer, not
+// run_directory(), whose first call may still be under way.
+RunDirectory* the_directory = nullptr;
+
+std::string choose_run_base() {
+    for (const char* var : {"TMPDIR", "TEMP", "TMP"}) {
+        const char* value = std::getenv(var);
+        // Leave room for "/zmp-<pid>-XXXXXX/<endpoint>" within the 107-byte ipc limit.
+        if (value != nullptr && *value == '/' && std::strlen(value) < 48) return value;
+    }
+    return "/tmp";
+}
+
+}  // namespace
+
+struct RunDirectoryAccess {
+    static void lock() { the_directory->mutex_.lock(); }
+    static void unlock() { the_directory->mutex_.unlock(); }
+
+    // The root's last exit stage: the directory and every segment recorded in it go.
+    static void remove_at_exit() {
+        RunDirectory& dir = *the_directory;
+        std::lock_guard lock(dir.mutex_);
+        if (dir.path_.empty() || dir.maker_ != ::getpid()) return;  // a forked child inherits the hook
+        remove_run(dir.path_);
+        dir.path_.clear();
+    }
+};
+
+RunDirectory& run_directory() {
+    static RunDirectory* made = [] {
+        require_init();
+        the_directory = new RunDirectory();
+        on_fork(ForkLayer::runtime, {RunDirectoryAccess::lock, RunDirectoryAccess::unlock, RunDirectoryAccess::unlock});
+        return the_directory;
+    }();
+    return *made;
+}
+
+const std::string& RunDirectory::path() {
+    // Other parts of the runtime are called outside the lock: no lock is taken inside another.
+    const pid_t root = this_run().root_pid();
+    {
+        std::lock_guard lock(mutex_);
+        if (!path_.empty()) return path_;
+        const std::string base = choose_run_base();
+        remove_stale_runs(base);
+        std::string pattern = base + "/zmp-" + std::to_string(root) + "-XXXXXX";
+        if (::mkdtemp(pattern.data()) == nullptr) throw_os_error("cannot create run directory in " + base, errno);
+        path_ = pattern;  // mkdtemp makes it 0700
+        maker_ = ::getpid();
+    }
+    add_exit_hook(RunDirectoryAccess::remove_at_exit, ExitStage::run_directory);
+    return path_;
+}
+
+void RunDirectory::adopt(std::string path) {
+    std::lock_guard lock(mutex_);
+    path_ = std::move(path);
+}
+
+void RunDirectory::register_segment(const std::string& name) { record_segment(path(), name); }
+
+void RunDirectory::unregister_segment(const std::string& name) { forget_segment(path(), name); }
+
+}  // namespace zmp::detail
