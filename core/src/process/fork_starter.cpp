@@ -21,6 +21,9 @@ public:
         const pid_t pid = ::fork();
         if (pid < 0) throw_os_error("fork", errno);
         if (pid == 0) {
+            // Another thread may have printed between the flush and the fork: that is the
+            // parent's to write. Kept, it would be written twice.
+            discard_inherited_stdio();
             become_child(who, StartMethod::fork);
             run_child(process);
         }

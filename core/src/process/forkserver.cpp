@@ -13,6 +13,7 @@
 #include "process/bootstrap.hpp"
 #include "process/popen.hpp"
 #include "runtime/pidfd.hpp"
+#include "runtime/stdio.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/fd_channel.hpp"
 
@@ -96,7 +97,8 @@ sockaddr_un forkserver_address(const std::string& path) {
             }
             const pid_t pid = ::fork();
             if (pid == 0) {
-                // The child keeps nothing of the server's.
+                // The child keeps nothing of the server's, unwritten output included.
+                discard_inherited_stdio();
                 ::close(listener);
                 ::close(signals);
                 ::close(starter);
