@@ -1,4 +1,4 @@
-// The per-process runtime: run directory, authkey, ZeroMQ after fork.
+// The per-process runtime: run directory and its guardian, authkey, ZeroMQ after fork, hooks.
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <sstream>
 
 #include "base/fork.hpp"
@@ -14,6 +16,7 @@
 #include "runtime/run.hpp"
 #include "runtime/run_directory.hpp"
 #include "runtime/zmq_context.hpp"
+#include "run_leftovers.hpp"
 #include "test_util.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"
@@ -39,8 +42,8 @@ TEST_CASE("the run directory is private (0700) and removed when the root exits")
     CHECK_FALSE(std::filesystem::exists(dir));
 }
 
-TEST_CASE("a run directory left by a SIGKILLed root is removed by the next root") {
-    auto [stale, mode] = probe("--kill-self");
+TEST_CASE("a run directory left by a SIGKILLed root whose guardian was killed too is removed by the next root") {
+    auto [stale, mode] = probe("--kill-guardian --kill-self");
     REQUIRE_FALSE(stale.empty());
     REQUIRE(std::filesystem::exists(stale));  // nobody cleaned up after the kill
     auto [fresh, fresh_mode] = probe();
@@ -121,9 +124,9 @@ TEST_CASE("segments recorded by a run are unlinked when its root exits") {
     CHECK_FALSE(segment_exists(name));
 }
 
-TEST_CASE("segments recorded by a killed root are unlinked by the next root") {
+TEST_CASE("segments recorded by a killed root whose guardian was killed too are unlinked by the next root") {
     const std::string name = "/zmp-test-seg-" + std::to_string(::getpid()) + "-b";
-    auto [dir, mode] = probe("--kill-self --segment " + name);
+    auto [dir, mode] = probe("--segment " + name + " --kill-guardian --kill-self");
     REQUIRE_FALSE(dir.empty());
     REQUIRE(segment_exists(name));  // the killed root could not clean up
     probe();
@@ -143,4 +146,90 @@ TEST_CASE("exit hooks run when a child exits, start hooks before each child star
     p.join();
     CHECK(p.exitcode() == 0);
     CHECK(*started == 1);
+}
+
+namespace {
+
+// What leftovers_probe reported of its run, and how it ended.
+struct Leftovers {
+    std::string dir;
+    pid_t guardian = 0;
+    std::vector<std::string> named;  // segments with names of their own ("psm_...")
+    std::string prefix;              // every other segment of the run starts with it
+    int status = -1;
+};
+
+Leftovers run_leftovers_probe(const std::string& mode) {
+    const auto result = test_util::run_command(std::string(HELPER_leftovers_probe) + " " + mode);
+    Leftovers left;
+    left.status = result.status;
+    std::istringstream out(result.out);
+    for (std::string word; out >> word;) {
+        if (word == "dir") out >> left.dir;
+        if (word == "guardian") out >> left.guardian;
+        if (word == "shm") {
+            std::string name;
+            out >> name;
+            left.named.push_back(name.substr(name.find_first_not_of('/')));
+        }
+    }
+    const std::string base = left.dir.substr(left.dir.rfind('/') + 1);  // zmp-<root pid>-XXXXXX
+    left.prefix = base.substr(0, base.rfind('-') + 1);                  // zmp-<root pid>-
+    return left;
+}
+
+void check_nothing_left(const Leftovers& left) {
+    using run_leftovers::eventually;
+    CHECK(eventually([&] { return !std::filesystem::exists(left.dir); }));
+    CHECK(eventually([&] { return run_leftovers::shm_entries_starting(left.prefix).empty(); }));
+    REQUIRE(left.named.size() == 2);
+    for (const auto& name : left.named) CHECK(eventually([&] { return !std::filesystem::exists("/dev/shm/" + name); }));
+    CHECK(eventually([&] { return !run_leftovers::running(left.guardian); }));
+}
+
+}  // namespace
+
+TEST_CASE("a SIGKILLed root leaves nothing: its guardian removes its run directory and segments, then ends") {
+    // A Queue holding items, a Value, an Array, sync objects, a ShareableList and a SharedMemory
+    // block, all left to the run's record; the root is SIGKILLed, so its exit path never runs.
+    const Leftovers left = run_leftovers_probe("kill-self");
+    REQUIRE(left.status != 0);
+    REQUIRE_FALSE(left.dir.empty());
+    REQUIRE(left.guardian > 0);
+    REQUIRE(left.prefix.starts_with("zmp-"));
+    check_nothing_left(left);
+}
+
+TEST_CASE("a root that exits normally leaves nothing, and its guardian ends too") {
+    const Leftovers left = run_leftovers_probe("exit");
+    REQUIRE(left.status == 0);
+    REQUIRE_FALSE(left.dir.empty());
+    REQUIRE(left.guardian > 0);
+    CHECK_FALSE(std::filesystem::exists(left.dir));  // the root removed it itself
+    check_nothing_left(left);
+}
+
+TEST_CASE("the guardian runs alone: one thread, no ZeroMQ, its own session, only a pidfd on its root") {
+    const std::string dir = zmp::detail::run_directory().path();
+    const auto guardian = run_leftovers::wait_for_guardian_of(dir);
+    REQUIRE(guardian);
+    const std::string proc = "/proc/" + std::to_string(*guardian);
+    CHECK(::getsid(*guardian) == *guardian);  // Ctrl-C and the root's process group do not reach it
+    std::size_t threads = 0;
+    for ([[maybe_unused]] const auto& task : std::filesystem::directory_iterator(proc + "/task")) ++threads;
+    CHECK(threads == 1);  // no ZeroMQ context: it would have started I/O threads
+    std::map<int, std::string> fds;
+    for (const auto& fd : std::filesystem::directory_iterator(proc + "/fd"))
+        fds[std::stoi(fd.path().filename())] = std::filesystem::read_symlink(fd.path()).string();
+    CHECK(fds.size() == 4);
+    CHECK(fds[0] == "/dev/null");
+    CHECK(fds[1] == "/dev/null");
+    CHECK(fds[2] == "/dev/null");
+    CHECK(fds[3] == "anon_inode:[pidfd]");
+    std::ifstream info(proc + "/fdinfo/3");
+    std::string line, pid_line;
+    while (std::getline(info, line))
+        if (line.starts_with("Pid:")) pid_line = line;
+    CHECK(pid_line == "Pid:\t" + std::to_string(::getpid()));  // it watches this process, the root
+    CHECK(std::filesystem::exists(dir));                       // and leaves the directory alone while the root lives
 }

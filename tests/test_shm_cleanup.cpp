@@ -1,5 +1,6 @@
 // No shared-memory segment of a run outlives it: after its root exits normally, after a child
-// is SIGKILLed mid-use, and after the root itself is SIGKILLed (then the next root cleans up).
+// is SIGKILLed mid-use, and after the root itself is SIGKILLed with its guardian (then the next
+// root cleans up; a SIGKILLed root alone is cleaned up by its guardian: test_runtime).
 // The roots here are real programs (tests/helpers/shm_probe.cpp) that leak handles on purpose.
 #include <catch2/catch.hpp>
 
@@ -80,8 +81,8 @@ TEST_CASE("nothing of a run is left after a child is SIGKILLed holding a lock, a
     check_nothing_left(probe);
 }
 
-TEST_CASE("segments of a SIGKILLed root are removed by the next root") {
-    Probe probe = run_probe("kill-self");
+TEST_CASE("segments of a SIGKILLed root whose guardian was killed too are removed by the next root") {
+    Probe probe = run_probe("kill-all");
     RemoveUntracked cleanup{probe.untracked};
     REQUIRE_FALSE(probe.run_prefix.empty());
     REQUIRE(segment_exists(probe.name));  // nobody could clean up yet

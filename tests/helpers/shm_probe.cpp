@@ -10,7 +10,8 @@
 //   exit        returns from main normally;
 //   kill-child  a child that holds a Value's lock (and made segments of its own) is SIGKILLed,
 //               the root checks that it can take the lock and was told, then returns;
-//   kill-self   the root SIGKILLs itself: nothing of its own exit path runs.
+//   kill-self   the root SIGKILLs itself: nothing of its own exit path runs;
+//   kill-all    the root SIGKILLs its guardian, then itself: nothing of the run cleans up.
 #include <signal.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@
 
 #include <zmp/zmp.hpp>
 
+#include "../run_leftovers.hpp"
 #include "runtime/run_directory.hpp"
 #include "zmp/context.hpp"
 
@@ -81,6 +83,7 @@ int main(int argc, char** argv) {
         std::lock_guard guard(shared.get_lock());
         if (!shared.get_lock().owner_died() || shared.value() != 1) return 4;
     }
-    if (mode == "kill-self") ::raise(SIGKILL);
+    if (mode == "kill-all" && !run_leftovers::kill_guardian(zmp::detail::run_directory().path())) return 5;
+    if (mode == "kill-self" || mode == "kill-all") ::raise(SIGKILL);
     return 0;
 }

@@ -7,7 +7,9 @@
 #include <cstring>
 
 #include "base/fork.hpp"
+#include "runtime/guardian.hpp"
 #include "runtime/hooks.hpp"
+#include "runtime/identity.hpp"
 #include "runtime/leftovers.hpp"
 #include "runtime/run.hpp"
 #include "runtime/startup.hpp"
@@ -70,6 +72,8 @@ const std::string& RunDirectory::path() {
         maker_ = ::getpid();
     }
     add_exit_hook(RunDirectoryAccess::remove_at_exit, ExitStage::run_directory);
+    // Should this process end without its exit path (SIGKILL, Ctrl-C), its guardian removes it.
+    start_guardian(path_, this_process().self_pidfd());
     return path_;
 }
 

@@ -2,7 +2,8 @@
 // The run directory: a private (0700) directory that the root makes on first use, for the run's
 // ipc endpoints and the record of its shared-memory segments (runtime/leftovers.hpp). Forked
 // children inherit its path; spawn and forkserver children adopt() it. The root removes it, with
-// every segment recorded there, when it exits.
+// every segment recorded there, when it exits; if the root ends without its exit path (SIGKILL,
+// Ctrl-C), the guardian it started with the directory does (runtime/guardian.hpp).
 //
 //     const std::string& dir = run_directory().path();
 //     run_directory().register_segment("/zmp-...");      // unlinked at the latest when the run ends
@@ -16,8 +17,8 @@ namespace zmp::detail {
 
 class RunDirectory {
 public:
-    /// The path, made on first use by the root (stale directories of dead roots are removed
-    /// then). OSError if it cannot be made.
+    /// The path, made on first use by the root, which starts its guardian then (and removes stale
+    /// directories of dead roots whose guardian could not). OSError if it cannot be made.
     const std::string& path();
     /// The run's directory, for a spawn or forkserver child.
     void adopt(std::string path);
