@@ -2,7 +2,7 @@
 
 #include <mutex>
 
-#include "base/fork.hpp"
+#include "runtime/process_global.hpp"
 
 namespace zmp::detail {
 namespace {
@@ -13,21 +13,8 @@ struct DefaultMethod {
     bool fixed = false;
 };
 
-// Never destroyed. Its mutex is held across fork(): a forked child sets the default at once. The
-// fork handlers use the pointer, not default_method(), whose first call may still be under way.
-DefaultMethod* the_default = nullptr;
-
-void lock_default() { the_default->mutex.lock(); }
-void unlock_default() { the_default->mutex.unlock(); }
-
-DefaultMethod& default_method() {
-    static DefaultMethod* made = [] {
-        the_default = new DefaultMethod();
-        on_fork(ForkLayer::service, {lock_default, unlock_default, unlock_default});
-        return the_default;
-    }();
-    return *made;
-}
+// Its mutex is held across fork(): a forked child sets the default at once.
+DefaultMethod& default_method() { return process_global<DefaultMethod, ForkLayer::service>(); }
 
 }  // namespace
 

@@ -9,13 +9,13 @@
 #include <cstring>
 #include <mutex>
 
-#include "base/fork.hpp"
 #include "process/bootstrap.hpp"
 #include "process/exec_self.hpp"
 #include "process/forkserver.hpp"
 #include "process/starter.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/pidfd.hpp"
+#include "runtime/process_global.hpp"
 #include "runtime/run.hpp"
 #include "runtime/run_directory.hpp"
 #include "zmp/transport/fd_channel.hpp"
@@ -70,14 +70,15 @@ private:
     std::optional<int> exitcode_;
 };
 
-// Held across fork(), so that a child forked while another thread starts a child can start its own.
-std::mutex client_mutex;
-const bool client_mutex_fork_safe =
-    (on_fork(ForkLayer::service,
-             {[] { client_mutex.lock(); }, [] { client_mutex.unlock(); }, [] { client_mutex.unlock(); }}),
-     true);
-pid_t started_server = 0;  // the server this process started, reaped when it is replaced
-int servers_started = 0;
+// This process's side of the fork server. Its mutex is held across fork(), so that a child forked
+// while another thread starts a child can start its own.
+struct Client {
+    std::mutex mutex;
+    pid_t started_server = 0;  // the server this process started, reaped when it is replaced
+    int servers_started = 0;
+};
+
+Client& client() { return process_global<Client, ForkLayer::service>(); }
 
 int connect_to(const std::string& path) {
     const sockaddr_un address = forkserver_address(path);
@@ -94,14 +95,15 @@ int connect_to(const std::string& path) {
     return fd;
 }
 
-std::string start_server() {
-    if (started_server > 0) {
+// Caller holds the client's mutex.
+std::string start_server(Client& c) {
+    if (c.started_server > 0) {
         int status;
-        ::waitpid(started_server, &status, WNOHANG);
-        started_server = 0;
+        ::waitpid(c.started_server, &status, WNOHANG);
+        c.started_server = 0;
     }
     const std::string path = run_directory().path() + "/fs-" + std::to_string(this_process().pid()) + "-" +
-                             std::to_string(++servers_started);
+                             std::to_string(++c.servers_started);
     auto [mine, theirs] = transport::FdChannel::pair();
     const pid_t pid = exec_self("ZMP_FORKSERVER_FD", theirs.fd());
     theirs.close();
@@ -117,7 +119,7 @@ std::string start_server() {
         ::waitpid(pid, &status, 0);
         throw OSError("the fork server did not start (its main() must call zmp::init(argc, argv) first)");
     }
-    started_server = pid;
+    c.started_server = pid;
     this_run().set_service(kForkServerService, path);
     return path;
 }
@@ -130,9 +132,10 @@ public:
 }  // namespace
 
 std::optional<pid_t> forkserver_pid() {
-    std::lock_guard lock(client_mutex);
-    if (started_server <= 0) return std::nullopt;
-    return started_server;
+    Client& c = client();
+    std::lock_guard lock(c.mutex);
+    if (c.started_server <= 0) return std::nullopt;
+    return c.started_server;
 }
 
 std::unique_ptr<Popen> ForkServerStarter::start(const ProcessState& st, Process& process) {
@@ -140,10 +143,11 @@ std::unique_ptr<Popen> ForkServerStarter::start(const ProcessState& st, Process&
         throw ValueError("the forkserver start method needs zmp::init(argc, argv) as the first line of main()");
     }
     BootstrapMessage boot = make_bootstrap(st, process, StartMethod::forkserver);
-    std::lock_guard lock(client_mutex);
+    Client& c = client();
+    std::lock_guard lock(c.mutex);
     std::string address = this_run().service(kForkServerService);
     for (int attempt = 0;; ++attempt) {
-        if (address.empty()) address = start_server();
+        if (address.empty()) address = start_server(c);
         const int fd = connect_to(address);
         if (fd < 0) {
             // The server is gone (killed, or it ended with the process that started it).

@@ -8,7 +8,6 @@
 #include <mutex>
 #include <ostream>
 
-#include "base/fork.hpp"
 #include "process/child.hpp"
 #include "process/default_start_method.hpp"
 #include "process/process_state.hpp"
@@ -18,6 +17,7 @@
 #include "runtime/hooks.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/pidfd.hpp"
+#include "runtime/process_global.hpp"
 #include "runtime/run.hpp"
 #include "runtime/run_directory.hpp"
 
@@ -291,20 +291,16 @@ namespace {
 
 // The state behind current_process(), made on first use in each process: a forked child (a new
 // pid) makes its own once it has taken on its identity.
-// Never destroyed (it may be used during exit); its mutex is held across fork().
+// Its mutex is held across fork().
 struct CurrentState {
     std::mutex mutex;
     std::shared_ptr<ProcessState> state;
     pid_t made_for = 0;
 };
-CurrentState* const current = new CurrentState();
-const bool current_fork_safe =
-    (detail::on_fork(detail::ForkLayer::service,
-                     {[] { current->mutex.lock(); }, [] { current->mutex.unlock(); }, [] { current->mutex.unlock(); }}),
-     true);
 
 const std::shared_ptr<ProcessState>& current_state() {
     detail::ThisProcess& me = detail::this_process();
+    CurrentState* current = &detail::process_global<CurrentState, detail::ForkLayer::service>();
     std::lock_guard lock(current->mutex);
     if (!current->state || current->made_for != me.pid()) {
         auto state = std::make_shared<ProcessState>();

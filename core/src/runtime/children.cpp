@@ -2,8 +2,8 @@
 
 #include <mutex>
 
-#include "base/fork.hpp"
 #include "runtime/hooks.hpp"
+#include "runtime/process_global.hpp"
 #include "zmp/errors.hpp"
 
 namespace zmp::detail {
@@ -12,33 +12,21 @@ namespace {
 struct Children {
     std::mutex mutex;
     std::vector<std::shared_ptr<TrackedChild>> list;
+
+    Children() { add_exit_hook(finish_children, ExitStage::children); }
+
+    void after_fork_child() {
+        // The parent's children, leaked: destroying them here would close descriptors the
+        // parent's handles own.
+        if (!list.empty()) {
+            new std::vector<std::shared_ptr<TrackedChild>>(std::move(list));
+            list.clear();
+        }
+    }
 };
 
-// Never destroyed: children are finished from atexit, after static destructors may have run. The
-// fork handlers use the pointer, not registry(), whose first call may still be under way.
-Children* the_children = nullptr;
-
-void lock_children() { the_children->mutex.lock(); }
-void unlock_children() { the_children->mutex.unlock(); }
-void forget_parents_children() {
-    the_children->mutex.unlock();
-    // The parent's children, leaked: destroying them here would close descriptors the parent's
-    // handles own.
-    if (!the_children->list.empty()) {
-        new std::vector<std::shared_ptr<TrackedChild>>(std::move(the_children->list));
-        the_children->list.clear();
-    }
-}
-
-Children& registry() {
-    static Children* made = [] {
-        the_children = new Children();
-        on_fork(ForkLayer::runtime, {lock_children, unlock_children, forget_parents_children});
-        add_exit_hook(finish_children, ExitStage::children);
-        return the_children;
-    }();
-    return *made;
-}
+// Children are finished from atexit, after static destructors may have run: never destroyed.
+Children& registry() { return process_global<Children>(); }
 
 }  // namespace
 

@@ -5,7 +5,7 @@
 #include <mutex>
 #include <vector>
 
-#include "base/fork.hpp"
+#include "runtime/process_global.hpp"
 
 namespace zmp::detail {
 namespace {
@@ -18,21 +18,8 @@ struct Hooks {
     std::array<std::vector<std::function<void()>>, kStages> exit;
 };
 
-// Never destroyed: the exit hooks run from atexit, after static destructors may have run. The
-// fork handlers use the pointer, not hooks(), whose first call may still be under way.
-Hooks* the_hooks = nullptr;
-
-void lock_hooks() { the_hooks->mutex.lock(); }
-void unlock_hooks() { the_hooks->mutex.unlock(); }
-
-Hooks& hooks() {
-    static Hooks* made = [] {
-        the_hooks = new Hooks();
-        on_fork(ForkLayer::runtime, {lock_hooks, unlock_hooks, unlock_hooks});
-        return the_hooks;
-    }();
-    return *made;
-}
+// The exit hooks run from atexit, after static destructors may have run: never destroyed.
+Hooks& hooks() { return process_global<Hooks>(); }
 
 // Any process that leaves through exit() runs its exit hooks: the root returning from main, or a
 // program's own call of exit(). Registered at start-up, so that the program's statics that use zmp

@@ -8,41 +8,21 @@
 #include <thread>
 #include <utility>
 
-#include "base/fork.hpp"
 #include "runtime/pidfd.hpp"
+#include "runtime/process_global.hpp"
 #include "runtime/startup.hpp"
 
 namespace zmp::detail {
 
-namespace {
-// Never destroyed: statics destroyed during exit may still use zmp. The fork handlers use the
-// pointer, not this_process(), whose first call may still be under way.
-ThisProcess* the_process = nullptr;
-}  // namespace
+ThisProcess& this_process() { return process_global<ThisProcess>(); }
 
-struct ThisProcessFork {
-    static void prepare() { the_process->mutex_.lock(); }
-    static void parent() { the_process->mutex_.unlock(); }
-    static void child() {
-        ThisProcess& me = *the_process;
-        me.mutex_.unlock();
-        me.pid_ = ::getpid();
-        // The parent opened a pidfd on itself before forking: to this child it is the parent's.
-        me.inherited_pidfd_ = std::exchange(me.self_pidfd_, -1);
-    }
-};
+ThisProcess::ThisProcess() : pid_(::getpid()) { require_init(); }
 
-ThisProcess& this_process() {
-    static ThisProcess* made = [] {
-        require_init();
-        the_process = new ThisProcess();
-        on_fork(ForkLayer::runtime, {ThisProcessFork::prepare, ThisProcessFork::parent, ThisProcessFork::child});
-        return the_process;
-    }();
-    return *made;
+void ThisProcess::after_fork_child() {
+    pid_ = ::getpid();
+    // The parent opened a pidfd on itself before forking: to this child it is the parent's.
+    inherited_pidfd_ = std::exchange(self_pidfd_, -1);
 }
-
-ThisProcess::ThisProcess() : pid_(::getpid()) {}
 
 std::vector<int> ThisProcess::next_child_identity() {
     std::lock_guard lock(mutex_);

@@ -51,13 +51,15 @@ public:
     /// on its identity. A daemon arranges to die with its parent.
     void become_child(const ChildIdentity& who);
 
+    /// Made once per process, by this_process() (runtime/process_global.hpp).
     ThisProcess();
     ThisProcess(const ThisProcess&) = delete;
     ThisProcess& operator=(const ThisProcess&) = delete;
+    std::mutex& fork_mutex() { return mutex_; }
+    /// In a forked child: the new pid, and the parent's pidfd on itself as this child's parent pidfd.
+    void after_fork_child();
 
 private:
-    friend struct ThisProcessFork;
-
     std::mutex mutex_;  // the child counter and self_pidfd_
     std::string name_ = "MainProcess";
     pid_t pid_;

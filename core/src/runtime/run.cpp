@@ -5,34 +5,16 @@
 
 #include <cerrno>
 
-#include "base/fork.hpp"
+#include "runtime/process_global.hpp"
 #include "runtime/startup.hpp"
 #include "zmp/errors.hpp"
 
 namespace zmp::detail {
 
-namespace {
-// Never destroyed: statics destroyed during exit may still use zmp. The fork handlers use the
-// pointer, not this_run(), whose first call may still be under way.
-ThisRun* the_run = nullptr;
-}  // namespace
-
-struct ThisRunFork {
-    static void prepare() { the_run->mutex_.lock(); }
-    static void after() { the_run->mutex_.unlock(); }
-};
-
-ThisRun& this_run() {
-    static ThisRun* made = [] {
-        require_init();
-        the_run = new ThisRun();
-        on_fork(ForkLayer::runtime, {ThisRunFork::prepare, ThisRunFork::after, ThisRunFork::after});
-        return the_run;
-    }();
-    return *made;
-}
+ThisRun& this_run() { return process_global<ThisRun>(); }
 
 ThisRun::ThisRun() : root_pid_(::getpid()) {
+    require_init();
     std::size_t filled = 0;
     while (filled < authkey_.size()) {
         ssize_t n = ::getrandom(authkey_.data() + filled, authkey_.size() - filled, 0);

@@ -46,13 +46,13 @@ public:
     /// What a spawn or forkserver child takes over from its run before it becomes itself.
     void adopt(pid_t root_pid, const Authkey& authkey, std::map<std::string, std::string> services);
 
+    /// Made once per process, by this_run() (runtime/process_global.hpp).
     ThisRun();
     ThisRun(const ThisRun&) = delete;
     ThisRun& operator=(const ThisRun&) = delete;
+    std::mutex& fork_mutex() { return mutex_; }
 
 private:
-    friend struct ThisRunFork;
-
     mutable std::mutex mutex_;  // the services
     pid_t root_pid_;
     Authkey authkey_{};

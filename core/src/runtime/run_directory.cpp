@@ -6,11 +6,11 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "base/fork.hpp"
 #include "runtime/guardian.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/leftovers.hpp"
+#include "runtime/process_global.hpp"
 #include "runtime/run.hpp"
 #include "runtime/startup.hpp"
 #include "zmp/errors.hpp"
@@ -18,10 +18,6 @@
 namespace zmp::detail {
 
 namespace {
-
-// Never destroyed: the directory is removed from atexit. The fork handlers use the pointer, not
-// run_directory(), whose first call may still be under way.
-RunDirectory* the_directory = nullptr;
 
 std::string choose_run_base() {
     for (const char* var : {"TMPDIR", "TEMP", "TMP"}) {
@@ -34,28 +30,16 @@ std::string choose_run_base() {
 
 }  // namespace
 
-struct RunDirectoryAccess {
-    static void lock() { the_directory->mutex_.lock(); }
-    static void unlock() { the_directory->mutex_.unlock(); }
+RunDirectory& run_directory() { return process_global<RunDirectory>(); }
 
-    // The root's last exit stage: the directory and every segment recorded in it go.
-    static void remove_at_exit() {
-        RunDirectory& dir = *the_directory;
-        std::lock_guard lock(dir.mutex_);
-        if (dir.path_.empty() || dir.maker_ != ::getpid()) return;  // a forked child inherits the hook
-        remove_run(dir.path_);
-        dir.path_.clear();
-    }
-};
+RunDirectory::RunDirectory() { require_init(); }
 
-RunDirectory& run_directory() {
-    static RunDirectory* made = [] {
-        require_init();
-        the_directory = new RunDirectory();
-        on_fork(ForkLayer::runtime, {RunDirectoryAccess::lock, RunDirectoryAccess::unlock, RunDirectoryAccess::unlock});
-        return the_directory;
-    }();
-    return *made;
+void RunDirectory::remove_at_exit() {
+    RunDirectory& dir = run_directory();
+    std::lock_guard lock(dir.mutex_);
+    if (dir.path_.empty() || dir.maker_ != ::getpid()) return;  // a forked child inherits the hook
+    remove_run(dir.path_);
+    dir.path_.clear();
 }
 
 const std::string& RunDirectory::path() {
@@ -71,7 +55,7 @@ const std::string& RunDirectory::path() {
         path_ = pattern;  // mkdtemp makes it 0700
         maker_ = ::getpid();
     }
-    add_exit_hook(RunDirectoryAccess::remove_at_exit, ExitStage::run_directory);
+    add_exit_hook(remove_at_exit, ExitStage::run_directory);
     // Should this process end without its exit path (SIGKILL, Ctrl-C), its guardian removes it.
     start_guardian(path_, this_process().self_pidfd());
     return path_;

@@ -29,12 +29,15 @@ public:
     void register_segment(const std::string& name);
     void unregister_segment(const std::string& name);
 
-    RunDirectory() = default;
+    /// Made once per process, by run_directory() (runtime/process_global.hpp).
+    RunDirectory();
     RunDirectory(const RunDirectory&) = delete;
     RunDirectory& operator=(const RunDirectory&) = delete;
+    std::mutex& fork_mutex() { return mutex_; }
 
 private:
-    friend struct RunDirectoryAccess;
+    // The root's last exit stage: the directory and every segment recorded in it go.
+    static void remove_at_exit();
 
     std::mutex mutex_;
     std::string path_;

@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "base/fork.hpp"
+#include "runtime/process_global.hpp"
 #include "runtime/startup.hpp"
 
 namespace zmp::detail {
@@ -13,26 +14,9 @@ namespace {
 struct Context {
     std::mutex mutex;
     zmq::context_t* context = nullptr;  // leaked on purpose: destroying it in a child hangs
+
+    void after_fork_child() { context = nullptr; }  // the parent's: left untouched
 };
-
-// The fork handlers use the pointer, not context_holder(), whose first call may still be under way.
-Context* the_context = nullptr;
-
-void lock_context() { the_context->mutex.lock(); }
-void unlock_context() { the_context->mutex.unlock(); }
-void drop_parents_context() {
-    the_context->mutex.unlock();
-    the_context->context = nullptr;  // the parent's: left untouched
-}
-
-Context& context_holder() {
-    static Context* made = [] {
-        the_context = new Context();
-        on_fork(ForkLayer::runtime, {lock_context, unlock_context, drop_parents_context});
-        return the_context;
-    }();
-    return *made;
-}
 
 // Sockets of one thread. They belong to the ZeroMQ context of the process that made them; in a
 // forked child that context is the parent's, and they are abandoned rather than closed.
@@ -51,7 +35,7 @@ thread_local bool thread_has_sockets = false;
 }  // namespace
 
 zmq::context_t& zmq_context() {
-    Context& holder = context_holder();
+    Context& holder = process_global<Context>();
     std::lock_guard lock(holder.mutex);
     if (holder.context == nullptr) {
         require_init();
