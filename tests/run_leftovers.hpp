@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <optional>
@@ -122,5 +124,26 @@ inline bool kill_guardian(const std::string& dir) {
     ::kill(*guardian, SIGKILL);
     return eventually([&] { return !running(*guardian); });
 }
+
+/// A directory of runs of its own, for the programs a test starts (their TMPDIR): no other zmp
+/// root on the machine sweeps the stale runs a test leaves there on purpose. Removed, with what it
+/// holds, at the end of the test.
+struct PrivateRunBase {
+    std::string path;
+
+    PrivateRunBase() {
+        char pattern[] = "/tmp/zmp-test-runs-XXXXXX";  // not zmp-<pid>-: no sweep takes it
+        if (::mkdtemp(pattern) != nullptr) path = pattern;
+    }
+    ~PrivateRunBase() {
+        std::error_code ignored;
+        if (!path.empty()) std::filesystem::remove_all(path, ignored);
+    }
+    PrivateRunBase(const PrivateRunBase&) = delete;
+    PrivateRunBase& operator=(const PrivateRunBase&) = delete;
+
+    /// A shell prefix that runs a command with its runs here.
+    std::string env() const { return "TMPDIR=" + path + " "; }
+};
 
 }  // namespace run_leftovers

@@ -25,8 +25,9 @@
 using namespace std::chrono_literals;
 
 namespace {
-std::pair<std::string, std::string> probe(const std::string& args = "") {
-    auto result = test_util::run_command(std::string(HELPER_run_dir_probe) + " " + args);
+// Runs the run_dir_probe helper; `env` prefixes its command line (a TMPDIR of its own).
+std::pair<std::string, std::string> probe(const std::string& args = "", const std::string& env = "") {
+    auto result = test_util::run_command(env + HELPER_run_dir_probe + " " + args);
     std::istringstream in(result.out);
     std::string dir, mode;
     in >> dir >> mode;
@@ -43,12 +44,24 @@ TEST_CASE("the run directory is private (0700) and removed when the root exits")
 }
 
 TEST_CASE("a run directory left by a SIGKILLed root whose guardian was killed too is removed by the next root") {
-    auto [stale, mode] = probe("--kill-guardian --kill-self");
+    run_leftovers::PrivateRunBase base;  // the next root is ours, not another program's
+    REQUIRE_FALSE(base.path.empty());
+    auto [stale, mode] = probe("--kill-guardian --kill-self", base.env());
     REQUIRE_FALSE(stale.empty());
     REQUIRE(std::filesystem::exists(stale));  // nobody cleaned up after the kill
-    auto [fresh, fresh_mode] = probe();
+    auto [fresh, fresh_mode] = probe("", base.env());
     CHECK(fresh != stale);
     CHECK_FALSE(std::filesystem::exists(stale));
+}
+
+TEST_CASE("a root SIGKILLed the moment its run directory exists is cleaned up by its guardian all the same") {
+    // The guardian may start after the root's death: its pidfd then says so, and it cleans up.
+    run_leftovers::PrivateRunBase base;  // no other root sweeps it: only the guardian can clean up
+    REQUIRE_FALSE(base.path.empty());
+    auto [dir, mode] = probe("--kill-self", base.env());
+    REQUIRE_FALSE(dir.empty());
+    CHECK(run_leftovers::eventually([&] { return !std::filesystem::exists(dir); }));
+    CHECK(run_leftovers::eventually([&] { return !run_leftovers::guardian_of(dir); }));
 }
 
 TEST_CASE("the authkey is 32 random bytes, made by the root and inherited by children") {
@@ -126,10 +139,12 @@ TEST_CASE("segments recorded by a run are unlinked when its root exits") {
 
 TEST_CASE("segments recorded by a killed root whose guardian was killed too are unlinked by the next root") {
     const std::string name = "/zmp-test-seg-" + std::to_string(::getpid()) + "-b";
-    auto [dir, mode] = probe("--segment " + name + " --kill-guardian --kill-self");
+    run_leftovers::PrivateRunBase base;  // the next root is ours, not another program's
+    REQUIRE_FALSE(base.path.empty());
+    auto [dir, mode] = probe("--segment " + name + " --kill-guardian --kill-self", base.env());
     REQUIRE_FALSE(dir.empty());
     REQUIRE(segment_exists(name));  // the killed root could not clean up
-    probe();
+    probe("", base.env());
     CHECK_FALSE(segment_exists(name));
 }
 
@@ -159,8 +174,8 @@ struct Leftovers {
     int status = -1;
 };
 
-Leftovers run_leftovers_probe(const std::string& mode) {
-    const auto result = test_util::run_command(std::string(HELPER_leftovers_probe) + " " + mode);
+Leftovers run_leftovers_probe(const std::string& mode, const run_leftovers::PrivateRunBase& base) {
+    const auto result = test_util::run_command(base.env() + HELPER_leftovers_probe + " " + mode);
     Leftovers left;
     left.status = result.status;
     std::istringstream out(result.out);
@@ -173,8 +188,8 @@ Leftovers run_leftovers_probe(const std::string& mode) {
             left.named.push_back(name.substr(name.find_first_not_of('/')));
         }
     }
-    const std::string base = left.dir.substr(left.dir.rfind('/') + 1);  // zmp-<root pid>-XXXXXX
-    left.prefix = base.substr(0, base.rfind('-') + 1);                  // zmp-<root pid>-
+    const std::string name = left.dir.substr(left.dir.rfind('/') + 1);  // zmp-<root pid>-XXXXXX
+    left.prefix = name.substr(0, name.rfind('-') + 1);                  // zmp-<root pid>-
     return left;
 }
 
@@ -192,7 +207,8 @@ void check_nothing_left(const Leftovers& left) {
 TEST_CASE("a SIGKILLed root leaves nothing: its guardian removes its run directory and segments, then ends") {
     // A Queue holding items, a Value, an Array, sync objects, a ShareableList and a SharedMemory
     // block, all left to the run's record; the root is SIGKILLed, so its exit path never runs.
-    const Leftovers left = run_leftovers_probe("kill-self");
+    run_leftovers::PrivateRunBase base;  // no other root sweeps it: only the guardian can clean up
+    const Leftovers left = run_leftovers_probe("kill-self", base);
     REQUIRE(left.status != 0);
     REQUIRE_FALSE(left.dir.empty());
     REQUIRE(left.guardian > 0);
@@ -201,7 +217,8 @@ TEST_CASE("a SIGKILLed root leaves nothing: its guardian removes its run directo
 }
 
 TEST_CASE("a root that exits normally leaves nothing, and its guardian ends too") {
-    const Leftovers left = run_leftovers_probe("exit");
+    run_leftovers::PrivateRunBase base;
+    const Leftovers left = run_leftovers_probe("exit", base);
     REQUIRE(left.status == 0);
     REQUIRE_FALSE(left.dir.empty());
     REQUIRE(left.guardian > 0);

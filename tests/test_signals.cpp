@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "run_leftovers.hpp"
@@ -30,7 +31,8 @@ struct GroupLeader {
     int out = -1;
     std::string pending;  // read, not yet returned by line()
 
-    explicit GroupLeader(const std::vector<std::string>& argv) {
+    // `env` ("NAME=value") is set in a copy of this process's environment.
+    GroupLeader(const std::vector<std::string>& argv, const std::string& env) {
         int fds[2];
         REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
         posix_spawn_file_actions_t actions;
@@ -49,7 +51,13 @@ struct GroupLeader {
         std::vector<char*> args;
         for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
         args.push_back(nullptr);
-        REQUIRE(::posix_spawn(&pid, args[0], &actions, &attributes, args.data(), environ) == 0);
+        std::vector<char*> environment;
+        const std::string name = env.substr(0, env.find('=') + 1);  // replaces the variable's value
+        for (char** e = environ; *e != nullptr; ++e)
+            if (std::string_view(*e).rfind(name, 0) != 0) environment.push_back(*e);
+        environment.push_back(const_cast<char*>(env.c_str()));
+        environment.push_back(nullptr);
+        REQUIRE(::posix_spawn(&pid, args[0], &actions, &attributes, args.data(), environment.data()) == 0);
         ::posix_spawn_file_actions_destroy(&actions);
         ::posix_spawnattr_destroy(&attributes);
         ::close(fds[1]);
@@ -95,7 +103,9 @@ struct GroupLeader {
 };
 
 void interrupt_and_check(const std::string& mode) {
-    GroupLeader program({HELPER_interrupt_probe, mode});
+    run_leftovers::PrivateRunBase base;  // no other root sweeps it: only the guardian can clean up
+    REQUIRE_FALSE(base.path.empty());
+    GroupLeader program({HELPER_interrupt_probe, mode}, "TMPDIR=" + base.path);
     const pid_t group = program.pid;
     const std::string dir_line = program.line();
     REQUIRE(dir_line.rfind("dir ", 0) == 0);

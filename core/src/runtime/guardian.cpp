@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "runtime/leftovers.hpp"
@@ -25,33 +26,37 @@ namespace {
 constexpr char kVariable[] = "ZMP_GUARDIAN";
 constexpr int kRootPidfd = 3;
 
-// The pid a pidfd refers to, from /proc/self/fdinfo; 0 if `fd` is not a pidfd.
-pid_t pid_of_pidfd(int fd) {
+// The pid a pidfd refers to, from /proc/self/fdinfo: -1 once that process has ended; nothing if
+// `fd` is not a pidfd.
+std::optional<pid_t> pid_of_pidfd(int fd) {
     char path[64];
     std::snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
     FILE* info = std::fopen(path, "re");
-    if (info == nullptr) return 0;
+    if (info == nullptr) return std::nullopt;
     char line[128];
-    int pid = 0;
-    while (std::fgets(line, sizeof line, info) != nullptr)
-        if (std::sscanf(line, "Pid: %d", &pid) == 1) break;
+    std::optional<pid_t> pid;
+    int value = 0;
+    while (!pid && std::fgets(line, sizeof line, info) != nullptr)
+        if (std::sscanf(line, "Pid: %d", &value) == 1) pid = value;
     std::fclose(info);
-    return pid > 0 ? pid : 0;
+    return pid;
 }
 
-// True if `dir` is a run directory of the process `root` that this user owns: the guardian removes
-// nothing else, whatever its environment says.
-bool is_run_directory_of(const char* dir, pid_t root) {
+// The root pid in the name of run directory `dir` (zmp-<pid>-XXXXXX) if it is a directory this
+// user owns; 0 otherwise. The guardian removes nothing else, whatever its environment says.
+pid_t root_of_run_directory(const char* dir) {
     const char* base = std::strrchr(dir, '/');
-    if (base == nullptr || base == dir) return false;
-    int pid = 0;
-    char suffix[8] = {};
-    if (std::sscanf(base + 1, "zmp-%d-%6s", &pid, suffix) != 2 || pid != root || std::strlen(suffix) != 6) return false;
+    if (base == nullptr || base == dir) return 0;
+    int pid = 0, prefix = 0;
+    if (std::sscanf(base + 1, "zmp-%d-%n", &pid, &prefix) != 1 || prefix == 0 || pid <= 0) return 0;
+    if (std::strlen(base + 1 + prefix) != 6) return 0;  // mkdtemp's XXXXXX
     struct stat status {};
-    return ::lstat(dir, &status) == 0 && S_ISDIR(status.st_mode) && status.st_uid == ::getuid();
+    if (::lstat(dir, &status) != 0 || !S_ISDIR(status.st_mode) || status.st_uid != ::getuid()) return 0;
+    return pid;
 }
 
-[[noreturn]] void guard(const char* dir, pid_t root) {
+// Waits until the root has ended, then removes its run directory and every segment recorded there.
+[[noreturn]] void guard(const char* dir) {
     ::prctl(PR_SET_NAME, "zmp-guardian");
     for (;;) {
         pollfd ended{kRootPidfd, POLLIN, 0};
@@ -59,7 +64,7 @@ bool is_run_directory_of(const char* dir, pid_t root) {
         if (rc > 0) break;
         if (rc < 0 && errno != EINTR) ::_exit(1);
     }
-    if (is_run_directory_of(dir, root)) remove_run(dir);
+    remove_run(dir);
     ::_exit(0);
 }
 
@@ -68,8 +73,10 @@ bool is_run_directory_of(const char* dir, pid_t root) {
 __attribute__((constructor(101))) void become_guardian_if_asked() {
     const char* dir = std::getenv(kVariable);
     if (dir == nullptr) return;
-    const pid_t root = pid_of_pidfd(kRootPidfd);
-    if (root != 0) guard(dir, root);
+    const std::optional<pid_t> watched = pid_of_pidfd(kRootPidfd);
+    const pid_t root = root_of_run_directory(dir);
+    // A root that ended before its guardian got here shows as -1: the directory is still its own.
+    if (watched && root != 0 && (*watched == root || *watched == -1)) guard(dir);
     ::unsetenv(kVariable);  // a stray variable, not a root's request: this is an ordinary run
 }
 

@@ -19,7 +19,7 @@ void forget_segment(const std::string& dir, const std::string& name);
 /// ignored: whatever is already gone stays gone.
 void remove_run(const std::string& dir);
 
-/// Removes the run directories in `base` (zmp-<root pid>-*) of this user whose root has ended.
+/// Removes the run directories in `base` (zmp-<pid>-*) of this user whose maker (a root) has ended.
 void remove_stale_runs(const std::string& base);
 
 }  // namespace zmp::detail

@@ -11,7 +11,6 @@
 #include "runtime/identity.hpp"
 #include "runtime/leftovers.hpp"
 #include "runtime/process_global.hpp"
-#include "runtime/run.hpp"
 #include "runtime/startup.hpp"
 #include "zmp/errors.hpp"
 
@@ -43,18 +42,19 @@ void RunDirectory::remove_at_exit() {
 }
 
 const std::string& RunDirectory::path() {
-    // Other parts of the runtime are called outside the lock: no lock is taken inside another.
-    const pid_t root = this_run().root_pid();
     {
         std::lock_guard lock(mutex_);
         if (!path_.empty()) return path_;
         const std::string base = choose_run_base();
         remove_stale_runs(base);
-        std::string pattern = base + "/zmp-" + std::to_string(root) + "-XXXXXX";
+        // Named after the process that makes it (the root), which removes it, and whose end makes
+        // it stale.
+        maker_ = ::getpid();
+        std::string pattern = base + "/zmp-" + std::to_string(maker_) + "-XXXXXX";
         if (::mkdtemp(pattern.data()) == nullptr) throw_os_error("cannot create run directory in " + base, errno);
         path_ = pattern;  // mkdtemp makes it 0700
-        maker_ = ::getpid();
     }
+    // Other parts of the runtime are called outside the lock: no lock is taken inside another.
     add_exit_hook(remove_at_exit, ExitStage::run_directory);
     // Should this process end without its exit path (SIGKILL, Ctrl-C), its guardian removes it.
     start_guardian(path_, this_process().self_pidfd());
