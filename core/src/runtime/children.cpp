@@ -13,7 +13,10 @@ struct Children {
     std::mutex mutex;
     std::vector<std::shared_ptr<TrackedChild>> list;
 
-    Children() { add_exit_hook(finish_children, ExitStage::children); }
+    Children() {
+        add_exit_hook(finish_children, ExitStage::children);
+        arm_exit_hooks();
+    }
 
     void after_fork_child() {
         // The parent's children, leaked: destroying them here would close descriptors the

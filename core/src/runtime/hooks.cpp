@@ -21,12 +21,12 @@ struct Hooks {
 // The exit hooks run from atexit, after static destructors may have run: never destroyed.
 Hooks& hooks() { return process_global<Hooks>(); }
 
-// Any process that leaves through exit() runs its exit hooks: the root returning from main, or a
-// program's own call of exit(). Registered at start-up, so that the program's statics that use zmp
-// (made later) are destroyed before the hooks run.
-const bool exit_hooks_armed = (std::atexit(run_exit_hooks), true);
-
 }  // namespace
+
+void arm_exit_hooks() {
+    static const bool armed = (std::atexit(run_exit_hooks), true);
+    (void)armed;
+}
 
 void add_start_hook(std::function<void()> hook) {
     Hooks& h = hooks();

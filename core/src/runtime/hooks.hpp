@@ -7,7 +7,8 @@
 // Exit hooks run in stages: first the children (terminated or joined: they may still use the
 // services), then the services (in the reverse order of registration), then the run directory.
 // They run once: from exit_child() in a child, and from atexit in any process that exits through
-// exit() (the root returning from main). Forked children inherit the registrations.
+// exit() (the root returning from main), armed when the runtime is first used (zmp::init() in the
+// root). Forked children inherit the registrations.
 //
 //     add_exit_hook(stop_feeder);                              // a service stops
 //     add_exit_hook(remove_dir, ExitStage::run_directory);     // after every service
@@ -32,5 +33,8 @@ void run_start_hooks();
 void add_exit_hook(std::function<void()> hook, ExitStage stage = ExitStage::services);
 /// Runs the exit hooks registered so far, each once (hooks added meanwhile run too).
 void run_exit_hooks();
+/// Has exit() run the exit hooks (atexit, once per process). The runtime's pieces call it when they
+/// are first made, so that the statics a program makes later are destroyed after the hooks have run.
+void arm_exit_hooks();
 
 }  // namespace zmp::detail

@@ -8,6 +8,7 @@
 #include <thread>
 #include <utility>
 
+#include "runtime/hooks.hpp"
 #include "runtime/pidfd.hpp"
 #include "runtime/process_global.hpp"
 #include "runtime/startup.hpp"
@@ -16,7 +17,10 @@ namespace zmp::detail {
 
 ThisProcess& this_process() { return process_global<ThisProcess>(); }
 
-ThisProcess::ThisProcess() : pid_(::getpid()) { require_init(); }
+ThisProcess::ThisProcess() : pid_(::getpid()) {
+    require_init();
+    arm_exit_hooks();
+}
 
 void ThisProcess::after_fork_child() {
     pid_ = ::getpid();

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 
+#include "runtime/hooks.hpp"
 #include "runtime/process_global.hpp"
 #include "runtime/startup.hpp"
 #include "zmp/errors.hpp"
@@ -15,6 +16,7 @@ ThisRun& this_run() { return process_global<ThisRun>(); }
 
 ThisRun::ThisRun() : root_pid_(::getpid()) {
     require_init();
+    arm_exit_hooks();
     std::size_t filled = 0;
     while (filled < authkey_.size()) {
         ssize_t n = ::getrandom(authkey_.data() + filled, authkey_.size() - filled, 0);

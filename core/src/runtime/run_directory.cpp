@@ -31,7 +31,10 @@ std::string choose_run_base() {
 
 RunDirectory& run_directory() { return process_global<RunDirectory>(); }
 
-RunDirectory::RunDirectory() { require_init(); }
+RunDirectory::RunDirectory() {
+    require_init();
+    arm_exit_hooks();
+}
 
 void RunDirectory::remove_at_exit() {
     RunDirectory& dir = run_directory();
