@@ -85,6 +85,19 @@ inline std::optional<pid_t> guardian_of(const std::string& dir) {
     return std::nullopt;
 }
 
+/// The running guardians of run directories whose path starts with `prefix`.
+inline std::vector<pid_t> guardians_under(const std::string& prefix) {
+    const std::string wanted = std::string("zmp-guardian") + '\0' + prefix;
+    std::vector<pid_t> found;
+    for (pid_t pid : all_pids()) {
+        std::ifstream cmdline("/proc/" + std::to_string(pid) + "/cmdline");
+        std::stringstream text;
+        text << cmdline.rdbuf();
+        if (text.str().starts_with(wanted) && running(pid)) found.push_back(pid);
+    }
+    return found;
+}
+
 /// The names in /dev/shm that start with `prefix`.
 inline std::vector<std::string> shm_entries_starting(const std::string& prefix) {
     std::vector<std::string> names;

@@ -64,6 +64,24 @@ TEST_CASE("a root SIGKILLed the moment its run directory exists is cleaned up by
     CHECK(run_leftovers::eventually([&] { return !run_leftovers::guardian_of(dir); }));
 }
 
+TEST_CASE("a guardian whose root has already gone runs none of the program's code") {
+    // Roots that exit at once, removing their run directory: a guardian may start after that. It is
+    // a run of the same binary, and must then end, not go on into main().
+    run_leftovers::PrivateRunBase base;
+    REQUIRE_FALSE(base.path.empty());
+    const std::string log = base.path + "/mains";
+    constexpr int kRoots = 20;
+    for (int i = 0; i < kRoots; ++i) {
+        auto [dir, mode] = probe("", base.env() + "RUN_DIR_PROBE_LOG=" + log + " ");
+        REQUIRE_FALSE(dir.empty());
+    }
+    CHECK(run_leftovers::eventually([&] { return run_leftovers::guardians_under(base.path).empty(); }));
+    std::ifstream in(log);
+    int mains = 0;
+    for (std::string line; std::getline(in, line);) ++mains;
+    CHECK(mains == kRoots);
+}
+
 TEST_CASE("the authkey is 32 random bytes, made by the root and inherited by children") {
     const auto& key = zmp::detail::this_run().authkey();
     CHECK(key.size() == 32);

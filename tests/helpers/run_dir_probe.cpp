@@ -3,7 +3,7 @@
 // SIGKILLs the run's guardian (and waits until it has gone), so that nothing cleans up after the
 // root but the next root. With "--segment NAME" it first creates the shared-memory segment NAME
 // and records it with the runtime, as zmp's shared memory does, and leaves it for the runtime to
-// clean up.
+// clean up. With RUN_DIR_PROBE_LOG=<file> in its environment, main() appends "main <pid>" there.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -20,6 +21,13 @@
 
 int main(int argc, char** argv) {
     zmp::init(argc, argv);
+    // With RUN_DIR_PROBE_LOG set, each run of main() says so there (a guardian must never run it).
+    if (const char* log = std::getenv("RUN_DIR_PROBE_LOG")) {
+        if (FILE* out = std::fopen(log, "a")) {
+            std::fprintf(out, "main %d\n", static_cast<int>(::getpid()));
+            std::fclose(out);
+        }
+    }
     auto& run = zmp::detail::run_directory();
     const std::string& dir = run.path();
     bool kill_self = false, kill_guardian = false;

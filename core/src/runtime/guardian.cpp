@@ -74,10 +74,15 @@ __attribute__((constructor(101))) void become_guardian_if_asked() {
     const char* dir = std::getenv(kVariable);
     if (dir == nullptr) return;
     const std::optional<pid_t> watched = pid_of_pidfd(kRootPidfd);
+    if (!watched) {
+        ::unsetenv(kVariable);  // a stray variable, not a root's request: this is an ordinary run
+        return;
+    }
+    // A guardian from here on, which never runs the program. A root that ended before its guardian
+    // got here shows as -1: the directory is still its own, unless it removed it at its exit.
     const pid_t root = root_of_run_directory(dir);
-    // A root that ended before its guardian got here shows as -1: the directory is still its own.
-    if (watched && root != 0 && (*watched == root || *watched == -1)) guard(dir);
-    ::unsetenv(kVariable);  // a stray variable, not a root's request: this is an ordinary run
+    if (root != 0 && (*watched == root || *watched == -1)) guard(dir);
+    ::_exit(0);
 }
 
 }  // namespace
