@@ -14,7 +14,9 @@
 #include <optional>
 #include <thread>
 
-#include "runtime/runtime.hpp"
+#include "runtime/run.hpp"
+#include "runtime/run_directory.hpp"
+#include "runtime/zmq_context.hpp"
 #include "broker/client.hpp"
 #include "test_util.hpp"
 #include "zmp/pipe.hpp"
@@ -26,7 +28,6 @@
 extern char** environ;
 
 using namespace std::chrono_literals;
-using zmp::detail::Runtime;
 
 namespace {
 
@@ -95,7 +96,7 @@ struct Standalone {
         endpoint = "ipc://" + dir + "/broker";
         process = std::make_unique<Spawned>(std::vector<std::string>{ZMP_BROKER_EXE, endpoint});
         REQUIRE(process->line() == "zmp-broker: serving " + endpoint);
-        Runtime::instance().set_broker_endpoint(endpoint);
+        zmp::detail::this_run().set_broker_endpoint(endpoint);
     }
     ~Standalone() {
         process.reset();
@@ -107,8 +108,8 @@ struct Standalone {
 }  // namespace
 
 TEST_CASE("the root starts its broker before its first child, even if it made no object") {
-    Runtime& rt = Runtime::instance();
-    CHECK(rt.broker_endpoint().empty());
+    zmp::detail::ThisRun& run = zmp::detail::this_run();
+    CHECK(run.broker_endpoint().empty());
     auto [reader, writer] = zmp::Pipe(false);
     zmp::Process child([w = writer]() mutable {
         zmp::Lock lock;  // made in the child: the root's broker must already run
@@ -117,8 +118,8 @@ TEST_CASE("the root starts its broker before its first child, even if it made no
     });
     child.start();
     writer.close();
-    CHECK_FALSE(rt.broker_endpoint().empty());
-    CHECK(rt.broker_endpoint().rfind("ipc://" + rt.run_dir() + "/", 0) == 0);
+    CHECK_FALSE(run.broker_endpoint().empty());
+    CHECK(run.broker_endpoint().rfind("ipc://" + zmp::detail::run_directory().path() + "/", 0) == 0);
     auto lock = reader.recv<zmp::Lock>();
     child.join();
     CHECK(child.exitcode() == 0);
@@ -133,7 +134,7 @@ TEST_CASE("a process that was only handed the broker endpoint (as a spawned chil
     lock.acquire();
     msgpack::sbuffer packed;
     msgpack::pack(packed, std::make_tuple(lock, ready));
-    Spawned probe({HELPER_sync_handle_probe, Runtime::instance().broker_endpoint(), hex(packed)});
+    Spawned probe({HELPER_sync_handle_probe, zmp::detail::this_run().broker_endpoint(), hex(packed)});
     REQUIRE(ready.wait(60s));  // it saw the lock held, and set the event
     lock.release();
     CHECK(probe.line() == "probe ok");
@@ -201,9 +202,8 @@ TEST_CASE("when the broker dies, calls that need it raise ProcessError instead o
 TEST_CASE("a wait whose timeout is near INT64_MAX nanoseconds waits for ever instead of timing out at once") {
     using namespace zmp::detail::sync;
     zmp::Condition cond;  // a Condition's waits always go through the broker
-    auto& rt = Runtime::instance();
-    zmq::socket_t raw = zmp::transport::open_socket(rt.context(), zmq::socket_type::dealer);
-    raw.connect(rt.broker_endpoint());
+    zmq::socket_t raw = zmp::transport::open_socket(zmp::detail::zmq_context(), zmq::socket_type::dealer);
+    raw.connect(zmp::detail::this_run().broker_endpoint());
     std::uint64_t rid = 0;
     auto request = [&](Op op, std::uint64_t object, std::initializer_list<std::int64_t> args) {
         msgpack::sbuffer out;

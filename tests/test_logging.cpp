@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "logging/log.hpp"
-#include "runtime/runtime.hpp"
+#include "runtime/run.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/logging.hpp"
@@ -514,7 +514,7 @@ TEST_CASE("garbage on the log queue is dropped and the records after it still ar
     zmp::Process first([] { zmp::get_logger().warning("first"); });
     first.start();  // the root has its log queue from here on
     first.join();
-    const std::string handle = zmp::detail::Runtime::instance().service("log.queue");
+    const std::string handle = zmp::detail::this_run().service("log.queue");
     REQUIRE(!handle.empty());
     auto raw = zmp::transport::decode_as<zmp::Queue<std::string>>(handle.data(), handle.size());
     raw.put("not a log record");

@@ -16,7 +16,7 @@
 #include <sstream>
 #include <thread>
 
-#include "runtime/runtime.hpp"
+#include "runtime/pidfd.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"
@@ -529,4 +529,28 @@ TEST_CASE("under fork any callable works, lambdas with captures included") {
     CHECK(reader.recv<std::string>() == "captured7");
     p.join();
     CHECK(p.exitcode() == 0);
+}
+
+TEST_CASE("every line the main thread prints is written once while a pool forks replacement workers") {
+    // The pool's dispatcher thread forks a replacement each time a worker ends, while the main
+    // thread fills its stdout buffer (a file: fully buffered). A child that kept a copy of that
+    // buffer would write it a second time when it exits.
+    char path[] = "/tmp/zmp-test-stdout-XXXXXX";
+    const int file = ::mkstemp(path);
+    REQUIRE(file >= 0);
+    ::close(file);
+    const auto result = test_util::run_command(std::string(HELPER_print_while_workers_replaced) + " 60 2>&1 >" + path);
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    ::unlink(path);
+    REQUIRE(result.status == 0);
+    int printed = -1;
+    REQUIRE(std::sscanf(result.out.c_str(), "lines %d", &printed) == 1);
+    REQUIRE(printed > 0);
+    std::size_t misplaced = 0;
+    for (std::size_t i = 0; i < lines.size(); ++i)
+        if (lines[i] != "line " + std::to_string(i)) ++misplaced;
+    CHECK(lines.size() == static_cast<std::size_t>(printed));
+    CHECK(misplaced == 0);
 }

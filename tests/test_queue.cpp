@@ -18,7 +18,8 @@
 #include <utility>
 #include <vector>
 
-#include "runtime/runtime.hpp"
+#include "runtime/run.hpp"
+#include "runtime/zmq_context.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"
@@ -800,8 +801,7 @@ TEST_CASE("garbage sent straight to the broker about a queue leaves the queue an
     zmp::Queue<std::string> q;  // starts the broker
     zmp::Queue<std::string> results;
     const std::uint64_t id = q.core().to_wire().id;
-    auto& rt = zmp::detail::Runtime::instance();
-    const std::string endpoint = rt.broker_endpoint();
+    const std::string endpoint = zmp::detail::this_run().broker_endpoint();
     REQUIRE_FALSE(endpoint.empty());
 
     // A consumer is blocked in get() the whole time.
@@ -813,7 +813,7 @@ TEST_CASE("garbage sent straight to the broker about a queue leaves the queue an
     });
     REQUIRE(ready.acquire(30s));
 
-    zmq::socket_t raw = zmp::transport::open_socket(rt.context(), zmq::socket_type::dealer);
+    zmq::socket_t raw = zmp::transport::open_socket(zmp::detail::zmq_context(), zmq::socket_type::dealer);
     raw.connect(endpoint);
     auto send = [&](const msgpack::sbuffer& b) { raw.send(zmq::buffer(b.data(), b.size()), zmq::send_flags::none); };
     std::mt19937 rng(7);

@@ -13,7 +13,7 @@
 #include <tuple>
 #include <vector>
 
-#include "runtime/runtime.hpp"
+#include "runtime/run_directory.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"
@@ -27,7 +27,7 @@ namespace {
 
 // Names in /dev/shm of the segments this run's library made (they start with the run's name).
 std::vector<std::string> run_segments() {
-    const std::string& dir = zmp::detail::Runtime::instance().run_dir();
+    const std::string& dir = zmp::detail::run_directory().path();
     return test_util::segments_starting(dir.substr(dir.rfind('/') + 1) + "-");
 }
 

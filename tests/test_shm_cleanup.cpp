@@ -1,5 +1,6 @@
 // No shared-memory segment of a run outlives it: after its root exits normally, after a child
-// is SIGKILLed mid-use, and after the root itself is SIGKILLed (then the next root cleans up).
+// is SIGKILLed mid-use, and after the root itself is SIGKILLed with its guardian (then the next
+// root cleans up; a SIGKILLed root alone is cleaned up by its guardian: test_runtime).
 // The roots here are real programs (tests/helpers/shm_probe.cpp) that leak handles on purpose.
 #include <catch2/catch.hpp>
 
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "run_leftovers.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -36,11 +38,11 @@ struct RemoveUntracked {
     ~RemoveUntracked() { ::shm_unlink(("/" + name).c_str()); }
 };
 
-Probe run_probe(const std::string& mode) {
+Probe run_probe(const std::string& mode, const std::string& env = "") {
     const std::string tag = "zmp_probe_" + std::to_string(::getpid()) + "_" + mode;
     Probe probe{tag, tag + "_untracked", "", {}, -1};
     auto result =
-        test_util::run_command(std::string(HELPER_shm_probe) + " " + mode + " " + probe.name + " " + probe.untracked);
+        test_util::run_command(env + HELPER_shm_probe + " " + mode + " " + probe.name + " " + probe.untracked);
     probe.status = result.status;
     std::istringstream out(result.out);
     std::string word, dir;
@@ -80,8 +82,10 @@ TEST_CASE("nothing of a run is left after a child is SIGKILLed holding a lock, a
     check_nothing_left(probe);
 }
 
-TEST_CASE("segments of a SIGKILLed root are removed by the next root") {
-    Probe probe = run_probe("kill-self");
+TEST_CASE("segments of a SIGKILLed root whose guardian was killed too are removed by the next root") {
+    run_leftovers::PrivateRunBase base;  // the next root is ours, not another program's
+    REQUIRE_FALSE(base.path.empty());
+    Probe probe = run_probe("kill-all", base.env());
     RemoveUntracked cleanup{probe.untracked};
     REQUIRE_FALSE(probe.run_prefix.empty());
     REQUIRE(segment_exists(probe.name));  // nobody could clean up yet
@@ -89,7 +93,7 @@ TEST_CASE("segments of a SIGKILLed root are removed by the next root") {
     REQUIRE(probe.listed.size() == 2);
     for (const auto& name : probe.listed) REQUIRE(segment_exists(name));
     REQUIRE_FALSE(test_util::segments_starting(probe.run_prefix).empty());
-    auto next_root = test_util::run_command(HELPER_run_dir_probe);
+    auto next_root = test_util::run_command(base.env() + HELPER_run_dir_probe);
     REQUIRE(next_root.status == 0);
     check_nothing_left(probe);
 }

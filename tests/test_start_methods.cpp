@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "process/forkserver.hpp"
-#include "runtime/runtime.hpp"
+#include "runtime/pidfd.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"

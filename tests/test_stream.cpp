@@ -4,24 +4,24 @@
 
 #include <cstring>
 
-#include "runtime/runtime.hpp"
+#include "runtime/run_directory.hpp"
+#include "runtime/zmq_context.hpp"
 #include "zmp/process.hpp"
 #include "zmp/transport/stream.hpp"
 #include "zmp/transport/zsocket.hpp"
 
 using namespace std::chrono_literals;
-using zmp::detail::Runtime;
 using zmp::transport::StreamReceiver;
 using zmp::transport::StreamSender;
 
 TEST_CASE("100,000 messages from a child that exits right after sending all arrive, 20 times in a row") {
-    Runtime& rt = Runtime::instance();
     constexpr std::uint64_t kCount = 100000;
     for (int round = 0; round < 20; ++round) {
-        const std::string endpoint = zmp::transport::ipc_endpoint(rt.run_dir(), "stream" + std::to_string(round));
-        StreamReceiver receiver(rt.context(), endpoint);
+        const std::string endpoint =
+            zmp::transport::ipc_endpoint(zmp::detail::run_directory().path(), "stream" + std::to_string(round));
+        StreamReceiver receiver(zmp::detail::zmq_context(), endpoint);
         zmp::Process child([endpoint] {
-            StreamSender sender(Runtime::instance().context(), endpoint);
+            StreamSender sender(zmp::detail::zmq_context(), endpoint);
             for (std::uint64_t i = 0; i < kCount; ++i) sender.send(&i, sizeof i);
             if (!sender.finish(30s)) zmp::exit(3);
             zmp::exit(0);  // and gone at once
@@ -50,21 +50,20 @@ TEST_CASE("100,000 messages from a child that exits right after sending all arri
 }
 
 TEST_CASE("a frame over a socket's size limit is dropped and the receiver keeps serving others") {
-    Runtime& rt = Runtime::instance();
-    const std::string endpoint = zmp::transport::ipc_endpoint(rt.run_dir(), "limit");
+    const std::string endpoint = zmp::transport::ipc_endpoint(zmp::detail::run_directory().path(), "limit");
     zmp::transport::SocketOptions small;
     small.max_message = 1024;
-    zmq::socket_t server = zmp::transport::open_socket(rt.context(), zmq::socket_type::pull, small);
+    zmq::socket_t server = zmp::transport::open_socket(zmp::detail::zmq_context(), zmq::socket_type::pull, small);
     server.bind(endpoint);
 
-    zmq::socket_t big = zmp::transport::open_socket(rt.context(), zmq::socket_type::push);
+    zmq::socket_t big = zmp::transport::open_socket(zmp::detail::zmq_context(), zmq::socket_type::push);
     big.connect(endpoint);
     std::string huge(64 * 1024, 'x');
     zmp::transport::send_message(big, {zmq::const_buffer(huge.data(), huge.size())});
     std::vector<zmq::message_t> frames;
     CHECK_FALSE(zmp::transport::recv_message(server, frames, 4, 300ms));
 
-    zmq::socket_t polite = zmp::transport::open_socket(rt.context(), zmq::socket_type::push);
+    zmq::socket_t polite = zmp::transport::open_socket(zmp::detail::zmq_context(), zmq::socket_type::push);
     polite.connect(endpoint);
     zmp::transport::send_message(polite, {zmq::const_buffer("hello", 5)});
     REQUIRE(zmp::transport::recv_message(server, frames, 4, 5s));
@@ -72,16 +71,15 @@ TEST_CASE("a frame over a socket's size limit is dropped and the receiver keeps 
 }
 
 TEST_CASE("a stream receiver drops malformed messages and counts them") {
-    Runtime& rt = Runtime::instance();
-    const std::string endpoint = zmp::transport::ipc_endpoint(rt.run_dir(), "garbage");
-    StreamReceiver receiver(rt.context(), endpoint);
-    zmq::socket_t rogue = zmp::transport::open_socket(rt.context(), zmq::socket_type::dealer);
+    const std::string endpoint = zmp::transport::ipc_endpoint(zmp::detail::run_directory().path(), "garbage");
+    StreamReceiver receiver(zmp::detail::zmq_context(), endpoint);
+    zmq::socket_t rogue = zmp::transport::open_socket(zmp::detail::zmq_context(), zmq::socket_type::dealer);
     rogue.connect(endpoint);
     zmp::transport::send_message(rogue, {zmq::const_buffer("??", 2)});
     zmp::transport::send_message(rogue, {zmq::const_buffer("E", 1), zmq::const_buffer("short", 5)});
     zmp::transport::send_message(rogue, {zmq::const_buffer("X", 1), zmq::const_buffer("12345678", 8)});
 
-    StreamSender sender(rt.context(), endpoint);
+    StreamSender sender(zmp::detail::zmq_context(), endpoint);
     int v = 7;
     sender.send(&v, sizeof v);
     auto item = receiver.recv(5s);
@@ -92,11 +90,10 @@ TEST_CASE("a stream receiver drops malformed messages and counts them") {
 }
 
 TEST_CASE("a stream sender refuses an acknowledgement of more messages than it sent, instead of stalling") {
-    Runtime& rt = Runtime::instance();
-    const std::string endpoint = zmp::transport::ipc_endpoint(rt.run_dir(), "overack");
-    zmq::socket_t rogue = zmp::transport::open_socket(rt.context(), zmq::socket_type::router);
+    const std::string endpoint = zmp::transport::ipc_endpoint(zmp::detail::run_directory().path(), "overack");
+    zmq::socket_t rogue = zmp::transport::open_socket(zmp::detail::zmq_context(), zmq::socket_type::router);
     rogue.bind(endpoint);
-    StreamSender sender(rt.context(), endpoint, 1);
+    StreamSender sender(zmp::detail::zmq_context(), endpoint, 1);
     sender.stall_timeout = 30s;
     int v = 7;
     sender.send(&v, sizeof v);

@@ -18,7 +18,8 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/runtime.hpp"
+#include "runtime/run.hpp"
+#include "runtime/zmq_context.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"
@@ -1044,8 +1045,7 @@ TEST_CASE("garbage sent straight to the broker is counted or answered, and every
     using namespace zmp::detail::sync;
     zmp::Lock lock;  // starts the broker
     zmp::Condition cond;
-    auto& rt = zmp::detail::Runtime::instance();
-    const std::string endpoint = rt.broker_endpoint();
+    const std::string endpoint = zmp::detail::this_run().broker_endpoint();
     REQUIRE_FALSE(endpoint.empty());
 
     // A real client in another process keeps using the broker the whole time.
@@ -1062,7 +1062,7 @@ TEST_CASE("garbage sent straight to the broker is counted or answered, and every
         }
     });
 
-    zmq::socket_t raw = zmp::transport::open_socket(rt.context(), zmq::socket_type::dealer);
+    zmq::socket_t raw = zmp::transport::open_socket(zmp::detail::zmq_context(), zmq::socket_type::dealer);
     raw.connect(endpoint);
     auto send = [&](const std::string& bytes) { raw.send(zmq::buffer(bytes), zmq::send_flags::none); };
     auto envelope = [](std::initializer_list<std::int64_t> head, std::initializer_list<std::int64_t> args) {
@@ -1119,7 +1119,7 @@ TEST_CASE("garbage sent straight to the broker is counted or answered, and every
     client.join();
     CHECK(client.exitcode() == 0);
 
-    zmq::socket_t probe = zmp::transport::open_socket(rt.context(), zmq::socket_type::dealer);
+    zmq::socket_t probe = zmp::transport::open_socket(zmp::detail::zmq_context(), zmq::socket_type::dealer);
     probe.connect(endpoint);
     msgpack::sbuffer out;
     encode_request(out, Op::hello, 0, 1, {::getpid(), 1});

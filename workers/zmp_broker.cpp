@@ -14,7 +14,7 @@
 #include <string>
 
 #include "broker/server.hpp"
-#include "runtime/runtime.hpp"
+#include "runtime/zmq_context.hpp"
 #include "zmp/context.hpp"
 #include "zmp/errors.hpp"
 
@@ -43,8 +43,7 @@ int main(int argc, char** argv) {
                      endpoint.c_str());
     }
     try {
-        auto& rt = zmp::detail::Runtime::instance();
-        zmp::detail::Broker broker(rt.context(), {endpoint, "", same_host});
+        zmp::detail::Broker broker(zmp::detail::zmq_context(), {endpoint, "", same_host});
         serving = &broker;
         struct sigaction action {};
         action.sa_handler = on_signal;

@@ -10,7 +10,8 @@
 //   exit        returns from main normally;
 //   kill-child  a child that holds a Value's lock (and made segments of its own) is SIGKILLed,
 //               the root checks that it can take the lock and was told, then returns;
-//   kill-self   the root SIGKILLs itself: nothing of its own exit path runs.
+//   kill-self   the root SIGKILLs itself: nothing of its own exit path runs;
+//   kill-all    the root SIGKILLs its guardian, then itself: nothing of the run cleans up.
 #include <signal.h>
 #include <unistd.h>
 
@@ -22,7 +23,8 @@
 
 #include <zmp/zmp.hpp>
 
-#include "runtime/runtime.hpp"
+#include "../run_leftovers.hpp"
+#include "runtime/run_directory.hpp"
 #include "zmp/context.hpp"
 
 namespace {
@@ -52,7 +54,7 @@ int main(int argc, char** argv) {
     zmp::init(argc, argv);
     if (argc < 4) return 2;
     const std::string mode = argv[1], name = argv[2], untracked = argv[3];
-    std::printf("dir %s\n", zmp::detail::Runtime::instance().run_dir().c_str());
+    std::printf("dir %s\n", zmp::detail::run_directory().path().c_str());
     std::fflush(stdout);
 
     leave_segments(name);
@@ -81,6 +83,7 @@ int main(int argc, char** argv) {
         std::lock_guard guard(shared.get_lock());
         if (!shared.get_lock().owner_died() || shared.value() != 1) return 4;
     }
-    if (mode == "kill-self") ::raise(SIGKILL);
+    if (mode == "kill-all" && !run_leftovers::kill_guardian(zmp::detail::run_directory().path())) return 5;
+    if (mode == "kill-self" || mode == "kill-all") ::raise(SIGKILL);
     return 0;
 }

@@ -7,7 +7,7 @@
 #include <string>
 #include <tuple>
 
-#include "runtime/runtime.hpp"
+#include "runtime/run.hpp"
 #include "zmp/context.hpp"
 #include "zmp/sync.hpp"
 #include "zmp/transport/codec.hpp"
@@ -15,7 +15,7 @@
 int main(int argc, char** argv) {
     zmp::init(argc, argv);
     if (argc != 3) return 2;
-    zmp::detail::Runtime::instance().set_broker_endpoint(argv[1]);
+    zmp::detail::this_run().set_broker_endpoint(argv[1]);
     const std::string hex = argv[2];
     std::string bytes;
     for (std::size_t i = 0; i + 1 < hex.size(); i += 2)

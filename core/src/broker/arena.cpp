@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "runtime/runtime.hpp"
+#include "runtime/run_directory.hpp"
 #include "zmp/errors.hpp"
 
 namespace zmp::detail::sync {
@@ -60,21 +60,21 @@ Arena::~Arena() {
         ::munmap(segment, kSegmentBytes);
         if (role_ == Role::owner) {
             ::shm_unlink(segment_name(prefix_, k).c_str());
-            Runtime::instance().unregister_segment(segment_name(prefix_, k));
+            run_directory().unregister_segment(segment_name(prefix_, k));
         }
     }
     if (ClientRecord* records = clients_.load()) {
         ::munmap(records, kClientBytes);
         if (role_ == Role::owner) {
             ::shm_unlink(clients_name(prefix_).c_str());
-            Runtime::instance().unregister_segment(clients_name(prefix_));
+            run_directory().unregister_segment(clients_name(prefix_));
         }
     }
 }
 
 void* Arena::map(const std::string& name, std::size_t size) {
     const bool create = role_ == Role::owner;
-    if (create) Runtime::instance().register_segment(name);  // removed even if this process is killed
+    if (create) run_directory().register_segment(name);  // removed even if this process is killed
     const int fd = ::shm_open(name.c_str(), create ? O_RDWR | O_CREAT | O_EXCL : O_RDWR, 0600);
     if (fd < 0) {
         if (!create && errno == ENOENT) throw ProtocolError("no shared object state named " + name);

@@ -8,7 +8,11 @@
 #include <cerrno>
 #include <unordered_map>
 
-#include "runtime/runtime.hpp"
+#include "runtime/hooks.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/pidfd.hpp"
+#include "runtime/run.hpp"
+#include "runtime/zmq_context.hpp"
 #include "base/fork.hpp"
 #include "broker/arena.hpp"
 #include "zmp/errors.hpp"
@@ -55,18 +59,18 @@ void keep_all_holdings() {
 // Before the root's first child starts, its broker must be up: the child may create objects.
 // At a normal exit (of any process: forked children inherit the hooks), semaphore units taken
 // stay taken.
-void install_hooks(Runtime& rt) {
-    rt.add_start_hook([] {
-        if (Runtime::instance().is_root()) (void)ensure_broker();
+const bool hooks_registered = [] {
+    add_start_hook([] {
+        if (this_run().is_root()) (void)ensure_broker();
     });
-    rt.add_exit_hook(keep_all_holdings);
+    add_exit_hook(keep_all_holdings);
     on_fork(ForkLayer::service, {lock_registry, unlock_registry, unlock_registry});
-}
-const bool hooks_registered = Runtime::add_runtime_setup(install_hooks);
+    return true;
+}();
 
 }  // namespace
 
-pid_t current_pid() { return Runtime::instance().pid(); }
+pid_t current_pid() { return this_process().pid(); }
 
 std::uint32_t current_tid() {
     ThreadIdentity& me = thread_identity.get();
@@ -137,12 +141,11 @@ zmq::socket_t BrokerLink::connect(zmq::context_t& context) const {
 
 LinkConn& BrokerLink::conn() {
     ThreadConns& mine = thread_conns.get();
-    Runtime& rt = Runtime::instance();
     for (auto& [link, c] : mine.conns)
         if (link == this) return *c;
 
     auto c = std::make_unique<LinkConn>();
-    c->socket = rt.thread_socket("zmp.broker " + endpoint_, [&](zmq::context_t& context) { return connect(context); });
+    c->socket = thread_socket("zmp.broker " + endpoint_, [&](zmq::context_t& context) { return connect(context); });
     const std::uint64_t rid = send_on(*c, Op::hello, 0, {current_pid(), current_tid()});
     const Reply hello = receive_on(*c, rid, Deadline::after(kHelloTimeout));
     if (hello.status != Status::ok)
@@ -233,7 +236,7 @@ void BrokerLink::keep_holdings() {
     if (holdings_generation_.load() != generation) return;
     try {
         // A connection of its own: at exit() the thread's cached sockets may already be gone.
-        zmq::socket_t socket = connect(Runtime::instance().context());
+        zmq::socket_t socket = connect(zmq_context());
         LinkConn c;
         c.socket = socket;
         (void)receive_on(c, send_on(c, Op::hello, 0, {current_pid(), current_tid()}), Deadline::after(kExitTimeout));

@@ -1,7 +1,7 @@
 #pragma once
 // A process's link to one broker: the client half of sync_protocol.hpp.
 //
-// Each thread talks to the broker over its own DEALER (Runtime::thread_socket), which says HELLO
+// Each thread talks to the broker over its own DEALER (runtime/zmq_context.hpp: thread_socket), which says HELLO
 // (pid, tid) when it is made; every object of that broker is multiplexed over it. A blocking
 // request waits for its reply and, at the same time, for the broker's death (a pidfd on the
 // broker process, for a broker on this host): nothing hangs if the broker goes away. After fork()

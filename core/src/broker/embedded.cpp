@@ -14,7 +14,11 @@
 
 #include "base/fork.hpp"
 #include "broker/server.hpp"
-#include "runtime/runtime.hpp"
+#include "runtime/hooks.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/run.hpp"
+#include "runtime/run_directory.hpp"
+#include "runtime/zmq_context.hpp"
 #include "broker/client.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
@@ -50,7 +54,7 @@ void unpark_after_fork() {
 
 void stop_embedded() {
     Embedded* e = embedded.load();
-    if (e == nullptr || e->host != Runtime::instance().pid() || e->stopped.exchange(true)) return;
+    if (e == nullptr || e->host != this_process().pid() || e->stopped.exchange(true)) return;
     e->broker->stop();
     e->thread.join();
     e->broker.reset();  // closes its socket, unlinks its endpoint and its shared memory
@@ -59,22 +63,22 @@ void stop_embedded() {
 }  // namespace
 
 std::string ensure_broker() {
-    Runtime& rt = Runtime::instance();
-    std::string endpoint = rt.broker_endpoint();
+    ThisRun& run = this_run();
+    std::string endpoint = run.broker_endpoint();
     if (!endpoint.empty()) return endpoint;
-    if (!rt.is_root()) {
+    if (!run.is_root()) {
         throw ProcessError(
             "this process has no broker: a child uses its root's, which it inherits by fork or is handed at spawn");
     }
     std::lock_guard lock(embedded_mutex);
-    endpoint = rt.broker_endpoint();
+    endpoint = run.broker_endpoint();
     if (!endpoint.empty()) return endpoint;
 
     auto e = std::make_unique<Embedded>();
-    e->host = rt.pid();
-    e->endpoint = transport::ipc_endpoint(rt.run_dir(), "broker");
+    e->host = this_process().pid();
+    e->endpoint = transport::ipc_endpoint(run_directory().path(), "broker");
     e->inproc = "inproc://zmp-broker-" + std::to_string(e->host);
-    e->broker = std::make_unique<Broker>(rt.context(), Broker::Options{e->endpoint, e->inproc, true});
+    e->broker = std::make_unique<Broker>(zmq_context(), Broker::Options{e->endpoint, e->inproc, true});
     // The broker thread takes no signals: they are the program's, for its own threads.
     sigset_t all, previous;
     ::sigfillset(&all);
@@ -91,14 +95,14 @@ std::string ensure_broker() {
     }();
     (void)fork_handlers;
 #endif
-    rt.add_exit_hook(stop_embedded);
-    rt.set_broker_endpoint(endpoint);
+    add_exit_hook(stop_embedded);
+    run.set_broker_endpoint(endpoint);
     return endpoint;
 }
 
 std::string embedded_inproc_endpoint(const std::string& endpoint) {
     Embedded* e = embedded.load();
-    if (e == nullptr || e->host != Runtime::instance().pid() || e->endpoint != endpoint) return {};
+    if (e == nullptr || e->host != this_process().pid() || e->endpoint != endpoint) return {};
     if (e->stopped.load()) throw sync::BrokerLost("the broker has stopped: this process is exiting");
     return e->inproc;
 }

@@ -19,7 +19,8 @@
 #include <vector>
 
 #include "base/wake_fd.hpp"
-#include "runtime/runtime.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/pidfd.hpp"
 #include "broker/arena.hpp"
 #include "broker/fast_path.hpp"
 #include "broker/protocol.hpp"
@@ -252,8 +253,7 @@ struct Broker::Impl {
     msgpack::sbuffer out{256};
 };
 
-Broker::Impl::Impl(zmq::context_t& context, Options opts)
-    : options(std::move(opts)), self_pid(Runtime::instance().pid()) {
+Broker::Impl::Impl(zmq::context_t& context, Options opts) : options(std::move(opts)), self_pid(this_process().pid()) {
     transport::SocketOptions so;
     so.max_message = kMaxBatchFrame;  // a queue batch; envelopes are checked against kMaxFrame
     so.router_mandatory = true;       // a reply to a peer that is gone fails at once instead of queueing

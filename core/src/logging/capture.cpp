@@ -26,7 +26,7 @@
 #include "base/wake_fd.hpp"
 #include "logging/carrier.hpp"
 #include "logging/log.hpp"
-#include "runtime/runtime.hpp"
+#include "runtime/hooks.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/logging.hpp"
 
@@ -205,7 +205,7 @@ void capture_output(bool on) {
         // The exit hook below must run while this process's queue feeder still delivers.
         (void)prime_link();
         capture = new Capture(generation);
-        Runtime::instance().add_exit_hook(stop_at_exit);
+        add_exit_hook(stop_at_exit);
     }
     if (on && !capture->active()) {
         capture->start();

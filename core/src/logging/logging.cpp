@@ -43,7 +43,11 @@
 #include "logging/format.hpp"
 #include "logging/handlers.hpp"
 #include "logging/log.hpp"
-#include "runtime/runtime.hpp"
+#include "runtime/hooks.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/pidfd.hpp"
+#include "runtime/run.hpp"
+#include "runtime/startup.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/queue.hpp"
 #include "zmp/transport/codec.hpp"
@@ -126,9 +130,8 @@ LogRecord make_record(LogLevel level, LogOrigin origin, std::string_view message
         r.pid = static_cast<int>(::getpid());
         r.process_name = "pid " + std::to_string(r.pid);
     } else {
-        Runtime& rt = Runtime::instance();
-        r.pid = static_cast<int>(rt.pid());
-        r.process_name = rt.name();
+        r.pid = static_cast<int>(this_process().pid());
+        r.process_name = this_process().name();
     }
     return r;
 }
@@ -294,8 +297,7 @@ public:
             const msgpack::sbuffer handle = transport::encode(in);
             in_ = std::move(in);
             out_ = std::move(out);
-            Runtime& rt = Runtime::instance();
-            rt.set_service(kQueueService, std::string(handle.data(), handle.size()));
+            this_run().set_service(kQueueService, std::string(handle.data(), handle.size()));
             // The thread takes no signals: they are the program's, for its own threads.
             sigset_t all, previous;
             ::sigfillset(&all);
@@ -308,7 +310,7 @@ public:
                 std::lock_guard submit(submit_mutex_);
                 listening_ = true;
             }
-            rt.add_exit_hook([] { Root::get().stop(); });
+            add_exit_hook([] { Root::get().stop(); });
         } catch (const std::exception& e) {
             note(std::string("cannot make the queue that carries log records to the root (") + e.what() +
                  "): children write their records to their own stderr");
@@ -471,15 +473,15 @@ Link* link() {
     const std::uint64_t generation = fork_generation();
     if (l != nullptr && l->generation == generation) return l;
     if (awaiting_init()) return nullptr;
-    Runtime& rt = Runtime::instance();
+    ThisRun& run = this_run();
     std::lock_guard lock(link_mutex);
     l = current_link.load(std::memory_order_acquire);
     if (l != nullptr && l->generation == generation) return l;
     auto fresh = std::make_unique<Link>();
     fresh->generation = generation;
-    fresh->root = rt.is_root();
+    fresh->root = run.is_root();
     if (!fresh->root) {
-        const std::string handle = rt.service(kQueueService);
+        const std::string handle = run.service(kQueueService);
         if (!handle.empty()) {
             try {
                 fresh->carrier.emplace(transport::decode_as<Queue<WireIn>>(handle.data(), handle.size()).core());
@@ -488,7 +490,7 @@ Link* link() {
                      "): its records go to its own stderr");
             }
         }
-        fresh->root_pidfd = open_pidfd(rt.root_pid());
+        fresh->root_pidfd = open_pidfd(run.root_pid());
         if (fresh->root_pidfd < 0) fresh->root_gone.store(true);
     }
     current_link.store(fresh.get(), std::memory_order_release);
@@ -510,9 +512,8 @@ bool root_is_gone(Link& l) {
 void note_root_gone(Link& l) noexcept {
     if (l.noted.exchange(true)) return;
     try {
-        Runtime& rt = Runtime::instance();
-        note("the root process (pid " + std::to_string(rt.root_pid()) + ") is gone: " + rt.name() + " (pid " +
-             std::to_string(rt.pid()) + ") writes its log records to its own stderr from now on");
+        note("the root process (pid " + std::to_string(this_run().root_pid()) + ") is gone: " +
+             this_process().name() + " (pid " + std::to_string(this_process().pid()) + ") writes its log records to its own stderr from now on");
     } catch (...) {
     }
 }
@@ -521,9 +522,8 @@ void note_root_gone(Link& l) noexcept {
 // the root makes the log queue before its first child. The records this process sent so far are
 // put on the queue first, so that they come before any of the child's.
 void before_child_starts() {
-    Runtime& rt = Runtime::instance();
-    rt.set_service(kLevelService, std::to_string(static_cast<int>(get_logger().level())));
-    if (rt.is_root()) {
+    this_run().set_service(kLevelService, std::to_string(static_cast<int>(get_logger().level())));
+    if (this_run().is_root()) {
         Root::get().ensure_started();
         Root::get().flush_sent();
     } else {
@@ -531,11 +531,12 @@ void before_child_starts() {
     }
 }
 
-void install_hooks(Runtime& rt) {
-    rt.add_start_hook(before_child_starts);
+// Registering makes no part of the runtime (runtime/hooks.hpp), so a static initialiser may do it.
+const bool hooks_installed = [] {
+    add_start_hook(before_child_starts);
     on_fork(ForkLayer::service, {lock_link, unlock_link, forget_parent_link});
-}
-const bool hooks_installed = Runtime::add_runtime_setup(install_hooks);
+    return true;
+}();
 
 Root& require_root(const char* what) {
     Link* l = link();
@@ -578,13 +579,12 @@ bool deliver(LogLevel level, LogOrigin origin, std::string_view message, std::st
             note_root_gone(*l);
             return false;
         }
-        Runtime& rt = Runtime::instance();
         WireOut w;
         w.time_ns = to_ns(Clock::now());
         w.level = static_cast<std::int32_t>(level);
         w.origin = static_cast<std::uint8_t>(origin);
-        w.process_name = rt.name();
-        w.pid = static_cast<std::int32_t>(rt.pid());
+        w.process_name = this_process().name();
+        w.pid = static_cast<std::int32_t>(this_process().pid());
         w.host = host_name();
         w.thread_id = current_tid();
         w.message = message;
@@ -656,7 +656,7 @@ int Logger::resolve_level() const {
     if (detail::awaiting_init()) return detail::kDefaultLevel;
     int level = detail::kDefaultLevel;
     try {
-        const std::string text = detail::Runtime::instance().service(detail::kLevelService);
+        const std::string text = detail::this_run().service(detail::kLevelService);
         int parsed = 0;
         const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), parsed);
         if (!text.empty() && error == std::errc() && end == text.data() + text.size() && parsed >= 0) level = parsed;

@@ -9,9 +9,9 @@
 #include <cerrno>
 #include <chrono>
 
-#include "process/context_state.hpp"
-#include "process/process_state.hpp"
-#include "runtime/runtime.hpp"
+#include "process/default_start_method.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/private_fds.hpp"
 #include "zmp/transport/codec.hpp"
 
 namespace zmp::detail {
@@ -117,7 +117,7 @@ PoolCore::PoolCore(const PoolOptions& options, TaskFunction initializer, std::st
       maxtasks_(options.maxtasksperchild),
       method_(options.context ? *options.context : use_default_start_method()),
       max_retries_(options.max_retries),
-      creator_(Runtime::instance().pid()),
+      creator_(this_process().pid()),
       init_fds_(std::move(initializer_fds)) {
     if (options.processes < 0) throw ValueError("Number of processes must be at least 1");
     if (maxtasks_ && *maxtasks_ <= 0) throw ValueError("maxtasksperchild must be a positive int or None");
@@ -145,8 +145,7 @@ void PoolCore::start() {
 }
 
 void PoolCore::start_worker() {
-    Runtime& rt = Runtime::instance();
-    auto [mine, theirs] = rt.private_channel_pair();
+    auto [mine, theirs] = private_channel_pair();
     auto worker = std::make_unique<Worker>();
     worker->name = worker_prefix(method_) + std::to_string(++workers_started_);
     Connection their_end = connection_from_channel(std::move(theirs));
@@ -155,7 +154,7 @@ void PoolCore::start_worker() {
     try {
         worker->process->start();
     } catch (...) {
-        rt.forget_private_fd(mine.fd());
+        forget_private_fd(mine.fd());
         throw;
     }
     their_end.close();
@@ -543,7 +542,7 @@ void PoolCore::retire_if_done(Worker& w) {
     if (w.retiring && w.in_flight.empty() && w.link.is_open()) {
         // End of stream tells the worker to exit; its pidfd reports when it has.
         w.outbox->flush();
-        Runtime::instance().forget_private_fd(w.link.fd());
+        forget_private_fd(w.link.fd());
         w.outbox.reset();
         w.link.close();
     }
@@ -556,7 +555,7 @@ void PoolCore::worker_ended(std::size_t index) {
         if (!read_from(w)) break;
     }
     if (w.link.is_open()) {
-        Runtime::instance().forget_private_fd(w.link.fd());
+        forget_private_fd(w.link.fd());
         w.outbox.reset();
         w.link.close();
     }
@@ -643,7 +642,7 @@ void PoolCore::abort_everything(std::exception_ptr error) {
 void PoolCore::stop_workers() {
     for (auto& w : workers_) {
         if (w->link.is_open()) {
-            Runtime::instance().forget_private_fd(w->link.fd());
+            forget_private_fd(w->link.fd());
             w->outbox.reset();
             w->link.close();
         }

@@ -5,7 +5,7 @@
 #include <cstdio>
 
 #include "pool/dispatcher.hpp"
-#include "runtime/runtime.hpp"
+#include "runtime/identity.hpp"
 
 namespace zmp {
 namespace detail {
@@ -140,7 +140,7 @@ namespace {
 
 void check_owner(const std::shared_ptr<detail::PoolCore>& core) {
     if (!core) throw ValueError("the pool has been moved from");
-    if (core->creator() != detail::Runtime::instance().pid()) {
+    if (core->creator() != detail::this_process().pid()) {
         throw ValueError("a Pool can only be used by the process that created it");
     }
 }
@@ -175,7 +175,7 @@ Pool::Pool(PoolOptions options, Initializer initializer) {
 }
 
 Pool::~Pool() {
-    if (!core_ || core_->creator() != detail::Runtime::instance().pid()) return;
+    if (!core_ || core_->creator() != detail::this_process().pid()) return;
     try {
         core_->close();
         core_->join();

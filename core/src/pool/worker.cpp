@@ -6,9 +6,8 @@
 
 #include "pool/dispatcher.hpp"
 #include "travel/fd_passing.hpp"
-#include "process/process_state.hpp"
+#include "process/child.hpp"
 #include "queue/feeder.hpp"
-#include "runtime/runtime.hpp"
 #include <unistd.h>
 #include "zmp/exceptions.hpp"
 #include "zmp/transport/codec.hpp"

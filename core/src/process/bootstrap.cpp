@@ -1,21 +1,19 @@
 #include "process/bootstrap.hpp"
 
 #include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstring>
 #include <mutex>
 #include <typeinfo>
 #include <unordered_map>
 
+#include "process/child.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/run.hpp"
+#include "runtime/run_directory.hpp"
 #include "travel/fd_passing.hpp"
-#include "runtime/runtime.hpp"
 #include "zmp/context.hpp"
-
-extern char** environ;
 
 namespace zmp::detail {
 namespace {
@@ -69,19 +67,20 @@ void register_process_type(const std::string& key, ProcessType type) {
 }
 
 BootstrapMessage make_bootstrap(const ProcessState& st, const Process& process, StartMethod method) {
-    Runtime& rt = Runtime::instance();
+    ThisRun& run = this_run();
+    ThisProcess& me = this_process();
     Bootstrap b;
-    b.root_pid = rt.root_pid();
-    b.run_dir = rt.run_dir();
-    b.authkey.assign(reinterpret_cast<const char*>(rt.authkey().data()), rt.authkey().size());
-    b.services = rt.services();
-    b.argv = rt.argv();
+    b.root_pid = run.root_pid();
+    b.run_dir = run_directory().path();
+    b.authkey.assign(reinterpret_cast<const char*>(run.authkey().data()), run.authkey().size());
+    b.services = run.services();
+    b.argv = run.argv();
     b.name = st.name;
     b.daemon = st.daemon;
     b.identity = st.identity;
-    b.parent_pid = rt.pid();
-    b.parent_name = rt.name();
-    b.parent_main_thread = ProcessAccess::on_main_thread();
+    b.parent_pid = me.pid();
+    b.parent_name = me.name();
+    b.parent_main_thread = me.on_main_thread();
     b.method = static_cast<int>(method);
 
     const std::type_info& type = typeid(process);
@@ -121,7 +120,7 @@ BootstrapMessage make_bootstrap(const ProcessState& st, const Process& process, 
         }
         out.fds = collector.fds();
     }
-    out.fds.push_back(rt.self_pidfd());
+    out.fds.push_back(me.self_pidfd());
     b.parent_pidfd = static_cast<int>(out.fds.size()) - 1;
     if (method == StartMethod::forkserver) {
         // A spawned child inherits the parent's stdin, stdout and stderr as they are now; a child
@@ -147,14 +146,14 @@ BootstrapMessage make_bootstrap(const ProcessState& st, const Process& process, 
         if (b.authkey.size() != Authkey{}.size()) throw ProtocolError("bootstrap carries a malformed authkey");
         Authkey key;
         std::memcpy(key.data(), b.authkey.data(), key.size());
-        Runtime& rt = Runtime::instance();
-        rt.adopt_run(b.root_pid, b.run_dir, key, b.services);
-        rt.set_argv(b.argv);
+        this_run().adopt(b.root_pid, key, b.services);
+        this_run().set_argv(b.argv);
+        run_directory().adopt(b.run_dir);
         auto take_fd = [&message](int index) {
             if (index < 0 || static_cast<std::size_t>(index) >= message.fds.size()) return -1;
             return std::exchange(message.fds[static_cast<std::size_t>(index)], -1);
         };
-        rt.set_inherited_parent_pidfd(take_fd(b.parent_pidfd));
+        this_process().set_inherited_parent_pidfd(take_fd(b.parent_pidfd));
         for (std::size_t target = 0; target < b.stdio.size() && target <= 2; ++target) {
             const int fd = take_fd(b.stdio[target]);
             if (fd < 0) continue;
@@ -165,8 +164,8 @@ BootstrapMessage make_bootstrap(const ProcessState& st, const Process& process, 
         // child's whole life (the supply is never destroyed: the child ends with _exit).
         new FdSupply(std::move(message.fds));
         process = rebuild_process(b);
-        rt.become_child(ChildIdentity{b.name, b.daemon, b.identity, b.parent_pid, b.parent_name, b.parent_main_thread});
-        adopt_start_method(static_cast<StartMethod>(b.method));
+        become_child(ChildIdentity{b.name, b.daemon, b.identity, b.parent_pid, b.parent_name, b.parent_main_thread},
+                     static_cast<StartMethod>(b.method));
     } catch (const std::exception& e) {
         std::fprintf(stderr, "zmp: a %s child could not start: %s\n",
                      b.method == static_cast<int>(StartMethod::forkserver) ? "forkserver" : "spawned", e.what());
@@ -181,68 +180,7 @@ BootstrapMessage make_bootstrap(const ProcessState& st, const Process& process, 
         }
         ready->close();
     }
-    ProcessAccess::run_child(*process);
-}
-
-pid_t spawn_self(const char* env_name, int handed_fd) {
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attributes;
-    ::posix_spawn_file_actions_init(&actions);
-    ::posix_spawnattr_init(&attributes);
-    // The child gets the handed descriptor as fd 3 and nothing else beyond stdio: descriptors
-    // this process opened do not leak into it.
-    ::posix_spawn_file_actions_adddup2(&actions, handed_fd, 3);
-    ::posix_spawn_file_actions_addclosefrom_np(&actions, 4);
-    sigset_t none;
-    sigemptyset(&none);
-    ::posix_spawnattr_setsigmask(&attributes, &none);
-    ::posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
-
-    const auto& args = Runtime::instance().argv();
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    std::string program_name = "zmp-child";
-    if (argv.empty()) argv.push_back(program_name.data());
-    argv.push_back(nullptr);
-
-    const std::string marker = std::string(env_name) + "=3";
-    std::vector<char*> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-        if (std::strncmp(*e, "ZMP_SPAWN_FD=", 13) != 0 && std::strncmp(*e, "ZMP_FORKSERVER_FD=", 18) != 0) {
-            env.push_back(*e);
-        }
-    }
-    env.push_back(const_cast<char*>(marker.c_str()));
-    env.push_back(nullptr);
-
-    pid_t pid = 0;
-    const int rc = ::posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, argv.data(), env.data());
-    ::posix_spawn_file_actions_destroy(&actions);
-    ::posix_spawnattr_destroy(&attributes);
-    if (rc != 0) throw_os_error("posix_spawn", rc);
-    return pid;
-}
-
-std::unique_ptr<Popen> spawn_start(const ProcessState& st, const Process& process) {
-    if (Runtime::instance().argv().empty()) {
-        throw ValueError("the spawn start method needs zmp::init(argc, argv) as the first line of main()");
-    }
-    BootstrapMessage boot = make_bootstrap(st, process, StartMethod::spawn);
-    auto [mine, theirs] = transport::FdChannel::pair();
-    const pid_t pid = spawn_self("ZMP_SPAWN_FD", theirs.fd());
-    theirs.close();
-    auto popen = std::make_unique<WaitpidPopen>(pid);
-    try {
-        mine.send(boot.bytes.data(), boot.bytes.size(), boot.fds);
-        transport::ChannelMessage reply;
-        if (mine.recv(reply) && reply.size == 1) return popen;
-    } catch (const ProcessError&) {
-        // the child is gone; find out how below
-    }
-    while (!popen->poll()) wait_fd_readable(popen->sentinel(), Deadline::never());
-    throw ProcessError("the spawned child of " + st.name + " (pid " + std::to_string(pid) + ") exited with code " +
-                       std::to_string(*popen->poll()) +
-                       " before it started: its main() must call zmp::init(argc, argv) first");
+    run_child(*process);
 }
 
 }  // namespace zmp::detail

@@ -60,16 +60,4 @@ BootstrapMessage make_bootstrap(const ProcessState& st, const Process& process, 
 /// taken over its identity (the spawn parent waits for it). Never returns.
 [[noreturn]] void run_bootstrapped_child(transport::ChannelMessage message, transport::FdChannel* ready);
 
-/// Starts `process` with spawn: a fresh run of this binary whose zmp::init() receives the
-/// bootstrap. Waits until the child has taken over, so that a child whose main() does not call
-/// zmp::init() is reported here (ProcessError) rather than later.
-std::unique_ptr<Popen> spawn_start(const ProcessState& st, const Process& process);
-
-/// Runs this binary again with one descriptor handed to it as fd 3 and announced in the
-/// environment variable `env_name`; every other descriptor is closed in the child.
-pid_t spawn_self(const char* env_name, int handed_fd);
-
-/// Sets the default start method of this process, as a child takes over its parent's method.
-void adopt_start_method(StartMethod method);
-
 }  // namespace zmp::detail

@@ -2,94 +2,30 @@
 
 #include <sched.h>
 #include <signal.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <chrono>
-#include <cstdio>
-#include <cxxabi.h>
 #include <cstring>
-#include <iostream>
+#include <mutex>
 #include <ostream>
 
-#include "process/bootstrap.hpp"
-#include "process/context_state.hpp"
-#include "process/forkserver.hpp"
+#include "process/child.hpp"
+#include "process/default_start_method.hpp"
 #include "process/process_state.hpp"
-#include "runtime/runtime.hpp"
-#include "zmp/transport/codec.hpp"
+#include "process/starter.hpp"
+#include "runtime/children.hpp"
+#include "runtime/exit.hpp"
+#include "runtime/hooks.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/pidfd.hpp"
+#include "runtime/process_global.hpp"
+#include "runtime/run.hpp"
+#include "runtime/run_directory.hpp"
 
 namespace zmp {
 namespace detail {
-namespace {
-
-// Runs the target the way Python's _bootstrap does and returns the exit code.
-int run_target(Process& process) {
-    Runtime::instance().set_target_thread(true);
-    try {
-        process.run();
-        return 0;
-    } catch (const SystemExit& e) {
-        return e.code;
-    } catch (const std::exception& e) {
-        std::cout.flush();
-        std::fflush(stdout);
-        std::fprintf(stderr, "Process %s:\n%s: %s\n", Runtime::instance().name().c_str(),
-                     transport::type_name(typeid(e)).c_str(), e.what());
-        return 1;
-    } catch (...) {
-        const std::type_info* type = abi::__cxa_current_exception_type();
-        std::fprintf(stderr, "Process %s:\n%s\n", Runtime::instance().name().c_str(),
-                     type ? transport::type_name(*type).c_str() : "unknown exception");
-        return 1;
-    }
-}
-
-}  // namespace
 
 void ProcessAccess::set_local_target(Process& process, std::function<void()> target) {
     process.state().target = std::move(target);
-}
-
-[[noreturn]] void ProcessAccess::run_child(Process& process) { Runtime::instance().exit_child(run_target(process)); }
-
-bool ProcessAccess::on_main_thread() { return static_cast<pid_t>(::syscall(SYS_gettid)) == Runtime::instance().pid(); }
-
-int exitcode_from_status(int status) {
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) return -WTERMSIG(status);
-    return 1;
-}
-
-WaitpidPopen::WaitpidPopen(pid_t pid) : pid_(pid), pidfd_(open_pidfd(pid)) {}
-
-WaitpidPopen::~WaitpidPopen() {
-    if (pidfd_ >= 0) ::close(pidfd_);
-}
-
-std::optional<int> WaitpidPopen::poll() {
-    if (exitcode_) return exitcode_;
-    int status = 0;
-    pid_t rc;
-    do {
-        rc = ::waitpid(pid_, &status, WNOHANG);
-    } while (rc < 0 && errno == EINTR);
-    if (rc == pid_)
-        exitcode_ = exitcode_from_status(status);
-    else if (rc < 0)
-        throw_os_error("waitpid", errno);
-    return exitcode_;
-}
-
-void WaitpidPopen::send_signal(int signal) {
-    if (exitcode_) return;
-    // Through the pidfd, so that a recycled pid can never receive it.
-    if (::syscall(SYS_pidfd_send_signal, pidfd_, signal, nullptr, 0) != 0 && errno != ESRCH) {
-        throw_os_error("pidfd_send_signal", errno);
-    }
 }
 
 std::optional<int> ProcessState::poll_locked() {
@@ -100,7 +36,6 @@ std::optional<int> ProcessState::poll_locked() {
 }  // namespace detail
 
 using detail::ProcessState;
-using detail::Runtime;
 
 namespace {
 
@@ -111,8 +46,9 @@ ProcessState& checked_open(ProcessState& st) {
 
 // Parent-side checks shared by join(), is_alive() and the signals.
 void require_child_of_caller(const ProcessState& st, const char* what) {
-    if (st.role == ProcessState::Role::current) throw ValueError(std::string("can only ") + what + " a child process");
-    if (st.creator != Runtime::instance().pid()) throw ValueError(std::string("can only ") + what + " a child process");
+    if (st.role == ProcessState::Role::current || st.creator != detail::this_process().pid()) {
+        throw ValueError(std::string("can only ") + what + " a child process");
+    }
 }
 
 }  // namespace
@@ -120,10 +56,10 @@ void require_child_of_caller(const ProcessState& st, const char* what) {
 Process::Process() : Process(ProcessOptions{}) {}
 
 Process::Process(ProcessOptions options) : state_(std::make_shared<ProcessState>()) {
-    Runtime& rt = Runtime::instance();
+    detail::ThisProcess& me = detail::this_process();
     ProcessState& st = *state_;
-    st.creator = rt.pid();
-    st.identity = rt.next_child_identity();
+    st.creator = me.pid();
+    st.identity = me.next_child_identity();
     if (options.name.empty()) {
         st.name = "Process-";
         for (std::size_t i = 0; i < st.identity.size(); ++i) {
@@ -133,7 +69,7 @@ Process::Process(ProcessOptions options) : state_(std::make_shared<ProcessState>
     } else {
         st.name = std::move(options.name);
     }
-    st.daemon = options.daemon.value_or(rt.daemon());
+    st.daemon = options.daemon.value_or(me.daemon());
     st.method = options.method;
 }
 
@@ -164,40 +100,25 @@ void Process::start() {
     std::unique_lock lock(st.mutex);
     checked_open(st);
     if (st.popen || st.role == ProcessState::Role::current) throw ValueError("cannot start a process twice");
-    Runtime& rt = Runtime::instance();
-    if (st.creator != rt.pid()) throw ValueError("can only start a process object created by current process");
+    detail::ThisProcess& me = detail::this_process();
+    if (st.creator != me.pid()) throw ValueError("can only start a process object created by current process");
 
-    for (const auto& child : rt.children()) {  // reap children that have ended, as Python's start() does
-        if (child.get() == &st) continue;
-        std::lock_guard child_lock(child->mutex);
-        if (child->poll_locked()) rt.forget_child(child.get());
+    for (const auto& tracked : detail::children()) {  // reap children that have ended, as Python's start() does
+        if (tracked.get() == &st) continue;
+        auto& child = static_cast<ProcessState&>(*tracked);  // the process component tracks only these
+        std::lock_guard child_lock(child.mutex);
+        if (child.poll_locked()) detail::forget_child(&child);
     }
-    rt.run_start_hooks();   // services children rely on (the broker) are up before the first one
-    (void)rt.run_dir();     // children inherit the run directory; only the root makes it
-    (void)rt.self_pidfd();  // and a pidfd on this process, their parent
+    detail::run_start_hooks();             // services children rely on (the broker) are up before the first one
+    (void)detail::this_run();              // the run (root, authkey) is settled before any child copies it
+    (void)detail::run_directory().path();  // children inherit the run directory; only the root makes it
+    (void)me.self_pidfd();                 // and a pidfd on this process, their parent
     const StartMethod method = st.method ? *st.method : detail::use_default_start_method();
-
-    if (method == StartMethod::spawn) {
-        st.popen = detail::spawn_start(st, *this);
-    } else if (method == StartMethod::forkserver) {
-        st.popen = detail::forkserver_start(st, *this);
-    } else {
-        detail::ChildIdentity who{st.name,  st.daemon, st.identity,
-                                  rt.pid(), rt.name(), detail::ProcessAccess::on_main_thread()};
-        detail::flush_std_streams();  // or buffered output would be written twice, once by each process
-        const pid_t pid = ::fork();
-        if (pid < 0) throw_os_error("fork", errno);
-        if (pid == 0) {
-            rt.become_child(who);
-            detail::adopt_start_method(StartMethod::fork);
-            detail::ProcessAccess::run_child(*this);
-        }
-        st.popen = std::make_unique<detail::WaitpidPopen>(pid);
-    }
+    st.popen = detail::starter_for(method).start(st, *this);
     st.target = nullptr;  // the parent keeps no reference to the target (bpo-30775)
     st.travel = {};
     lock.unlock();
-    rt.add_child(state_);
+    detail::add_child(state_);
 }
 
 namespace {
@@ -214,11 +135,28 @@ bool join_until(ProcessState& st, const detail::Deadline& deadline) {
         }
         if (!detail::wait_fd_readable(sentinel, deadline)) return false;
     }
-    Runtime::instance().forget_child(&st);
+    detail::forget_child(&st);
     return true;
 }
 
 }  // namespace
+
+namespace detail {
+
+// This process's exit path sees its children through TrackedChild.
+bool ProcessState::is_alive() {
+    std::lock_guard lock(mutex);
+    return popen && !poll_locked();
+}
+
+void ProcessState::terminate() {
+    std::lock_guard lock(mutex);
+    if (popen && !exitcode) popen->send_signal(SIGTERM);
+}
+
+void ProcessState::join() { (void)join_until(*this, Deadline::never()); }
+
+}  // namespace detail
 
 void Process::join() {
     ProcessState& st = checked_open(state());
@@ -259,14 +197,14 @@ void Process::kill() {
 
 std::optional<int> Process::exitcode() const {
     ProcessState& st = checked_open(state());
-    if (st.role == ProcessState::Role::current || st.creator != Runtime::instance().pid()) return std::nullopt;
+    if (st.role == ProcessState::Role::current || st.creator != detail::this_process().pid()) return std::nullopt;
     std::lock_guard lock(st.mutex);
     return st.poll_locked();
 }
 
 std::optional<pid_t> Process::pid() const {
     ProcessState& st = checked_open(state());
-    if (st.role == ProcessState::Role::current) return Runtime::instance().pid();
+    if (st.role == ProcessState::Role::current) return detail::this_process().pid();
     std::lock_guard lock(st.mutex);
     if (!st.popen) return std::nullopt;
     return st.popen->pid();
@@ -309,7 +247,7 @@ void Process::close() {
     }
     st.closed = true;
     st.target = nullptr;
-    Runtime::instance().forget_child(&st);
+    detail::forget_child(&st);
 }
 
 std::ostream& operator<<(std::ostream& out, const Process& process) {
@@ -322,7 +260,7 @@ std::ostream& operator<<(std::ostream& out, const Process& process) {
         std::lock_guard lock(st.mutex);
         if (st.popen) {
             pid = st.popen->pid();
-            if (st.creator == Runtime::instance().pid()) code = const_cast<ProcessState&>(st).poll_locked();
+            if (st.creator == detail::this_process().pid()) code = const_cast<ProcessState&>(st).poll_locked();
         }
     }
     if (pid) out << " pid=" << *pid;
@@ -349,28 +287,58 @@ bool ParentProcess::join(Timeout timeout) const {
     return detail::wait_fd_readable(pidfd_, detail::Deadline::after(timeout));
 }
 
+namespace {
+
+// The state behind current_process(), made on first use in each process: a forked child (a new
+// pid) makes its own once it has taken on its identity.
+// Its mutex is held across fork().
+struct CurrentState {
+    std::mutex mutex;
+    std::shared_ptr<ProcessState> state;
+    pid_t made_for = 0;
+};
+
+const std::shared_ptr<ProcessState>& current_state() {
+    detail::ThisProcess& me = detail::this_process();
+    CurrentState* current = &detail::process_global<CurrentState, detail::ForkLayer::service>();
+    std::lock_guard lock(current->mutex);
+    if (!current->state || current->made_for != me.pid()) {
+        auto state = std::make_shared<ProcessState>();
+        state->role = ProcessState::Role::current;
+        state->creator = me.pid();
+        state->name = me.name();
+        state->daemon = me.daemon();
+        state->identity = me.identity();
+        current->state = std::move(state);
+        current->made_for = me.pid();
+    }
+    return current->state;
+}
+
+}  // namespace
+
 Process& current_process() {
     // One handle per process; rebuilt when a forked child takes on its own identity.
     thread_local std::pair<const ProcessState*, Process> cached{nullptr, Process(std::shared_ptr<ProcessState>())};
-    const auto& state = Runtime::instance().current_state();
+    const auto& state = current_state();
     if (cached.first != state.get()) cached = {state.get(), Process(state)};
     return cached.second;
 }
 
 std::optional<ParentProcess> parent_process() {
-    Runtime& rt = Runtime::instance();
-    if (!rt.is_child()) return std::nullopt;
-    return ParentProcess(rt.parent_pid(), rt.parent_name(), rt.parent_pidfd());
+    detail::ThisProcess& me = detail::this_process();
+    if (!me.is_child()) return std::nullopt;
+    return ParentProcess(me.parent_pid(), me.parent_name(), me.parent_pidfd());
 }
 
 std::vector<Process> active_children() {
-    Runtime& rt = Runtime::instance();
     std::vector<Process> alive;
-    for (const auto& child : rt.children()) {
+    for (const auto& tracked : detail::children()) {
+        auto child = std::static_pointer_cast<ProcessState>(tracked);  // the process component tracks only these
         std::unique_lock lock(child->mutex);
         if (child->poll_locked()) {
             lock.unlock();
-            rt.forget_child(child.get());
+            detail::forget_child(child.get());
         } else {
             alive.emplace_back(child);
         }
@@ -390,9 +358,8 @@ int cpu_count() {
 }
 
 [[noreturn]] void exit(int code) {
-    Runtime& rt = Runtime::instance();
-    if (rt.on_target_thread()) throw detail::SystemExit{code};
-    if (rt.is_child()) rt.exit_child(code);
+    if (detail::on_target_thread()) throw detail::SystemExit{code};
+    if (detail::this_process().is_child()) detail::exit_child(code);
     std::exit(code);
 }
 

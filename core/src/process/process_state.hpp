@@ -1,6 +1,7 @@
 #pragma once
-// The shared state behind zmp::Process handles, and Popen: how a started child is watched,
-// reaped and signalled. Each start method supplies its own Popen.
+// The shared state behind zmp::Process handles: what the child is to be (name, daemon, target),
+// how it was started (its Popen) and how it ended. The runtime tracks started children through
+// their TrackedChild face (runtime/children.hpp), to finish them when this process exits.
 
 #include <sys/types.h>
 
@@ -11,61 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "process/popen.hpp"
+#include "runtime/children.hpp"
 #include "zmp/process.hpp"
-#include "zmp/timeout.hpp"
 
 namespace zmp::detail {
 
-/// A started child as its parent sees it.
-class Popen {
-public:
-    virtual ~Popen() = default;
-    virtual pid_t pid() const = 0;
-    /// A descriptor that becomes readable when the child has ended.
-    virtual int sentinel() const = 0;
-    /// The exit code if the child has ended (reaping it), without blocking.
-    virtual std::optional<int> poll() = 0;
-    /// Sends `signal` unless the child has already ended.
-    virtual void send_signal(int signal) = 0;
-};
-
-/// A direct child of this process (made by fork or spawn): watched through a pidfd, reaped with
-/// waitpid.
-class WaitpidPopen final : public Popen {
-public:
-    explicit WaitpidPopen(pid_t pid);
-    ~WaitpidPopen() override;
-    pid_t pid() const override { return pid_; }
-    int sentinel() const override { return pidfd_; }
-    std::optional<int> poll() override;
-    void send_signal(int signal) override;
-
-private:
-    pid_t pid_;
-    int pidfd_;
-    std::optional<int> exitcode_;
-};
-
-/// Converts a waitpid status to Python's exitcode: N for exit(N), -N for signal N.
-int exitcode_from_status(int status);
-
-/// zmp::exit() inside a child's target unwinds to the bootstrap with this; it is not a
-/// std::exception, so that `catch (const std::exception&)` in user code does not swallow it.
-struct SystemExit {
-    int code;
-};
-
-/// What the start methods need of a Process beyond its public face.
-struct ProcessAccess {
-    /// Sets the callable a rebuilt process runs (spawn and forkserver children).
-    static void set_local_target(Process& process, std::function<void()> target);
-    /// Runs the process's run() as a child's whole life and exits with its exit code.
-    [[noreturn]] static void run_child(Process& process);
-    /// True on the main thread of this process.
-    static bool on_main_thread();
-};
-
-struct ProcessState {
+struct ProcessState final : TrackedChild {
     enum class Role { child, current };
 
     mutable std::mutex mutex;
@@ -83,6 +36,18 @@ struct ProcessState {
 
     /// Exit code if ended; reaps. Caller holds `mutex`.
     std::optional<int> poll_locked();
+
+    // TrackedChild, for this process's exit path.
+    bool is_daemon() const override { return daemon; }
+    bool is_alive() override;
+    void terminate() override;
+    void join() override;
+};
+
+/// What the start methods need of a Process beyond its public face.
+struct ProcessAccess {
+    /// Sets the callable a rebuilt process runs (spawn and forkserver children).
+    static void set_local_target(Process& process, std::function<void()> target);
 };
 
 }  // namespace zmp::detail

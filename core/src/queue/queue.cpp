@@ -28,7 +28,7 @@
 
 #include "base/fork.hpp"
 #include "queue/feeder.hpp"
-#include "runtime/runtime.hpp"
+#include "runtime/hooks.hpp"
 #include "broker/arena.hpp"
 #include "broker/client.hpp"
 
@@ -181,7 +181,6 @@ void stop_feeder() {
 Feeder& feeder() {
     if (Feeder* f = current_feeder()) return *f;
     // Lock-free, so that a fork() while another thread makes the feeder leaves nothing locked.
-    Runtime& rt = Runtime::instance();
     auto fresh = std::make_unique<Feeder>(fork_generation());
     Feeder* seen = the_feeder.load(std::memory_order_acquire);
     for (;;) {
@@ -189,7 +188,7 @@ Feeder& feeder() {
         if (the_feeder.compare_exchange_weak(seen, fresh.get(), std::memory_order_acq_rel)) break;
     }
     fresh->start();
-    rt.add_exit_hook(stop_feeder);  // runs before the broker's own hook: it was added later
+    add_exit_hook(stop_feeder);  // runs before the broker's own hook: it was added later
     return *fresh.release();
 }
 

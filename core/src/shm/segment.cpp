@@ -8,7 +8,7 @@
 
 #include <cerrno>
 
-#include "runtime/runtime.hpp"
+#include "runtime/run_directory.hpp"
 #include "zmp/errors.hpp"
 
 namespace zmp::detail {
@@ -62,24 +62,24 @@ std::string random_hex(std::size_t bytes) {
 }
 
 MappedSegment create_segment(const std::string& name, std::size_t size, RecordSegment record) {
-    Runtime& rt = Runtime::instance();
-    if (record == RecordSegment::before_create) rt.register_segment(name);
+    RunDirectory& run = run_directory();
+    if (record == RecordSegment::before_create) run.register_segment(name);
     int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0) {
         const int error = errno;
-        if (record == RecordSegment::before_create) rt.unregister_segment(name);
+        if (record == RecordSegment::before_create) run.unregister_segment(name);
         if (error == EEXIST) throw FileExistsError("shared memory " + shown(name) + " already exists");
         throw_os_error("cannot create shared memory " + shown(name), error);
     }
     auto undo = [&](const std::string& what, int error) {
         ::close(fd);
         ::shm_unlink(name.c_str());
-        if (record != RecordSegment::no) rt.unregister_segment(name);
+        if (record != RecordSegment::no) run.unregister_segment(name);
         throw_os_error(what + " " + shown(name), error);
     };
     if (record == RecordSegment::after_create) {
         try {
-            rt.register_segment(name);
+            run.register_segment(name);
         } catch (const OSError& e) {
             undo("cannot record shared memory", e.code());
         }
@@ -115,7 +115,7 @@ void unlink_segment(const std::string& name) {
         if (errno == ENOENT) throw FileNotFoundError("no shared memory named " + shown(name));
         throw_os_error("cannot unlink shared memory " + shown(name), errno);
     }
-    Runtime::instance().unregister_segment(name);
+    run_directory().unregister_segment(name);
 }
 
 void unmap_segment(MappedSegment& mapping) noexcept {

@@ -23,7 +23,8 @@
 #include <unordered_map>
 
 #include "base/fork.hpp"
-#include "runtime/runtime.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/run_directory.hpp"
 #include "zmp/detail/deadline.hpp"
 #include "shm/segment.hpp"
 #include "zmp/detail/error_texts.hpp"
@@ -110,15 +111,14 @@ std::shared_ptr<SharedBlock> create_block(ElementType type, std::size_t count, b
     if (count > (std::numeric_limits<std::size_t>::max() - data_offset) / type.size) {
         throw ValueError("too many elements for shared memory: " + std::to_string(count));
     }
-    Runtime& rt = Runtime::instance();
-    const std::string& dir = rt.run_dir();
+    const std::string& dir = run_directory().path();
     std::string name = dir.substr(dir.rfind('/'));  // "/zmp-<pid>-XXXXXX"
     name += '-';
     name += random_hex(8);
     MappedSegment mapping = create_segment(name, data_offset + count * type.size, RecordSegment::before_create);
     auto* header = ::new (mapping.base)
         BlockHeader{kMagic, type.kind, type.size, type.align, 0, count, data_offset, with_lock ? kLockOffset : 0};
-    auto block = std::make_shared<SharedBlock>(name, mapping, rt.pid());  // from here on it cleans up
+    auto block = std::make_shared<SharedBlock>(name, mapping, this_process().pid());  // from here on it cleans up
     if (header->lock_offset != 0) init_lock(*::new (mapping.base + kLockOffset) LockCell{});
     BlockCache& cache = BlockCache::instance();
     std::lock_guard guard(cache.mutex);
@@ -199,7 +199,7 @@ SharedBlock::~SharedBlock() {
         auto it = cache.blocks.find(name_);
         if (it != cache.blocks.end() && it->second.expired()) cache.blocks.erase(it);
     }
-    const pid_t me = Runtime::instance().pid();
+    const pid_t me = this_process().pid();
     // glibc links the robust mutexes a thread holds into a list it walks later: a held one must
     // stay mapped.
     LockCell* cell = lock_cell();
@@ -207,7 +207,7 @@ SharedBlock::~SharedBlock() {
     if (creator_ == me) {
         ::shm_unlink(name_.c_str());
         try {
-            Runtime::instance().unregister_segment(name_);
+            run_directory().unregister_segment(name_);
         } catch (...) {
         }
     }

@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "base/fork.hpp"
-#include "runtime/runtime.hpp"
 #include "broker/arena.hpp"
 #include "broker/fast_path.hpp"
 #include "broker/client.hpp"

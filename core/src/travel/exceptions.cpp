@@ -8,7 +8,7 @@
 #include <typeinfo>
 #include <unordered_map>
 
-#include "runtime/runtime.hpp"
+#include "runtime/identity.hpp"
 #include "zmp/transport/codec.hpp"
 
 namespace zmp::detail {
@@ -63,8 +63,8 @@ void register_exception(const std::string& type, Maker make) {
 }
 
 ErrorRecord capture_current_exception() {
-    Runtime& rt = Runtime::instance();
-    ErrorRecord record{"", "", rt.name(), static_cast<int>(rt.pid())};
+    ThisProcess& me = this_process();
+    ErrorRecord record{"", "", me.name(), static_cast<int>(me.pid())};
     try {
         throw;
     } catch (const RemoteError& e) {
