@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 
+#include "pipe/connection.hpp"
 #include "process/context_state.hpp"
 #include "process/process_state.hpp"
 #include "runtime/runtime.hpp"

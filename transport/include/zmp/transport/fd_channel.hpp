@@ -59,9 +59,10 @@ public:
     void send(std::span<const iovec> parts, std::span<const int> fds = {});
     void send(const void* data, std::size_t size, std::span<const int> fds = {});
 
-    /// Receives one whole message. Returns false at a clean end of stream (the peer closed and
-    /// nothing is left). Throws ProtocolError for a message over the limit or cut short by EOF
-    /// (the channel is unusable afterwards), OSError for other failures.
+    /// Receives one whole message. Returns false at end of stream: the peer closed and nothing is
+    /// left (a message it did not finish is dropped, never delivered in part). Throws
+    /// ProtocolError for a corrupt header or a message over the limit (the channel is unusable
+    /// afterwards), OSError for other failures.
     bool recv(ChannelMessage& out);
 
     /// The same, but the bytes go where `storage(size)` says: it is called once the size is
