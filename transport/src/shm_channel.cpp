@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <optional>
@@ -107,32 +108,57 @@ private:
 
 // ---- the adaptive spin -------------------------------------------------------------------------
 //
-// A reader spins while the answer usually comes within the budget, and stops spinning when it does
-// not: each wait that the spin caught doubles the budget (up to kMaxSpin), each wait that outlasted
-// it halves it (down to kMinSpin). After kPureSpin, the spin yields the processor between looks,
-// so that a peer waiting for this core (more processes than cores) can run and answer.
+// A reader spins only while it pays. Its budget doubles after each wait the spin caught, and after
+// each sleep that ended within kMaxSpin (a longer spin would have caught it); it halves after each
+// wait that outlasted it, down to kMinSpin. Past kPureSpin the spin yields the processor between
+// looks, and gives up at once when a yield took long: another process was waiting for this core
+// (more runnable processes than cores), and spinning would only delay it, perhaps the very peer
+// that is to answer. A reader inside a message (the next chunk is on its way) and a writer waiting
+// for room spin up to kStreamSpin under the same rule.
 
-constexpr std::int64_t kMinSpinNs = 1'000;
-constexpr std::int64_t kMaxSpinNs = 50'000;
-constexpr std::int64_t kPureSpinNs = 4'000;
-constexpr std::int64_t kSpaceSpinNs = 100'000;  // a writer waiting for room in the ring
+inline std::int64_t tune(const char* name, std::int64_t fallback) {  // TEMPORARY experiment knob
+    const char* v = std::getenv(name);
+    return v ? std::atoll(v) : fallback;
+}
+const std::int64_t kMinSpinNs = tune("ZMP_T_MIN", 500);
+const std::int64_t kMaxSpinNs = tune("ZMP_T_MAX", 50'000);
+const std::int64_t kPureSpinNs = tune("ZMP_T_PURE", 2'000);
+const std::int64_t kStreamSpinNs = tune("ZMP_T_STREAM", 100'000);
+const std::int64_t kBusyYieldNs = tune("ZMP_T_BUSY", 5'000);  // a yield this long: another process ran
+
+enum class Spun { ready, expired, contended };
 
 template <class Ready>
-bool spin_until(Ready&& ready, std::int64_t budget_ns, const Deadline& deadline) {
+Spun spin_until(Ready&& ready, std::int64_t budget_ns, const Deadline& deadline) {
     const auto start = Clock::now();
     auto stop = start + std::chrono::nanoseconds(budget_ns);
     if (deadline && *deadline < stop) stop = *deadline;
     const auto pure = start + std::chrono::nanoseconds(kPureSpinNs);
     for (unsigned i = 1;; ++i) {
-        if (ready()) return true;
+        if (ready()) return Spun::ready;
         cpu_relax();
-        if ((i & 7) == 0) {
-            const auto now = Clock::now();
-            if (now >= stop) return ready();
-            if (now >= pure) sched_yield();
-        }
+        if ((i & 7) != 0) continue;
+        const auto now = Clock::now();
+        if (now >= stop) return ready() ? Spun::ready : Spun::expired;
+        if (now < pure) continue;
+        sched_yield();
+        if (Clock::now() - now > std::chrono::nanoseconds(kBusyYieldNs)) return ready() ? Spun::ready : Spun::contended;
     }
 }
+
+class SpinBudget {
+public:
+    std::int64_t ns() const { return ns_; }
+    void caught() { ns_ = std::min(kMaxSpinNs, ns_ * 2); }
+    void missed() { ns_ = std::max(kMinSpinNs, ns_ / 2); }
+    // After a sleep of `slept`: had the spin lasted that long, it would have caught the message.
+    void slept(Clock::duration slept) {
+        if (slept < std::chrono::nanoseconds(kMaxSpinNs)) caught();
+    }
+
+private:
+    std::int64_t ns_ = 20'000;
+};
 
 // ---- copying in and out of a ring ------------------------------------------------------------
 
@@ -234,7 +260,7 @@ struct ShmChannel::Ring {
     std::uint64_t cached_head = 0;  // a lower bound of the reader's position (it only grows)
 
     // Reader's side, under in->consumer.lock.
-    std::int64_t spin_ns = 20'000;
+    SpinBudget spin;
     bool eof = false;  // every copy of the writer's end is closed: for good
     bool broken = false;
     int epoll_fd = -1;
@@ -244,7 +270,9 @@ struct ShmChannel::Ring {
     // ---- writer ----
 
     std::uint64_t room(std::uint64_t tail, std::uint64_t want) {
-        if (capacity - (tail - cached_head) >= want) return capacity - (tail - cached_head);
+        // cached_head may lag far behind when other processes wrote since: it is only a fast path.
+        if (tail - cached_head <= capacity && capacity - (tail - cached_head) >= want)
+            return capacity - (tail - cached_head);
         const std::uint64_t head = out->consumer.head.load(acquire);
         if (head > tail || tail - head > capacity) corrupt("the reader's position is outside the ring");
         cached_head = head;
@@ -263,8 +291,9 @@ struct ShmChannel::Ring {
     // left anywhere.
     void ring_bell(int socket_fd, bool always = false) {
         std::atomic_thread_fence(std::memory_order_seq_cst);  // the tail before the doorbell word
-        std::atomic<std::uint32_t>& bell = out->bell.state;
-        if (!always && bell.load(relaxed) != kArmed) return;
+        std::atomic<std::uint32_t>& word = out->bell.word;
+        const std::uint32_t seen = word.load(relaxed);
+        if (!always && Doorbell::state_of(seen) != kArmed) return;
         const char byte = static_cast<char>(kBell);
         ssize_t n;
         do n = ::send(socket_fd, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -274,8 +303,9 @@ struct ShmChannel::Ring {
             throw OSError("the other end of the channel is closed", errno);
         }
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) throw_os_error("send on channel", errno);
-        std::uint32_t armed = kArmed;
-        bell.compare_exchange_strong(armed, kRung, relaxed, relaxed);
+        if (Doorbell::state_of(seen) != kArmed) return;
+        std::uint32_t expected = seen;
+        word.compare_exchange_strong(expected, (seen & ~3u) | kRung, relaxed, relaxed);
     }
 
     void send_frame(int socket_fd, FrameKind kind, std::uint64_t size, Cursor* rest, std::span<const int> fds,
@@ -369,18 +399,18 @@ struct ShmChannel::Ring {
     }
 
     // Waits until the ring holds a record. `end` once every writer is gone and the ring is empty.
-    Wake wait_record(int socket_fd, const Deadline& deadline) {
+    // `streaming`: inside a message, whose writer is at work.
+    Wake wait_record(int socket_fd, const Deadline& deadline, bool streaming = false) {
         if (available()) return Wake::ready;
         if (eof) return Wake::end;
-        std::atomic<std::uint32_t>& bell = in->bell.state;
-        if (bell.load(relaxed) != kAwake) bell.store(kAwake, relaxed);
-        if (spin_until([this] { return available(); }, spin_ns, deadline)) {
-            spin_ns = std::min(kMaxSpinNs, spin_ns * 2);
-            return Wake::ready;
-        }
-        spin_ns = std::max(kMinSpinNs, spin_ns / 2);
+        Doorbell& bell = in->bell;
+        bell.wake();
+        const Spun spun = spin_until([this] { return available(); }, streaming ? kStreamSpinNs : spin.ns(), deadline);
+        if (!streaming) spun == Spun::ready ? spin.caught() : spin.missed();
+        if (spun == Spun::ready) return Wake::ready;
+        const auto asleep = Clock::now();
         for (;;) {
-            bell.exchange(kArmed, std::memory_order_seq_cst);  // then look once more, then sleep
+            bell.arm();  // then look once more, then sleep
             if (available()) break;
             const Woke woke = sleep_on_socket(socket_fd, deadline);
             if (woke == Woke::end) {
@@ -392,7 +422,8 @@ struct ShmChannel::Ring {
             // A frame is announced by a marker published before it was written.
             if (woke == Woke::frame) corrupt("a frame on the socket without its marker in the ring");
         }
-        bell.store(kAwake, relaxed);
+        bell.wake();
+        if (!streaming) spin.slept(Clock::now() - asleep);
         return Wake::ready;
     }
 
@@ -400,7 +431,7 @@ struct ShmChannel::Ring {
     // rest: doorbells, frames, end of stream). Called by a reader holding the lock.
     void settle(int socket_fd) {
         if (epoll_fd < 0) return;
-        in->bell.state.exchange(kArmed, std::memory_order_seq_cst);  // from now on, writers ring
+        in->bell.arm();  // from now on, writers ring
         bool ready = available() || broken;
         if (!ready && in->consumer.mode.load(relaxed) == kRingMode) {
             // Doorbells for messages already taken would make the socket look readable.
@@ -490,7 +521,7 @@ std::pair<ShmChannel, ShmChannel> ShmChannel::pair(const ShmChannelOptions& opti
             init_robust_mutex(&control->producer.lock);
             init_robust_mutex(&control->consumer.lock);
             // Armed: a writer rings for a reader that has not started reading (it may be gone).
-            control->bell.state.store(kArmed, relaxed);
+            control->bell.word.store(kArmed, relaxed);
         }
         auto [first_socket, second_socket] = FdChannel::pair();
         ShmChannel a(std::move(first_socket)), b(std::move(second_socket));
@@ -542,7 +573,7 @@ int ShmChannel::segment_side() const noexcept { return ring_ ? ring_->side : 0; 
 void ShmChannel::close() noexcept {
     if (ring_ && socket_.is_open()) {
         // A writer that sends next rings, and learns (EPIPE) whether any reader is left.
-        ring_->in->bell.state.store(kArmed, relaxed);
+        ring_->in->bell.arm();
         close_fd(ring_->segment_fd);
         ring_->close_readiness();
     }
@@ -591,8 +622,8 @@ void ShmChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
         const std::uint64_t length = std::min(left, chunk);
         const std::uint64_t need = kRecord + pad16(length) + kRecord;  // and room for a marker after it
         if (r.room(tail, need) < need) {
-            const bool got_room = spin_until([&] { return r.room(tail, need) >= need; }, kSpaceSpinNs, std::nullopt);
-            if (!got_room) {
+            const Spun spun = spin_until([&] { return r.room(tail, need) >= need; }, kStreamSpinNs, std::nullopt);
+            if (spun != Spun::ready) {
                 r.spill(fd, tail, first ? kWhole : kRest, left, &rest, {});
                 break;
             }
@@ -706,7 +737,7 @@ bool ShmChannel::recv(const std::function<char*(std::size_t)>& storage, std::vec
                 return true;
             }
 
-            if (r.wait_record(fd, std::nullopt) == Ring::Wake::end) return end_of_stream();
+            if (r.wait_record(fd, std::nullopt, message.started) == Ring::Wake::end) return end_of_stream();
             // A record is there. Everything in it is checked against what this end knows.
             std::uint64_t head = c.head.load(relaxed);
             const std::uint64_t tail = r.in->producer.tail.load(acquire);

@@ -26,9 +26,30 @@ struct SegmentHeader {
 };
 
 enum Mode : std::uint32_t { kRingMode = 0, kSocketMode = 1 };
-// The reader's doorbell word: awake (spinning or busy: writers do not ring), armed (about to
-// sleep or asleep: the next writer rings), rung (a doorbell byte is on its way).
+
+// The reader's doorbell word: a state in its low two bits, awake (spinning or busy: writers do not
+// ring), armed (about to sleep or asleep: the next writer rings) or rung (a doorbell byte is on its
+// way), and above them a generation that the reader bumps each time it arms. A writer marks the
+// word rung only if it is still the arming it saw, after sending its byte: one that was delayed
+// between the two cannot mark a later arming as rung (the reader would sleep through the next
+// message), and one that dies between them has sent its byte.
 enum Bell : std::uint32_t { kAwake = 0, kArmed = 1, kRung = 2 };
+
+struct alignas(64) Doorbell {
+    std::atomic<std::uint32_t> word;
+
+    static constexpr std::uint32_t state_of(std::uint32_t w) { return w & 3; }
+    // Reader, before it looks at the ring a last time and sleeps: a full barrier.
+    void arm() {
+        const std::uint32_t w = word.load(std::memory_order_relaxed);
+        word.exchange((((w >> 2) + 1) << 2) | kArmed, std::memory_order_seq_cst);
+    }
+    // Reader, spinning or busy: writers need not ring.
+    void wake() {
+        const std::uint32_t w = word.load(std::memory_order_relaxed);
+        if (state_of(w) != kAwake) word.store((w & ~3u) | kAwake, std::memory_order_relaxed);
+    }
+};
 
 struct alignas(64) ProducerSide {
     pthread_mutex_t lock;
@@ -46,10 +67,6 @@ struct alignas(64) ConsumerSide {
     std::atomic<std::uint32_t> mode;        // where the next message comes from
     std::atomic<std::uint32_t> in_message;  // a reader holds part of a message
     std::atomic<std::uint32_t> broken;      // a reader met garbage, or died inside a message
-};
-
-struct alignas(64) Doorbell {
-    std::atomic<std::uint32_t> state;
 };
 
 struct Control {
