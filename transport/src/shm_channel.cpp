@@ -108,41 +108,69 @@ private:
 
 // ---- the adaptive spin -------------------------------------------------------------------------
 //
-// A reader spins only while it pays. Its budget doubles after each wait the spin caught, and after
-// each sleep that ended within kMaxSpin (a longer spin would have caught it); it halves after each
-// wait that outlasted it, down to kMinSpin. Past kPureSpin the spin yields the processor between
-// looks, and gives up at once when a yield took long: another process was waiting for this core
-// (more runnable processes than cores), and spinning would only delay it, perhaps the very peer
-// that is to answer. A reader inside a message (the next chunk is on its way) and a writer waiting
-// for room spin up to kStreamSpin under the same rule.
+// A reader spins only while it pays. Spinning pays when the peer runs at the same time on another
+// core; it costs when a runnable thread (perhaps the very peer that is to answer) waits for this
+// core. So nothing spins while the machine has more runnable threads than this process has cores
+// (sampled from /proc/loadavg every few milliseconds), and otherwise a reader's budget doubles
+// after each wait the spin caught and after each sleep that ended within kMaxSpin (a longer spin
+// would have caught it), and halves after each wait that outlasted it, down to kMinSpin. A reader
+// inside a message (the next chunk is on its way) and a writer waiting for room spin up to
+// kStreamSpin. (sched_yield() does not help: the scheduler gives the core back at once.)
 
-inline std::int64_t tune(const char* name, std::int64_t fallback) {  // TEMPORARY experiment knob
-    const char* v = std::getenv(name);
-    return v ? std::atoll(v) : fallback;
+constexpr std::int64_t kMinSpinNs = 500;
+constexpr std::int64_t kMaxSpinNs = 50'000;
+constexpr std::int64_t kStreamSpinNs = 100'000;
+constexpr auto kLoadSample = std::chrono::milliseconds(4);
+
+// Runnable threads on the machine right now (the fourth field of /proc/loadavg: "R/T"), or -1.
+int runnable_threads() {
+    const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char text[128];
+    const ssize_t n = ::read(fd, text, sizeof text - 1);
+    ::close(fd);
+    if (n <= 0) return -1;
+    text[n] = '\0';
+    const char* field = text;
+    for (int spaces = 0; spaces < 3 && field != nullptr; ++spaces) {
+        field = std::strchr(field, ' ');
+        if (field != nullptr) ++field;
+    }
+    return field != nullptr ? std::atoi(field) : -1;
 }
-const std::int64_t kMinSpinNs = tune("ZMP_T_MIN", 500);
-const std::int64_t kMaxSpinNs = tune("ZMP_T_MAX", 50'000);
-const std::int64_t kPureSpinNs = tune("ZMP_T_PURE", 2'000);
-const std::int64_t kStreamSpinNs = tune("ZMP_T_STREAM", 100'000);
-const std::int64_t kBusyYieldNs = tune("ZMP_T_BUSY", 5'000);  // a yield this long: another process ran
 
-enum class Spun { ready, expired, contended };
+// Whether more threads want to run than this process has cores, smoothed over a few samples.
+bool cores_contended() {
+    static std::atomic<std::int64_t> next_sample{0};
+    static std::atomic<int> smoothed_x4{0};  // four times the smoothed runnable count
+    static const int cores = [] {
+        cpu_set_t set;
+        return ::sched_getaffinity(0, sizeof set, &set) == 0 ? std::max(1, CPU_COUNT(&set)) : 1;
+    }();
+    const std::int64_t now = Clock::now().time_since_epoch().count();
+    std::int64_t due = next_sample.load(relaxed);
+    if (now >= due && next_sample.compare_exchange_strong(due, now + std::chrono::nanoseconds(kLoadSample).count())) {
+        const int runnable = runnable_threads();
+        if (runnable >= 0) smoothed_x4.store((3 * smoothed_x4.load(relaxed) + 4 * runnable + 2) / 4, relaxed);
+    }
+    // Hysteresis: contended above one thread more than the cores, free again at the cores' count.
+    static std::atomic<bool> contended{false};
+    const int load_x4 = smoothed_x4.load(relaxed);
+    if (load_x4 > 4 * (cores + 1)) contended.store(true, relaxed);
+    else if (load_x4 <= 4 * cores) contended.store(false, relaxed);
+    return contended.load(relaxed);
+}
 
 template <class Ready>
-Spun spin_until(Ready&& ready, std::int64_t budget_ns, const Deadline& deadline) {
+bool spin_until(Ready&& ready, std::int64_t budget_ns, const Deadline& deadline) {
+    if (cores_contended()) return ready();
     const auto start = Clock::now();
     auto stop = start + std::chrono::nanoseconds(budget_ns);
     if (deadline && *deadline < stop) stop = *deadline;
-    const auto pure = start + std::chrono::nanoseconds(kPureSpinNs);
     for (unsigned i = 1;; ++i) {
-        if (ready()) return Spun::ready;
+        if (ready()) return true;
         cpu_relax();
-        if ((i & 7) != 0) continue;
-        const auto now = Clock::now();
-        if (now >= stop) return ready() ? Spun::ready : Spun::expired;
-        if (now < pure) continue;
-        sched_yield();
-        if (Clock::now() - now > std::chrono::nanoseconds(kBusyYieldNs)) return ready() ? Spun::ready : Spun::contended;
+        if ((i & 7) == 0 && Clock::now() >= stop) return ready();
     }
 }
 
@@ -405,9 +433,9 @@ struct ShmChannel::Ring {
         if (eof) return Wake::end;
         Doorbell& bell = in->bell;
         bell.wake();
-        const Spun spun = spin_until([this] { return available(); }, streaming ? kStreamSpinNs : spin.ns(), deadline);
-        if (!streaming) spun == Spun::ready ? spin.caught() : spin.missed();
-        if (spun == Spun::ready) return Wake::ready;
+        const bool caught = spin_until([this] { return available(); }, streaming ? kStreamSpinNs : spin.ns(), deadline);
+        if (!streaming) caught ? spin.caught() : spin.missed();
+        if (caught) return Wake::ready;
         const auto asleep = Clock::now();
         for (;;) {
             bell.arm();  // then look once more, then sleep
@@ -622,8 +650,7 @@ void ShmChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
         const std::uint64_t length = std::min(left, chunk);
         const std::uint64_t need = kRecord + pad16(length) + kRecord;  // and room for a marker after it
         if (r.room(tail, need) < need) {
-            const Spun spun = spin_until([&] { return r.room(tail, need) >= need; }, kStreamSpinNs, std::nullopt);
-            if (spun != Spun::ready) {
+            if (!spin_until([&] { return r.room(tail, need) >= need; }, kStreamSpinNs, std::nullopt)) {
                 r.spill(fd, tail, first ? kWhole : kRest, left, &rest, {});
                 break;
             }

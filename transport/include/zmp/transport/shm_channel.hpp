@@ -18,6 +18,11 @@
 //    and sees the announcement sends a one-byte doorbell. So a writer's death wakes the reader
 //    (end of stream), and an idle reader costs nothing. A futex would wake faster but could not
 //    be woken by a death nor watched by poll().
+//  - The spin pays only while the peer runs on another core at the same time. It is at most
+//    tens of microseconds, shrinks when waits outlast it, and is skipped altogether while the
+//    machine has more runnable threads than cores: then a spinner would only keep a core from
+//    someone, perhaps from the peer that is to answer, and the channel behaves as a socket does
+//    (a doorbell and a wake-up per message, but the bytes still go through shared memory).
 //  - A full ring does not need a second sleeping place: a writer that cannot get room within a
 //    bounded spin moves the rest of its message, and the messages after it, onto the socket (a
 //    marker in the ring says where the stream continues), where the kernel blocks it and raises
