@@ -57,8 +57,8 @@ double socketpair_rtt_us(const bench::Options& opt, std::size_t size, int per_ro
 // The mean round trip of 1 byte over `pairs` socketpairs at once, each between a forked pinger
 // and a forked echo: more processes than cores, with nothing on top of the kernel.
 double socketpairs_rtt_us(const bench::Options& opt, int pairs, int per_round) {
-    auto* results = static_cast<double*>(
-        ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    auto* results =
+        static_cast<double*>(::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
     int start[2];
     ::pipe(start);
     std::vector<pid_t> children;
@@ -81,9 +81,9 @@ double socketpairs_rtt_us(const bench::Options& opt, int pairs, int per_round) {
             char c = 'x';
             (void)::read(start[0], &c, 1);  // end of file: everyone starts together
             results[i] = 1e6 * bench::seconds_per_op(5, opt.n(per_round), [&] {
-                write_all(fds[0], &c, 1);
-                read_all(fds[0], &c, 1);
-            });
+                             write_all(fds[0], &c, 1);
+                             read_all(fds[0], &c, 1);
+                         });
             _exit(0);
         }
         ::close(fds[0]);

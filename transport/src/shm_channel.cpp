@@ -156,8 +156,10 @@ bool cores_contended() {
     // Hysteresis: contended above one thread more than the cores, free again at the cores' count.
     static std::atomic<bool> contended{false};
     const int load_x4 = smoothed_x4.load(relaxed);
-    if (load_x4 > 4 * (cores + 1)) contended.store(true, relaxed);
-    else if (load_x4 <= 4 * cores) contended.store(false, relaxed);
+    if (load_x4 > 4 * (cores + 1))
+        contended.store(true, relaxed);
+    else if (load_x4 <= 4 * cores)
+        contended.store(false, relaxed);
     return contended.load(relaxed);
 }
 
@@ -255,27 +257,38 @@ void close_fd(int& fd) {
 
 // ---- one end's view of the segment -----------------------------------------------------------
 
+// The segment as this process holds it: its descriptor (what travels) and one mapping. The two ends
+// of a pair made here share it, so a Pipe costs one descriptor more than its socket pair.
+struct Segment {
+    Segment(int fd_, char* base_, std::size_t ring_) : fd(fd_), base(base_), ring_bytes(ring_) {}
+    ~Segment() {
+        ::munmap(base, segment_bytes(ring_bytes));
+        ::close(fd);
+    }
+    Segment(const Segment&) = delete;
+    Segment& operator=(const Segment&) = delete;
+    const int fd;
+    char* const base;
+    const std::size_t ring_bytes;
+};
+
 struct ShmChannel::Ring {
-    Ring(int fd, char* map, std::size_t ring_bytes, int side_, std::uint64_t max)
-        : segment_fd(fd), base(map), capacity(ring_bytes), side(side_), max_message(max) {
-        out = reinterpret_cast<Control*>(base + control_offset(side));
-        in = reinterpret_cast<Control*>(base + control_offset(1 - side));
-        out_data = base + data_offset(capacity, side);
-        in_data = base + data_offset(capacity, 1 - side);
+    Ring(std::shared_ptr<const Segment> segment_, int side_, std::uint64_t max)
+        : segment(std::move(segment_)), capacity(segment->ring_bytes), side(side_), max_message(max) {
+        out = reinterpret_cast<Control*>(segment->base + control_offset(side));
+        in = reinterpret_cast<Control*>(segment->base + control_offset(1 - side));
+        out_data = segment->base + data_offset(capacity, side);
+        in_data = segment->base + data_offset(capacity, 1 - side);
     }
-    ~Ring() {
-        ::munmap(base, segment_bytes(capacity));
-        close_fd(segment_fd);
-        close_readiness();
-    }
+    ~Ring() { close_readiness(); }
     void close_readiness() {
         close_fd(epoll_fd);
         close_fd(event_fd);
         event_set = false;
     }
 
-    int segment_fd;
-    char* base;
+    // Kept until this end is destroyed, so that a thread still inside a call cannot fault.
+    const std::shared_ptr<const Segment> segment;
     const std::size_t capacity;  // learnt when the end was made; never read from the segment again
     const int side;
     const std::uint64_t max_message;
@@ -520,50 +533,35 @@ std::pair<ShmChannel, ShmChannel> ShmChannel::pair(const ShmChannelOptions& opti
 
     int fd = ::memfd_create("zmp-channel", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) throw_os_error("memfd_create", errno);
-    int second_fd = -1;
-    char* maps[2] = {nullptr, nullptr};
-    auto undo = [&] {
-        for (char* m : maps)
-            if (m != nullptr) ::munmap(m, bytes);
-        close_fd(second_fd);
-        close_fd(fd);
-    };
+    std::shared_ptr<Segment> segment;
     try {
         if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) throw_os_error("ftruncate", errno);
         // Sealed: nobody can shrink the file under a mapping (a reader would fault).
         if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
             throw_os_error("seal a channel segment", errno);
-        second_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-        if (second_fd < 0) throw_os_error("dup", errno);
-        for (char*& m : maps) {
-            void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-            if (p == MAP_FAILED) throw_os_error("mmap a channel segment", errno);
-            m = static_cast<char*>(p);
-        }
-        auto* header = reinterpret_cast<SegmentHeader*>(maps[0]);
-        header->magic = kSegmentMagic;
-        header->version = kSegmentVersion;
-        header->ring_bytes = static_cast<std::uint32_t>(ring);
-        for (int d = 0; d < 2; ++d) {
-            auto* control = new (maps[0] + control_offset(d)) Control{};
-            init_robust_mutex(&control->producer.lock);
-            init_robust_mutex(&control->consumer.lock);
-            // Armed: a writer rings for a reader that has not started reading (it may be gone).
-            control->bell.word.store(kArmed, relaxed);
-        }
-        auto [first_socket, second_socket] = FdChannel::pair();
-        ShmChannel a(std::move(first_socket)), b(std::move(second_socket));
-        a.ring_ = std::make_unique<Ring>(fd, maps[0], ring, 0, options.max_message);
-        fd = -1;
-        maps[0] = nullptr;
-        b.ring_ = std::make_unique<Ring>(second_fd, maps[1], ring, 1, options.max_message);
-        second_fd = -1;
-        maps[1] = nullptr;
-        return {std::move(a), std::move(b)};
+        void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) throw_os_error("mmap a channel segment", errno);
+        segment = std::make_shared<Segment>(fd, static_cast<char*>(p), ring);
     } catch (...) {
-        undo();
+        ::close(fd);
         throw;
     }
+    auto* header = reinterpret_cast<SegmentHeader*>(segment->base);
+    header->magic = kSegmentMagic;
+    header->version = kSegmentVersion;
+    header->ring_bytes = static_cast<std::uint32_t>(ring);
+    for (int d = 0; d < 2; ++d) {
+        auto* control = new (segment->base + control_offset(d)) Control{};
+        init_robust_mutex(&control->producer.lock);
+        init_robust_mutex(&control->consumer.lock);
+        // Armed: a writer rings for a reader that has not started reading (it may be gone).
+        control->bell.word.store(kArmed, relaxed);
+    }
+    auto [first_socket, second_socket] = FdChannel::pair();
+    ShmChannel a(std::move(first_socket)), b(std::move(second_socket));
+    a.ring_ = std::make_unique<Ring>(segment, 0, options.max_message);
+    b.ring_ = std::make_unique<Ring>(segment, 1, options.max_message);
+    return {std::move(a), std::move(b)};
 }
 
 ShmChannel::ShmChannel(FdChannel socket, int segment_fd, int side, std::uint64_t max_message)
@@ -591,10 +589,18 @@ ShmChannel::ShmChannel(FdChannel socket, int segment_fd, int side, std::uint64_t
         ::close(segment_fd);
         throw_os_error("mmap a channel segment", err);
     }
-    ring_ = std::make_unique<Ring>(segment_fd, static_cast<char*>(p), ring, side, max_message);
+    std::shared_ptr<Segment> segment;
+    try {
+        segment = std::make_shared<Segment>(segment_fd, static_cast<char*>(p), ring);
+    } catch (...) {
+        ::munmap(p, segment_bytes(ring));
+        ::close(segment_fd);
+        throw;
+    }
+    ring_ = std::make_unique<Ring>(std::move(segment), side, max_message);
 }
 
-int ShmChannel::segment_fd() const noexcept { return ring_ ? ring_->segment_fd : -1; }
+int ShmChannel::segment_fd() const noexcept { return ring_ && socket_.is_open() ? ring_->segment->fd : -1; }
 
 int ShmChannel::segment_side() const noexcept { return ring_ ? ring_->side : 0; }
 
@@ -602,7 +608,6 @@ void ShmChannel::close() noexcept {
     if (ring_ && socket_.is_open()) {
         // A writer that sends next rings, and learns (EPIPE) whether any reader is left.
         ring_->in->bell.arm();
-        close_fd(ring_->segment_fd);
         ring_->close_readiness();
     }
     socket_.close();

@@ -114,8 +114,9 @@ public:
     /// The side channel itself, for users of a ring-less end that speak FdChannel directly.
     FdChannel& socket() noexcept { return socket_; }
 
-    /// Closes this end's descriptors (the peer sees end of stream once every copy is closed). The
-    /// mapping stays until the object is destroyed, so a thread still inside a call cannot fault.
+    /// Closes this end's socket (the peer sees end of stream once every copy is closed). The
+    /// segment's descriptor and mapping stay until the object is destroyed (shared with the other
+    /// end when both were made here), so that a thread still inside a call cannot fault.
     void close() noexcept;
 
     /// Sends one message made of `parts` (gathered), with `fds` attached. Blocks while the ring
