@@ -26,22 +26,13 @@
 #include "zmp/transport/shm_channel.hpp"
 
 using namespace std::chrono_literals;
+using test_util::pattern;
 using zmp::transport::ChannelMessage;
 using zmp::transport::ShmChannel;
 using zmp::transport::ShmChannelOptions;
 namespace layout = zmp::transport::shm_layout;
 
 namespace {
-
-std::string pattern(std::size_t size, unsigned seed) {
-    std::string s(size, '\0');
-    std::uint32_t x = seed * 2654435761u + 1;
-    for (char& c : s) {
-        x = x * 1664525u + 1013904223u;
-        c = static_cast<char>(x >> 24);
-    }
-    return s;
-}
 
 void send(ShmChannel& ch, const std::string& s) { ch.send(s.data(), s.size()); }
 
@@ -229,19 +220,25 @@ TEST_CASE("garbage written into the ring is a ProtocolError, never a crash or a 
 
 TEST_CASE("a writer that died inside a message is followed by an abort: the reader drops what it had") {
     auto [a, b] = ShmChannel::pair({.ring_bytes = 4096});
-    // A writer that takes the lock, publishes the first chunk of a three-chunk message and dies
-    // holding the lock, as one SIGKILLed there would (its robust mutex then reports its death).
+    const bool after_marker = GENERATE(false, true);
+    // A writer that takes the lock, publishes the first chunk of a three-chunk message (and, in the
+    // second case, the marker that sends the rest to the socket) and dies holding the lock, as one
+    // SIGKILLed there would: its robust mutex then reports the death to the next writer.
     const int code = test_util::in_child([&] {
         Mapped m(a.segment_fd());
         auto& producer = m.control(0).producer;
         if (pthread_mutex_lock(&producer.lock) != 0) return 1;
-        const std::string part(100, 'p');
         std::string record(sizeof(layout::Record), '\0');
         const layout::Record r{layout::kChunk, layout::kFirst, 100, 300};
         std::memcpy(record.data(), &r, sizeof r);
-        record += part;
+        record += std::string(100, 'p');
         producer.in_message.store(1);
         m.publish(0, record.data(), record.size());
+        if (after_marker) {
+            const layout::Record marker{layout::kToSocket, 0, 0, 0};
+            producer.marker_pending.store(1);
+            m.publish(0, &marker, sizeof marker);
+        }
         ::_exit(0);  // with the lock held
         return 0;
     });

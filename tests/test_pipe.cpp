@@ -20,6 +20,7 @@
 #include "zmp/transport/shm_channel.hpp"
 
 using namespace std::chrono_literals;
+using test_util::pattern;
 using test_util::seconds_since;
 using Clock = std::chrono::steady_clock;
 
@@ -284,16 +285,6 @@ struct SharedCounter {
     void* page;
     std::atomic<long>* value;
 };
-
-std::string pattern(std::size_t size, unsigned seed) {
-    std::string s(size, '\0');
-    std::uint32_t x = seed * 2654435761u + 1;
-    for (char& c : s) {
-        x = x * 1664525u + 1013904223u;
-        c = static_cast<char>(x >> 24);
-    }
-    return s;
-}
 
 bool fd_readable(int fd) {
     pollfd p{fd, POLLIN, 0};

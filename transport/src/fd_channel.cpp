@@ -76,16 +76,7 @@ void FdChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
 bool FdChannel::recv(ChannelMessage& out) {
     out.fds.clear();
     out.size = 0;
-    return recv(
-        [&out](std::size_t size) {
-            if (size > out.capacity || !out.data) {
-                out.data.reset(new char[size > 0 ? size : 1]);
-                out.capacity = size;
-            }
-            out.size = size;
-            return out.data.get();
-        },
-        out.fds);
+    return recv([&out](std::size_t size) { return out.reserve(size); }, out.fds);
 }
 
 bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vector<int>& fds) {

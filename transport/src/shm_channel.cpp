@@ -378,28 +378,36 @@ struct ShmChannel::Ring {
             room(tail, 2 * kRecord) >= 2 * kRecord && kind == kWhole && !fds.empty() ? kRingMode : kSocketMode;
         const Record marker{kToSocket, 0, 0, 0};
         copy_to_ring(out_data, capacity, tail, reinterpret_cast<const char*>(&marker), kRecord);
+        out->producer.marker_pending.store(1, relaxed);
         publish(tail + kRecord, socket_fd);
         send_frame(socket_fd, kind, size, rest, fds, next);
+        out->producer.marker_pending.store(0, relaxed);
     }
 
     // Called by a writer that took the lock from a writer that died holding it.
     void repair_writer(int socket_fd) {
         ProducerSide& p = out->producer;
         if (p.in_frame.load(relaxed) != 0) {
-            p.torn.store(1, relaxed);
+            p.torn.store(1, relaxed);  // part of a frame is on the socket: nothing can follow it
             return;
         }
+        // Where the reader will look next: the socket if the dead writer published a marker and
+        // did not get to send its frame (the next frame stands in for it).
+        const bool socket_next = p.mode.load(relaxed) == kSocketMode || p.marker_pending.load(relaxed) != 0;
         if (p.in_message.load(relaxed) != 0) {
             // Its reader holds the start of a message that will never end: tell it to drop it.
-            const std::uint64_t tail = p.tail.load(relaxed);
-            if (p.mode.load(relaxed) == kRingMode) {
+            if (!socket_next) {  // the dead writer left room for this marker, as every writer does
+                const std::uint64_t tail = p.tail.load(relaxed);
                 const Record marker{kToSocket, 0, 0, 0};
                 copy_to_ring(out_data, capacity, tail, reinterpret_cast<const char*>(&marker), kRecord);
                 publish(tail + kRecord, socket_fd);
             }
             send_frame(socket_fd, kAbort, 0, nullptr, {}, kSocketMode);
             p.in_message.store(0, relaxed);
+        } else if (socket_next) {
+            p.mode.store(kSocketMode, relaxed);
         }
+        p.marker_pending.store(0, relaxed);
         ring_bell(socket_fd, true);  // it may have died between a publish and its doorbell
     }
 
@@ -677,16 +685,7 @@ void ShmChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
 bool ShmChannel::recv(ChannelMessage& out) {
     out.fds.clear();
     out.size = 0;
-    return recv(
-        [&out](std::size_t size) {
-            if (size > out.capacity || !out.data) {
-                out.data.reset(new char[size > 0 ? size : 1]);
-                out.capacity = size;
-            }
-            out.size = size;
-            return out.data.get();
-        },
-        out.fds);
+    return recv([&out](std::size_t size) { return out.reserve(size); }, out.fds);
 }
 
 bool ShmChannel::recv(const std::function<char*(std::size_t)>& storage, std::vector<int>& fds) {

@@ -53,12 +53,13 @@ struct alignas(64) Doorbell {
 
 struct alignas(64) ProducerSide {
     pthread_mutex_t lock;
-    std::atomic<std::uint64_t> tail;         // bytes published
-    std::atomic<std::uint32_t> mode;         // where the next message goes
-    std::atomic<std::uint32_t> in_message;   // chunks of an unfinished message are published
-    std::atomic<std::uint32_t> in_frame;     // a frame is being written to the socket
-    std::atomic<std::uint32_t> reader_gone;  // EPIPE seen: every copy of the reader's end is closed
-    std::atomic<std::uint32_t> torn;         // a writer died inside a frame: the stream is lost
+    std::atomic<std::uint64_t> tail;            // bytes published
+    std::atomic<std::uint32_t> mode;            // where the next message goes
+    std::atomic<std::uint32_t> in_message;      // chunks of an unfinished message are published
+    std::atomic<std::uint32_t> marker_pending;  // a marker is published, its frame not yet sent
+    std::atomic<std::uint32_t> in_frame;        // a frame is being written to the socket
+    std::atomic<std::uint32_t> reader_gone;     // EPIPE seen: every copy of the reader's end is closed
+    std::atomic<std::uint32_t> torn;            // a writer died inside a frame: the stream is lost
 };
 
 struct alignas(64) ConsumerSide {

@@ -31,6 +31,16 @@ struct ChannelMessage {
     std::size_t size = 0;
     std::size_t capacity = 0;
     std::vector<int> fds;
+
+    /// Room for a message of `n` bytes (the storage a channel's recv() asks for).
+    char* reserve(std::size_t n) {
+        if (n > capacity || !data) {
+            data.reset(new char[n > 0 ? n : 1]);
+            capacity = n;
+        }
+        size = n;
+        return data.get();
+    }
 };
 
 class FdChannel {
