@@ -109,18 +109,32 @@ private:
 // ---- the adaptive spin -------------------------------------------------------------------------
 //
 // A reader spins only while it pays. Spinning pays when the peer runs at the same time on another
-// core; it costs when a runnable thread (perhaps the very peer that is to answer) waits for this
-// core. So nothing spins while the machine has more runnable threads than this process has cores
-// (sampled from /proc/loadavg every few milliseconds), and otherwise a reader's budget doubles
-// after each wait the spin caught and after each sleep that ended within kMaxSpin (a longer spin
-// would have caught it), and halves after each wait that outlasted it, down to kMinSpin. A reader
-// inside a message (the next chunk is on its way) and a writer waiting for room spin up to
-// kStreamSpin. (sched_yield() does not help: the scheduler gives the core back at once.)
+// core; it costs when a runnable thread (perhaps the very peer that is to answer) waits for a
+// core. So nothing spins while the machine has more runnable threads than online cores (sampled
+// from /proc/loadavg every few milliseconds), and otherwise a reader's budget doubles after each
+// wait the spin caught and after each sleep that ended within kMaxSpin (a longer spin would have
+// caught it), and halves after each wait that outlasted it, down to kMinSpin. A reader inside a
+// message (the next chunk is on its way) and a writer waiting for room spin up to kStreamSpin.
+// (sched_yield() does not help: the scheduler gives the core back at once.) ZMP_SPIN=always in
+// the environment spins whatever the load (processes pinned to cores of their own, on a machine
+// busy elsewhere); ZMP_SPIN=never does not spin at all.
 
 constexpr std::int64_t kMinSpinNs = 500;
 constexpr std::int64_t kMaxSpinNs = 50'000;
 constexpr std::int64_t kStreamSpinNs = 100'000;
 constexpr auto kLoadSample = std::chrono::milliseconds(4);
+
+enum class SpinPolicy { automatic, always, never };
+
+SpinPolicy spin_policy() {
+    static const SpinPolicy policy = [] {
+        const char* value = std::getenv("ZMP_SPIN");
+        if (value != nullptr && std::strcmp(value, "always") == 0) return SpinPolicy::always;
+        if (value != nullptr && std::strcmp(value, "never") == 0) return SpinPolicy::never;
+        return SpinPolicy::automatic;
+    }();
+    return policy;
+}
 
 // Runnable threads on the machine right now (the fourth field of /proc/loadavg: "R/T"), or -1.
 int runnable_threads() {
@@ -139,33 +153,43 @@ int runnable_threads() {
     return field != nullptr ? std::atoi(field) : -1;
 }
 
-// Whether more threads want to run than this process has cores, smoothed over a few samples.
+// Whether more threads want to run than there are cores, smoothed over a few samples.
 bool cores_contended() {
     static std::atomic<std::int64_t> next_sample{0};
     static std::atomic<int> smoothed_x4{0};  // four times the smoothed runnable count
-    static const int cores = [] {
-        cpu_set_t set;
-        return ::sched_getaffinity(0, sizeof set, &set) == 0 ? std::max(1, CPU_COUNT(&set)) : 1;
-    }();
+    static std::atomic<bool> contended{false};
+    static const int cores = static_cast<int>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
     const std::int64_t now = Clock::now().time_since_epoch().count();
     std::int64_t due = next_sample.load(relaxed);
     if (now >= due && next_sample.compare_exchange_strong(due, now + std::chrono::nanoseconds(kLoadSample).count())) {
         const int runnable = runnable_threads();
         if (runnable >= 0) smoothed_x4.store((3 * smoothed_x4.load(relaxed) + 4 * runnable + 2) / 4, relaxed);
+        // Hysteresis: contended above one thread more than the cores, free again at their count.
+        const int load_x4 = smoothed_x4.load(relaxed);
+        if (load_x4 > 4 * (cores + 1))
+            contended.store(true, relaxed);
+        else if (load_x4 <= 4 * cores)
+            contended.store(false, relaxed);
     }
-    // Hysteresis: contended above one thread more than the cores, free again at the cores' count.
-    static std::atomic<bool> contended{false};
-    const int load_x4 = smoothed_x4.load(relaxed);
-    if (load_x4 > 4 * (cores + 1))
-        contended.store(true, relaxed);
-    else if (load_x4 <= 4 * cores)
-        contended.store(false, relaxed);
     return contended.load(relaxed);
+}
+
+// Whether a waiter may spin now.
+bool spinning_pays() {
+    switch (spin_policy()) {
+        case SpinPolicy::always:
+            return true;
+        case SpinPolicy::never:
+            return false;
+        case SpinPolicy::automatic:
+            break;
+    }
+    return !cores_contended();
 }
 
 template <class Ready>
 bool spin_until(Ready&& ready, std::int64_t budget_ns, const Deadline& deadline) {
-    if (cores_contended()) return ready();
+    if (!spinning_pays()) return ready();
     const auto start = Clock::now();
     auto stop = start + std::chrono::nanoseconds(budget_ns);
     if (deadline && *deadline < stop) stop = *deadline;

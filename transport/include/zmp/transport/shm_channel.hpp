@@ -23,6 +23,8 @@
 //    machine has more runnable threads than cores: then a spinner would only keep a core from
 //    someone, perhaps from the peer that is to answer, and the channel behaves as a socket does
 //    (a doorbell and a wake-up per message, but the bytes still go through shared memory).
+//    ZMP_SPIN=always (processes pinned to cores of their own on a machine busy elsewhere) or
+//    ZMP_SPIN=never in the environment overrides that judgement.
 //  - A full ring does not need a second sleeping place: a writer that cannot get room within a
 //    bounded spin moves the rest of its message, and the messages after it, onto the socket (a
 //    marker in the ring says where the stream continues), where the kernel blocks it and raises
