@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <optional>
 #include <thread>
 
 #include "runtime/runtime.hpp"
@@ -20,6 +21,7 @@
 #include "zmp/process.hpp"
 #include "zmp/sync.hpp"
 #include "zmp/transport/codec.hpp"
+#include "zmp/transport/zsocket.hpp"
 
 extern char** environ;
 
@@ -194,4 +196,44 @@ TEST_CASE("when the broker dies, calls that need it raise ProcessError instead o
         CHECK(lock.acquire(false));
         lock.release();
     }
+}
+
+TEST_CASE("a wait whose timeout is near INT64_MAX nanoseconds waits for ever instead of timing out at once") {
+    using namespace zmp::detail::sync;
+    zmp::Condition cond;  // a Condition's waits always go through the broker
+    auto& rt = Runtime::instance();
+    zmq::socket_t raw = zmp::transport::open_socket(rt.context(), zmq::socket_type::dealer);
+    raw.connect(rt.broker_endpoint());
+    std::uint64_t rid = 0;
+    auto request = [&](Op op, std::uint64_t object, std::initializer_list<std::int64_t> args) {
+        msgpack::sbuffer out;
+        encode_request(out, op, object, ++rid, args);
+        raw.send(zmq::buffer(out.data(), out.size()), zmq::send_flags::none);
+        return rid;
+    };
+    auto reply_within = [&](std::chrono::milliseconds wait) -> std::optional<Reply> {
+        zmq::pollitem_t item{raw.handle(), 0, ZMQ_POLLIN, 0};
+        if (zmq::poll(&item, 1, wait) == 0) return std::nullopt;
+        zmq::message_t m;
+        REQUIRE(raw.recv(m));
+        return decode_reply(m.data(), m.size());
+    };
+    request(Op::hello, 0, {::getpid(), 424242});
+    REQUIRE(reply_within(60s)->status == Status::ok);
+    const std::uint64_t wait_rid = request(Op::cond_wait, cond.ref().id, {INT64_MAX});
+    const auto registered = reply_within(60s);
+    REQUIRE(registered);
+    CHECK(registered->rid == wait_rid);
+    CHECK(registered->status == Status::registered);
+    // An overflowing deadline lands in the past and is answered "timed out" on the broker's next
+    // turn; a saturated one is not answered until notified.
+    CHECK_FALSE(reply_within(300ms));
+    {
+        std::lock_guard g(cond);
+        cond.notify_all();
+    }
+    const auto notified = reply_within(60s);
+    REQUIRE(notified);
+    CHECK(notified->rid == wait_rid);
+    CHECK(notified->value(0) == 1);
 }

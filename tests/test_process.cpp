@@ -471,7 +471,8 @@ TEST_CASE("a daemon child dies when its parent is SIGKILLed") {
     REQUIRE(daemon_fd >= 0);
     parent.kill();
     parent.join();
-    CHECK(zmp::detail::wait_fd_readable(daemon_fd, 30.0));  // the daemon is gone
+    CHECK(zmp::detail::wait_fd_readable(daemon_fd,
+                                        zmp::detail::Deadline::after(zmp::Seconds(30))));  // the daemon is gone
     ::close(daemon_fd);
 }
 
@@ -486,7 +487,7 @@ TEST_CASE("a daemon started from a thread other than main also dies with its par
     REQUIRE(daemon_fd >= 0);
     parent.kill();
     parent.join();
-    CHECK(zmp::detail::wait_fd_readable(daemon_fd, 30.0));
+    CHECK(zmp::detail::wait_fd_readable(daemon_fd, zmp::detail::Deadline::after(zmp::Seconds(30))));
     ::close(daemon_fd);
 }
 

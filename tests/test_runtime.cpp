@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "base/fork.hpp"
 #include "runtime/runtime.hpp"
 #include "test_util.hpp"
 #include "zmp/pipe.hpp"
@@ -80,13 +81,13 @@ TEST_CASE("a forked child makes its own ZeroMQ context and sockets and exits cle
     std::vector<zmq::message_t> frames;
     zmp::transport::send_message(parent_socket, {zmq::const_buffer("warm", 4)});
     REQUIRE(zmp::transport::recv_message(server, frames, 1, 30s));
-    const std::uint64_t parent_generation = rt.generation();
+    const std::uint64_t parent_generation = zmp::detail::fork_generation();
 
     auto [done_reader, done_writer] = zmp::Pipe(false);
     zmp::Process child([&, r = done_reader]() mutable {
         Runtime& crt = Runtime::instance();
         zmq::socket_ref mine = crt.thread_socket("push", make_push);
-        const bool fresh = mine.handle() != parent_handle && crt.generation() != parent_generation;
+        const bool fresh = mine.handle() != parent_handle && zmp::detail::fork_generation() != parent_generation;
         std::string text = fresh ? "fresh socket" : "inherited socket";
         zmp::transport::send_message(mine, {zmq::const_buffer(text.data(), text.size())});
         (void)r.recv<int>();  // ZeroMQ delivers at most once: wait until the parent has it

@@ -295,7 +295,7 @@ TEST_CASE("a SIGKILLed fork server is restarted by the next start()") {
     REQUIRE(::kill(*server, SIGKILL) == 0);
     const int server_fd = zmp::detail::open_pidfd(*server);
     if (server_fd >= 0) {
-        zmp::detail::wait_fd_readable(server_fd, 30.0);
+        zmp::detail::wait_fd_readable(server_fd, zmp::detail::Deadline::after(zmp::Seconds(30)));
         ::close(server_fd);
     }
 

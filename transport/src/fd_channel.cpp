@@ -8,7 +8,9 @@
 #include <cstring>
 
 #include "socket_io.hpp"
-#include "zmp/transport/errors.hpp"
+#include "zmp/detail/deadline.hpp"
+#include "zmp/detail/error_texts.hpp"
+#include "zmp/errors.hpp"
 
 namespace zmp::transport {
 namespace {
@@ -20,7 +22,7 @@ struct Header {
     std::uint32_t magic;
 };
 constexpr std::uint32_t kMagic = 0x7a6d7046;  // "zmpF"
-using detail::kMaxFds;
+using socket_io::kMaxFds;
 
 }  // namespace
 
@@ -57,7 +59,7 @@ void FdChannel::send(const void* data, std::size_t size, std::span<const int> fd
 }
 
 void FdChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
-    if (fd_ < 0) throw OSError("handle is closed", EBADF);
+    if (fd_ < 0) throw OSError(zmp::detail::texts::kHandleClosed, EBADF);
     if (fds.size() > kMaxFds) throw ValueError("too many file descriptors in one message");
     std::uint64_t total = 0;
     for (const iovec& p : parts) total += p.iov_len;
@@ -70,7 +72,7 @@ void FdChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
     iov.reserve(parts.size() + 1);
     iov.push_back({&header, sizeof header});
     iov.insert(iov.end(), parts.begin(), parts.end());
-    detail::send_all(fd_, iov, fds);
+    socket_io::send_all(fd_, iov, fds);
 }
 
 bool FdChannel::recv(ChannelMessage& out) {
@@ -80,7 +82,7 @@ bool FdChannel::recv(ChannelMessage& out) {
 }
 
 bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vector<int>& fds) {
-    if (fd_ < 0) throw OSError("handle is closed", EBADF);
+    if (fd_ < 0) throw OSError(zmp::detail::texts::kHandleClosed, EBADF);
     if (broken_) throw ProtocolError("channel is unusable after an earlier framing error");
     const std::size_t fds_before = fds.size();
     auto drop_fds = [&] {
@@ -92,7 +94,7 @@ bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vect
     Header header{};
     std::size_t got = 0;
     while (got < sizeof header) {
-        const ssize_t n = detail::recv_some(fd_, reinterpret_cast<char*>(&header) + got, sizeof header - got, fds);
+        const ssize_t n = socket_io::recv_some(fd_, reinterpret_cast<char*>(&header) + got, sizeof header - got, fds);
         if (n == 0) {  // end of stream; a message the peer did not finish is dropped
             drop_fds();
             return false;
@@ -112,7 +114,7 @@ bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vect
     }
     const auto size = static_cast<std::size_t>(header.size);
     char* data = storage(size);
-    if (detail::read_fully(fd_, data, size) != size) {
+    if (socket_io::read_fully(fd_, data, size) != size) {
         drop_fds();
         return false;
     }
@@ -120,8 +122,10 @@ bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vect
 }
 
 bool FdChannel::poll(int timeout_ms) const {
-    if (fd_ < 0) throw OSError("handle is closed", EBADF);
-    return detail::wait_readable(fd_, timeout_ms);
+    if (fd_ < 0) throw OSError(zmp::detail::texts::kHandleClosed, EBADF);
+    return socket_io::wait_readable(fd_, timeout_ms < 0
+                                             ? zmp::detail::Deadline::never()
+                                             : zmp::detail::Deadline::after_ns(std::int64_t{timeout_ms} * 1'000'000));
 }
 
 }  // namespace zmp::transport

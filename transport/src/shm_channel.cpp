@@ -23,14 +23,16 @@
 
 #include "shm_layout.hpp"
 #include "socket_io.hpp"
-#include "zmp/transport/errors.hpp"
+#include "zmp/detail/deadline.hpp"
+#include "zmp/detail/error_texts.hpp"
+#include "zmp/errors.hpp"
 
 namespace zmp::transport {
 namespace {
 
 using namespace shm_layout;
 using Clock = std::chrono::steady_clock;
-using Deadline = std::optional<Clock::time_point>;
+using zmp::detail::Deadline;
 constexpr auto relaxed = std::memory_order_relaxed;
 constexpr auto acquire = std::memory_order_acquire;
 constexpr auto release = std::memory_order_release;
@@ -61,13 +63,12 @@ void init_robust_mutex(pthread_mutex_t* m) {
 class SharedLock {
 public:
     explicit SharedLock(pthread_mutex_t* m) : m_(m) { finish(pthread_mutex_lock(m_)); }
-    SharedLock(pthread_mutex_t* m, const Clock::time_point& deadline) : m_(m) {
-        const auto since_epoch = deadline.time_since_epoch();
-        const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
-        timespec at{
-            static_cast<time_t>(secs.count()),
-            static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count())};
-        if (since_epoch.count() < 0) at = {0, 0};
+    SharedLock(pthread_mutex_t* m, const Deadline& deadline) : m_(m) {
+        if (deadline.is_never()) {
+            finish(pthread_mutex_lock(m_));
+            return;
+        }
+        const timespec at = deadline.monotonic_timespec();
         const int rc = pthread_mutex_clocklock(m_, CLOCK_MONOTONIC, &at);
         if (rc == ETIMEDOUT) {
             m_ = nullptr;
@@ -192,7 +193,7 @@ bool spin_until(Ready&& ready, std::int64_t budget_ns, const Deadline& deadline)
     if (!spinning_pays()) return ready();
     const auto start = Clock::now();
     auto stop = start + std::chrono::nanoseconds(budget_ns);
-    if (deadline && *deadline < stop) stop = *deadline;
+    if (deadline.time_or_max() < stop) stop = deadline.time_or_max();
     for (unsigned i = 1;; ++i) {
         if (ready()) return true;
         cpu_relax();
@@ -383,7 +384,7 @@ struct ShmChannel::Ring {
         if (rest != nullptr) rest->append_rest(iov);
         p.in_frame.store(1, relaxed);
         try {
-            detail::send_all(socket_fd, iov, fds);
+            socket_io::send_all(socket_fd, iov, fds);
         } catch (const OSError& e) {
             p.in_frame.store(0, relaxed);
             if (e.code() == EPIPE || e.code() == ECONNRESET) p.reader_gone.store(1, relaxed);
@@ -446,13 +447,10 @@ struct ShmChannel::Ring {
     // Sleeps on the socket until something arrives: doorbells (taken), a frame's start (left for
     // the reader), end of stream, or the deadline.
     Woke sleep_on_socket(int socket_fd, const Deadline& deadline) {
-        if (deadline) {
-            const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now()).count();
-            if (left <= 0 || !detail::wait_readable(socket_fd, static_cast<int>(std::min<long long>(left, 2000000000))))
-                return Woke::timeout;
-        }
+        if (!deadline.is_never() && !socket_io::wait_readable(socket_fd, deadline)) return Woke::timeout;
         unsigned char bytes[16];
-        const ssize_t n = detail::peek_some(socket_fd, bytes, sizeof bytes, deadline ? MSG_DONTWAIT : 0);
+        // Without a deadline, the peek itself is where the reader sleeps.
+        const ssize_t n = socket_io::peek_some(socket_fd, bytes, sizeof bytes, deadline.is_never() ? 0 : MSG_DONTWAIT);
         if (n == 0) return Woke::end;
         if (n < 0) return Woke::nothing;  // another reader took it
         if (bytes[0] == kTag) return Woke::frame;
@@ -509,7 +507,7 @@ struct ShmChannel::Ring {
         if (!ready && in->consumer.mode.load(relaxed) == kRingMode) {
             // Doorbells for messages already taken would make the socket look readable.
             unsigned char bytes[16];
-            const ssize_t n = detail::peek_some(socket_fd, bytes, sizeof bytes, MSG_DONTWAIT);
+            const ssize_t n = socket_io::peek_some(socket_fd, bytes, sizeof bytes, MSG_DONTWAIT);
             if (n > 0) take_bells(socket_fd, bytes, static_cast<std::size_t>(n));
             ready = available();
         }
@@ -653,9 +651,9 @@ void ShmChannel::send(const void* data, std::size_t size, std::span<const int> f
 void ShmChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
     if (!ring_) return socket_.send(parts, fds);
     const int fd = socket_.fd();
-    if (fd < 0) throw OSError("handle is closed", EBADF);
+    if (fd < 0) throw OSError(zmp::detail::texts::kHandleClosed, EBADF);
     Ring& r = *ring_;
-    if (fds.size() > detail::kMaxFds) throw ValueError("too many file descriptors in one message");
+    if (fds.size() > socket_io::kMaxFds) throw ValueError("too many file descriptors in one message");
     std::uint64_t total = 0;
     for (const iovec& part : parts) total += part.iov_len;
     if (total > r.max_message) {
@@ -687,7 +685,7 @@ void ShmChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
         const std::uint64_t length = std::min(left, chunk);
         const std::uint64_t need = kRecord + pad16(length) + kRecord;  // and room for a marker after it
         if (r.room(tail, need) < need) {
-            if (!spin_until([&] { return r.room(tail, need) >= need; }, kStreamSpinNs, std::nullopt)) {
+            if (!spin_until([&] { return r.room(tail, need) >= need; }, kStreamSpinNs, Deadline::never())) {
                 r.spill(fd, tail, first ? kWhole : kRest, left, &rest, {});
                 break;
             }
@@ -715,7 +713,7 @@ bool ShmChannel::recv(ChannelMessage& out) {
 bool ShmChannel::recv(const std::function<char*(std::size_t)>& storage, std::vector<int>& fds) {
     if (!ring_) return socket_.recv(storage, fds);
     const int fd = socket_.fd();
-    if (fd < 0) throw OSError("handle is closed", EBADF);
+    if (fd < 0) throw OSError(zmp::detail::texts::kHandleClosed, EBADF);
     Ring& r = *ring_;
     if (r.broken) throw ProtocolError("channel is unusable after an earlier framing error");
     ConsumerSide& c = r.in->consumer;
@@ -749,7 +747,7 @@ bool ShmChannel::recv(const std::function<char*(std::size_t)>& storage, std::vec
                 unsigned char bytes[1 + sizeof header];
                 while (have < sizeof header) {
                     const std::size_t want = tagged ? sizeof header - have : sizeof bytes;
-                    const ssize_t n = detail::recv_some(fd, bytes, want, fds);
+                    const ssize_t n = socket_io::recv_some(fd, bytes, want, fds);
                     if (n == 0) return end_of_stream();
                     std::size_t i = 0;
                     if (!tagged) {
@@ -785,14 +783,14 @@ bool ShmChannel::recv(const std::function<char*(std::size_t)>& storage, std::vec
                 }
                 c.in_message.store(1, relaxed);
                 const auto size = static_cast<std::size_t>(header.size);
-                if (detail::read_fully(fd, message.data + message.got, size) != size) return end_of_stream();
+                if (socket_io::read_fully(fd, message.data + message.got, size) != size) return end_of_stream();
                 c.in_message.store(0, relaxed);
                 c.mode.store(header.next, relaxed);
                 r.settle(fd);
                 return true;
             }
 
-            if (r.wait_record(fd, std::nullopt, message.started) == Ring::Wake::end) return end_of_stream();
+            if (r.wait_record(fd, Deadline::never(), message.started) == Ring::Wake::end) return end_of_stream();
             // A record is there. Everything in it is checked against what this end knows.
             std::uint64_t head = c.head.load(relaxed);
             const std::uint64_t tail = r.in->producer.tail.load(acquire);
@@ -840,11 +838,13 @@ bool ShmChannel::recv(const std::function<char*(std::size_t)>& storage, std::vec
 bool ShmChannel::poll(int timeout_ms) {
     if (!ring_) return socket_.poll(timeout_ms);
     const int fd = socket_.fd();
-    if (fd < 0) throw OSError("handle is closed", EBADF);
+    if (fd < 0) throw OSError(zmp::detail::texts::kHandleClosed, EBADF);
     Ring& r = *ring_;
     if (r.broken || r.eof) return true;
     ConsumerSide& c = r.in->consumer;
-    if (c.mode.load(relaxed) == kSocketMode) return detail::wait_readable(fd, timeout_ms);
+    const Deadline deadline =
+        timeout_ms < 0 ? Deadline::never() : Deadline::after_ns(std::int64_t{timeout_ms} * 1'000'000);
+    if (c.mode.load(relaxed) == kSocketMode) return socket_io::wait_readable(fd, deadline);
     if (r.available()) return true;
     if (timeout_ms == 0) {
         // A look without waiting. A doorbell seen before an empty ring is stale (it was rung after
@@ -852,24 +852,16 @@ bool ShmChannel::poll(int timeout_ms) {
         // what follows it, end of stream, can be seen.
         for (;;) {
             unsigned char bytes[16];
-            const ssize_t n = detail::peek_some(fd, bytes, sizeof bytes, MSG_DONTWAIT);
+            const ssize_t n = socket_io::peek_some(fd, bytes, sizeof bytes, MSG_DONTWAIT);
             if (n == 0 || r.available()) return true;
             if (n < 0) return false;
             if (bytes[0] != kBell) return true;  // a frame without a marker: recv() will say what is wrong
             Ring::take_bells(fd, bytes, static_cast<std::size_t>(n));
         }
     }
-    const Deadline deadline =
-        timeout_ms < 0 ? Deadline{} : Deadline{Clock::now() + std::chrono::milliseconds(timeout_ms)};
-    std::optional<SharedLock> lock;
-    if (deadline) {
-        SharedLock timed(&c.lock, *deadline);
-        if (!timed.held()) return r.available();
-        lock.emplace(std::move(timed));
-    } else {
-        lock.emplace(&c.lock);
-    }
-    if (lock->owner_died && c.in_message.load(relaxed) != 0) c.broken.store(1, relaxed);
+    SharedLock lock(&c.lock, deadline);
+    if (!lock.held()) return r.available();
+    if (lock.owner_died && c.in_message.load(relaxed) != 0) c.broken.store(1, relaxed);
     if (c.broken.load(relaxed) != 0) return true;
     const Ring::Wake woke = r.wait_record(fd, deadline);
     r.settle(fd);
@@ -879,7 +871,7 @@ bool ShmChannel::poll(int timeout_ms) {
 int ShmChannel::readiness_fd() {
     if (!ring_) return socket_.fd();
     const int fd = socket_.fd();
-    if (fd < 0) throw OSError("handle is closed", EBADF);
+    if (fd < 0) throw OSError(zmp::detail::texts::kHandleClosed, EBADF);
     Ring& r = *ring_;
     if (r.epoll_fd < 0) {
         int event_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -6,13 +6,12 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <climits>
 #include <cstring>
 
-#include "zmp/transport/errors.hpp"
+#include "zmp/errors.hpp"
 
-namespace zmp::transport::detail {
+namespace zmp::transport::socket_io {
 
 void send_all(int fd, std::vector<iovec>& iov, std::span<const int> fds) {
     std::vector<char> control;
@@ -107,20 +106,14 @@ std::size_t read_fully(int fd, char* data, std::size_t size) {
     return done;
 }
 
-bool wait_readable(int fd, int timeout_ms) {
+bool wait_readable(int fd, const zmp::detail::Deadline& deadline) {
     pollfd p{fd, POLLIN, 0};
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     for (;;) {
-        int rc = ::poll(&p, 1, timeout_ms);
+        const int rc = ::poll(&p, 1, deadline.poll_ms());
         if (rc > 0) return true;
-        if (rc == 0) return false;
-        if (errno != EINTR) throw_os_error("poll on channel", errno);
-        if (timeout_ms >= 0) {
-            auto left =
-                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-            timeout_ms = left.count() > 0 ? static_cast<int>(left.count()) : 0;
-        }
+        if (rc == 0 && deadline.passed()) return false;
+        if (rc < 0 && errno != EINTR) throw_os_error("poll on channel", errno);
     }
 }
 
-}  // namespace zmp::transport::detail
+}  // namespace zmp::transport::socket_io

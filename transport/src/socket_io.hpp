@@ -10,7 +10,9 @@
 #include <span>
 #include <vector>
 
-namespace zmp::transport::detail {
+#include "zmp/detail/deadline.hpp"
+
+namespace zmp::transport::socket_io {
 
 /// Most descriptors one message may carry: below the kernel's SCM_MAX_FD (253).
 inline constexpr std::uint32_t kMaxFds = 250;
@@ -33,8 +35,8 @@ ssize_t peek_some(int fd, void* data, std::size_t size, int flags = 0);
 /// Reads exactly `size` bytes unless the stream ends first; returns the count read. Throws OSError.
 std::size_t read_fully(int fd, char* data, std::size_t size);
 
-/// Waits until `fd` is readable or has hung up, up to `timeout_ms` (negative: for ever); EINTR
-/// resumes with what is left of the timeout. True if it is.
-bool wait_readable(int fd, int timeout_ms);
+/// Waits until `fd` is readable or has hung up, or `deadline` passes; EINTR resumes with what is
+/// left. True if it is readable.
+bool wait_readable(int fd, const zmp::detail::Deadline& deadline);
 
-}  // namespace zmp::transport::detail
+}  // namespace zmp::transport::socket_io

@@ -3,7 +3,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "zmp/transport/errors.hpp"
+#include "zmp/detail/deadline.hpp"
+#include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
 
 namespace zmp::transport {
@@ -60,10 +61,9 @@ void StreamSender::send(const void* data, std::size_t size) {
 bool StreamSender::finish(std::chrono::milliseconds timeout) {
     const std::uint64_t count = sent_;
     send_message(socket_, {zmq::const_buffer(&kEnd, 1), zmq::const_buffer(&count, sizeof count)});
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = detail::Deadline::after(timeout);
     while (!finished_ || *finished_ != count) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (left.count() < 0 || !read_control(left)) return false;
+        if (!read_control(std::chrono::milliseconds(deadline.poll_ms())) && deadline.passed()) return false;
     }
     return true;
 }
@@ -79,13 +79,10 @@ void StreamReceiver::reply(const std::string& sender, char kind, std::uint64_t c
 }
 
 std::optional<StreamReceiver::Item> StreamReceiver::recv(std::optional<std::chrono::milliseconds> timeout) {
-    const auto deadline = timeout ? std::optional(std::chrono::steady_clock::now() + *timeout) : std::nullopt;
+    const auto deadline = timeout ? detail::Deadline::after(*timeout) : detail::Deadline::never();
     for (;;) {
         std::optional<std::chrono::milliseconds> left;
-        if (deadline) {
-            left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
-            if (left->count() < 0) left = std::chrono::milliseconds(0);
-        }
+        if (!deadline.is_never()) left = std::chrono::milliseconds(deadline.poll_ms());
         try {
             if (!recv_message(socket_, frames_, 3, left)) return std::nullopt;
         } catch (const ProtocolError&) {

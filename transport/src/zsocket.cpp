@@ -2,20 +2,10 @@
 
 #include <cerrno>
 
-#include "zmp/transport/errors.hpp"
+#include "zmp/detail/deadline.hpp"
+#include "zmp/errors.hpp"
 
 namespace zmp::transport {
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-long remaining_ms(std::optional<Clock::time_point> deadline) {
-    if (!deadline) return -1;
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now()).count();
-    return left > 0 ? static_cast<long>(left) : 0;
-}
-
-}  // namespace
 
 zmq::socket_t open_socket(zmq::context_t& context, zmq::socket_type type, const SocketOptions& options) {
     try {
@@ -43,14 +33,13 @@ std::string ipc_endpoint(std::string_view dir, std::string_view name) {
 }
 
 bool wait_readable(zmq::socket_ref socket, std::optional<std::chrono::milliseconds> timeout) {
-    std::optional<Clock::time_point> deadline;
-    if (timeout) deadline = Clock::now() + *timeout;
+    const auto deadline = timeout ? detail::Deadline::after(*timeout) : detail::Deadline::never();
     for (;;) {
         zmq_pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(&item, 1, remaining_ms(deadline));
+        const int rc = zmq_poll(&item, 1, deadline.poll_ms());
         if (rc > 0) return true;
-        if (rc == 0) return false;
-        if (zmq_errno() != EINTR) throw_os_error("zmq_poll", zmq_errno());
+        if (rc == 0 && deadline.passed()) return false;
+        if (rc < 0 && zmq_errno() != EINTR) throw_os_error("zmq_poll", zmq_errno());
     }
 }
 

@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "zmp/context.hpp"
+#include "zmp/detail/deadline.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/exceptions.hpp"
 #include "zmp/function.hpp"
@@ -119,15 +120,15 @@ public:
         state_->changed.notify_all();
     }
     /// Waits for a notify() since the last wait; false at the deadline.
-    bool wait_until(std::optional<std::chrono::steady_clock::time_point> deadline) {
+    bool wait_until(const Deadline& deadline) {
         std::unique_lock lock(state_->mutex);
         const std::size_t seen = state_->seen;
         auto arrived = [&] { return state_->count > seen; };
         bool ok = true;
-        if (!deadline)
+        if (deadline.is_never())
             state_->changed.wait(lock, arrived);
         else
-            ok = state_->changed.wait_until(lock, *deadline, arrived);
+            ok = state_->changed.wait_until(lock, *deadline.time(), arrived);
         state_->seen = state_->count;
         return ok;
     }
@@ -744,8 +745,7 @@ std::vector<Future<R>> as_completed(const std::vector<Future<R>>& futures, Timeo
     detail::CompletionSignal signal;
     for (const auto& f : pending) f.core()->add_done_callback([signal]() mutable { signal.notify(); });
     std::vector<Future<R>> order;
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout.value_or(Seconds(0)));
+    const auto deadline = detail::Deadline::after(timeout);
     while (!pending.empty()) {
         for (auto it = pending.begin(); it != pending.end();) {
             if (it->done()) {
@@ -756,7 +756,7 @@ std::vector<Future<R>> as_completed(const std::vector<Future<R>>& futures, Timeo
             }
         }
         if (pending.empty()) break;
-        if (!signal.wait_until(timeout ? std::optional(deadline) : std::nullopt)) {
+        if (!signal.wait_until(deadline)) {
             throw TimeoutError(std::to_string(pending.size()) + " (of " + std::to_string(total) +
                                ") futures unfinished");
         }
@@ -767,8 +767,7 @@ std::vector<Future<R>> as_completed(const std::vector<Future<R>>& futures, Timeo
 template <class R>
 std::optional<R> detail::StreamResult<R>::next(Timeout timeout) {
     std::unique_lock lock(mutex_);
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout.value_or(Seconds(0)));
+    const auto deadline = Deadline::after(timeout);
     for (;;) {
         std::optional<std::size_t> index;
         if (ordered_) {
@@ -789,9 +788,9 @@ std::optional<R> detail::StreamResult<R>::next(Timeout timeout) {
             if (error_) std::rethrow_exception(error_);  // the pool went away under the stream
             return std::nullopt;
         }
-        if (!timeout) {
+        if (deadline.is_never()) {
             changed_.wait(lock);
-        } else if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && !ready_ &&
+        } else if (changed_.wait_until(lock, *deadline.time()) == std::cv_status::timeout && !ready_ &&
                    (ordered_ ? pending_.count(next_index_) == 0 : arrival_.empty())) {
             throw TimeoutError("no result arrived in time");
         }

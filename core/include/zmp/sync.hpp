@@ -54,6 +54,7 @@
 #include <string>
 #include <type_traits>
 
+#include "zmp/detail/deadline.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/function.hpp"
 #include "zmp/timeout.hpp"
@@ -328,15 +329,13 @@ private:
 
 template <class Predicate>
 bool Condition::wait_for(Predicate pred, Timeout timeout) const {
-    using Clock = std::chrono::steady_clock;
-    std::optional<Clock::time_point> deadline;
-    if (timeout) deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(*timeout);
+    const auto deadline = detail::Deadline::after(timeout);
     bool result = static_cast<bool>(pred());
     while (!result) {
         Timeout left;
-        if (deadline) {
-            left = std::chrono::duration_cast<Seconds>(*deadline - Clock::now());
-            if (left->count() <= 0) break;
+        if (!deadline.is_never()) {
+            if (deadline.passed()) break;
+            left = std::chrono::duration_cast<Seconds>(deadline.remaining());
         }
         (void)wait(left);
         result = static_cast<bool>(pred());

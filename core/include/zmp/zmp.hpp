@@ -6,6 +6,7 @@
 #include "zmp/errors.hpp"
 #include "zmp/exceptions.hpp"
 #include "zmp/function.hpp"
+#include "zmp/logging.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/pool.hpp"
 #include "zmp/process.hpp"

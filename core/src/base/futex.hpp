@@ -13,13 +13,10 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
-#include <optional>
+
+#include "zmp/detail/deadline.hpp"
 
 namespace zmp::detail {
-
-using SteadyClock = std::chrono::steady_clock;
-/// An absolute deadline; empty: none.
-using Deadline = std::optional<SteadyClock::time_point>;
 
 enum class FutexWait { woken, timed_out };
 
@@ -28,13 +25,9 @@ enum class FutexWait { woken, timed_out };
 inline FutexWait futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, const Deadline& deadline) {
     timespec ts{};
     timespec* at = nullptr;
-    if (deadline) {
-        const auto since_epoch = deadline->time_since_epoch();
-        if (since_epoch.count() <= 0) return FutexWait::timed_out;
-        const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
-        ts.tv_sec = static_cast<time_t>(secs.count());
-        ts.tv_nsec =
-            static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
+    if (const auto& when = deadline.time()) {
+        if (when->time_since_epoch().count() <= 0) return FutexWait::timed_out;
+        ts = deadline.monotonic_timespec();
         at = &ts;
     }
     // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time (steady_clock's clock on Linux).

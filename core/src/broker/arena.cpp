@@ -10,7 +10,7 @@
 #include <cstring>
 
 #include "runtime/runtime.hpp"
-#include "zmp/transport/errors.hpp"
+#include "zmp/errors.hpp"
 
 namespace zmp::detail::sync {
 namespace {

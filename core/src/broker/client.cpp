@@ -9,15 +9,13 @@
 #include <unordered_map>
 
 #include "runtime/runtime.hpp"
-#include "base/sanitizer_fork.hpp"
+#include "base/fork.hpp"
 #include "broker/arena.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
 
 namespace zmp::detail::sync {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 // The first reply from a broker is awaited at most this long: an endpoint nobody serves must
 // not hang its caller. Afterwards the broker's pidfd tells when it is gone.
@@ -32,17 +30,17 @@ std::unordered_map<std::string, BrokerLink*>* registry = nullptr;
 void lock_registry() { registry_mutex.lock(); }
 void unlock_registry() { registry_mutex.unlock(); }
 
+// A forked child starts with none: the connections were its parent's (the runtime abandons their
+// sockets).
 struct ThreadConns {
-    std::uint64_t generation = 0;
     std::vector<std::pair<BrokerLink*, std::unique_ptr<LinkConn>>> conns;
 };
-thread_local ThreadConns thread_conns;
+thread_local ForkLocal<ThreadConns> thread_conns;
 
 struct ThreadIdentity {
-    std::uint64_t generation = 0;
     std::uint32_t tid = 0;
 };
-thread_local ThreadIdentity thread_identity;
+thread_local ForkLocal<ThreadIdentity> thread_identity;
 
 void keep_all_holdings() {
     std::vector<BrokerLink*> links;
@@ -58,12 +56,11 @@ void keep_all_holdings() {
 // At a normal exit (of any process: forked children inherit the hooks), semaphore units taken
 // stay taken.
 void install_hooks(Runtime& rt) {
-    install_sanitizer_fork_guard();  // first, so that it runs last before fork()
     rt.add_start_hook([] {
         if (Runtime::instance().is_root()) (void)ensure_broker();
     });
     rt.add_exit_hook(keep_all_holdings);
-    ::pthread_atfork(lock_registry, unlock_registry, unlock_registry);
+    on_fork(ForkLayer::service, {lock_registry, unlock_registry, unlock_registry});
 }
 const bool hooks_registered = Runtime::add_runtime_setup(install_hooks);
 
@@ -71,27 +68,9 @@ const bool hooks_registered = Runtime::add_runtime_setup(install_hooks);
 
 pid_t current_pid() { return Runtime::instance().pid(); }
 
-std::int64_t timeout_ns(const Timeout& timeout) {
-    if (!timeout) return kForever;
-    const double ns = timeout->count() * 1e9;
-    if (ns <= 0) return 0;
-    return ns >= 9e18 ? kForever : static_cast<std::int64_t>(ns);
-}
-
-Deadline deadline_for(const Timeout& timeout) {
-    if (!timeout) return std::nullopt;
-    const std::int64_t ns = timeout_ns(timeout);
-    if (ns == kForever) return std::nullopt;
-    return SteadyClock::now() + std::chrono::nanoseconds(ns);
-}
-
 std::uint32_t current_tid() {
-    ThreadIdentity& me = thread_identity;
-    const std::uint64_t generation = Runtime::instance().generation();
-    if (me.generation != generation) {
-        me.tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
-        me.generation = generation;
-    }
+    ThreadIdentity& me = thread_identity.get();
+    if (me.tid == 0) me.tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
     return me.tid;
 }
 
@@ -126,7 +105,7 @@ BrokerLink& BrokerLink::get(const std::string& endpoint) {
 BrokerLink& BrokerLink::local() { return get(ensure_broker()); }
 
 std::uint32_t BrokerLink::client_index() {
-    if (registered_generation_.load(std::memory_order_acquire) != Runtime::instance().generation()) (void)conn();
+    if (registered_generation_.load(std::memory_order_acquire) != fork_generation()) (void)conn();
     return index_.load(std::memory_order_relaxed);
 }
 
@@ -157,21 +136,15 @@ zmq::socket_t BrokerLink::connect(zmq::context_t& context) const {
 }
 
 LinkConn& BrokerLink::conn() {
-    ThreadConns& mine = thread_conns;
+    ThreadConns& mine = thread_conns.get();
     Runtime& rt = Runtime::instance();
-    const std::uint64_t generation = rt.generation();
-    if (mine.generation != generation) {
-        // A forked child: the connections were its parent's (the runtime abandons their sockets).
-        mine.conns.clear();
-        mine.generation = generation;
-    }
     for (auto& [link, c] : mine.conns)
         if (link == this) return *c;
 
     auto c = std::make_unique<LinkConn>();
     c->socket = rt.thread_socket("zmp.broker " + endpoint_, [&](zmq::context_t& context) { return connect(context); });
     const std::uint64_t rid = send_on(*c, Op::hello, 0, {current_pid(), current_tid()});
-    const Reply hello = receive_on(*c, rid, kHelloTimeout);
+    const Reply hello = receive_on(*c, rid, Deadline::after(kHelloTimeout));
     if (hello.status != Status::ok)
         throw ProcessError("the broker at " + endpoint_ + " refused this process: " + hello.text);
     index_.store(static_cast<std::uint32_t>(hello.value(0)), std::memory_order_relaxed);
@@ -185,7 +158,7 @@ LinkConn& BrokerLink::conn() {
         broker_pid_.store(broker_pid);
     }
     if (!hello.text.empty()) (void)arena(hello.text);
-    registered_generation_.store(generation, std::memory_order_release);
+    registered_generation_.store(fork_generation(), std::memory_order_release);
     mine.conns.emplace_back(this, std::move(c));
     return *mine.conns.back().second;
 }
@@ -210,7 +183,7 @@ std::uint64_t BrokerLink::send_on(LinkConn& c, Op op, std::uint64_t object, std:
     return rid;
 }
 
-Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::chrono::milliseconds> timeout) {
+Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, const Deadline& deadline) {
     auto done = [&](Reply r) {
         if (r.status != Status::registered) std::erase(c.awaited, rid);  // a second answer follows "registered"
         return r;
@@ -222,23 +195,17 @@ Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::
             return done(std::move(r));
         }
     }
-    const Clock::time_point deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
     std::vector<zmq::message_t> frames;
     for (;;) {
         zmq_pollitem_t items[2] = {{c.socket.handle(), 0, ZMQ_POLLIN, 0},
                                    {nullptr, broker_pidfd_.load(), ZMQ_POLLIN, 0}};
         const int n = items[1].fd >= 0 ? 2 : 1;
-        long wait_ms = -1;
-        if (timeout) {
-            wait_ms = std::max<long>(
-                0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count() + 1);
-        }
-        const int rc = zmq_poll(items, n, wait_ms);
+        const int rc = zmq_poll(items, n, deadline.poll_ms());
         if (rc < 0) {
             if (zmq_errno() == EINTR) continue;
             throw_os_error("zmq_poll", zmq_errno());
         }
-        if (rc == 0 && timeout && Clock::now() >= deadline) {
+        if (rc == 0 && deadline.passed()) {
             throw BrokerLost("no answer from the broker at " + endpoint_);
         }
         while (transport::recv_message(c.socket, frames, 2, std::chrono::milliseconds(0))) {
@@ -255,12 +222,10 @@ Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::
     }
 }
 
-void BrokerLink::note_broker_holding() {
-    holdings_generation_.store(Runtime::instance().generation(), std::memory_order_relaxed);
-}
+void BrokerLink::note_broker_holding() { holdings_generation_.store(fork_generation(), std::memory_order_relaxed); }
 
 void BrokerLink::keep_holdings() {
-    const std::uint64_t generation = Runtime::instance().generation();
+    const std::uint64_t generation = fork_generation();
     if (registered_generation_.load() != generation) return;  // never talked to this broker
     if (Arena* a = arena()) {
         for (auto& entry : a->client(index_.load()).holdings) entry.store(0, std::memory_order_relaxed);
@@ -271,8 +236,8 @@ void BrokerLink::keep_holdings() {
         zmq::socket_t socket = connect(Runtime::instance().context());
         LinkConn c;
         c.socket = socket;
-        (void)receive_on(c, send_on(c, Op::hello, 0, {current_pid(), current_tid()}), kExitTimeout);
-        checked(receive_on(c, send_on(c, Op::keep_holdings, 0, {}), kExitTimeout));
+        (void)receive_on(c, send_on(c, Op::hello, 0, {current_pid(), current_tid()}), Deadline::after(kExitTimeout));
+        checked(receive_on(c, send_on(c, Op::keep_holdings, 0, {}), Deadline::after(kExitTimeout)));
     } catch (const ProcessError&) {
         // The broker is gone (or too slow for an exiting process): nothing to keep.
     }
@@ -282,18 +247,18 @@ std::uint64_t BrokerLink::send(Op op, std::uint64_t object, std::initializer_lis
     return send_on(conn(), op, object, args);
 }
 
-Reply BrokerLink::receive(std::uint64_t rid) { return receive_on(conn(), rid, std::nullopt); }
+Reply BrokerLink::receive(std::uint64_t rid) { return receive_on(conn(), rid, Deadline::never()); }
 
 Reply BrokerLink::call(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args) {
     LinkConn& c = conn();
-    Reply r = receive_on(c, send_on(c, op, object, args), std::nullopt);
+    Reply r = receive_on(c, send_on(c, op, object, args), Deadline::never());
     checked(r);
     return r;
 }
 
 Reply BrokerLink::call(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args, std::string payload) {
     LinkConn& c = conn();
-    Reply r = receive_on(c, send_on(c, op, object, args, &payload), std::nullopt);
+    Reply r = receive_on(c, send_on(c, op, object, args, &payload), Deadline::never());
     checked(r);
     return r;
 }

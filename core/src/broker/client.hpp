@@ -94,7 +94,7 @@ private:
     LinkConn& conn();
     std::uint64_t send_on(LinkConn& c, Op op, std::uint64_t object, std::initializer_list<std::int64_t> args,
                           std::string* payload = nullptr, bool awaited = true);
-    Reply receive_on(LinkConn& c, std::uint64_t rid, std::optional<std::chrono::milliseconds> timeout);
+    Reply receive_on(LinkConn& c, std::uint64_t rid, const Deadline& deadline);
 
     const std::string endpoint_;
     std::atomic<std::uint64_t> registered_generation_{0};  // the fork generation of the last HELLO
@@ -108,10 +108,6 @@ private:
 /// Raises the exception a reply's error status stands for (Full and Empty included); returns the
 /// reply otherwise.
 const Reply& checked(const Reply& reply);
-
-/// A call's timeout as a request argument (nanoseconds, or kForever), and as a deadline.
-std::int64_t timeout_ns(const Timeout& timeout);
-Deadline deadline_for(const Timeout& timeout);
 
 /// The pid and thread id of the caller, kept right across fork() (cached per thread).
 pid_t current_pid();

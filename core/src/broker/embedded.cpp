@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "base/fork.hpp"
 #include "broker/server.hpp"
 #include "runtime/runtime.hpp"
 #include "broker/client.hpp"
@@ -84,7 +85,10 @@ std::string ensure_broker() {
     endpoint = e->endpoint;
     embedded.store(e.release());
 #if defined(__SANITIZE_ADDRESS__)
-    static const bool fork_handlers = [] { return ::pthread_atfork(park_for_fork, unpark_after_fork, nullptr) == 0; }();
+    static const bool fork_handlers = [] {
+        on_fork(ForkLayer::service, {park_for_fork, unpark_after_fork, nullptr});
+        return true;
+    }();
     (void)fork_handlers;
 #endif
     rt.add_exit_hook(stop_embedded);

@@ -4,6 +4,7 @@
 #include <climits>
 
 #include "zmp/errors.hpp"
+#include "zmp/detail/error_texts.hpp"
 
 namespace zmp::detail::sync {
 namespace {
@@ -112,7 +113,7 @@ bool take_credit(Slot& s) {
 
 enum BarrierState : std::uint32_t { filling = 0, releasing, draining, resetting, broken };
 
-void barrier_lock(Slot& s, Self me) { (void)word_lock(s.word, me.client, true, std::nullopt); }
+void barrier_lock(Slot& s, Self me) { (void)word_lock(s.word, me.client, true, Deadline::never()); }
 void barrier_unlock(Slot& s) { (void)word_unlock(s.word); }
 
 // Everyone sleeping on the barrier looks again.
@@ -212,7 +213,7 @@ bool lock_owned(const Slot& s, Self me) {
 
 void lock_release(Slot& s, Self me, bool recursive) {
     if (recursive) {
-        if (!lock_owned(s, me)) throw ValueError("cannot release un-acquired lock");
+        if (!lock_owned(s, me)) throw ValueError(texts::kReleaseUnacquired);
         const std::uint32_t depth = s.depth.load(relaxed);
         if (depth > 1) {
             s.depth.store(depth - 1, relaxed);
@@ -221,11 +222,11 @@ void lock_release(Slot& s, Self me, bool recursive) {
         s.depth.store(0, relaxed);
     }
     s.tid.store(0, relaxed);
-    if (!word_unlock(s.word)) throw ValueError("semaphore or lock released too many times");
+    if (!word_unlock(s.word)) throw ValueError(texts::kReleasedTooManyTimes);
 }
 
 std::uint32_t lock_release_all(Slot& s, Self me, bool recursive) {
-    if (!lock_owned(s, me)) throw ValueError("cannot release un-acquired lock");
+    if (!lock_owned(s, me)) throw ValueError(texts::kReleaseUnacquired);
     const std::uint32_t depth = recursive ? s.depth.load(relaxed) : 1;
     s.depth.store(0, relaxed);
     s.tid.store(0, relaxed);
@@ -234,7 +235,7 @@ std::uint32_t lock_release_all(Slot& s, Self me, bool recursive) {
 }
 
 Acquired lock_restore(Slot& s, Self me, std::uint32_t depth) {
-    const Acquired got = word_lock(s.word, me.client, true, std::nullopt);
+    const Acquired got = word_lock(s.word, me.client, true, Deadline::never());
     s.tid.store(me.tid, relaxed);
     s.depth.store(depth, relaxed);
     return got;
@@ -264,13 +265,13 @@ Acquired semaphore_acquire(Slot& s, ClientRecord* record, std::uint32_t index, b
 void semaphore_release(Slot& s, ClientRecord* record, std::uint32_t index) {
     const std::uint32_t bound = s.bound.load(relaxed);
     const std::uint32_t limit = bound != 0 ? bound : kMaxValue;
-    if (s.word.load(relaxed) >= limit) throw ValueError("semaphore or lock released too many times");
+    if (s.word.load(relaxed) >= limit) throw ValueError(texts::kReleasedTooManyTimes);
     note_holding(record, index, -1);  // dying after this leaks the slot rather than doubling it
     std::uint32_t v = s.word.load(relaxed);
     do {
         if (v >= limit) {
             note_holding(record, index, +1);
-            throw ValueError("semaphore or lock released too many times");
+            throw ValueError(texts::kReleasedTooManyTimes);
         }
     } while (!s.word.compare_exchange_weak(v, v + 1));
     if (s.waiters.load() > 0) futex_wake(s.word, 1);
@@ -290,7 +291,7 @@ bool event_is_set(const Slot& s) { return s.word.load(acquire_order) != 0; }
 
 bool event_wait(Slot& s, const Deadline& deadline) {
     if (s.word.load(acquire_order) != 0) return true;
-    if (deadline && *deadline <= SteadyClock::now()) return false;
+    if (deadline.passed()) return false;
     s.waiters.fetch_add(1);
     bool flag = false;
     for (;;) {
@@ -315,10 +316,10 @@ int barrier_wait(Slot& s, ClientRecord* record, std::uint32_t index, Self me, co
     BarrierMarker* m = scope.marker;
     barrier_lock(s, me);
     // Python's _enter(): wait while the previous round drains, resets, or runs its action.
-    while (waits_while_entering(s.state.load(relaxed))) (void)barrier_sleep(s, me, std::nullopt);
+    while (waits_while_entering(s.state.load(relaxed))) (void)barrier_sleep(s, me, Deadline::never());
     if (s.state.load(relaxed) == broken) {
         barrier_unlock(s);
-        throw BrokenBarrierError("the barrier is broken");
+        throw BrokenBarrierError(texts::kBarrierBroken);
     }
     const std::uint32_t arrival = s.count.load(relaxed);
     barrier_arrive(s, m);
@@ -340,7 +341,7 @@ int barrier_wait(Slot& s, ClientRecord* record, std::uint32_t index, Self me, co
             if (s.state.load(relaxed) != releasing) {  // broken meanwhile (a party died)
                 barrier_leave(s, m);
                 barrier_unlock(s);
-                throw BrokenBarrierError("the barrier is broken");
+                throw BrokenBarrierError(texts::kBarrierBroken);
             }
         }
         s.state.store(draining, relaxed);
@@ -359,25 +360,25 @@ int barrier_wait(Slot& s, ClientRecord* record, std::uint32_t index, Self me, co
             barrier_break(s);
             break;
         }
-        timed_out = !barrier_sleep(s, me, st == releasing ? std::nullopt : deadline);
+        timed_out = !barrier_sleep(s, me, st == releasing ? Deadline::never() : deadline);
     }
     const std::uint32_t st = s.state.load(relaxed);
     barrier_leave(s, m);
     barrier_unlock(s);
-    if (st != draining) throw BrokenBarrierError("the barrier is broken");
+    if (st != draining) throw BrokenBarrierError(texts::kBarrierBroken);
     return static_cast<int>(arrival);
 }
 
 void barrier_abort(Slot& s, Self me) {
     barrier_lock(s, me);
-    while (s.state.load(relaxed) == releasing) (void)barrier_sleep(s, me, std::nullopt);
+    while (s.state.load(relaxed) == releasing) (void)barrier_sleep(s, me, Deadline::never());
     barrier_break(s);
     barrier_unlock(s);
 }
 
 void barrier_reset(Slot& s, Self me) {
     barrier_lock(s, me);
-    while (s.state.load(relaxed) == releasing) (void)barrier_sleep(s, me, std::nullopt);
+    while (s.state.load(relaxed) == releasing) (void)barrier_sleep(s, me, Deadline::never());
     const std::uint32_t st = s.state.load(relaxed);
     if (s.count.load(relaxed) > 0) {
         // The parties inside leave with BrokenBarrierError; the last one out lets it fill again.
@@ -446,7 +447,7 @@ std::uint32_t broker_lock(Slot& s, std::uint32_t dead, const std::function<bool(
             continue;
         }
         if ((c & kContended) == 0 && !s.word.compare_exchange_weak(c, c | kContended, relaxed, relaxed)) continue;
-        (void)futex_wait(s.word, c | kContended, SteadyClock::now() + std::chrono::milliseconds(5));
+        (void)futex_wait(s.word, c | kContended, Deadline::after(std::chrono::milliseconds(5)));
         c = s.word.load(relaxed);
     }
 }

@@ -1,7 +1,7 @@
 #include "broker/protocol.hpp"
 
 #include "zmp/transport/codec.hpp"
-#include "zmp/transport/errors.hpp"
+#include "zmp/errors.hpp"
 
 namespace zmp::detail::sync {
 namespace {

@@ -26,6 +26,9 @@
 #include <msgpack.hpp>
 #include <zmq.hpp>
 
+#include "zmp/detail/deadline.hpp"
+#include "zmp/timeout.hpp"
+
 namespace zmp::detail::sync {
 
 enum class Op : std::uint8_t {
@@ -87,6 +90,21 @@ inline constexpr std::uint8_t kLastStatus = static_cast<std::uint8_t>(Status::em
 /// Timeout encodings in requests: a non-negative number of nanoseconds, or these.
 inline constexpr std::int64_t kForever = -1;
 inline constexpr std::int64_t kBarrierDefault = -2;  // BARRIER_WAIT: the barrier's own timeout
+
+/// A call's timeout as a request argument: nanoseconds (saturating), or kForever.
+inline std::int64_t encode_timeout(const Timeout& timeout) {
+    return timeout ? Deadline::nanoseconds_of(*timeout) : kForever;
+}
+/// What is left of `deadline` as a request argument (a call that asks again keeps its deadline).
+inline std::int64_t encode_timeout(const Deadline& deadline) {
+    if (deadline.is_never()) return kForever;
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.remaining()).count();
+}
+/// The broker's side: a request's timeout argument as a deadline from `now`; any negative value
+/// (kForever) is never, and a huge one saturates to never rather than overflowing.
+inline Deadline decode_timeout(std::int64_t timeout_ns, Deadline::Clock::time_point now) {
+    return timeout_ns < 0 ? Deadline::never() : Deadline::after_ns(timeout_ns, now);
+}
 
 inline constexpr std::size_t kMaxArgs = 6;
 inline constexpr std::size_t kMaxValues = 6;

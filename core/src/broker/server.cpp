@@ -1,7 +1,6 @@
 #include "broker/server.hpp"
 
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,12 +18,14 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/wake_fd.hpp"
 #include "runtime/runtime.hpp"
 #include "broker/arena.hpp"
 #include "broker/fast_path.hpp"
 #include "broker/protocol.hpp"
-#include "zmp/transport/errors.hpp"
+#include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
+#include "zmp/detail/error_texts.hpp"
 
 namespace zmp::detail {
 
@@ -129,9 +130,9 @@ std::int64_t arg(const Request& r, std::size_t i) {
     return r.args[i];
 }
 
+// A request's timeout as a point in time for the timers (kNever: no timer); saturating.
 Clock::time_point deadline_from(std::int64_t timeout_ns, Clock::time_point now) {
-    if (timeout_ns < 0) return kNever;
-    return now + std::chrono::nanoseconds(timeout_ns);
+    return decode_timeout(timeout_ns, now).time_or_max();
 }
 
 bool is_lock(Kind k) { return k == Kind::lock || k == Kind::rlock; }
@@ -216,7 +217,7 @@ struct Broker::Impl {
 
     Options options;
     zmq::socket_t router;
-    int wake_fd = -1;
+    WakeFd wake;
     std::atomic<bool> stopping{false};
     std::mutex park_mutex;
     std::condition_variable park_cv;
@@ -263,15 +264,12 @@ Broker::Impl::Impl(zmq::context_t& context, Options opts)
     } catch (const zmq::error_t& e) {
         throw_os_error("broker cannot bind " + options.endpoint, e.num());
     }
-    wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_fd < 0) throw_os_error("eventfd", errno);
     if (options.shared_memory) arena = std::make_unique<Arena>(Arena::make_prefix(), Arena::Role::owner);
 }
 
 Broker::Impl::~Impl() {
     for (auto& [pid, client] : clients)
         if (client->pidfd >= 0) ::close(client->pidfd);
-    if (wake_fd >= 0) ::close(wake_fd);
     router.close();
     const std::string ipc = "ipc://";
     if (options.endpoint.rfind(ipc, 0) == 0) ::unlink(options.endpoint.c_str() + ipc.size());
@@ -331,7 +329,7 @@ void Broker::Impl::run() {
     while (!stopping.load(std::memory_order_acquire)) {
         park_if_asked();
         if (clients_changed) {
-            items.assign({{router.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}});
+            items.assign({{router.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.fd(), ZMQ_POLLIN, 0}});
             watched.clear();
             for (auto& [pid, client] : clients) {
                 if (client->pidfd < 0) continue;
@@ -346,10 +344,7 @@ void Broker::Impl::run() {
             if (zmq_errno() == ETERM) return;
             throw_os_error("broker: zmq_poll", zmq_errno());
         }
-        if (items[1].revents != 0) {
-            std::uint64_t ignored;
-            (void)!::read(wake_fd, &ignored, sizeof ignored);
-        }
+        if (items[1].revents != 0) wake.drain();
         // Deaths first: a dead process's queued requests are then refused (its connections are
         // forgotten), and a recycled pid is never mistaken for the dead process.
         std::vector<Client*> dead;
@@ -1013,9 +1008,9 @@ void Broker::Impl::lock_acquire(const Caller& caller, const Request& req, Object
 void Broker::Impl::lock_release(const Caller& caller, const Request& req, Object& obj, bool all) {
     const bool mine = obj.owner == caller.client && obj.owner_tid == caller.tid;
     if (obj.kind == Kind::rlock || all) {
-        if (!mine) refuse(Status::value_error, "cannot release un-acquired lock");
+        if (!mine) refuse(Status::value_error, texts::kReleaseUnacquired);
     } else if (obj.owner == nullptr) {
-        refuse(Status::value_error, "semaphore or lock released too many times");
+        refuse(Status::value_error, texts::kReleasedTooManyTimes);
     }
     const std::int64_t depth = obj.depth;
     if (!all && --obj.depth > 0) return reply(caller.routing_id, req.rid, Status::ok, {obj.depth});
@@ -1061,7 +1056,7 @@ void Broker::Impl::semaphore_acquire(const Caller& caller, const Request& req, O
 
 void Broker::Impl::semaphore_release(const Caller& caller, const Request& req, Object& obj) {
     if (obj.bound != 0 ? obj.value >= obj.bound : obj.value >= kMaxSemaphoreValue) {
-        refuse(Status::value_error, "semaphore or lock released too many times");
+        refuse(Status::value_error, texts::kReleasedTooManyTimes);
     }
     // A process holds what it acquired and has not released; a release by a process that holds
     // nothing (a semaphore used as a signal) belongs to nobody.
@@ -1083,7 +1078,7 @@ void Broker::Impl::event_wait(const Caller& caller, const Request& req, Object& 
 
 void Broker::Impl::barrier_wait(const Caller& caller, std::uint64_t rid, std::int64_t timeout_ns, Object& obj) {
     if (timeout_ns == kBarrierDefault) timeout_ns = obj.timeout_ns;
-    if (obj.state == BarrierState::broken) refuse(Status::broken_barrier, "the barrier is broken");
+    if (obj.state == BarrierState::broken) refuse(Status::broken_barrier, texts::kBarrierBroken);
     if (obj.state == BarrierState::releasing) {
         // Python's _enter(): arrivals wait while the previous round is being released.
         add_waiter(obj.entering, Waiter{caller, rid, obj.id, kNever, timeout_ns});
@@ -1123,7 +1118,7 @@ void Broker::Impl::barrier_break(Object& obj) {
         while (!queue->empty()) {
             Waiter w = take_waiter(queue->front());
             queue->pop_front();
-            reply(w.caller.routing_id, w.rid, Status::broken_barrier, {}, "the barrier is broken");
+            reply(w.caller.routing_id, w.rid, Status::broken_barrier, {}, texts::kBarrierBroken);
         }
     }
     obj.count = 0;
@@ -1145,7 +1140,7 @@ void Broker::Impl::barrier_admit_entering(Object& obj) {
     for (std::uint64_t id : held) {
         Waiter w = take_waiter(id);
         if (obj.state == BarrierState::broken) {
-            reply(w.caller.routing_id, w.rid, Status::broken_barrier, {}, "the barrier is broken");
+            reply(w.caller.routing_id, w.rid, Status::broken_barrier, {}, texts::kBarrierBroken);
         } else if (obj.state == BarrierState::releasing) {
             add_waiter(obj.entering, std::move(w));  // a new round started: wait again
         } else {
@@ -1163,8 +1158,7 @@ void Broker::run() { impl_->run(); }
 
 void Broker::stop() noexcept {
     impl_->stopping.store(true, std::memory_order_release);
-    const std::uint64_t one = 1;
-    (void)!::write(impl_->wake_fd, &one, sizeof one);
+    impl_->wake.notify();
 }
 
 const std::string& Broker::endpoint() const { return impl_->options.endpoint; }
@@ -1174,8 +1168,7 @@ void Broker::pause() {
         std::lock_guard lock(impl_->park_mutex);
         impl_->park_requested = true;
     }
-    const std::uint64_t one = 1;
-    (void)!::write(impl_->wake_fd, &one, sizeof one);
+    impl_->wake.notify();
     std::unique_lock lock(impl_->park_mutex);
     // A thread that has not reached run() yet is waited for too: it may be allocating.
     impl_->park_cv.wait(lock, [&] { return impl_->parked || impl_->finished; });

@@ -13,6 +13,7 @@
 
 #include "pipe/connection.hpp"
 #include "travel/fd_passing.hpp"
+#include "zmp/detail/error_texts.hpp"
 #include "zmp/transport/shm_channel.hpp"
 
 namespace zmp {
@@ -39,7 +40,7 @@ constexpr std::size_t kSocketToken = 5;
 constexpr std::size_t kRingToken = 9;
 
 ConnectionState& open_state(const std::shared_ptr<ConnectionState>& state) {
-    if (!state || !state->channel.is_open()) throw OSError("handle is closed", EBADF);
+    if (!state || !state->channel.is_open()) throw OSError(detail::texts::kHandleClosed, EBADF);
     return *state;
 }
 

@@ -1,7 +1,6 @@
 #include "pool/dispatcher.hpp"
 
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -129,13 +128,9 @@ PoolCore::PoolCore(const PoolOptions& options, TaskFunction initializer, std::st
         init_.function = identify(initializer.function, initializer.trampoline);
         init_.args = std::move(initializer_args);
     }
-    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_fd_ < 0) throw_os_error("eventfd", errno);
 }
 
-PoolCore::~PoolCore() {
-    if (wake_fd_ >= 0) ::close(wake_fd_);
-}
+PoolCore::~PoolCore() = default;
 
 void PoolCore::start() {
     try {
@@ -194,10 +189,7 @@ void PoolCore::submit(Job job) {
     wake();
 }
 
-void PoolCore::wake() {
-    const std::uint64_t one = 1;
-    (void)!::write(wake_fd_, &one, sizeof one);
-}
+void PoolCore::wake() { wake_.notify(); }
 
 void PoolCore::close() {
     {
@@ -700,7 +692,7 @@ void PoolCore::run() {
         }
 
         fds.clear();
-        fds.push_back({wake_fd_, POLLIN, 0});
+        fds.push_back({wake_.fd(), POLLIN, 0});
         for (auto& w : workers_) {
             short events = 0;
             if (w->link.is_open()) {
@@ -714,10 +706,7 @@ void PoolCore::run() {
             if (errno == EINTR) continue;
             throw_os_error("poll in the pool dispatcher", errno);
         }
-        if (fds[0].revents != 0) {
-            std::uint64_t count;
-            (void)!::read(wake_fd_, &count, sizeof count);
-        }
+        if (fds[0].revents != 0) wake_.drain();
         // Walk the workers from the back, so that an ended one can be removed in place.
         for (std::size_t i = workers_.size(); i-- > 0;) {
             const pollfd& link = fds[1 + 2 * i];

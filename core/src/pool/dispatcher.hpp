@@ -1,6 +1,6 @@
 #pragma once
 // The pool's dispatcher: one thread that owns the task table, the workers and their in-flight
-// tasks. User threads hand it jobs through a locked queue and an eventfd; workers are linked to it
+// tasks. User threads hand it jobs through a locked queue and a WakeFd; workers are linked to it
 // by socket pairs (the dispatcher's ends are private to this process: forked children close them).
 //
 // Wire (msgpack over the link, FdChannel framing):
@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/wake_fd.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/pool.hpp"
 #include "zmp/transport/fd_channel.hpp"
@@ -110,7 +111,7 @@ private:
     WorkerInit init_;
     const pid_t creator_;
     std::shared_ptr<OwnedFds> init_fds_;  // sent to each worker with its status page
-    int wake_fd_ = -1;
+    WakeFd wake_;
 
     // Shared with user threads, under mutex_.
     std::mutex mutex_;

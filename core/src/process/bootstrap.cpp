@@ -238,7 +238,7 @@ std::unique_ptr<Popen> spawn_start(const ProcessState& st, const Process& proces
     } catch (const ProcessError&) {
         // the child is gone; find out how below
     }
-    while (!popen->poll()) wait_fd_readable(popen->sentinel(), std::nullopt);
+    while (!popen->poll()) wait_fd_readable(popen->sentinel(), Deadline::never());
     throw ProcessError("the spawned child of " + st.name + " (pid " + std::to_string(pid) + ") exited with code " +
                        std::to_string(*popen->poll()) +
                        " before it started: its main() must call zmp::init(argc, argv) first");

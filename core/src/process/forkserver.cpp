@@ -54,7 +54,7 @@ public:
             // The server ended without telling us: from here on, watch the child itself.
         }
         // With the server gone its exit status is lost; Python reports 255 then too.
-        if (!status_.is_open() && wait_fd_readable(pidfd_, 0.0)) exitcode_ = 255;
+        if (!status_.is_open() && wait_fd_readable(pidfd_, Deadline::now())) exitcode_ = 255;
         return exitcode_;
     }
 

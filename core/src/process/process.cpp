@@ -200,9 +200,10 @@ void Process::start() {
     rt.add_child(state_);
 }
 
-void Process::join() {
-    ProcessState& st = checked_open(state());
-    require_child_of_caller(st, "join");
+namespace {
+
+// Python's join(): wait for the child to end (its sentinel becomes readable), then forget it.
+bool join_until(ProcessState& st, const detail::Deadline& deadline) {
     for (;;) {
         int sentinel;
         {
@@ -211,30 +212,24 @@ void Process::join() {
             if (st.poll_locked()) break;
             sentinel = st.popen->sentinel();  // may change (a fork server that went away)
         }
-        detail::wait_fd_readable(sentinel, std::nullopt);
+        if (!detail::wait_fd_readable(sentinel, deadline)) return false;
     }
     Runtime::instance().forget_child(&st);
+    return true;
+}
+
+}  // namespace
+
+void Process::join() {
+    ProcessState& st = checked_open(state());
+    require_child_of_caller(st, "join");
+    (void)join_until(st, detail::Deadline::never());
 }
 
 bool Process::join(Seconds timeout) {
     ProcessState& st = checked_open(state());
     require_child_of_caller(st, "join");
-    const auto deadline =
-        std::chrono::steady_clock::now() +
-        std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::max(timeout, Seconds(0)));
-    for (;;) {
-        int sentinel;
-        {
-            std::lock_guard lock(st.mutex);
-            if (!st.popen) throw ValueError("can only join a started process");
-            if (st.poll_locked()) break;
-            sentinel = st.popen->sentinel();
-        }
-        const double left = std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
-        if (!detail::wait_fd_readable(sentinel, std::max(left, 0.0))) return false;
-    }
-    Runtime::instance().forget_child(&st);
-    return true;
+    return join_until(st, detail::Deadline::after(timeout));
 }
 
 bool Process::is_alive() const {
@@ -346,12 +341,12 @@ std::ostream& operator<<(std::ostream& out, const Process& process) {
 
 bool ParentProcess::is_alive() const {
     if (pidfd_ < 0) return false;
-    return !detail::wait_fd_readable(pidfd_, 0.0);
+    return !detail::wait_fd_readable(pidfd_, detail::Deadline::now());
 }
 
 bool ParentProcess::join(Timeout timeout) const {
     if (pidfd_ < 0) return true;
-    return detail::wait_fd_readable(pidfd_, timeout ? std::optional<double>(timeout->count()) : std::nullopt);
+    return detail::wait_fd_readable(pidfd_, detail::Deadline::after(timeout));
 }
 
 Process& current_process() {

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/fork.hpp"
 #include "queue/feeder.hpp"
 #include "runtime/runtime.hpp"
 #include "broker/arena.hpp"
@@ -170,7 +171,7 @@ std::atomic<Feeder*> the_feeder{nullptr};
 
 Feeder* current_feeder() {
     Feeder* f = the_feeder.load(std::memory_order_acquire);
-    return f != nullptr && f->generation() == Runtime::instance().generation() ? f : nullptr;
+    return f != nullptr && f->generation() == fork_generation() ? f : nullptr;
 }
 
 void stop_feeder() {
@@ -181,10 +182,10 @@ Feeder& feeder() {
     if (Feeder* f = current_feeder()) return *f;
     // Lock-free, so that a fork() while another thread makes the feeder leaves nothing locked.
     Runtime& rt = Runtime::instance();
-    auto fresh = std::make_unique<Feeder>(rt.generation());
+    auto fresh = std::make_unique<Feeder>(fork_generation());
     Feeder* seen = the_feeder.load(std::memory_order_acquire);
     for (;;) {
-        if (seen != nullptr && seen->generation() == rt.generation()) return *seen;  // another thread won
+        if (seen != nullptr && seen->generation() == fork_generation()) return *seen;  // another thread won
         if (the_feeder.compare_exchange_weak(seen, fresh.get(), std::memory_order_acq_rel)) break;
     }
     fresh->start();
@@ -206,20 +207,14 @@ struct Received {
     Clock::time_point arrived{};
 };
 
+// A forked child starts with none: its parent's deliveries are its parent's.
 struct ThreadReceived {
-    std::uint64_t generation = 0;
     std::deque<Received> queues;  // a deque: the items' views stay valid as queues are added
 };
-thread_local ThreadReceived thread_received;
+thread_local ForkLocal<ThreadReceived> thread_received;
 
 Received& received_for(const QueueState& q) {
-    ThreadReceived& t = thread_received;
-    const std::uint64_t generation = Runtime::instance().generation();
-    if (t.generation != generation) {
-        // A forked child: its parent's deliveries are its parent's.
-        t.queues.clear();
-        t.generation = generation;
-    }
+    ThreadReceived& t = thread_received.get();
     for (Received& r : t.queues)
         if (r.link == q.link && r.id == q.id) return r;
     Received& r = t.queues.emplace_back();
@@ -290,7 +285,7 @@ void QueueCore::put_bytes(std::string_view item, bool block, const Timeout& time
     std::string batch;
     batch.reserve(item.size() + 4);
     append_item(batch, item);
-    (void)q.link->call(Op::queue_put, q.id, {block ? 1 : 0, block ? timeout_ns(timeout) : 0, 1},
+    (void)q.link->call(Op::queue_put, q.id, {block ? 1 : 0, block ? encode_timeout(timeout) : 0, 1},
                        std::move(batch));  // Full
 }
 
@@ -298,7 +293,7 @@ std::string_view QueueCore::get_view(bool block, const Timeout& timeout) const {
     const QueueState& q = *state_;
     check_open(q);
     Received& r = received_for(q);
-    const Deadline deadline = block ? deadline_for(timeout) : std::nullopt;
+    const Deadline deadline = block ? Deadline::after(timeout) : Deadline::never();
     for (;;) {
         if (r.cursor != nullptr) {
             if (const auto index = take_next(*r.cursor)) {
@@ -309,13 +304,7 @@ std::string_view QueueCore::get_view(bool block, const Timeout& timeout) const {
             }
         }
         adapt(r);
-        std::int64_t wait = 0;
-        if (block) {
-            wait = deadline
-                       ? std::max<std::int64_t>(
-                             0, std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - Clock::now()).count())
-                       : kForever;
-        }
+        const std::int64_t wait = block ? encode_timeout(deadline) : 0;
         Reply rep = q.link->call(Op::queue_get, q.id, {block ? 1 : 0, wait, r.want});  // Empty
         const std::int64_t count = rep.value(0);
         const std::int64_t slot = rep.value(1);
@@ -366,7 +355,7 @@ bool QueueCore::join(const Timeout& timeout) const {
     const QueueState& q = *state_;
     if (q.kind != Kind::joinable) throw ValueError("join() needs a JoinableQueue");
     flush();
-    return q.link->call(Op::queue_join, q.id, {timeout_ns(timeout)}).value(0) != 0;
+    return q.link->call(Op::queue_join, q.id, {encode_timeout(timeout)}).value(0) != 0;
 }
 
 std::int64_t QueueCore::maxsize() const { return state_->maxsize; }

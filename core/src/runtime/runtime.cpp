@@ -24,6 +24,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "base/fork.hpp"
 #include "process/process_state.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/process.hpp"
@@ -82,21 +83,17 @@ void remove_stale_run_dirs(const std::string& base) {
     ::closedir(dir);
 }
 
-// Sockets of one thread. They belong to the ZeroMQ context of the generation that made them; in
-// a forked child that context is the parent's, and they are abandoned rather than closed.
+// Sockets of one thread. They belong to the ZeroMQ context of the process that made them; in a
+// forked child that context is the parent's, and they are abandoned rather than closed.
 struct ThreadSockets {
-    std::uint64_t generation = 0;
     std::unordered_map<std::string, std::unique_ptr<zmq::socket_t>> sockets;
 
     void abandon() {
         for (auto& [key, socket] : sockets) (void)socket.release();
         sockets.clear();
     }
-    ~ThreadSockets() {
-        if (generation != Runtime::instance().generation()) abandon();
-    }
 };
-thread_local ThreadSockets thread_sockets;
+thread_local ForkLocal<ThreadSockets> thread_sockets;
 // Trivially destructible, so reading it never sets up thread_sockets on a thread that has none.
 thread_local bool thread_has_sockets = false;
 
@@ -153,23 +150,13 @@ int open_pidfd(pid_t pid) {
     return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
 }
 
-bool wait_fd_readable(int fd, std::optional<double> timeout_seconds) {
-    using Clock = std::chrono::steady_clock;
-    const auto deadline = timeout_seconds
-                              ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                                   std::chrono::duration<double>(std::max(0.0, *timeout_seconds)))
-                              : Clock::time_point::max();
+bool wait_fd_readable(int fd, const Deadline& deadline) {
     for (;;) {
-        int wait_ms = -1;
-        if (timeout_seconds) {
-            auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now()).count();
-            wait_ms = left <= 0 ? 0 : static_cast<int>((left + 999) / 1000);
-        }
         pollfd p{fd, POLLIN, 0};
-        int rc = ::poll(&p, 1, wait_ms);
+        const int rc = ::poll(&p, 1, deadline.poll_ms());
         if (rc > 0) return true;
         if (rc == 0) {
-            if (!timeout_seconds || Clock::now() >= deadline) return false;
+            if (deadline.passed()) return false;
             continue;
         }
         if (errno != EINTR) throw_os_error("poll", errno);
@@ -224,7 +211,7 @@ Runtime::Runtime() : pid_(::getpid()), root_pid_(::getpid()) {
         else if (errno != EINTR)
             throw_os_error("getrandom", errno);
     }
-    ::pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    on_fork(ForkLayer::runtime, {atfork_prepare, atfork_parent, atfork_child});
     std::atexit(&Runtime::at_exit);
 }
 
@@ -327,26 +314,20 @@ zmq::context_t& Runtime::context() {
 
 zmq::socket_ref Runtime::thread_socket(const std::string& key,
                                        const std::function<zmq::socket_t(zmq::context_t&)>& make) {
-    const std::uint64_t now = generation();
-    if (thread_sockets.generation != now) {
-        thread_sockets.abandon();
-        thread_sockets.generation = now;
-    }
+    ThreadSockets& mine = thread_sockets.get();
     thread_has_sockets = true;
-    auto it = thread_sockets.sockets.find(key);
-    if (it == thread_sockets.sockets.end()) {
+    auto it = mine.sockets.find(key);
+    if (it == mine.sockets.end()) {
         auto socket = std::make_unique<zmq::socket_t>(make(context()));
-        it = thread_sockets.sockets.emplace(key, std::move(socket)).first;
+        it = mine.sockets.emplace(key, std::move(socket)).first;
     }
     return zmq::socket_ref(*it->second);
 }
 
 void Runtime::close_thread_sockets() {
     if (!thread_has_sockets) return;
-    if (thread_sockets.generation == generation())
-        thread_sockets.sockets.clear();
-    else
-        thread_sockets.abandon();
+    // This process's own sockets are closed; a forked child's inherited ones are abandoned by get().
+    thread_sockets.get().sockets.clear();
 }
 
 void Runtime::add_start_hook(std::function<void()> hook) {
@@ -441,7 +422,7 @@ void Runtime::become_child(const ChildIdentity& who) {
         } else if (parent_pidfd_ >= 0) {
             // std::thread allocates, but a daemon pays that once; ordinary children do not.
             std::thread([fd = parent_pidfd_] {
-                wait_fd_readable(fd, std::nullopt);
+                wait_fd_readable(fd, Deadline::never());
                 ::kill(::getpid(), SIGKILL);
             }).detach();
         } else {
@@ -507,7 +488,6 @@ void Runtime::after_fork_child() {
     private_fds_.clear();
     target_running_ = false;
     pid_ = ::getpid();
-    generation_.fetch_add(1, std::memory_order_acq_rel);
 }
 
 }  // namespace zmp::detail

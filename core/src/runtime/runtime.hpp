@@ -4,14 +4,15 @@
 // never destroyed (it must outlive every static that might use zmp during exit).
 //
 // fork(): the child must never touch its parent's ZeroMQ objects. A pthread_atfork child handler
-// drops (leaks) the inherited context and bumps the fork generation; per-thread socket caches
-// made under an older generation are abandoned, not closed.
+// drops (leaks) the inherited context; per-thread socket caches (base/fork.hpp: ForkLocal) made
+// before the fork are abandoned, not closed.
 
 #include <pthread.h>
 #include <sys/types.h>
 
 #include <zmq.hpp>
 
+#include "zmp/detail/deadline.hpp"
 #include "zmp/transport/fd_channel.hpp"
 
 #include <array>
@@ -91,8 +92,6 @@ public:
 
     /// This process's ZeroMQ context, made on first use. Never call it on behalf of another process.
     zmq::context_t& context();
-    /// Bumped in every forked child; sockets cached under an older generation are abandoned.
-    std::uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
     /// A socket owned by the calling thread, made by `make` on first use under `key`.
     zmq::socket_ref thread_socket(const std::string& key, const std::function<zmq::socket_t(zmq::context_t&)>& make);
@@ -176,7 +175,6 @@ private:
     Authkey authkey_{};
     std::string run_dir_;
     zmq::context_t* context_ = nullptr;  // leaked on purpose: destroying it in a child hangs
-    std::atomic<std::uint64_t> generation_{1};
     std::vector<std::shared_ptr<ProcessState>> children_;
     std::vector<std::function<void()>> start_hooks_;
     std::vector<int> private_fds_;
@@ -198,7 +196,7 @@ void init_called();
 void flush_std_streams();
 /// Opens a pidfd for `pid`, or -1 if the process is already gone.
 int open_pidfd(pid_t pid);
-/// Waits until `fd` is readable; false on timeout (nullopt: for ever). EINTR is retried.
-bool wait_fd_readable(int fd, std::optional<double> timeout_seconds);
+/// Waits until `fd` is readable; false once `deadline` passes. EINTR is retried.
+bool wait_fd_readable(int fd, const Deadline& deadline);
 
 }  // namespace zmp::detail

@@ -22,8 +22,11 @@
 #include <limits>
 #include <unordered_map>
 
+#include "base/fork.hpp"
 #include "runtime/runtime.hpp"
+#include "zmp/detail/deadline.hpp"
 #include "shm/segment.hpp"
+#include "zmp/detail/error_texts.hpp"
 
 namespace zmp::detail {
 
@@ -81,10 +84,9 @@ struct BlockCache {
 
     static BlockCache& instance() {
         static BlockCache* cache = [] {
-            Runtime::instance();  // its fork handlers first, so that ours run before its own
             auto* made = new BlockCache;
-            ::pthread_atfork([] { instance().mutex.lock(); }, [] { instance().mutex.unlock(); },
-                             [] { instance().mutex.unlock(); });
+            on_fork(ForkLayer::service, {[] { instance().mutex.lock(); }, [] { instance().mutex.unlock(); },
+                                         [] { instance().mutex.unlock(); }});
             return made;
         }();
         return *cache;
@@ -170,22 +172,15 @@ void took(LockCell& cell, int rc, std::uint64_t me) {
     cell.owner_died = died;
 }
 
-timespec monotonic_deadline(Seconds timeout) {
-    timespec now{};
-    ::clock_gettime(CLOCK_MONOTONIC, &now);
-    const double wait = std::max(0.0, std::min(timeout.count(), 1e9));
-    const double whole = std::floor(wait);
-    long nanos = now.tv_nsec + static_cast<long>((wait - whole) * 1e9);
-    timespec deadline{now.tv_sec + static_cast<time_t>(whole) + nanos / 1'000'000'000, nanos % 1'000'000'000};
-    return deadline;
-}
-
 }  // namespace
 
 constinit thread_local std::uint64_t current_thread_token = 0;
 
 std::uint64_t new_thread_token() {
-    static const int forget_on_fork = ::pthread_atfork(nullptr, nullptr, [] { current_thread_token = 0; });
+    static const bool forget_on_fork = [] {
+        on_fork(ForkLayer::service, {nullptr, nullptr, [] { current_thread_token = 0; }});
+        return true;
+    }();
     (void)forget_on_fork;
     std::uint64_t token = 0;
     while (token == 0) {
@@ -292,7 +287,7 @@ using detail::LockCell;
 
 void ValueLock::throw_empty() { throw ValueError("empty lock handle"); }
 
-void ValueLock::throw_not_owned() { throw ValueError("cannot release un-acquired lock"); }
+void ValueLock::throw_not_owned() { throw ValueError(detail::texts::kReleaseUnacquired); }
 
 void ValueLock::take(LockCell& cell, std::uint64_t me) { detail::took(cell, ::pthread_mutex_lock(&cell.mutex), me); }
 
@@ -317,7 +312,8 @@ bool ValueLock::try_lock() const {
 
 bool ValueLock::acquire(bool block, Timeout timeout) const {
     if (!block) return try_lock();
-    if (!timeout) {
+    const detail::Deadline deadline = detail::Deadline::after(timeout);
+    if (deadline.is_never()) {
         lock();
         return true;
     }
@@ -327,8 +323,8 @@ bool ValueLock::acquire(bool block, Timeout timeout) const {
         ++cell.depth;
         return true;
     }
-    const timespec deadline = detail::monotonic_deadline(*timeout);
-    const int rc = ::pthread_mutex_clocklock(&cell.mutex, CLOCK_MONOTONIC, &deadline);
+    const timespec at = deadline.monotonic_timespec();
+    const int rc = ::pthread_mutex_clocklock(&cell.mutex, CLOCK_MONOTONIC, &at);
     if (rc == ETIMEDOUT) return false;
     detail::took(cell, rc, me);
     return true;

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/fork.hpp"
 #include "runtime/runtime.hpp"
 #include "broker/arena.hpp"
 #include "broker/fast_path.hpp"
@@ -49,24 +50,16 @@ SyncRef create(Kind kind, std::int64_t value = 0, std::int64_t timeout = kForeve
     return ref;
 }
 
-// owner_died(): per thread, the objects whose most recent acquire took over from a dead owner.
+// owner_died(): per thread, the objects whose most recent acquire took over from a dead owner (a
+// forked child's thread has acquired nothing yet).
 struct DiedNotes {
-    std::uint64_t generation = 0;
     std::vector<std::pair<const BrokerLink*, std::uint64_t>> objects;
 };
-thread_local DiedNotes died_notes;
+thread_local ForkLocal<DiedNotes> died_notes;
 // Trivial, so that the common check costs no thread_local initialisation guard.
 thread_local bool have_died_notes = false;
 
-std::vector<std::pair<const BrokerLink*, std::uint64_t>>& notes() {
-    DiedNotes& n = died_notes;
-    const std::uint64_t generation = Runtime::instance().generation();
-    if (n.generation != generation) {  // a forked child's thread has acquired nothing yet
-        n.objects.clear();
-        n.generation = generation;
-    }
-    return n.objects;
-}
+std::vector<std::pair<const BrokerLink*, std::uint64_t>>& notes() { return died_notes.get().objects; }
 
 void note_acquired(const SyncRef& r, bool owner_died) {
     if (!owner_died && !have_died_notes) return;  // the common case: nothing to note
@@ -93,9 +86,9 @@ namespace {
 bool acquire_lock(const SyncRef& r, bool recursive, bool block, const Timeout& timeout) {
     Acquired got;
     if (r.slot != nullptr) {
-        got = lock_acquire(*r.slot, self(r), recursive, block, block ? deadline_for(timeout) : std::nullopt);
+        got = lock_acquire(*r.slot, self(r), recursive, block, block ? Deadline::after(timeout) : Deadline::never());
     } else {
-        const Reply rep = r.link->call(Op::acquire, r.id, {block ? 1 : 0, block ? timeout_ns(timeout) : 0, 0});
+        const Reply rep = r.link->call(Op::acquire, r.id, {block ? 1 : 0, block ? encode_timeout(timeout) : 0, 0});
         got = {rep.value(0) != 0, rep.value(1) != 0};
     }
     if (got.acquired) note_acquired(r, got.owner_died);
@@ -137,9 +130,9 @@ bool acquire_semaphore(const SyncRef& r, bool block, const Timeout& timeout) {
     Acquired got;
     if (r.slot != nullptr) {
         got = semaphore_acquire(*r.slot, record_of(r), slot_index(r), block,
-                                block ? deadline_for(timeout) : std::nullopt);
+                                block ? Deadline::after(timeout) : Deadline::never());
     } else {
-        const Reply rep = r.link->call(Op::acquire, r.id, {block ? 1 : 0, block ? timeout_ns(timeout) : 0, 0});
+        const Reply rep = r.link->call(Op::acquire, r.id, {block ? 1 : 0, block ? encode_timeout(timeout) : 0, 0});
         got = {rep.value(0) != 0, rep.value(1) != 0};
         if (got.acquired) r.link->note_broker_holding();
     }
@@ -287,8 +280,8 @@ bool Event::is_set() const {
 }
 
 bool Event::wait(Timeout timeout) const {
-    if (ref_.slot != nullptr) return event_wait(*ref_.slot, detail::deadline_for(timeout));
-    return ref_.link->call(Op::event_wait, ref_.id, {detail::timeout_ns(timeout)}).value(0) != 0;
+    if (ref_.slot != nullptr) return event_wait(*ref_.slot, detail::Deadline::after(timeout));
+    return ref_.link->call(Op::event_wait, ref_.id, {encode_timeout(timeout)}).value(0) != 0;
 }
 
 // ---- Condition ---------------------------------------------------------------------------------
@@ -313,7 +306,7 @@ bool Condition::wait(Timeout timeout) const {
     // Registered with the broker before the lock is released: a notify() made under the lock
     // after that release cannot miss this waiter.
     BrokerLink& link = *ref_.link;
-    const std::uint64_t rid = link.send(Op::cond_wait, ref_.id, {detail::timeout_ns(timeout)});
+    const std::uint64_t rid = link.send(Op::cond_wait, ref_.id, {encode_timeout(timeout)});
     checked(link.receive(rid));
     const std::int64_t depth = detail::release_lock_all(lock_);
     bool notified = false;
@@ -348,23 +341,22 @@ int checked_parties(int parties) {
 }  // namespace
 
 Barrier::Barrier(int parties, std::function<void()> action, Timeout timeout)
-    : ref_(detail::create(Kind::barrier, checked_parties(parties), detail::timeout_ns(timeout),
-                          static_cast<bool>(action))),
+    : ref_(detail::create(Kind::barrier, checked_parties(parties), encode_timeout(timeout), static_cast<bool>(action))),
       action_(action ? std::make_shared<const std::function<void()>>(std::move(action)) : nullptr) {}
 
 int Barrier::wait(Timeout timeout) const {
     if (ref_.slot != nullptr) {
-        detail::Deadline deadline;
+        detail::Deadline deadline = detail::Deadline::never();
         if (timeout) {
-            deadline = detail::deadline_for(timeout);
+            deadline = detail::Deadline::after(timeout);
         } else if (const std::int64_t ns = ref_.slot->timeout_ns.load(std::memory_order_relaxed); ns >= 0) {
-            deadline = detail::SteadyClock::now() + std::chrono::nanoseconds(ns);
+            deadline = detail::Deadline::after_ns(ns);
         }
         return barrier_wait(*ref_.slot, detail::record_of(ref_), detail::slot_index(ref_), detail::self(ref_), deadline,
                             action_.get());
     }
     BrokerLink& link = *ref_.link;
-    const Reply r = link.call(Op::barrier_wait, ref_.id, {timeout ? detail::timeout_ns(timeout) : kBarrierDefault});
+    const Reply r = link.call(Op::barrier_wait, ref_.id, {timeout ? encode_timeout(timeout) : kBarrierDefault});
     if (r.status != Status::run_action) return static_cast<int>(r.value(0));
     // The last arrival: run the action here, then let the broker release everyone.
     try {

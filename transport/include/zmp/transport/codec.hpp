@@ -13,7 +13,7 @@
 #include <typeinfo>
 #include <utility>
 
-#include "zmp/transport/errors.hpp"
+#include "zmp/errors.hpp"
 
 namespace zmp::transport {
 
