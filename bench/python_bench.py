@@ -112,6 +112,40 @@ def pipe_1m(quick):
     return _pipe_rtt_us(quick, 1 << 20, 200)
 
 
+def _pinger(here, there, ready, results, i, quick):
+    there.close()
+    payload = b"x"
+    for _ in range(10):
+        here.send_bytes(payload)
+        here.recv_bytes()
+    ready.wait()  # all pairs measure at the same time
+
+    def rtt():
+        here.send_bytes(payload)
+        here.recv_bytes()
+    results[i] = 1e6 * seconds_per_op(5, n(quick, 2000), rtt)
+
+
+@row("pipe.rtt.1B.oversub", "us")
+def pipe_1b_oversub(quick):
+    pairs = 4  # 8 processes: more than this machine's 2 cores
+    ctx = mp.get_context("fork")
+    ready = ctx.Barrier(pairs)
+    results = ctx.Array("d", pairs)
+    processes = []
+    for i in range(pairs):
+        here, there = ctx.Pipe()
+        processes.append(ctx.Process(target=_echo, args=(there, here)))
+        processes.append(ctx.Process(target=_pinger, args=(here, there, ready, results, i, quick)))
+        for p in processes[-2:]:
+            p.start()
+        here.close()
+        there.close()
+    for p in processes:
+        p.join()
+    return sum(results) / pairs
+
+
 @row("codec.int", "ns")
 def codec_int(quick):
     counter = [0]

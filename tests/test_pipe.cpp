@@ -1,17 +1,26 @@
-// zmp::Pipe / Connection: Python's semantics, tested across real processes.
+// zmp::Pipe / Connection: Python's semantics, tested across real processes. Every test runs twice:
+// over the shared-memory channel (the default), and over the socket pair alone (ZMP_PIPE=socket,
+// the path of connections that are not both on one host).
 #include <catch2/catch.hpp>
 
+#include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 
+#include <atomic>
 #include <map>
+#include <new>
 #include <thread>
 
 #include "test_util.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"
 #include "zmp/transport/codec.hpp"
+#include "zmp/transport/shm_channel.hpp"
 
 using namespace std::chrono_literals;
+using test_util::pattern;
 using test_util::seconds_since;
 using Clock = std::chrono::steady_clock;
 
@@ -265,4 +274,179 @@ TEST_CASE("a child's send to a closed peer raises instead of killing it with SIG
     auto [a, b] = zmp::Pipe();
     a.close();
     CHECK_THROWS_AS(b.send_bytes("nobody listens"), zmp::OSError);
+}
+
+namespace {
+
+// A counter that a forked child and its parent both see.
+struct SharedCounter {
+    SharedCounter()
+        : page(::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)),
+          value(new (page) std::atomic<long>(0)) {}
+    ~SharedCounter() { ::munmap(page, 4096); }
+    void* page;
+    std::atomic<long>* value;
+};
+
+bool fd_readable(int fd) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, 0) == 1;
+}
+
+}  // namespace
+
+TEST_CASE("messages of 0 B, 1 B, around the ring's size and 16 MiB round-trip intact") {
+    auto [here, there] = zmp::Pipe();
+    zmp::Process echo = start_echo(here, there);
+    there.close();
+    const std::size_t ring = zmp::transport::kDefaultRingBytes;
+    unsigned seed = 7;
+    for (std::size_t size : {std::size_t{0}, std::size_t{1}, ring - 1, ring, ring + 1, std::size_t{16} << 20}) {
+        const std::string m = pattern(size, seed++);
+        here.send_bytes(m);
+        CHECK(here.recv_bytes() == m);
+    }
+    here.close();
+    echo.join();
+    CHECK(echo.exitcode() == 0);
+}
+
+TEST_CASE("a writer SIGKILLed in the middle of a message: the reader gets EOF, never part of it") {
+    auto [here, there] = zmp::Pipe();
+    SharedCounter started;
+    zmp::Process writer([c = there, h = here, &started]() mutable {
+        h.close();
+        c.send_bytes("complete");
+        started.value->store(1);
+        c.send_bytes(std::string(64 << 20, 'x'));  // far more than the ring and the socket hold
+        std::this_thread::sleep_for(100s);
+    });
+    writer.start();
+    there.close();
+    const auto deadline = Clock::now() + 30s;
+    while (started.value->load() == 0 && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    REQUIRE(started.value->load() == 1);
+    CHECK(here.recv_bytes() == "complete");
+    REQUIRE(here.poll(30s));             // the big message has begun
+    std::this_thread::sleep_for(100ms);  // and the writer is blocked inside it
+    writer.kill();
+    writer.join();
+    CHECK_THROWS_AS(here.recv_bytes(), zmp::EOFError);
+    CHECK_THROWS_AS(here.recv_bytes(), zmp::EOFError);
+    CHECK(here.poll());
+}
+
+TEST_CASE("a writer whose reader does not read blocks, and resumes when the reader reads") {
+    auto [reader, writer] = zmp::Pipe(false);
+    constexpr long kMessages = 64;  // 4 MiB: far more than the ring and the socket buffer
+    SharedCounter sent;
+    zmp::Process p([w = writer, r = reader, &sent]() mutable {
+        r.close();
+        for (long i = 0; i < kMessages; ++i) {
+            w.send_bytes(pattern(64 << 10, static_cast<unsigned>(i)));
+            sent.value->store(i + 1);
+        }
+    });
+    p.start();
+    writer.close();
+    // Wait until the writer stops making progress: it is blocked, not finished.
+    long seen = -1;
+    const auto deadline = Clock::now() + 60s;
+    while (Clock::now() < deadline) {
+        std::this_thread::sleep_for(300ms);
+        const long now = sent.value->load();
+        if (now == seen && now > 0) break;
+        seen = now;
+    }
+    CHECK(seen > 0);
+    CHECK(seen < kMessages);
+    CHECK(p.is_alive());
+    for (long i = 0; i < kMessages; ++i) CHECK(reader.recv_bytes() == pattern(64 << 10, static_cast<unsigned>(i)));
+    p.join();
+    CHECK(p.exitcode() == 0);
+    CHECK(sent.value->load() == kMessages);
+    CHECK_THROWS_AS(reader.recv_bytes(), zmp::EOFError);
+}
+
+TEST_CASE("a process blocked in recv() for a second uses almost no CPU") {
+    // A resource bound, not a speed claim: the wait spins a bounded few microseconds, then sleeps
+    // in the kernel. 50 ms of CPU over a second of waiting would mean it kept spinning or polling.
+    auto [here, there] = zmp::Pipe();
+    zmp::Process sleeper([c = there, h = here]() mutable {
+        h.close();
+        (void)c.recv_bytes();  // the first message: both sides are warm
+        c.send_bytes("ready");
+        rusage before{}, after{};
+        ::getrusage(RUSAGE_THREAD, &before);
+        (void)c.recv_bytes();
+        ::getrusage(RUSAGE_THREAD, &after);
+        auto micros = [](const rusage& u) {
+            return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000000L + u.ru_utime.tv_usec + u.ru_stime.tv_usec;
+        };
+        c.send(micros(after) - micros(before));
+    });
+    sleeper.start();
+    there.close();
+    here.send_bytes("warm up");
+    CHECK(here.recv_bytes() == "ready");
+    std::this_thread::sleep_for(1s);
+    here.send_bytes("wake up");
+    const long cpu_us = here.recv<long>();
+    CHECK(cpu_us < 50000);
+    sleeper.join();
+}
+
+TEST_CASE("fileno() is readable while a message or EOF waits, for select() on many connections") {
+    auto [a, b] = zmp::Pipe();
+    auto [c, d] = zmp::Pipe();
+    zmp::Process p([b, d, a, c]() mutable {
+        a.close();
+        c.close();
+        (void)b.recv_bytes();
+        d.send_bytes("on the second");
+        (void)b.recv_bytes();
+        b.send_bytes("on the first");
+        b.send_bytes("and again");
+    });
+    p.start();
+    b.close();
+    d.close();
+    CHECK_FALSE(fd_readable(a.fileno()));
+    CHECK_FALSE(fd_readable(c.fileno()));
+    a.send_bytes("go");
+    pollfd both[2] = {{a.fileno(), POLLIN, 0}, {c.fileno(), POLLIN, 0}};
+    REQUIRE(::poll(both, 2, 30000) == 1);
+    CHECK(both[1].revents != 0);
+    CHECK(c.recv_bytes() == "on the second");
+    a.send_bytes("go again");
+    pollfd first{a.fileno(), POLLIN, 0};
+    REQUIRE(::poll(&first, 1, 30000) == 1);
+    CHECK(a.recv_bytes() == "on the first");
+    p.join();
+    CHECK(fd_readable(a.fileno()));  // "and again" is waiting
+    CHECK(a.recv_bytes() == "and again");
+    CHECK(fd_readable(a.fileno()));  // and then end of stream
+    CHECK(a.poll());
+    CHECK_THROWS_AS(a.recv_bytes(), zmp::EOFError);
+}
+
+TEST_CASE("processes holding copies of one end take turns reading it") {
+    auto [reader, writer] = zmp::Pipe(false);
+    writer.send(1);
+    CHECK(reader.recv<int>() == 1);
+    writer.send(2);
+    zmp::Process child([r = reader]() mutable { zmp::exit(r.recv<int>() == 2 ? 0 : 1); });
+    child.start();
+    child.join();
+    CHECK(child.exitcode() == 0);
+    writer.send(3);
+    CHECK(reader.recv<int>() == 3);
+    // A copy killed while it waited leaves the end to the others.
+    zmp::Process waiter([r = reader]() mutable { (void)r.recv<int>(); });
+    waiter.start();
+    std::this_thread::sleep_for(200ms);
+    waiter.kill();
+    waiter.join();
+    writer.send(4);
+    CHECK(reader.recv<int>() == 4);
 }

@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <iterator>
 #include <string>
@@ -51,6 +52,17 @@ inline std::vector<std::string> segments_starting(const std::string& prefix) {
         ::closedir(shm);
     }
     return names;
+}
+
+/// `size` bytes that depend on `seed` and on their position: a message whose corruption shows.
+inline std::string pattern(std::size_t size, unsigned seed) {
+    std::string s(size, '\0');
+    std::uint32_t x = seed * 2654435761u + 1;
+    for (char& c : s) {
+        x = x * 1664525u + 1013904223u;
+        c = static_cast<char>(x >> 24);
+    }
+    return s;
 }
 
 /// Starts a child process running f().

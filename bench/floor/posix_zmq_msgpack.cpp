@@ -1,4 +1,5 @@
 // The raw floors: what the hardware, the kernel, libzmq and msgpack-cxx cost with nothing on top.
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -53,6 +54,52 @@ double socketpair_rtt_us(const bench::Options& opt, std::size_t size, int per_ro
     return s * 1e6;
 }
 
+// The mean round trip of 1 byte over `pairs` socketpairs at once, each between a forked pinger
+// and a forked echo: more processes than cores, with nothing on top of the kernel.
+double socketpairs_rtt_us(const bench::Options& opt, int pairs, int per_round) {
+    auto* results =
+        static_cast<double*>(::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    int start[2];
+    ::pipe(start);
+    std::vector<pid_t> children;
+    for (int i = 0; i < pairs; ++i) {
+        int fds[2];
+        ::socketpair(AF_UNIX, SOCK_STREAM, 0, fds);
+        pid_t echo = ::fork();
+        if (echo == 0) {
+            ::close(fds[0]);
+            ::close(start[0]);
+            ::close(start[1]);
+            char c;
+            while (read_all(fds[1], &c, 1)) write_all(fds[1], &c, 1);
+            _exit(0);
+        }
+        pid_t pinger = ::fork();
+        if (pinger == 0) {
+            ::close(fds[1]);
+            ::close(start[1]);
+            char c = 'x';
+            (void)::read(start[0], &c, 1);  // end of file: everyone starts together
+            results[i] = 1e6 * bench::seconds_per_op(5, opt.n(per_round), [&] {
+                             write_all(fds[0], &c, 1);
+                             read_all(fds[0], &c, 1);
+                         });
+            _exit(0);
+        }
+        ::close(fds[0]);
+        ::close(fds[1]);
+        children.push_back(echo);
+        children.push_back(pinger);
+    }
+    ::close(start[0]);
+    ::close(start[1]);
+    for (pid_t pid : children) ::waitpid(pid, nullptr, 0);
+    double sum = 0;
+    for (int i = 0; i < pairs; ++i) sum += results[i];
+    ::munmap(results, 4096);
+    return sum / pairs;
+}
+
 // Round trip of `size` bytes over ZeroMQ ipc PAIR sockets to an echoing child.
 double zmq_rtt_us(const bench::Options& opt, std::size_t size, int per_round) {
     const std::string endpoint = "ipc:///tmp/zmp-floor-" + std::to_string(::getpid());
@@ -96,9 +143,13 @@ ZMP_BENCH("process.start_join.fork", "ms") {
                ::waitpid(pid, nullptr, 0);
            });
 }
-ZMP_BENCH("pipe.rtt.1B", "us") { return socketpair_rtt_us(opt, 1, 5000); }
-ZMP_BENCH("pipe.rtt.1KiB", "us") { return socketpair_rtt_us(opt, 1024, 5000); }
-ZMP_BENCH("pipe.rtt.1MiB", "us") { return socketpair_rtt_us(opt, 1 << 20, 200); }
+// The socket pair is the floor of Pipes carried by their socket alone (ZMP_PIPE=socket); the
+// shared-memory ping-pong (shm_pingpong.cpp) is the floor of the default ones.
+ZMP_BENCH("pipe.rtt.1B.socket", "us") { return socketpair_rtt_us(opt, 1, 5000); }
+ZMP_BENCH("pipe.rtt.1KiB.socket", "us") { return socketpair_rtt_us(opt, 1024, 5000); }
+ZMP_BENCH("pipe.rtt.1MiB.socket", "us") { return socketpair_rtt_us(opt, 1 << 20, 200); }
+ZMP_BENCH("pipe.rtt.1B.oversub", "us") { return socketpairs_rtt_us(opt, 4, 2000); }
+ZMP_BENCH("pipe.rtt.1B.oversub.socket", "us") { return socketpairs_rtt_us(opt, 4, 2000); }
 ZMP_BENCH("zmq.rtt.1B", "us") { return zmq_rtt_us(opt, 1, 2000); }
 
 ZMP_BENCH("codec.int", "ns") {

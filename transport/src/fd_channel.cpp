@@ -1,17 +1,16 @@
 #include "zmp/transport/fd_channel.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 
+#include "socket_io.hpp"
 #include "zmp/detail/deadline.hpp"
-#include "zmp/errors.hpp"
 #include "zmp/detail/error_texts.hpp"
+#include "zmp/errors.hpp"
 
 namespace zmp::transport {
 namespace {
@@ -23,23 +22,7 @@ struct Header {
     std::uint32_t magic;
 };
 constexpr std::uint32_t kMagic = 0x7a6d7046;  // "zmpF"
-constexpr std::uint32_t kMaxFds = 250;        // below the kernel's SCM_MAX_FD (253)
-
-// Reads exactly `size` bytes. Returns the count read before EOF (less than size only at EOF).
-std::size_t read_fully(int fd, char* data, std::size_t size) {
-    std::size_t done = 0;
-    while (done < size) {
-        ssize_t n = ::read(fd, data + done, size - done);
-        if (n > 0) {
-            done += static_cast<std::size_t>(n);
-        } else if (n == 0) {
-            break;
-        } else if (errno != EINTR) {
-            throw_os_error("read from channel", errno);
-        }
-    }
-    return done;
-}
+using socket_io::kMaxFds;
 
 }  // namespace
 
@@ -76,7 +59,7 @@ void FdChannel::send(const void* data, std::size_t size, std::span<const int> fd
 }
 
 void FdChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
-    if (fd_ < 0) throw OSError(detail::texts::kHandleClosed, EBADF);
+    if (fd_ < 0) throw OSError(zmp::detail::texts::kHandleClosed, EBADF);
     if (fds.size() > kMaxFds) throw ValueError("too many file descriptors in one message");
     std::uint64_t total = 0;
     for (const iovec& p : parts) total += p.iov_len;
@@ -85,68 +68,21 @@ void FdChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
                          std::to_string(max_message_) + " bytes");
     }
     Header header{total, static_cast<std::uint32_t>(fds.size()), kMagic};
-
     std::vector<iovec> iov;
     iov.reserve(parts.size() + 1);
     iov.push_back({&header, sizeof header});
-    for (const iovec& p : parts)
-        if (p.iov_len > 0) iov.push_back(p);
-
-    std::vector<char> control;
-    if (!fds.empty()) {
-        control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
-    }
-    std::size_t first = 0;  // index of the first iovec not yet fully written
-    bool control_sent = false;
-    while (first < iov.size()) {
-        msghdr msg{};
-        msg.msg_iov = iov.data() + first;
-        msg.msg_iovlen = std::min<std::size_t>(iov.size() - first, IOV_MAX);
-        if (!control.empty() && !control_sent) {
-            msg.msg_control = control.data();
-            msg.msg_controllen = control.size();
-            cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-            cmsg->cmsg_level = SOL_SOCKET;
-            cmsg->cmsg_type = SCM_RIGHTS;
-            cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-            std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
-        }
-        ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EPIPE || errno == ECONNRESET) throw OSError("the other end of the channel is closed", errno);
-            throw_os_error("send on channel", errno);
-        }
-        control_sent = true;
-        auto left = static_cast<std::size_t>(n);
-        while (first < iov.size() && left >= iov[first].iov_len) {
-            left -= iov[first].iov_len;
-            ++first;
-        }
-        if (left > 0) {
-            iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
-            iov[first].iov_len -= left;
-        }
-    }
+    iov.insert(iov.end(), parts.begin(), parts.end());
+    socket_io::send_all(fd_, iov, fds);
 }
 
 bool FdChannel::recv(ChannelMessage& out) {
     out.fds.clear();
     out.size = 0;
-    return recv(
-        [&out](std::size_t size) {
-            if (size > out.capacity || !out.data) {
-                out.data.reset(new char[size > 0 ? size : 1]);
-                out.capacity = size;
-            }
-            out.size = size;
-            return out.data.get();
-        },
-        out.fds);
+    return recv([&out](std::size_t size) { return out.reserve(size); }, out.fds);
 }
 
 bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vector<int>& fds) {
-    if (fd_ < 0) throw OSError(detail::texts::kHandleClosed, EBADF);
+    if (fd_ < 0) throw OSError(zmp::detail::texts::kHandleClosed, EBADF);
     if (broken_) throw ProtocolError("channel is unusable after an earlier framing error");
     const std::size_t fds_before = fds.size();
     auto drop_fds = [&] {
@@ -157,34 +93,11 @@ bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vect
     // The header travels with the descriptors, so it is read with recvmsg.
     Header header{};
     std::size_t got = 0;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
     while (got < sizeof header) {
-        iovec iov{reinterpret_cast<char*>(&header) + got, sizeof header - got};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        ssize_t n = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno == ECONNRESET)
-                n = 0;
-            else
-                throw_os_error("receive on channel", errno);
-        }
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                const int* received = reinterpret_cast<const int*>(CMSG_DATA(c));
-                fds.insert(fds.end(), received, received + count);
-            }
-        }
-        if (n == 0) {
+        const ssize_t n = socket_io::recv_some(fd_, reinterpret_cast<char*>(&header) + got, sizeof header - got, fds);
+        if (n == 0) {  // end of stream; a message the peer did not finish is dropped
             drop_fds();
-            if (got == 0) return false;
-            broken_ = true;
-            throw ProtocolError("got end of file during message");
+            return false;
         }
         got += static_cast<std::size_t>(n);
     }
@@ -201,25 +114,18 @@ bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vect
     }
     const auto size = static_cast<std::size_t>(header.size);
     char* data = storage(size);
-    if (read_fully(fd_, data, size) != size) {
+    if (socket_io::read_fully(fd_, data, size) != size) {
         drop_fds();
-        broken_ = true;
-        throw ProtocolError("got end of file during message");
+        return false;
     }
     return true;
 }
 
 bool FdChannel::poll(int timeout_ms) const {
-    if (fd_ < 0) throw OSError(detail::texts::kHandleClosed, EBADF);
-    pollfd p{fd_, POLLIN, 0};
-    const auto deadline =
-        timeout_ms < 0 ? detail::Deadline::never() : detail::Deadline::after_ns(std::int64_t{timeout_ms} * 1'000'000);
-    for (;;) {
-        const int rc = ::poll(&p, 1, deadline.poll_ms());
-        if (rc > 0) return true;
-        if (rc == 0 && deadline.passed()) return false;
-        if (rc < 0 && errno != EINTR) throw_os_error("poll on channel", errno);
-    }
+    if (fd_ < 0) throw OSError(zmp::detail::texts::kHandleClosed, EBADF);
+    return socket_io::wait_readable(fd_, timeout_ms < 0
+                                             ? zmp::detail::Deadline::never()
+                                             : zmp::detail::Deadline::after_ns(std::int64_t{timeout_ms} * 1'000'000));
 }
 
 }  // namespace zmp::transport

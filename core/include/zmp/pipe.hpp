@@ -1,11 +1,16 @@
 #pragma once
 // zmp::Pipe and zmp::Connection: Python's multiprocessing.Pipe in C++.
 //
-// A Pipe is a pair of connected ends on this host, carried by a Unix socket pair: the kernel
-// moves the bytes (no broker hop, no ZeroMQ I/O thread), and gives Python's end-of-stream rule
-// for free: recv() raises EOFError once every copy of the other end, in every process, is closed,
-// which includes the death of the process that held it. As in Python, a parent that hands one
-// end to a child should close its own copy of that end, or it will never see EOF.
+// A Pipe is a pair of connected ends on this host. Messages go through shared memory (a ring per
+// direction, in an unnamed segment that travels with the ends): a reader that is waiting spins
+// briefly on the ring, so a round trip costs about a microsecond, then sleeps in the kernel, so
+// an idle reader costs nothing. A Unix socket pair stays beside the rings: it carries what does
+// not fit (descriptors, a writer the reader does not keep up with) and gives Python's
+// end-of-stream rule: recv() raises EOFError once every copy of the other end, in every process,
+// is closed, which includes the death of the process that held it; a message the peer did not
+// finish is dropped, never delivered in part. As in Python, a parent that hands one end to a
+// child should close its own copy of that end, or it will never see EOF. (ZMP_PIPE=socket in the
+// environment makes new Pipes use the socket pair alone.)
 //
 //     auto [parent_end, child_end] = zmp::Pipe();
 //     zmp::Process p([c = child_end]() mutable { c.send(std::string("hello")); });
@@ -14,11 +19,11 @@
 //
 // Values travel as msgpack: any type with a msgpack adaptor (arithmetic types, std::string,
 // standard containers, std::optional, tuples, MSGPACK_DEFINE'd structs). A Connection may itself
-// be sent through a Pipe (its descriptor is passed along) and keeps working on the other side.
+// be sent through a Pipe (its descriptors are passed along) and keeps working on the other side.
 //
-// Connection is a handle: copies in one process share one descriptor, and close() closes it for
-// all of them. A forked child has its own copy. One thread may send while another receives;
-// concurrent senders (or receivers) on the same end are serialised internally, so messages are
+// Connection is a handle: copies in one process share one end, and close() closes it for all of
+// them. A forked child has its own copy. One thread may send while another receives; concurrent
+// senders (or receivers) on the same end, in one process or several, take turns, so messages are
 // never interleaved.
 
 #include <msgpack.hpp>
@@ -88,7 +93,9 @@ public:
     bool closed() const;
     bool readable() const;
     bool writable() const;
-    /// The underlying descriptor (for select/poll/epoll); OSError if closed.
+    /// A descriptor for select/poll/epoll that is readable while a message or EOF is waiting
+    /// (after another process took from the same end it may say so spuriously: poll() tells).
+    /// Owned by the Connection; OSError if closed.
     int fileno() const;
 
     /// For the runtime and the msgpack adaptor.
@@ -141,16 +148,7 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
 }
 }  // namespace msgpack
 
-namespace zmp::transport {
-class FdChannel;
-}
-
 namespace zmp::detail {
-/// A Connection over an existing channel end (readable and writable), and the channel under a
-/// Connection: for zmp's own protocols that run over Pipe-like links (the pool's workers).
-Connection connection_from_channel(transport::FdChannel channel);
-transport::FdChannel& channel_of(const Connection& conn);
-
 /// Catches the descriptors of the Connections packed on this thread while it lives, for a
 /// message that will be sent later: take() returns duplicates the caller then owns.
 class FdCapture {

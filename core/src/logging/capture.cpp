@@ -27,6 +27,7 @@
 #include "logging/carrier.hpp"
 #include "logging/log.hpp"
 #include "runtime/hooks.hpp"
+#include "runtime/stdio.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/logging.hpp"
 

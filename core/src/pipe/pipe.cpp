@@ -5,20 +5,25 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <string_view>
 
+#include "pipe/connection.hpp"
 #include "travel/fd_passing.hpp"
-#include "zmp/transport/fd_channel.hpp"
 #include "zmp/detail/error_texts.hpp"
+#include "zmp/transport/shm_channel.hpp"
 
 namespace zmp {
 namespace detail {
 
+// A Connection's end: a shared-memory channel (Pipe on one host), or a bare socket (the pool's
+// links, and every Pipe when ZMP_PIPE=socket), which the same ShmChannel carries without a ring.
 struct ConnectionState {
-    ConnectionState(transport::FdChannel ch, bool r, bool w) : channel(std::move(ch)), readable(r), writable(w) {}
-    transport::FdChannel channel;
+    ConnectionState(transport::ShmChannel ch, bool r, bool w) : channel(std::move(ch)), readable(r), writable(w) {}
+    transport::ShmChannel channel;
     const bool readable;
     const bool writable;
     std::mutex send_mutex;
@@ -28,11 +33,11 @@ struct ConnectionState {
 
 namespace {
 
-// A Connection's token on the wire: flags (readable, writable) then the descriptor's index.
-struct Token {
-    std::uint8_t flags;
-    std::uint32_t index;
-};
+// A Connection's token on the wire: flags, the socket's index among the message's descriptors,
+// and, for an end with a ring, the segment's index.
+enum TokenFlags : std::uint8_t { kReadable = 1, kWritable = 2, kHasRing = 4, kSideOne = 8 };
+constexpr std::size_t kSocketToken = 5;
+constexpr std::size_t kRingToken = 9;
 
 ConnectionState& open_state(const std::shared_ptr<ConnectionState>& state) {
     if (!state || !state->channel.is_open()) throw OSError(detail::texts::kHandleClosed, EBADF);
@@ -66,26 +71,46 @@ std::string connection_token(const Connection& conn) {
         throw ValueError("a Connection can travel only through a Pipe or as a Process argument");
     }
     ConnectionState& st = open_state(conn.state());
-    Token token{static_cast<std::uint8_t>((st.readable ? 1 : 0) | (st.writable ? 2 : 0)),
-                static_cast<std::uint32_t>(collector->add(st.channel.fd()))};
-    std::string bytes(5, '\0');
-    bytes[0] = static_cast<char>(token.flags);
-    std::memcpy(bytes.data() + 1, &token.index, sizeof token.index);
+    const bool ring = st.channel.has_ring();
+    const auto flags =
+        static_cast<std::uint8_t>((st.readable ? kReadable : 0) | (st.writable ? kWritable : 0) |
+                                  (ring ? kHasRing : 0) | (st.channel.segment_side() == 1 ? kSideOne : 0));
+    std::string bytes(ring ? kRingToken : kSocketToken, '\0');
+    bytes[0] = static_cast<char>(flags);
+    const auto socket_index = static_cast<std::uint32_t>(collector->add(st.channel.socket_fd()));
+    std::memcpy(bytes.data() + 1, &socket_index, sizeof socket_index);
+    if (ring) {
+        const auto segment_index = static_cast<std::uint32_t>(collector->add(st.channel.segment_fd()));
+        std::memcpy(bytes.data() + 5, &segment_index, sizeof segment_index);
+    }
     return bytes;
 }
 
 Connection connection_from_token(const msgpack::object& obj) {
-    if (obj.type != msgpack::type::EXT || obj.via.ext.type() != 0x5a || obj.via.ext.size != 5) {
+    if (obj.type != msgpack::type::EXT || obj.via.ext.type() != 0x5a || obj.via.ext.size < 1) {
+        throw ProtocolError("received a value that is not a Connection where one was expected");
+    }
+    const auto flags = static_cast<std::uint8_t>(obj.via.ext.data()[0]);
+    const bool ring = (flags & kHasRing) != 0;
+    if (obj.via.ext.size != (ring ? kRingToken : kSocketToken) || (flags & ~0x0f) != 0) {
         throw ProtocolError("received a value that is not a Connection where one was expected");
     }
     FdSupply* supply = FdSupply::current();
-    Token token{};
-    token.flags = static_cast<std::uint8_t>(obj.via.ext.data()[0]);
-    std::memcpy(&token.index, obj.via.ext.data() + 1, sizeof token.index);
-    const int fd = supply ? supply->take(token.index) : -1;
-    if (fd < 0) throw ProtocolError("a Connection arrived without its descriptor");
-    return Connection(
-        std::make_shared<ConnectionState>(transport::FdChannel(fd), (token.flags & 1) != 0, (token.flags & 2) != 0));
+    auto take = [&](std::size_t offset) {
+        std::uint32_t index = 0;
+        std::memcpy(&index, obj.via.ext.data() + offset, sizeof index);
+        return supply ? supply->take(index) : -1;
+    };
+    transport::FdChannel socket(take(1));
+    if (!socket.is_open()) throw ProtocolError("a Connection arrived without its descriptor");
+    auto adopt = [&](transport::ShmChannel channel) {
+        return Connection(
+            std::make_shared<ConnectionState>(std::move(channel), (flags & kReadable) != 0, (flags & kWritable) != 0));
+    };
+    if (!ring) return adopt(transport::ShmChannel(std::move(socket)));
+    const int segment = take(5);
+    if (segment < 0) throw ProtocolError("a Connection arrived without its shared-memory segment");
+    return adopt(transport::ShmChannel(std::move(socket), segment, (flags & kSideOne) != 0 ? 1 : 0));
 }
 
 struct FdCapture::Collector {
@@ -109,17 +134,36 @@ std::vector<int> FdCapture::take() {
 }
 
 Connection connection_from_channel(transport::FdChannel channel) {
-    return Connection(std::make_shared<ConnectionState>(std::move(channel), true, true));
+    return Connection(std::make_shared<ConnectionState>(transport::ShmChannel(std::move(channel)), true, true));
 }
 
-transport::FdChannel& channel_of(const Connection& conn) { return open_state(conn.state()).channel; }
+transport::FdChannel& channel_of(const Connection& conn) {
+    ConnectionState& st = open_state(conn.state());
+    if (st.channel.has_ring()) throw ValueError("this Connection is not a bare socket channel");
+    return st.channel.socket();
+}
 
 }  // namespace detail
 
 using detail::ConnectionState;
 
+namespace {
+
+// ZMP_PIPE=socket makes Pipe() carry its messages over the socket pair alone, as connections that
+// cross hosts will (for comparisons, and to test that path).
+bool pipes_use_sockets() {
+    const char* value = std::getenv("ZMP_PIPE");
+    return value != nullptr && std::string_view(value) == "socket";
+}
+
+}  // namespace
+
 std::pair<Connection, Connection> Pipe(bool duplex) {
-    auto [a, b] = transport::FdChannel::pair();
+    auto [a, b] = pipes_use_sockets() ? [] {
+        auto [x, y] = transport::FdChannel::pair();
+        return std::pair{transport::ShmChannel(std::move(x)), transport::ShmChannel(std::move(y))};
+    }()
+                                      : transport::ShmChannel::pair();
     return {Connection(std::make_shared<ConnectionState>(std::move(a), true, duplex)),
             Connection(std::make_shared<ConnectionState>(std::move(b), duplex, true))};
 }
@@ -226,6 +270,6 @@ bool Connection::readable() const { return state_ && state_->readable; }
 
 bool Connection::writable() const { return state_ && state_->writable; }
 
-int Connection::fileno() const { return detail::open_state(state_).channel.fd(); }
+int Connection::fileno() const { return detail::open_state(state_).channel.readiness_fd(); }
 
 }  // namespace zmp

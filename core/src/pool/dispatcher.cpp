@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 
+#include "pipe/connection.hpp"
 #include "process/default_start_method.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/private_fds.hpp"

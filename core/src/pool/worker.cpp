@@ -4,6 +4,7 @@
 #include <chrono>
 #include <vector>
 
+#include "pipe/connection.hpp"
 #include "pool/dispatcher.hpp"
 #include "travel/fd_passing.hpp"
 #include "process/child.hpp"

@@ -31,6 +31,16 @@ struct ChannelMessage {
     std::size_t size = 0;
     std::size_t capacity = 0;
     std::vector<int> fds;
+
+    /// Room for a message of `n` bytes (the storage a channel's recv() asks for).
+    char* reserve(std::size_t n) {
+        if (n > capacity || !data) {
+            data.reset(new char[n > 0 ? n : 1]);
+            capacity = n;
+        }
+        size = n;
+        return data.get();
+    }
 };
 
 class FdChannel {
@@ -59,9 +69,10 @@ public:
     void send(std::span<const iovec> parts, std::span<const int> fds = {});
     void send(const void* data, std::size_t size, std::span<const int> fds = {});
 
-    /// Receives one whole message. Returns false at a clean end of stream (the peer closed and
-    /// nothing is left). Throws ProtocolError for a message over the limit or cut short by EOF
-    /// (the channel is unusable afterwards), OSError for other failures.
+    /// Receives one whole message. Returns false at end of stream: the peer closed and nothing is
+    /// left (a message it did not finish is dropped, never delivered in part). Throws
+    /// ProtocolError for a corrupt header or a message over the limit (the channel is unusable
+    /// afterwards), OSError for other failures.
     bool recv(ChannelMessage& out);
 
     /// The same, but the bytes go where `storage(size)` says: it is called once the size is
