@@ -199,7 +199,7 @@ TEST_CASE("when the broker dies, calls that need it raise ProcessError instead o
 }
 
 TEST_CASE("a wait whose timeout is near INT64_MAX nanoseconds waits for ever instead of timing out at once") {
-    using namespace zmp::detail::sync;
+    using namespace zmp::detail::broker;
     zmp::Condition cond;  // a Condition's waits always go through the broker
     auto& rt = Runtime::instance();
     zmq::socket_t raw = zmp::transport::open_socket(rt.context(), zmq::socket_type::dealer);

@@ -1037,7 +1037,7 @@ TEST_CASE("children of children use the root's broker: objects made anywhere wor
 // ---- bad input at the broker -------------------------------------------------------------------
 
 TEST_CASE("garbage sent straight to the broker is counted or answered, and every client keeps being served") {
-    using namespace zmp::detail::sync;
+    using namespace zmp::detail::broker;
     zmp::Lock lock;  // starts the broker
     zmp::Condition cond;
     auto& rt = zmp::detail::Runtime::instance();

@@ -62,18 +62,18 @@
 namespace zmp {
 
 namespace detail {
-namespace sync {
+namespace broker {
 class BrokerLink;
 struct Slot;
-}  // namespace sync
+}  // namespace broker
 
 /// What a handle holds: its broker, its object, and the object's shared state if it has some.
 struct SyncRef {
-    sync::BrokerLink* link = nullptr;
+    broker::BrokerLink* link = nullptr;
     std::uint64_t id = 0;
     std::uint8_t kind = 0;
     std::int64_t slot_index = -1;  ///< -1: the object's state lives in the broker
-    sync::Slot* slot = nullptr;
+    broker::Slot* slot = nullptr;
 
     bool operator==(const SyncRef& other) const { return link == other.link && id == other.id; }
 };

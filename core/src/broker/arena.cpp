@@ -12,7 +12,7 @@
 #include "runtime/runtime.hpp"
 #include "zmp/errors.hpp"
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
 namespace {
 
 constexpr std::size_t kSegmentBytes = std::size_t{kSlotsPerSegment} * sizeof(Slot);
@@ -136,4 +136,4 @@ std::uint32_t Arena::allocate_slot() {
     return index;  // a fresh segment is zero-filled
 }
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker

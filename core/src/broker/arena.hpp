@@ -17,7 +17,7 @@
 #include <mutex>
 #include <string>
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
 
 inline constexpr std::uint32_t kSlotsPerSegment = 4096;  // 256 KiB
 inline constexpr std::uint32_t kMaxSegments = 4096;      // 16 M objects
@@ -104,4 +104,4 @@ private:
     std::uint32_t next_slot_ = 0;
 };
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker

@@ -14,7 +14,7 @@
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
 namespace {
 
 // The first reply from a broker is awaited at most this long: an endpoint nobody serves must
@@ -267,4 +267,4 @@ void BrokerLink::post(Op op, std::uint64_t object, std::initializer_list<std::in
     (void)send_on(conn(), op, object, args, nullptr, false);
 }
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker

@@ -28,7 +28,7 @@
 #include "zmp/errors.hpp"
 #include "zmp/timeout.hpp"
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
 
 class Arena;
 
@@ -113,7 +113,7 @@ const Reply& checked(const Reply& reply);
 pid_t current_pid();
 std::uint32_t current_tid();
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker
 
 namespace zmp::detail {
 

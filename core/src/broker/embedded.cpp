@@ -99,7 +99,7 @@ std::string ensure_broker() {
 std::string embedded_inproc_endpoint(const std::string& endpoint) {
     Embedded* e = embedded.load();
     if (e == nullptr || e->host != Runtime::instance().pid() || e->endpoint != endpoint) return {};
-    if (e->stopped.load()) throw sync::BrokerLost("the broker has stopped: this process is exiting");
+    if (e->stopped.load()) throw broker::BrokerLost("the broker has stopped: this process is exiting");
     return e->inproc;
 }
 

@@ -6,7 +6,7 @@
 #include "zmp/errors.hpp"
 #include "zmp/detail/error_texts.hpp"
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
 namespace {
 
 constexpr auto relaxed = std::memory_order_relaxed;
@@ -548,4 +548,4 @@ void repair_client(Arena& arena, std::uint32_t dead, const std::function<bool(st
     }
 }
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker

@@ -14,7 +14,7 @@
 #include "broker/arena.hpp"
 #include "broker/protocol.hpp"
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
 
 inline constexpr std::uint32_t kContended = 0x80000000u;
 inline constexpr std::uint32_t kOwnerMask = 0x3fffffffu;
@@ -73,4 +73,4 @@ void init_slot(Slot& s, std::uint64_t id, Kind kind, std::int64_t value, std::in
 /// mutex the repair needs).
 void repair_client(Arena& arena, std::uint32_t dead, const std::function<bool(std::uint32_t)>& is_dead);
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker

@@ -3,7 +3,7 @@
 #include "zmp/transport/codec.hpp"
 #include "zmp/errors.hpp"
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
 namespace {
 
 std::uint64_t as_uint(const msgpack::object& o, const char* what) {
@@ -175,4 +175,4 @@ std::vector<std::string_view> split_batch_views(std::string_view batch, std::siz
     return items;
 }
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker

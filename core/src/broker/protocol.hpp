@@ -29,7 +29,7 @@
 #include "zmp/detail/deadline.hpp"
 #include "zmp/timeout.hpp"
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
 
 enum class Op : std::uint8_t {
     hello = 1,      // [pid, tid] -> [client index, broker pid], text: arena prefix ("" = no arena)
@@ -152,4 +152,4 @@ void append_item(std::string& batch, std::string_view item);
 /// Splits a batch into its items; ProtocolError unless it holds exactly `count` well-formed items.
 std::vector<std::string_view> split_batch_views(std::string_view batch, std::size_t count);
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker

@@ -29,7 +29,7 @@
 
 namespace zmp::detail {
 
-using namespace sync;
+using namespace broker;
 
 namespace {
 

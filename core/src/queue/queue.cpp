@@ -34,7 +34,7 @@
 
 namespace zmp::detail {
 
-using namespace sync;
+using namespace broker;
 
 struct QueueState {
     BrokerLink* link = nullptr;

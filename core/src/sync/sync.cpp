@@ -17,7 +17,7 @@
 namespace zmp {
 namespace detail {
 
-using namespace sync;
+using namespace broker;
 
 namespace {
 
@@ -218,7 +218,7 @@ SyncRef from_wire(const msgpack::object& obj, HandleType type) {
 
 }  // namespace detail
 
-using namespace detail::sync;
+using namespace detail::broker;
 using detail::SyncRef;
 
 // ---- Lock, RLock ---------------------------------------------------------------------------------
