@@ -20,7 +20,7 @@
 
 namespace {
 
-zmp::detail::Broker* serving = nullptr;
+zmp::detail::broker::Server* serving = nullptr;
 
 void on_signal(int) {
     if (serving != nullptr) serving->stop();  // async-signal-safe
@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
     }
     try {
         auto& rt = zmp::detail::Runtime::instance();
-        zmp::detail::Broker broker(rt.context(), {endpoint, "", same_host});
+        zmp::detail::broker::Server broker(rt.context(), {endpoint, "", same_host});
         serving = &broker;
         struct sigaction action {};
         action.sa_handler = on_signal;

@@ -199,7 +199,7 @@ Feeder& feeder() {
 struct Received {
     BrokerLink* link = nullptr;
     std::uint64_t id = 0;
-    Slot* cursor = nullptr;               // null: nothing delivered yet (or no arena: items are ours once sent)
+    CursorSlot* cursor = nullptr;         // null: nothing delivered yet (or no arena: items are ours once sent)
     zmq::message_t payload;               // the delivery as it came
     std::vector<std::string_view> items;  // its items, in `payload`
     std::size_t mine = 0;                 // of them, taken by this thread
@@ -224,13 +224,12 @@ Received& received_for(const QueueState& q) {
 }
 
 // Takes the next item of a delivery, unless the broker took the rest back (or all are taken).
-std::optional<std::uint32_t> take_next(Slot& slot) {
-    std::atomic<std::int64_t>& cursor = delivery_cursor(slot);
-    std::int64_t word = cursor.load(std::memory_order_acquire);
+std::optional<std::uint32_t> take_next(CursorSlot& slot) {
+    std::atomic<std::uint64_t>& cursor = slot.word;
+    std::uint64_t word = cursor.load(std::memory_order_acquire);
     for (;;) {
-        const auto taken = static_cast<std::uint32_t>(word);
-        const auto limit = static_cast<std::uint32_t>(static_cast<std::uint64_t>(word) >> 32);
-        if (taken >= limit) return std::nullopt;
+        const std::uint32_t taken = cursor_taken(word);
+        if (taken >= cursor_limit(word)) return std::nullopt;
         if (cursor.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) return taken;
     }
 }
@@ -320,7 +319,7 @@ std::string_view QueueCore::get_view(bool block, const Timeout& timeout) const {
         Arena* arena = q.link->arena();
         if (arena == nullptr || slot > UINT32_MAX)
             throw ProtocolError("the broker sent a delivery without shared memory");
-        r.cursor = &arena->slot(static_cast<std::uint32_t>(slot));
+        r.cursor = &arena->cursor(static_cast<std::uint32_t>(slot));
         r.mine = 0;
         r.arrived = Clock::now();
     }
