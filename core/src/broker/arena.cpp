@@ -1,11 +1,16 @@
 #include "broker/arena.hpp"
 
+#include <linux/futex.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 
+#include "broker/protocol.hpp"
 #include "shm/segment.hpp"
 #include "zmp/errors.hpp"
 
@@ -73,8 +78,15 @@ Arena::Arena(std::string prefix, Role role)
     if (!valid_prefix(prefix_)) throw ProtocolError("malformed arena name '" + prefix_ + "'");
     for (std::uint32_t k = 0; k < kMaxSegments; ++k) segments_[k].store(nullptr, std::memory_order_relaxed);
     if (role_ == Role::owner) {
-        clients_.store(static_cast<ClientRecord*>(map_segment(clients_name(prefix_), kClientBytes, role_)),
-                       std::memory_order_release);
+        auto* records = static_cast<ClientRecord*>(map_segment(clients_name(prefix_), kClientBytes, role_));
+        auto* header = reinterpret_cast<ArenaHeader*>(records);
+        pthread_mutexattr_t attr;
+        ::pthread_mutexattr_init(&attr);
+        ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+        ::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+        ::pthread_mutex_init(&header->life, &attr);
+        ::pthread_mutexattr_destroy(&attr);
+        clients_.store(records, std::memory_order_release);
     }
 }
 
@@ -105,8 +117,7 @@ Slot& Arena::slot(std::uint32_t index) {
     return segment[index % kSlotsPerSegment];
 }
 
-ClientRecord& Arena::client(std::uint32_t index) {
-    if (index == 0 || index >= kMaxClientRecords) throw ProtocolError("client index out of range");
+ClientRecord* Arena::client_records() {
     ClientRecord* records = clients_.load(std::memory_order_acquire);
     if (records == nullptr) {
         auto* mapped = static_cast<ClientRecord*>(map_segment(clients_name(prefix_), kClientBytes, role_));
@@ -117,7 +128,89 @@ ClientRecord& Arena::client(std::uint32_t index) {
             unmap_segment(loser);
         }
     }
-    return records[index];
+    return records;
+}
+
+ClientRecord& Arena::client(std::uint32_t index) {
+    if (index == 0 || index >= kMaxClientRecords) throw ProtocolError("client index out of range");
+    return client_records()[index];
+}
+
+// ---- the broker's life ---------------------------------------------------------------------------
+//
+// Why a robust mutex rather than a watcher thread per client process (a thread blocked on the
+// broker's pidfd that wakes its process's sleepers): the kernel itself marks the word when the
+// broker's thread dies, so no client process needs a thread of its own (nothing to start lazily,
+// nothing to redo after fork), and the word is in the arena every sleeper has mapped already.
+// A sleeper waits on two words at once (futex_waitv): the word it sleeps on, and the mutex's word.
+// The kernel wakes one sleeper of the mutex's word when the broker dies; that one wakes the rest.
+
+std::atomic<std::uint32_t>& Arena::life_word() {
+    static_assert(sizeof(int) == sizeof(std::atomic<std::uint32_t>));
+    auto& header = *reinterpret_cast<ArenaHeader*>(&client_records()[0]);
+    // glibc's mutex word, the one the kernel's robust-list handling marks: (tid | flags).
+    return *reinterpret_cast<std::atomic<std::uint32_t>*>(&header.life.__data.__lock);
+}
+
+void Arena::hold_life() {
+    auto& header = *reinterpret_cast<ArenaHeader*>(&client_records()[0]);
+    const int rc = ::pthread_mutex_lock(&header.life);
+    if (rc == EOWNERDEAD) ::pthread_mutex_consistent(&header.life);
+}
+
+void Arena::release_life() {
+    auto& header = *reinterpret_cast<ArenaHeader*>(&client_records()[0]);
+    ::pthread_mutex_unlock(&header.life);
+}
+
+namespace {
+
+bool broker_gone(std::uint32_t life) { return (life & FUTEX_OWNER_DIED) != 0 || (life & FUTEX_TID_MASK) == 0; }
+
+[[noreturn]] void raise_broker_gone(std::atomic<std::uint32_t>& life) {
+    futex_wake(life);  // the other sleepers learn it too
+    throw BrokerLost("the broker is gone");
+}
+
+std::atomic<bool> have_futex_waitv{true};  // false on kernels before 5.16: sleeps then do not see the broker's death
+
+}  // namespace
+
+FutexWait Arena::sleep(std::atomic<std::uint32_t>& word, std::uint32_t expected, const Deadline& deadline) {
+    std::atomic<std::uint32_t>& life = life_word();
+    std::uint32_t seen = life.load(std::memory_order_acquire);
+    for (;;) {
+        if (broker_gone(seen)) raise_broker_gone(life);
+        if ((seen & FUTEX_WAITERS) != 0) break;
+        // Asks the kernel to wake a sleeper when the broker dies (it only does when this bit is set).
+        if (life.compare_exchange_weak(seen, seen | FUTEX_WAITERS, std::memory_order_acq_rel)) {
+            seen |= FUTEX_WAITERS;
+            break;
+        }
+    }
+    if (!have_futex_waitv.load(std::memory_order_relaxed)) return futex_wait(word, expected, deadline);
+    timespec ts{};
+    timespec* at = nullptr;
+    if (const auto& when = deadline.time()) {
+        if (when->time_since_epoch().count() <= 0) return FutexWait::timed_out;
+        ts = deadline.monotonic_timespec();
+        at = &ts;
+    }
+    struct futex_waitv waits[2] = {};
+    waits[0].val = expected;
+    waits[0].uaddr = reinterpret_cast<std::uintptr_t>(&word);
+    waits[0].flags = FUTEX_32;
+    waits[1].val = seen;
+    waits[1].uaddr = reinterpret_cast<std::uintptr_t>(&life);
+    waits[1].flags = FUTEX_32;
+    const long rc = ::syscall(SYS_futex_waitv, waits, 2, 0, at, CLOCK_MONOTONIC);
+    const int error = rc < 0 ? errno : 0;
+    if (broker_gone(life.load(std::memory_order_acquire))) raise_broker_gone(life);
+    if (error == ENOSYS) {
+        have_futex_waitv.store(false, std::memory_order_relaxed);
+        return futex_wait(word, expected, deadline);
+    }
+    return error == ETIMEDOUT ? FutexWait::timed_out : FutexWait::woken;
 }
 
 std::uint32_t Arena::allocate_slot() {

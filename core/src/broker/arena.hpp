@@ -13,6 +13,8 @@
 // A slot holds either an object's state (Slot) or a queue delivery's cursor (CursorSlot): two
 // layouts over the same 64 bytes, which share their first two words (the owner's id and kind).
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -22,13 +24,16 @@
 #include <string>
 #include <vector>
 
+#include "base/futex.hpp"
+
 namespace zmp::detail::broker {
 
 inline constexpr std::uint32_t kSlotsPerSegment = 4096;  // 256 KiB
 inline constexpr std::uint32_t kMaxSegments = 4096;      // 16 M slots
 inline constexpr std::uint32_t kMaxClientRecords = 16384;
-inline constexpr std::size_t kMarkers = 16;   // threads of one process inside barriers at once
-inline constexpr std::size_t kHoldings = 32;  // semaphores one process holds slots of at once
+inline constexpr std::size_t kMarkers = 16;      // threads of one process inside barriers at once
+inline constexpr std::size_t kHoldings = 32;     // semaphores one process holds slots of at once
+inline constexpr std::size_t kForkEntries = 32;  // forks of one process the broker has not bound yet
 
 /// One object's shared state; each kind uses its own fields (see fast_path.cpp).
 struct alignas(64) Slot {
@@ -81,11 +86,31 @@ struct BarrierMarker {
 
 enum class MarkerPhase : std::uint32_t { entering = 0, arriving, inside, leaving };
 
+/// A fork in progress (handle.hpp): the parent reserves an entry before fork() and tells the broker
+/// (FORK_HOLD with the entry and its token); the child writes its pid here at once. The broker
+/// reads the pid, gives the child the parent's references, and frees the entry.
+struct ForkEntry {
+    std::atomic<std::uint64_t> token;  // 0: free
+    std::atomic<std::uint32_t> child;  // the child's pid, 0 until it wrote it
+    std::uint32_t reserved;
+};
+
 struct ClientRecord {
     BarrierMarker markers[kMarkers];
     std::atomic<std::uint64_t> holdings[kHoldings];  // (slot index + 1) << 32 | slots held; 0: free
+    ForkEntry forks[kForkEntries];
 };
-static_assert(sizeof(ClientRecord) == 512);
+static_assert(sizeof(ClientRecord) == 1024);
+
+/// Record 0 of the client segment (no client has index 0): the broker's life. The broker's thread
+/// holds `life`, a robust process-shared mutex, while it serves; when that thread ends without
+/// releasing it — its process was killed — the kernel marks the mutex's word "owner died" and
+/// wakes a sleeper on it. A process that sleeps on an arena word sleeps on that word too
+/// (Arena::sleep), so the broker's death wakes it at once.
+struct ArenaHeader {
+    pthread_mutex_t life;
+};
+static_assert(sizeof(ArenaHeader) <= sizeof(ClientRecord));
 
 class Arena {
 public:
@@ -118,7 +143,19 @@ public:
     /// owner: slots in use.
     std::uint32_t slots_in_use() const { return next_slot_ - static_cast<std::uint32_t>(free_.size()); }
 
+    /// owner: the thread that serves holds the broker's life from here on (its death then wakes
+    /// every sleeper), until release_life() on the same thread.
+    void hold_life();
+    void release_life();
+
+    /// Sleeps while `word` (in this arena) holds `expected`, until woken or `deadline`, as
+    /// futex_wait does; raises BrokerLost if the broker is gone, or goes while this sleeps.
+    FutexWait sleep(std::atomic<std::uint32_t>& word, std::uint32_t expected, const Deadline& deadline);
+
 private:
+    ClientRecord* client_records();
+    std::atomic<std::uint32_t>& life_word();
+
     std::string prefix_;
     Role role_;
     std::unique_ptr<std::atomic<Slot*>[]> segments_;

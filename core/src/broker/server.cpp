@@ -13,6 +13,7 @@
 #include <climits>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <set>
@@ -32,13 +33,30 @@ namespace zmp::detail::broker {
 
 namespace {
 constexpr std::size_t kMaxClients = kMaxClientRecords - 1;
+
+// References set aside for the receivers of messages (REF_HOLD) and never claimed are released
+// this long after their sender died, or as soon as their sender has more than kMaxHolds of them
+// out (the oldest first).
+constexpr auto kHoldGrace = std::chrono::seconds(30);
+constexpr std::size_t kMaxHolds = 65536;
+// A claim that arrives before the hold it names (the two come from different processes) is kept
+// this long, so that the hold, when it comes, is taken at once; at most kMaxEarlyClaims of them.
+constexpr auto kEarlyClaimLife = std::chrono::seconds(60);
+constexpr std::size_t kMaxEarlyClaims = 65536;
+// A fork the broker cannot bind to its child (no pid written in the parent's fork entry) within
+// this long is given up, and the references held for it are released.
+constexpr auto kForkBindLimit = std::chrono::seconds(10);
+constexpr auto kForkRetry = std::chrono::milliseconds(1);
 }  // namespace
 
 struct Client {
     pid_t pid = 0;
     int pidfd = -1;  // -1 for the broker's own process
     std::uint32_t index = 0;
-    std::vector<std::string> peers;  // routing ids of its connections
+    std::vector<std::string> peers;                        // routing ids of its connections
+    std::unordered_map<std::uint64_t, std::int64_t> refs;  // references it holds, by object
+    std::deque<std::uint64_t> holds;                       // tokens it set aside, oldest first
+    std::size_t holds_out = 0;                             // of them, not claimed yet
 };
 
 namespace {
@@ -48,6 +66,28 @@ struct Peer {
     Client* client = nullptr;
     std::uint32_t tid = 0;
     std::vector<std::uint64_t> objects;  // objects with state for this connection (note_connection_state)
+};
+
+// An object and the server's books on it.
+struct Entry {
+    std::unique_ptr<Object> object;
+    std::int64_t refs = 0;  // references held by clients, set aside in messages, or kept for forks
+    std::uint32_t waiters = 0;
+};
+
+// A reference set aside for the receiver of a message.
+struct Hold {
+    std::uint64_t object = 0;
+    Client* sender = nullptr;  // nullptr once its sender died
+};
+
+// The references of a parent, kept for its child until the broker learns the child's pid.
+struct Adoption {
+    Client* parent = nullptr;
+    std::uint32_t entry = 0;
+    std::uint64_t token = 0;
+    std::vector<std::pair<std::uint64_t, std::int64_t>> refs;
+    Clock::time_point since{};
 };
 
 // A kind's entry with its ops as a table, for dispatch.
@@ -88,6 +128,22 @@ struct Server::Impl final : Services {
     void on_death(Client& client);
     bool is_dead(std::uint32_t index) const;
     void park_if_asked();
+    Client* client_for(pid_t pid);
+
+    // References.
+    void references(const Caller& caller, const Request& req);
+    void add_ref(Client& client, std::uint64_t object, std::int64_t n);
+    void release_ref(std::uint64_t object, std::int64_t n);
+    void drop_ref(Client& client, std::uint64_t object);
+    void set_aside(Client& sender, std::uint64_t object, std::uint64_t token);
+    void claim(Client& client, std::uint64_t object, std::uint64_t token);
+    void release_hold(std::uint64_t token);
+    void fork_hold(Client& parent, std::int64_t entry, std::uint64_t token);
+    bool try_bind(Adoption& a, bool last_chance);
+    void release_adoption(Adoption& a);
+    void housekeeping(Clock::time_point now);
+    Clock::time_point housekeeping_due() const;
+    void free_doomed();
 
     // Services
     bool reply(const Caller& to, std::uint64_t rid, Status status, std::initializer_list<std::int64_t> values = {},
@@ -128,8 +184,15 @@ struct Server::Impl final : Services {
     std::uint32_t next_index = 1;
     bool clients_changed = true;
 
-    std::unordered_map<std::uint64_t, std::unique_ptr<Object>> objects;
+    std::unordered_map<std::uint64_t, Entry> objects;
     std::uint64_t next_object = 1;
+    std::vector<std::uint64_t> doomed;  // objects whose last reference went: freed by free_doomed()
+
+    std::unordered_map<std::uint64_t, Hold> holds;                      // by token
+    std::deque<std::pair<Clock::time_point, std::uint64_t>> orphans;    // holds of dead senders, by expiry
+    std::unordered_map<std::uint64_t, Clock::time_point> early_claims;  // by token
+    std::deque<std::pair<Clock::time_point, std::uint64_t>> early_order;
+    std::vector<Adoption> adoptions;
 
     std::unordered_map<WaiterId, Waiter> waiters;
     std::set<std::pair<Clock::time_point, WaiterId>> timers;
@@ -196,12 +259,13 @@ bool Server::Impl::reply_with_batch(const Caller& to, std::uint64_t rid, std::in
 // ---- the loop -------------------------------------------------------------------------------
 
 int Server::Impl::poll_timeout_ms() const {
-    const int tick_ms = ticking.empty() ? -1 : static_cast<int>(kTickInterval.count());
-    if (timers.empty()) return tick_ms;
-    auto left = std::chrono::duration_cast<std::chrono::microseconds>(timers.begin()->first - Clock::now()).count();
+    Clock::time_point due = housekeeping_due();
+    if (!timers.empty()) due = std::min(due, timers.begin()->first);
+    if (!ticking.empty()) due = std::min(due, next_tick);
+    if (due == kNever) return -1;
+    auto left = std::chrono::duration_cast<std::chrono::microseconds>(due - Clock::now()).count();
     if (left <= 0) return 0;
-    const int ms = static_cast<int>(std::min<long long>((left + 999) / 1000, INT_MAX));
-    return tick_ms < 0 ? ms : std::min(ms, tick_ms);
+    return static_cast<int>(std::min<long long>((left + 999) / 1000, INT_MAX));
 }
 
 void Server::Impl::park_if_asked() {
@@ -214,9 +278,13 @@ void Server::Impl::park_if_asked() {
 }
 
 void Server::Impl::run() {
+    // This thread holds the broker's life while it serves: if it dies (its process is killed),
+    // every process sleeping on the arena is woken and told (Arena::sleep).
+    if (arena_) arena_->hold_life();
     struct Finished {
         Impl& impl;
         ~Finished() {
+            if (impl.arena_) impl.arena_->release_life();
             std::lock_guard lock(impl.park_mutex);
             impl.finished = true;
             impl.park_cv.notify_all();
@@ -253,6 +321,7 @@ void Server::Impl::run() {
         const auto now = Clock::now();
         expire(now);
         if (!ticking.empty() && now >= next_tick) tick(now);
+        if (housekeeping_due() <= now) housekeeping(now);
     }
 }
 
@@ -297,6 +366,7 @@ void Server::Impl::serve_socket() {
             ++errors;
             (void)send_reply(routing_id, req.rid, r.status, {}, r.text);
         }
+        free_doomed();
     }
 }
 
@@ -309,20 +379,28 @@ void Server::Impl::handle(const std::string& routing_id, const Request& req) {
         case Op::create:
             return create(caller, req);
         case Op::keep_holdings:
-            for (auto& [id, obj] : objects) obj->on_client_exit(*this, *caller.client);
+            for (auto& [id, entry] : objects) entry.object->on_client_exit(*this, *caller.client);
             (void)reply(caller, req.rid, Status::ok);
             return;
         case Op::stats:
             (void)reply(caller, req.rid, Status::ok,
                         {static_cast<std::int64_t>(dropped), static_cast<std::int64_t>(errors),
-                         static_cast<std::int64_t>(clients.size()), static_cast<std::int64_t>(objects.size())});
+                         static_cast<std::int64_t>(clients.size()), static_cast<std::int64_t>(objects.size()),
+                         static_cast<std::int64_t>(peers.size()), static_cast<std::int64_t>(waiters.size()),
+                         static_cast<std::int64_t>(holds.size()), arena_ ? arena_->slots_in_use() : 0});
             return;
+        case Op::ref_drop:
+        case Op::ref_hold:
+        case Op::ref_claim:
+        case Op::fork_hold:
+        case Op::ref_sync:
+            return references(caller, req);
         default:
             break;
     }
     auto it = objects.find(req.object);
     if (it == objects.end()) refuse(Status::protocol_error, "unknown object " + std::to_string(req.object));
-    dispatch(caller, req, *it->second);
+    dispatch(caller, req, *it->second.object);
 }
 
 void Server::Impl::dispatch(const Caller& caller, const Request& req, Object& obj) {
@@ -347,14 +425,182 @@ void Server::Impl::create(const Caller& caller, const Request& req) {
     std::unique_ptr<Object> obj = entry->make(*this, id, args);
     ++next_object;
     const std::int64_t slot = obj->slot();
-    objects.emplace(id, std::move(obj));
+    objects.emplace(id, Entry{std::move(obj), 0, 0});
+    add_ref(*caller.client, id, 1);  // the creator's
     (void)reply(caller, req.rid, Status::ok, {static_cast<std::int64_t>(id), slot});
+}
+
+// ---- references ----------------------------------------------------------------------------
+
+void Server::Impl::references(const Caller& caller, const Request& req) {
+    Client& client = *caller.client;
+    switch (req.op) {
+        case Op::ref_drop:
+            return drop_ref(client, req.object);
+        case Op::ref_hold:
+            return set_aside(client, req.object, static_cast<std::uint64_t>(arg(req, 0)));
+        case Op::ref_claim:
+            return claim(client, req.object, static_cast<std::uint64_t>(arg(req, 0)));
+        case Op::fork_hold:
+            return fork_hold(client, arg(req, 0), static_cast<std::uint64_t>(arg(req, 1)));
+        default:
+            (void)reply(caller, req.rid, Status::ok);  // ref_sync: everything before it is done
+            return;
+    }
+}
+
+void Server::Impl::add_ref(Client& client, std::uint64_t object, std::int64_t n) {
+    client.refs[object] += n;
+    objects.at(object).refs += n;
+}
+
+void Server::Impl::release_ref(std::uint64_t object, std::int64_t n) {
+    auto it = objects.find(object);
+    if (it == objects.end()) return;
+    it->second.refs -= n;
+    if (it->second.refs <= 0) doomed.push_back(object);
+}
+
+void Server::Impl::drop_ref(Client& client, std::uint64_t object) {
+    auto it = client.refs.find(object);
+    if (it == client.refs.end()) return;  // it holds none (a forked child whose references were lost)
+    if (--it->second <= 0) client.refs.erase(it);
+    release_ref(object, 1);
+}
+
+void Server::Impl::set_aside(Client& sender, std::uint64_t object, std::uint64_t token) {
+    if (token == 0 || !objects.contains(object) || holds.contains(token)) return;
+    if (early_claims.erase(token) != 0) return;  // its receiver already took a reference of its own
+    objects.at(object).refs += 1;
+    holds.emplace(token, Hold{object, &sender});
+    sender.holds.push_back(token);
+    ++sender.holds_out;
+    // A sender with too many out gives up its oldest; the list forgets claimed ones now and then.
+    while (sender.holds_out > kMaxHolds && !sender.holds.empty()) {
+        const std::uint64_t oldest = sender.holds.front();
+        sender.holds.pop_front();
+        if (auto h = holds.find(oldest); h != holds.end() && h->second.sender == &sender) release_hold(oldest);
+    }
+    if (sender.holds.size() > 2 * sender.holds_out + 1024) {
+        std::erase_if(sender.holds, [&](std::uint64_t t) {
+            auto h = holds.find(t);
+            return h == holds.end() || h->second.sender != &sender;
+        });
+    }
+}
+
+void Server::Impl::claim(Client& client, std::uint64_t object, std::uint64_t token) {
+    if (!objects.contains(object)) return;  // gone: the claimant's handle names nothing
+    add_ref(client, object, 1);
+    if (token == 0) return;
+    if (auto h = holds.find(token); h != holds.end() && h->second.object == object) return release_hold(token);
+    // The hold has not arrived yet (or was claimed already): take it at once when it comes.
+    if (early_claims.size() >= kMaxEarlyClaims && !early_order.empty()) {
+        early_claims.erase(early_order.front().second);
+        early_order.pop_front();
+    }
+    const auto expires = Clock::now() + kEarlyClaimLife;
+    early_claims[token] = expires;
+    early_order.emplace_back(expires, token);
+}
+
+void Server::Impl::release_hold(std::uint64_t token) {
+    auto h = holds.find(token);
+    if (h == holds.end()) return;
+    if (h->second.sender != nullptr) --h->second.sender->holds_out;
+    const std::uint64_t object = h->second.object;
+    holds.erase(h);
+    release_ref(object, 1);
+}
+
+void Server::Impl::fork_hold(Client& parent, std::int64_t entry, std::uint64_t token) {
+    if (!arena_ || entry < 0 || entry >= static_cast<std::int64_t>(kForkEntries) || token == 0) return;
+    // As many forks at once as a process has entries for (a client that says more is lying).
+    if (std::count_if(adoptions.begin(), adoptions.end(), [&](const Adoption& a) { return a.parent == &parent; }) >=
+        static_cast<std::ptrdiff_t>(kForkEntries))
+        return;
+    Adoption a{&parent, static_cast<std::uint32_t>(entry), token, {}, Clock::now()};
+    a.refs.reserve(parent.refs.size());
+    for (const auto& [object, n] : parent.refs) {
+        objects.at(object).refs += n;
+        a.refs.emplace_back(object, n);
+    }
+    if (!try_bind(a, false)) adoptions.push_back(std::move(a));
+}
+
+// Gives the child of an adoption the references kept for it, once it has written its pid; true
+// when the adoption is settled (bound, or given up: `last_chance`, or too old).
+bool Server::Impl::try_bind(Adoption& a, bool last_chance) {
+    ForkEntry& e = arena_->client(a.parent->index).forks[a.entry];
+    const bool ours = e.token.load(std::memory_order_acquire) == a.token;
+    const auto pid = ours ? static_cast<pid_t>(e.child.load(std::memory_order_acquire)) : 0;
+    if (pid == 0 && ours && !last_chance && Clock::now() - a.since < kForkBindLimit) return false;
+    if (ours) {
+        e.child.store(0, std::memory_order_relaxed);
+        e.token.store(0, std::memory_order_release);
+    }
+    Client* child = pid > 0 ? client_for(pid) : nullptr;
+    if (child == nullptr) {
+        release_adoption(a);
+        return true;
+    }
+    for (const auto& [object, n] : a.refs) child->refs[object] += n;  // counted on the objects already
+    a.refs.clear();
+    return true;
+}
+
+void Server::Impl::release_adoption(Adoption& a) {
+    for (const auto& [object, n] : a.refs) release_ref(object, n);
+    a.refs.clear();
+}
+
+Clock::time_point Server::Impl::housekeeping_due() const {
+    if (!adoptions.empty()) return Clock::now() + kForkRetry;
+    Clock::time_point due = kNever;
+    if (!orphans.empty()) due = std::min(due, orphans.front().first);
+    if (!early_order.empty()) due = std::min(due, early_order.front().first);
+    return due;
+}
+
+void Server::Impl::housekeeping(Clock::time_point now) {
+    while (!orphans.empty() && orphans.front().first <= now) {
+        const std::uint64_t token = orphans.front().second;
+        orphans.pop_front();
+        if (auto h = holds.find(token); h != holds.end() && h->second.sender == nullptr) release_hold(token);
+    }
+    while (!early_order.empty() && early_order.front().first <= now) {
+        auto it = early_claims.find(early_order.front().second);
+        if (it != early_claims.end() && it->second == early_order.front().first) early_claims.erase(it);
+        early_order.pop_front();
+    }
+    std::erase_if(adoptions, [&](Adoption& a) { return try_bind(a, false); });
+    free_doomed();
+}
+
+void Server::Impl::free_doomed() {
+    while (!doomed.empty()) {
+        const std::uint64_t id = doomed.back();
+        doomed.pop_back();
+        auto it = objects.find(id);
+        if (it == objects.end() || it->second.refs > 0) continue;  // claimed again meanwhile
+        it->second.object->on_destroy(*this);
+        if (it->second.waiters > 0) {
+            // Only a client that dropped every handle yet waits (a hostile one) can have any.
+            std::vector<WaiterId> left;
+            for (const auto& [wid, w] : waiters)
+                if (w.object == id) left.push_back(wid);
+            for (WaiterId wid : left)
+                (void)reply(take_waiter(wid), Status::protocol_error, {}, "the object no longer exists");
+        }
+        objects.erase(id);
+    }
 }
 
 // ---- waiters and deadlines -----------------------------------------------------------------
 
 WaiterId Server::Impl::add_waiter(WaitQueue& queue, Waiter w) {
     const WaiterId id = next_waiter++;
+    ++objects.at(w.object).waiters;
     if (w.deadline != kNever) timers.emplace(w.deadline, id);
     waiters.emplace(id, std::move(w));
     queue.push_back(id);
@@ -366,6 +612,7 @@ Waiter Server::Impl::take_waiter(WaiterId id) {
     Waiter w = std::move(it->second);
     waiters.erase(it);
     if (w.deadline != kNever) timers.erase({w.deadline, id});
+    if (auto obj = objects.find(w.object); obj != objects.end()) --obj->second.waiters;
     return w;
 }
 
@@ -378,7 +625,7 @@ void Server::Impl::clear_deadline(WaiterId id) {
 void Server::Impl::expire(Clock::time_point now) {
     while (!timers.empty() && timers.begin()->first <= now) {
         const WaiterId id = timers.begin()->second;
-        objects.at(waiters.at(id).object)->on_timeout(*this, id);
+        objects.at(waiters.at(id).object).object->on_timeout(*this, id);
     }
 }
 
@@ -386,7 +633,7 @@ void Server::Impl::tick(Clock::time_point now) {
     next_tick = now + kTickInterval;
     for (auto it = ticking.begin(); it != ticking.end();) {
         auto found = objects.find(*it);
-        if (found == objects.end() || !found->second->on_tick(*this, now)) {
+        if (found == objects.end() || !found->second.object->on_tick(*this, now)) {
             it = ticking.erase(it);
         } else {
             ++it;
@@ -398,8 +645,11 @@ void Server::Impl::note_connection_state(const std::string& routing_id, std::uin
     auto it = peers.find(routing_id);
     if (it == peers.end()) return;
     auto& objects_of_peer = it->second.objects;
-    if (std::find(objects_of_peer.begin(), objects_of_peer.end(), object) == objects_of_peer.end())
-        objects_of_peer.push_back(object);
+    if (std::find(objects_of_peer.begin(), objects_of_peer.end(), object) != objects_of_peer.end()) return;
+    // Objects freed since are forgotten now and then (a connection may use many queues in turn).
+    if (objects_of_peer.size() >= 64 && (objects_of_peer.size() & (objects_of_peer.size() - 1)) == 0)
+        std::erase_if(objects_of_peer, [&](std::uint64_t id) { return !objects.contains(id); });
+    objects_of_peer.push_back(object);
 }
 
 // ---- clients ---------------------------------------------------------------------------------
@@ -409,31 +659,15 @@ void Server::Impl::hello(const std::string& routing_id, const Request& req) {
     const std::int64_t tid = arg(req, 1);
     if (pid <= 0 || pid > INT_MAX || tid < 0 || tid > UINT32_MAX)
         refuse(Status::protocol_error, "hello: bad pid or tid");
-    auto it = clients.find(static_cast<pid_t>(pid));
-    if (it == clients.end()) {
-        if (clients.size() >= kMaxClients) refuse(Status::protocol_error, "too many client processes");
-        auto client = std::make_unique<Client>();
-        client->pid = static_cast<pid_t>(pid);
-        if (client->pid != self_pid) {
-            client->pidfd = open_pidfd(client->pid);
-            if (client->pidfd < 0)
-                refuse(Status::protocol_error, "hello: process " + std::to_string(pid) + " is not running");
-        }
-        if (!free_indices.empty()) {
-            client->index = free_indices.back();
-            free_indices.pop_back();
-        } else {
-            client->index = next_index++;
-        }
-        if (arena_) {
-            if (client->index >= kMaxClientRecords) refuse(Status::protocol_error, "too many client processes");
-            std::memset(static_cast<void*>(&arena_->client(client->index)), 0, sizeof(ClientRecord));
-        }
-        by_index[client->index] = client.get();
-        it = clients.emplace(client->pid, std::move(client)).first;
-        clients_changed = true;
+    if (auto it = clients.find(static_cast<pid_t>(pid)); it != clients.end() && it->second->pidfd >= 0) {
+        // The process of that pid died and the pid is used again: the old one's death comes first.
+        pollfd p{it->second->pidfd, POLLIN, 0};
+        if (::poll(&p, 1, 0) > 0) on_death(*it->second);
     }
-    Client* client = it->second.get();
+    if (clients.size() >= kMaxClients && !clients.contains(static_cast<pid_t>(pid)))
+        refuse(Status::protocol_error, "too many client processes");
+    Client* client = client_for(static_cast<pid_t>(pid));
+    if (client == nullptr) refuse(Status::protocol_error, "hello: process " + std::to_string(pid) + " is not running");
     auto known = peers.find(routing_id);
     if (known != peers.end() && known->second.client != client) std::erase(known->second.client->peers, routing_id);
     if (known == peers.end() || known->second.client != client) client->peers.push_back(routing_id);
@@ -444,13 +678,36 @@ void Server::Impl::hello(const std::string& routing_id, const Request& req) {
                      arena_ ? arena_->prefix() : std::string());
 }
 
+// The client record of process `pid`, made (and its death watched) if there is none yet; nullptr if
+// that process is not running.
+Client* Server::Impl::client_for(pid_t pid) {
+    if (auto it = clients.find(pid); it != clients.end()) return it->second.get();
+    if (clients.size() >= kMaxClients) return nullptr;
+    auto client = std::make_unique<Client>();
+    client->pid = pid;
+    if (pid != self_pid) {
+        client->pidfd = open_pidfd(pid);
+        if (client->pidfd < 0) return nullptr;
+    }
+    if (!free_indices.empty()) {
+        client->index = free_indices.back();
+        free_indices.pop_back();
+    } else {
+        client->index = next_index++;
+    }
+    if (arena_) std::memset(static_cast<void*>(&arena_->client(client->index)), 0, sizeof(ClientRecord));
+    by_index[client->index] = client.get();
+    clients_changed = true;
+    return clients.emplace(pid, std::move(client)).first->second.get();
+}
+
 void Server::Impl::on_death(Client& client) {
     // Its waits are dropped (each kind forgets them)...
     std::vector<WaiterId> mine;
     for (const auto& [id, w] : waiters)
         if (w.caller.client == &client) mine.push_back(id);
     for (WaiterId id : mine) {
-        objects.at(waiters.at(id).object)->drop_waiter(*this, id);
+        objects.at(waiters.at(id).object).object->drop_waiter(*this, id);
         (void)take_waiter(id);
     }
     // ... what its connections had is given back ...
@@ -458,17 +715,31 @@ void Server::Impl::on_death(Client& client) {
         auto peer = peers.find(routing_id);
         if (peer == peers.end()) continue;
         for (std::uint64_t id : peer->second.objects)
-            if (auto obj = objects.find(id); obj != objects.end()) obj->second->on_connection_gone(*this, routing_id);
+            if (auto obj = objects.find(id); obj != objects.end())
+                obj->second.object->on_connection_gone(*this, routing_id);
         peers.erase(peer);
     }
     // ... and what it held is freed (locks, semaphore units, a barrier it was in).
-    for (auto& [id, obj] : objects) obj->on_client_death(*this, client);
+    for (auto& [id, entry] : objects) entry.object->on_client_death(*this, client);
     if (arena_) repair_client(*arena_, client.index, [this](std::uint32_t index) { return is_dead(index); });
+    // Its references go; those it set aside in messages stay a while for their receivers; the
+    // children it was forking get theirs now, if they are known.
+    for (const auto& [object, n] : client.refs) release_ref(object, n);
+    client.refs.clear();
+    const auto now = Clock::now();
+    for (std::uint64_t token : client.holds) {
+        auto h = holds.find(token);
+        if (h == holds.end() || h->second.sender != &client) continue;
+        h->second.sender = nullptr;
+        orphans.emplace_back(now + kHoldGrace, token);
+    }
+    std::erase_if(adoptions, [&](Adoption& a) { return a.parent == &client && try_bind(a, true); });
     if (client.pidfd >= 0) ::close(client.pidfd);
     by_index.erase(client.index);
     free_indices.push_back(client.index);
     clients.erase(client.pid);
     clients_changed = true;
+    free_doomed();
 }
 
 bool Server::Impl::is_dead(std::uint32_t index) const {
