@@ -1,5 +1,5 @@
 #pragma once
-// The broker's wire protocol (DESIGN.md §4, §6). Every message is one ZeroMQ frame holding one
+// The broker's wire protocol. Every message is one ZeroMQ frame holding one
 // msgpack array:
 //
 //   request   [op, object, request-id, [arg, ...]]        args are integers
@@ -59,7 +59,7 @@ enum class Op : std::uint8_t {
     barrier_abort,  // [] -> []
     barrier_reset,  // [] -> []
     barrier_state,  // [] -> [parties, n_waiting, broken]
-    stats,          // [] -> [dropped, errors, clients, objects, connections, waiters, held aside, slots]
+    stats,          // [] -> [dropped, errors, clients, objects, connections, waiters, held aside, slots, unsent]
     keep_holdings,  // [] -> []: this process exits normally; the semaphore units it holds stay taken
     queue_put,      // [block, timeout ns, count] + batch -> []; status full when there is no room in time
     queue_get,      // [block, timeout ns, max items] -> [count, cursor slot or -1] + batch; status empty
@@ -122,7 +122,7 @@ inline Deadline decode_timeout(std::int64_t timeout_ns, Deadline::Clock::time_po
 }
 
 inline constexpr std::size_t kMaxArgs = 6;
-inline constexpr std::size_t kMaxValues = 8;
+inline constexpr std::size_t kMaxValues = 10;
 /// Largest envelope frame either side accepts: envelopes are tiny.
 inline constexpr std::int64_t kMaxFrame = 64 * 1024;
 /// Largest frame of any kind (ZMQ_MAXMSGSIZE on both sides): a batch holding one largest queue item.

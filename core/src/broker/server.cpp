@@ -47,6 +47,18 @@ constexpr std::size_t kMaxEarlyClaims = 65536;
 // this long is given up, and the references held for it are released.
 constexpr auto kForkBindLimit = std::chrono::seconds(10);
 constexpr auto kForkRetry = std::chrono::milliseconds(1);
+
+// Memory a client can make the broker keep (README, "The broker"). Answers wait for a connection
+// that does not read them up to kSendHwm; beyond, they are dropped (a client that does not read
+// its answers gets none: it is misbehaving). A connection's requests are read as they come, up to
+// kRecvHwm waiting. A process's connections are probed when they pass kProbeFirst, then each time
+// they double: those whose socket is closed are forgotten; at most kMaxConnections live ones. A
+// process waits on at most kMaxWaits requests at once.
+constexpr int kSendHwm = 64;
+constexpr int kRecvHwm = 1000;
+constexpr std::size_t kProbeFirst = 64;
+constexpr std::size_t kMaxConnections = 4096;
+constexpr std::uint32_t kMaxWaits = 65536;
 }  // namespace
 
 struct Client {
@@ -57,6 +69,8 @@ struct Client {
     std::unordered_map<std::uint64_t, std::int64_t> refs;  // references it holds, by object
     std::deque<std::uint64_t> holds;                       // tokens it set aside, oldest first
     std::size_t holds_out = 0;                             // of them, not claimed yet
+    std::size_t probe_at = kProbeFirst;                    // peers.size() that triggers a probe
+    std::uint32_t waiting = 0;                             // its waiters
 };
 
 namespace {
@@ -163,6 +177,10 @@ struct Server::Impl final : Services {
 
     bool send_reply(const std::string& routing_id, std::uint64_t rid, Status status,
                     std::initializer_list<std::int64_t> values, std::string_view text);
+    /// Hands a message to ZeroMQ without waiting: false if its connection is gone or full.
+    bool send_nowait(const std::string& routing_id, zmq::message_t& envelope, zmq::message_t* payload);
+    void probe_connections(Client& client);
+    void forget_connection(const std::string& routing_id);
 
     Options options;
     zmq::socket_t router;
@@ -203,6 +221,7 @@ struct Server::Impl final : Services {
 
     std::uint64_t dropped = 0;  // messages that could not be read at all
     std::uint64_t errors = 0;   // requests answered with an error
+    std::uint64_t unsent = 0;   // answers dropped: their connection was gone or full
     msgpack::sbuffer out{256};
 };
 
@@ -211,6 +230,8 @@ Server::Impl::Impl(zmq::context_t& context, Options opts)
     transport::SocketOptions so;
     so.max_message = kMaxBatchFrame;  // a queue batch; envelopes are checked against kMaxFrame
     so.router_mandatory = true;       // a reply to a peer that is gone fails at once instead of queueing
+    so.send_hwm = kSendHwm;
+    so.recv_hwm = kRecvHwm;
     router = transport::open_socket(context, zmq::socket_type::router, so);
     try {
         router.bind(options.endpoint);
@@ -231,13 +252,31 @@ Server::Impl::~Impl() {
 
 // ---- replies -----------------------------------------------------------------------------------
 
+bool Server::Impl::send_nowait(const std::string& routing_id, zmq::message_t& envelope, zmq::message_t* payload) {
+    // Never blocks: the first frame picks the connection, and fails (EHOSTUNREACH: gone; EAGAIN:
+    // full) before anything is queued; once it is taken, the rest is too.
+    for (;;) {
+        if (zmq_send(router.handle(), routing_id.data(), routing_id.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) break;
+        if (zmq_errno() == EINTR) continue;
+        ++unsent;
+        return false;
+    }
+    const auto send_frame = [&](zmq::message_t& frame, int flags) {
+        while (zmq_msg_send(frame.handle(), router.handle(), flags) < 0) {
+            if (zmq_errno() != EINTR) throw_os_error("broker: zmq_send", zmq_errno());
+        }
+    };
+    send_frame(envelope, payload != nullptr ? ZMQ_SNDMORE : 0);
+    if (payload != nullptr) send_frame(*payload, 0);
+    return true;
+}
+
 bool Server::Impl::send_reply(const std::string& routing_id, std::uint64_t rid, Status status,
                               std::initializer_list<std::int64_t> values, std::string_view text) {
     out.clear();
     encode_reply(out, rid, status, values, text);
-    // A peer that is gone (its process died) simply does not get it.
-    return transport::send_message(
-        router, {zmq::const_buffer(routing_id.data(), routing_id.size()), zmq::const_buffer(out.data(), out.size())});
+    zmq::message_t envelope(out.data(), out.size());
+    return send_nowait(routing_id, envelope, nullptr);
 }
 
 bool Server::Impl::reply(const Caller& to, std::uint64_t rid, Status status, std::initializer_list<std::int64_t> values,
@@ -249,11 +288,9 @@ bool Server::Impl::reply_with_batch(const Caller& to, std::uint64_t rid, std::in
                                     std::string batch) {
     out.clear();
     encode_reply(out, rid, Status::ok, values);
-    std::vector<zmq::message_t> frames;
-    frames.emplace_back(to.routing_id.data(), to.routing_id.size());
-    frames.emplace_back(out.data(), out.size());
-    frames.push_back(transport::owned_frame(std::move(batch)));
-    return transport::send_message(router, frames);
+    zmq::message_t envelope(out.data(), out.size());
+    zmq::message_t payload = transport::owned_frame(std::move(batch));
+    return send_nowait(to.routing_id, envelope, &payload);
 }
 
 // ---- the loop -------------------------------------------------------------------------------
@@ -387,7 +424,8 @@ void Server::Impl::handle(const std::string& routing_id, const Request& req) {
                         {static_cast<std::int64_t>(dropped), static_cast<std::int64_t>(errors),
                          static_cast<std::int64_t>(clients.size()), static_cast<std::int64_t>(objects.size()),
                          static_cast<std::int64_t>(peers.size()), static_cast<std::int64_t>(waiters.size()),
-                         static_cast<std::int64_t>(holds.size()), arena_ ? arena_->slots_in_use() : 0});
+                         static_cast<std::int64_t>(holds.size()), arena_ ? arena_->slots_in_use() : 0,
+                         static_cast<std::int64_t>(unsent)});
             return;
         case Op::ref_drop:
         case Op::ref_hold:
@@ -405,6 +443,8 @@ void Server::Impl::handle(const std::string& routing_id, const Request& req) {
 
 void Server::Impl::dispatch(const Caller& caller, const Request& req, Object& obj) {
     if (obj.slot() >= 0) refuse(Status::protocol_error, "this object's state is in shared memory: operate on it there");
+    if (caller.client->waiting >= kMaxWaits)
+        refuse(Status::protocol_error, "too many requests of this process are waiting already");
     const OpHandler handler = kind_table(obj.kind()).ops[static_cast<std::size_t>(req.op)];
     if (handler == nullptr)
         refuse(Status::protocol_error, std::string(op_name(req.op)) + " does not apply to this object");
@@ -601,6 +641,7 @@ void Server::Impl::free_doomed() {
 WaiterId Server::Impl::add_waiter(WaitQueue& queue, Waiter w) {
     const WaiterId id = next_waiter++;
     ++objects.at(w.object).waiters;
+    ++w.caller.client->waiting;
     if (w.deadline != kNever) timers.emplace(w.deadline, id);
     waiters.emplace(id, std::move(w));
     queue.push_back(id);
@@ -613,6 +654,7 @@ Waiter Server::Impl::take_waiter(WaiterId id) {
     waiters.erase(it);
     if (w.deadline != kNever) timers.erase({w.deadline, id});
     if (auto obj = objects.find(w.object); obj != objects.end()) --obj->second.waiters;
+    --w.caller.client->waiting;
     return w;
 }
 
@@ -668,6 +710,11 @@ void Server::Impl::hello(const std::string& routing_id, const Request& req) {
         refuse(Status::protocol_error, "too many client processes");
     Client* client = client_for(static_cast<pid_t>(pid));
     if (client == nullptr) refuse(Status::protocol_error, "hello: process " + std::to_string(pid) + " is not running");
+    if (!peers.contains(routing_id) && client->peers.size() >= client->probe_at) {
+        probe_connections(*client);
+        if (client->peers.size() >= kMaxConnections)
+            refuse(Status::protocol_error, "too many connections from process " + std::to_string(pid));
+    }
     auto known = peers.find(routing_id);
     if (known != peers.end() && known->second.client != client) std::erase(known->second.client->peers, routing_id);
     if (known == peers.end() || known->second.client != client) client->peers.push_back(routing_id);
@@ -676,6 +723,32 @@ void Server::Impl::hello(const std::string& routing_id, const Request& req) {
     peer.tid = static_cast<std::uint32_t>(tid);
     (void)send_reply(routing_id, req.rid, Status::ok, {client->index, self_pid},
                      arena_ ? arena_->prefix() : std::string());
+}
+
+// Each connection of `client` is sent an answer to no request (request id 0, which clients drop):
+// those whose socket is closed are forgotten, with what they had (a queue delivery goes back).
+void Server::Impl::probe_connections(Client& client) {
+    out.clear();
+    encode_reply(out, 0, Status::ok, {});
+    const std::vector<std::string> routing_ids = client.peers;
+    for (const std::string& routing_id : routing_ids) {
+        zmq::message_t probe(out.data(), out.size());
+        if (send_nowait(routing_id, probe, nullptr)) continue;
+        if (zmq_errno() == EHOSTUNREACH) forget_connection(routing_id);
+    }
+    client.probe_at = std::max(kProbeFirst, 2 * client.peers.size());
+}
+
+void Server::Impl::forget_connection(const std::string& routing_id) {
+    auto peer = peers.find(routing_id);
+    if (peer == peers.end()) return;
+    Client& client = *peer->second.client;
+    const std::vector<std::uint64_t> with_state = std::move(peer->second.objects);
+    peers.erase(peer);
+    std::erase(client.peers, routing_id);
+    for (std::uint64_t id : with_state)
+        if (auto obj = objects.find(id); obj != objects.end())
+            obj->second.object->on_connection_gone(*this, routing_id);
 }
 
 // The client record of process `pid`, made (and its death watched) if there is none yet; nullptr if
