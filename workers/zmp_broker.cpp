@@ -1,5 +1,6 @@
-// zmp-broker: the broker of Lock, Event, Condition, Semaphore and Barrier objects as a process of
-// its own, for programs whose runtime is pointed at it instead of starting the embedded one.
+// zmp-broker: the broker of Lock, Event, Condition, Semaphore, Barrier and Queue objects as a
+// process of its own, for programs whose runtime is pointed at it instead of starting the
+// embedded one.
 //
 //     zmp-broker ipc:///run/myapp/broker
 //

@@ -5,7 +5,7 @@
 //     zmp::Process p([](zmp::Queue<std::string> q) { q.put("hello"); }, q);
 //     p.start(); std::string s = q.get(); p.join();
 //
-// A queue lives in the broker of the run (DESIGN.md §4), which owns its items: a multi-producer,
+// A queue lives in the broker of the run, which owns its items: a multi-producer,
 // multi-consumer FIFO (items of one producer process arrive in the order it put them) with an
 // exact size and a real maxsize. Each item is delivered to exactly one consumer:
 //   - a consumer that dies (even by SIGKILL) returns to the queue every item it had not taken yet

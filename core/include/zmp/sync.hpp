@@ -11,13 +11,13 @@
 // inheritance: a handle names its broker and its object, and any process of the run can use it.
 //
 // Lifetime. An object lives while a handle on it exists anywhere: in a process (copies, or a
-// forked child's inherited ones), or in a message on its way (a handle packed into a message keeps
-// its object alive until the receiver decodes it). When the last one is gone — dropped, or gone
-// with its process, even a killed one — the broker frees the object and its shared memory. A
-// handle put in a message that is never decoded keeps its object until its sender has been dead
-// for 30 s (or has more than 65,536 such handles out). Decode a handle in the process that uses it:
-// a message decoded twice, after the first decoded copy was dropped everywhere, may name an object
-// that is gone (its operations then raise ProtocolError).
+// forked child's inherited ones), or in a message on its way (a handle packed into a message
+// keeps its object alive until the receiver decodes it). When the last one is gone — dropped, or
+// gone with its process, even a killed one — the broker frees the object and its shared memory.
+// A handle packed into a message that is never decoded keeps its object until its sender has been
+// dead for 30 s (or has more than 65,536 such handles out). Decoding takes the handle over: a
+// message decoded after every decoded copy of it was dropped may name an object that is gone (its
+// calls then raise ProtocolError).
 //
 // The broker. The root process runs it on a background thread, started before its first child
 // and by the first object it makes; one DEALER per thread multiplexes all the objects. Every

@@ -1,11 +1,15 @@
 #pragma once
-// A process's link to one broker: the client half of sync_protocol.hpp.
+// A process's link to one broker: the client half of protocol.hpp.
 //
 // Each thread talks to the broker over its own DEALER (Runtime::thread_socket), which says HELLO
 // (pid, tid) when it is made; every object of that broker is multiplexed over it. A blocking
 // request waits for its reply and, at the same time, for the broker's death (a pidfd on the
 // broker process, for a broker on this host): nothing hangs if the broker goes away. After fork()
 // the child makes fresh connections and says HELLO again under its own pid.
+//
+// Reference traffic (handle.hpp: a handle dropped, sent, received; a fork) goes through one more
+// DEALER per process and link, the reference channel, so that it reaches the broker in the order
+// it was sent whatever thread sent it.
 //
 // Links are never destroyed (handles may be used by static destructors); one per endpoint.
 

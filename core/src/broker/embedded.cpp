@@ -1,6 +1,6 @@
-// The root process's own broker, on a background thread (DESIGN.md §4: embedded by default).
+// The root process's own broker, on a background thread (embedded by default).
 //
-// Started before the root's first child (a runtime start hook, sync_link.cpp) or by the first
+// Started before the root's first child (a runtime start hook, client.cpp) or by the first
 // object the root makes, bound in the run directory, and stopped by an exit hook after the root's
 // children are joined. A forked child inherits the endpoint but never touches the thread, the
 // socket or the broker::Server object, which belong to its parent: every entry point checks the pid.

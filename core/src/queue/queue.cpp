@@ -1,16 +1,16 @@
-// Queue, SimpleQueue and JoinableQueue: the client half. The broker owns the items (broker.cpp);
+// Queue, SimpleQueue and JoinableQueue: the client half. The broker owns the items (objects/queue.cpp);
 // this file gets them there and back quickly without giving up exactly-once delivery:
 //
 //  - put() on an unbounded queue hands the item to this process's feeder thread, which sends
 //    what has accumulated as one batch per queue and waits for the broker's acknowledgement
 //    before the next: one item costs no round trip, and the batches grow with the load. At exit,
 //    a process waits for its feeder to be acknowledged (libzmq can lose the tail of a stream
-//    whose sender closes: DESIGN.md §4). A bounded queue's put() and a JoinableQueue's put() are
+//    whose sender closes). A bounded queue's put() and a JoinableQueue's put() are
 //    one request each: the caller must learn that the item is in (or that there is no room).
 //  - get() asks the broker for up to `want` items and keeps them per thread. They stay the
 //    queue's until taken: each is taken by a compare-and-swap on the delivery's cursor in the
 //    broker's shared memory, which the broker also uses to take back what a dead or idle
-//    consumer had not taken (sync_arena.hpp). `want` doubles while the thread drains its
+//    consumer had not taken (arena.hpp: CursorSlot). `want` doubles while the thread drains its
 //    deliveries quickly and falls back to 1 when it does not, so a slow consumer never sits on
 //    items others could work on.
 
