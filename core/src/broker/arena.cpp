@@ -2,8 +2,6 @@
 
 #include <linux/futex.h>
 #include <sys/random.h>
-#include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -188,29 +186,13 @@ FutexWait Arena::sleep(std::atomic<std::uint32_t>& word, std::uint32_t expected,
             break;
         }
     }
-    if (!have_futex_waitv.load(std::memory_order_relaxed)) return futex_wait(word, expected, deadline);
-    timespec ts{};
-    timespec* at = nullptr;
-    if (const auto& when = deadline.time()) {
-        if (when->time_since_epoch().count() <= 0) return FutexWait::timed_out;
-        ts = deadline.monotonic_timespec();
-        at = &ts;
-    }
-    struct futex_waitv waits[2] = {};
-    waits[0].val = expected;
-    waits[0].uaddr = reinterpret_cast<std::uintptr_t>(&word);
-    waits[0].flags = FUTEX_32;
-    waits[1].val = seen;
-    waits[1].uaddr = reinterpret_cast<std::uintptr_t>(&life);
-    waits[1].flags = FUTEX_32;
-    const long rc = ::syscall(SYS_futex_waitv, waits, 2, 0, at, CLOCK_MONOTONIC);
-    const int error = rc < 0 ? errno : 0;
-    if (broker_gone(life.load(std::memory_order_acquire))) raise_broker_gone(life);
-    if (error == ENOSYS) {
+    if (have_futex_waitv.load(std::memory_order_relaxed)) {
+        const std::optional<FutexWait> result = futex_wait_either(word, expected, life, seen, deadline);
+        if (broker_gone(life.load(std::memory_order_acquire))) raise_broker_gone(life);
+        if (result) return *result;
         have_futex_waitv.store(false, std::memory_order_relaxed);
-        return futex_wait(word, expected, deadline);
     }
-    return error == ETIMEDOUT ? FutexWait::timed_out : FutexWait::woken;
+    return futex_wait(word, expected, deadline);
 }
 
 std::uint32_t Arena::allocate_slot() {
