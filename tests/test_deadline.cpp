@@ -44,7 +44,7 @@ TEST_CASE("nanoseconds_of saturates at INT64_MAX and never goes negative") {
 }
 
 TEST_CASE("the broker's timeout encoding: forever and huge values decode to never, not to the past") {
-    using namespace zmp::detail::sync;
+    using namespace zmp::detail::broker;
     const auto now = Deadline::Clock::now();
     CHECK(decode_timeout(kForever, now).is_never());
     CHECK(decode_timeout(INT64_MAX, now).is_never());

@@ -29,6 +29,7 @@
 #include "zmp/sharedctypes.hpp"
 #include "zmp/sync.hpp"
 #include "zmp/transport/zsocket.hpp"
+#include "broker/handle.hpp"
 #include "broker/protocol.hpp"
 
 using namespace std::chrono_literals;
@@ -61,9 +62,9 @@ bool fast_path() {
 
 TEST_CASE("the path under test is the one CTest asked for") {
     zmp::Lock lock;
-    CHECK((lock.ref().slot != nullptr) == fast_path());
+    CHECK((lock.handle().ref().slot != nullptr) == fast_path());
     zmp::Condition cond;
-    CHECK(cond.ref().slot == nullptr);  // a Condition's waits always go through the broker
+    CHECK(cond.handle().ref().slot == nullptr);  // a Condition's waits always go through the broker
 }
 
 // ---- case 51: Lock and RLock ------------------------------------------------------------------
@@ -1042,7 +1043,7 @@ TEST_CASE("children of children use the root's broker: objects made anywhere wor
 // ---- bad input at the broker -------------------------------------------------------------------
 
 TEST_CASE("garbage sent straight to the broker is counted or answered, and every client keeps being served") {
-    using namespace zmp::detail::sync;
+    using namespace zmp::detail::broker;
     zmp::Lock lock;  // starts the broker
     zmp::Condition cond;
     const std::string endpoint = zmp::detail::this_run().broker_endpoint();
@@ -1080,17 +1081,17 @@ TEST_CASE("garbage sent straight to the broker is counted or answered, and every
         for (auto& ch : junk) ch = static_cast<char>(rng());
         send(junk);
     }
-    send("");                                                               // empty
-    send(std::string("\xdd\xff\xff\xff\xff", 5));                           // a 4-billion-element array header
-    send(envelope({1, 0, 7}, {}).substr(0, 3));                             // truncated
-    send(envelope({2, 0, 8}, {static_cast<int>(getpid()), 1}));             // CREATE before HELLO
-    send(envelope({1, 0, 9}, {static_cast<int>(getpid()), 1}));             // HELLO
-    send(envelope({99, 0, 10}, {}));                                        // unknown op
-    send(envelope({3, 123456789, 11}, {1, -1, 0}));                         // unknown object
-    send(envelope({3, static_cast<std::int64_t>(lock.ref().id), 12}, {}));  // missing arguments
-    send(envelope({2, 0, 13}, {42, 0, 0, 0, 0}));                           // unknown kind
-    send(envelope({2, 0, 14}, {3, -5, 0, 0, 0}));                           // Semaphore(-5)
-    raw.send(zmq::buffer(std::string("two")), zmq::send_flags::sndmore);    // two frames
+    send("");                                                                        // empty
+    send(std::string("\xdd\xff\xff\xff\xff", 5));                                    // a 4-billion-element array header
+    send(envelope({1, 0, 7}, {}).substr(0, 3));                                      // truncated
+    send(envelope({2, 0, 8}, {static_cast<int>(getpid()), 1}));                      // CREATE before HELLO
+    send(envelope({1, 0, 9}, {static_cast<int>(getpid()), 1}));                      // HELLO
+    send(envelope({99, 0, 10}, {}));                                                 // unknown op
+    send(envelope({3, 123456789, 11}, {1, -1, 0}));                                  // unknown object
+    send(envelope({3, static_cast<std::int64_t>(lock.handle().ref().id), 12}, {}));  // missing arguments
+    send(envelope({2, 0, 13}, {42, 0, 0, 0, 0}));                                    // unknown kind
+    send(envelope({2, 0, 14}, {3, -5, 0, 0, 0}));                                    // Semaphore(-5)
+    raw.send(zmq::buffer(std::string("two")), zmq::send_flags::sndmore);             // two frames
     raw.send(zmq::buffer(std::string("frames")), zmq::send_flags::none);
     send(std::string(100 * 1024, 'x'));  // larger than any envelope: dropped
     // Queue batches that lie about their items, and a batch where none belongs.
@@ -1106,8 +1107,9 @@ TEST_CASE("garbage sent straight to the broker is counted or answered, and every
     send_batch(envelope({put_op, qid, 15}, {1, -1, 3}), one_item);               // three announced, one there
     send_batch(envelope({put_op, qid, 16}, {1, -1, 1}), one_item.substr(0, 3));  // truncated length
     send_batch(envelope({put_op, qid, 17}, {1, -1, 1}), one_item + "x");         // bytes after the item
-    send_batch(envelope({put_op, qid, 18}, {1, -1, 1}), std::string("\xff\xff\xff\x7f", 4));             // a 2 GiB item
-    send_batch(envelope({put_op, static_cast<std::int64_t>(lock.ref().id), 19}, {1, -1, 1}), one_item);  // not a queue
+    send_batch(envelope({put_op, qid, 18}, {1, -1, 1}), std::string("\xff\xff\xff\x7f", 4));  // a 2 GiB item
+    send_batch(envelope({put_op, static_cast<std::int64_t>(lock.handle().ref().id), 19}, {1, -1, 1}),
+               one_item);  // not a queue
     send_batch(envelope({static_cast<std::int64_t>(Op::queue_get), qid, 20}, {0, 0, 1}),
                one_item);  // GET takes no batch
 

@@ -1,5 +1,6 @@
-// zmp-broker: the broker of Lock, Event, Condition, Semaphore and Barrier objects as a process of
-// its own, for programs whose runtime is pointed at it instead of starting the embedded one.
+// zmp-broker: the broker of Lock, Event, Condition, Semaphore, Barrier and Queue objects as a
+// process of its own, for programs whose runtime is pointed at it instead of starting the
+// embedded one.
 //
 //     zmp-broker ipc:///run/myapp/broker
 //
@@ -20,7 +21,7 @@
 
 namespace {
 
-zmp::detail::Broker* serving = nullptr;
+zmp::detail::broker::Server* serving = nullptr;
 
 void on_signal(int) {
     if (serving != nullptr) serving->stop();  // async-signal-safe
@@ -43,7 +44,7 @@ int main(int argc, char** argv) {
                      endpoint.c_str());
     }
     try {
-        zmp::detail::Broker broker(zmp::detail::zmq_context(), {endpoint, "", same_host});
+        zmp::detail::broker::Server broker(zmp::detail::zmq_context(), {endpoint, "", same_host});
         serving = &broker;
         struct sigaction action {};
         action.sa_handler = on_signal;

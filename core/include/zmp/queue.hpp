@@ -5,7 +5,7 @@
 //     zmp::Process p([](zmp::Queue<std::string> q) { q.put("hello"); }, q);
 //     p.start(); std::string s = q.get(); p.join();
 //
-// A queue lives in the broker of the run (DESIGN.md §4), which owns its items: a multi-producer,
+// A queue lives in the broker of the run, which owns its items: a multi-producer,
 // multi-consumer FIFO (items of one producer process arrive in the order it put them) with an
 // exact size and a real maxsize. Each item is delivered to exactly one consumer:
 //   - a consumer that dies (even by SIGKILL) returns to the queue every item it had not taken yet
@@ -17,7 +17,8 @@
 //
 // Handles. Queue<T> is a small copyable handle: copies, forked children, and processes that get
 // it as a Process or Pool argument or inside any message (every start method) use the same queue.
-// A queue lives as long as its broker (until the root process exits).
+// A queue lives while a handle on it exists anywhere (a process, or a message on its way), as
+// sync.hpp says under Lifetime; the broker frees it, and the items left in it, with the last one.
 //
 // Items are msgpack values of T (any type zmp can send: arithmetic types, strings, containers,
 // MSGPACK_DEFINE'd structs, zmp's handles); Queue<> holds zmp::AnyValue, values of any type.
@@ -55,6 +56,7 @@
 #include <type_traits>
 
 #include "zmp/any_value.hpp"
+#include "zmp/detail/handle_codec.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/function.hpp"
 #include "zmp/timeout.hpp"
@@ -99,15 +101,18 @@ public:
 
     bool operator==(const QueueCore& other) const;
 
-    /// The wire form: [broker endpoint, queue id, kind, maxsize, max item bytes].
+    /// The wire form: [broker endpoint, queue id, kind, maxsize, max item bytes, token] (the token
+    /// names the reference the sender set aside for the receiver).
     struct Wire {
         std::string endpoint;
         std::uint64_t id = 0;
         std::uint8_t kind = 0;
         std::int64_t maxsize = 0;
         std::uint64_t max_item_bytes = 0;
-        MSGPACK_DEFINE(endpoint, id, kind, maxsize, max_item_bytes)
+        std::uint64_t token = 0;
+        MSGPACK_DEFINE(endpoint, id, kind, maxsize, max_item_bytes, token)
     };
+    /// Sets a reference aside for the receiver (sync.hpp, Lifetime).
     Wire to_wire() const;
     /// ProtocolError unless `obj` is a handle of a queue of kind `kind` (a Queue handle also
     /// accepts a JoinableQueue) whose broker this process can reach.
@@ -255,14 +260,6 @@ public:
     bool join(Timeout timeout = forever) const { return this->core_.join(timeout); }
 };
 
-// Handles travel as Process and Pool arguments and inside messages.
-template <class T>
-struct is_packable<Queue<T>> : std::true_type {};
-template <class T>
-struct is_packable<SimpleQueue<T>> : std::true_type {};
-template <class T>
-struct is_packable<JoinableQueue<T>> : std::true_type {};
-
 }  // namespace zmp
 
 namespace zmp::detail {
@@ -282,36 +279,12 @@ struct queue_handle_kind<JoinableQueue<T>> {
 };
 }  // namespace zmp::detail
 
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-    namespace adaptor {
-
-    template <class Q>
-    requires requires { zmp::detail::queue_handle_kind<Q>::value; }
-    struct pack<Q> {
-        template <class Stream>
-        packer<Stream>& operator()(packer<Stream>& out, const Q& q) const {
-            return out.pack(q.core().to_wire());
-        }
-    };
-
-    template <class Q>
-    requires requires { zmp::detail::queue_handle_kind<Q>::value; }
-    struct as<Q> {
-        Q operator()(const msgpack::object& obj) const {
-            return Q(zmp::detail::QueueCore::from_wire(obj, zmp::detail::queue_handle_kind<Q>::value));
-        }
-    };
-
-    template <class Q>
-    requires requires { zmp::detail::queue_handle_kind<Q>::value; }
-    struct convert<Q> {
-        const msgpack::object& operator()(const msgpack::object& obj, Q& q) const {
-            q = as<Q>()(obj);
-            return obj;
-        }
-    };
-
-    }  // namespace adaptor
-}
-}  // namespace msgpack
+// Handles travel as Process and Pool arguments and inside messages (handle_codec.hpp).
+namespace zmp::detail {
+template <class Q>
+requires requires { queue_handle_kind<Q>::value; }
+struct HandleCodec<Q> {
+    static QueueCore::Wire to_wire(const Q& q) { return q.core().to_wire(); }
+    static Q from_wire(const msgpack::object& obj) { return Q(QueueCore::from_wire(obj, queue_handle_kind<Q>::value)); }
+};
+}  // namespace zmp::detail

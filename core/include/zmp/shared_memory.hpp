@@ -38,9 +38,11 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
+#include "zmp/detail/handle_codec.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/function.hpp"
 
@@ -234,43 +236,15 @@ struct SharedNameWire {
 [[noreturn]] void throw_wrong_kind(const std::string& received, std::string_view expected);
 
 template <class H>
-struct NamedHandlePack {
-    template <class Stream>
-    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& out, const H& handle) const {
-        return out.pack(SharedNameWire{std::string(H::wire_kind), handle.name()});
-    }
-};
-template <class H>
-struct NamedHandleConvert {
-    const msgpack::object& operator()(const msgpack::object& obj, H& handle) const {
+requires std::is_same_v<H, SharedMemory> || std::is_same_v<H, ShareableList>
+struct HandleCodec<H> {
+    static SharedNameWire to_wire(const H& handle) { return {std::string(H::wire_kind), handle.name()}; }
+    static H from_wire(const msgpack::object& obj) {
         auto wire = obj.as<SharedNameWire>();
         if (wire.what != H::wire_kind) throw_wrong_kind(wire.what, H::wire_kind);
-        handle = H::attach(wire.name);
-        return obj;
+        return H::attach(wire.name);
     }
 };
 }  // namespace detail
 
-template <>
-struct is_packable<SharedMemory> : std::true_type {};
-template <>
-struct is_packable<ShareableList> : std::true_type {};
-
 }  // namespace zmp
-
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-    namespace adaptor {
-
-    template <>
-    struct pack<zmp::SharedMemory> : zmp::detail::NamedHandlePack<zmp::SharedMemory> {};
-    template <>
-    struct convert<zmp::SharedMemory> : zmp::detail::NamedHandleConvert<zmp::SharedMemory> {};
-    template <>
-    struct pack<zmp::ShareableList> : zmp::detail::NamedHandlePack<zmp::ShareableList> {};
-    template <>
-    struct convert<zmp::ShareableList> : zmp::detail::NamedHandleConvert<zmp::ShareableList> {};
-
-    }  // namespace adaptor
-}
-}  // namespace msgpack

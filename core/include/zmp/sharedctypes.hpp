@@ -65,6 +65,7 @@
 #include <utility>
 #include <vector>
 
+#include "zmp/detail/handle_codec.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/function.hpp"
 #include "zmp/timeout.hpp"
@@ -522,60 +523,29 @@ public:
     explicit RawArray(detail::SharedArrayCore core) : Array<T>(std::move(core)) {}
 };
 
+// Value, Array, RawValue and RawArray travel in any msgpack value (a Pipe message, a spawned
+// child's arguments, a Process or Pool argument under every start method) as the name of their
+// segment; decoding maps it (see "Sharing" above). Their adaptor: handle_codec.hpp.
 namespace detail {
-// The msgpack adaptors of Value, Array, RawValue and RawArray.
 template <class H>
-struct SharedHandlePack {
-    template <class Stream>
-    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& out, const H& handle) const {
-        return out.pack(handle.core().to_wire(H::wire_kind));
-    }
-};
+struct shared_array_handle : std::false_type {};
+template <class T>
+struct shared_array_handle<Value<T>> : std::true_type {};
+template <class T>
+struct shared_array_handle<RawValue<T>> : std::true_type {};
+template <class T>
+struct shared_array_handle<Array<T>> : std::true_type {};
+template <class T>
+struct shared_array_handle<RawArray<T>> : std::true_type {};
+
 template <class H>
-struct SharedHandleConvert {
-    const msgpack::object& operator()(const msgpack::object& obj, H& handle) const {
-        handle = H(SharedArrayCore::from_wire(obj.as<SharedArrayWire>(), H::wire_kind,
-                                              element_type_of<typename H::value_type>(), H::wire_keeps_lock));
-        return obj;
+requires shared_array_handle<H>::value struct HandleCodec<H> {
+    static SharedArrayWire to_wire(const H& handle) { return handle.core().to_wire(H::wire_kind); }
+    static H from_wire(const msgpack::object& obj) {
+        return H(SharedArrayCore::from_wire(obj.as<SharedArrayWire>(), H::wire_kind,
+                                            element_type_of<typename H::value_type>(), H::wire_keeps_lock));
     }
 };
 }  // namespace detail
 
-// They travel as Process and Pool arguments under every start method.
-template <class T>
-struct is_packable<Value<T>> : std::true_type {};
-template <class T>
-struct is_packable<RawValue<T>> : std::true_type {};
-template <class T>
-struct is_packable<Array<T>> : std::true_type {};
-template <class T>
-struct is_packable<RawArray<T>> : std::true_type {};
-
 }  // namespace zmp
-
-// Value, Array, RawValue and RawArray travel in any msgpack value (a Pipe message, a spawned
-// child's arguments) as the name of their segment; decoding maps it (see "Sharing" above).
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-    namespace adaptor {
-
-    template <class T>
-    struct pack<zmp::Value<T>> : zmp::detail::SharedHandlePack<zmp::Value<T>> {};
-    template <class T>
-    struct convert<zmp::Value<T>> : zmp::detail::SharedHandleConvert<zmp::Value<T>> {};
-    template <class T>
-    struct pack<zmp::RawValue<T>> : zmp::detail::SharedHandlePack<zmp::RawValue<T>> {};
-    template <class T>
-    struct convert<zmp::RawValue<T>> : zmp::detail::SharedHandleConvert<zmp::RawValue<T>> {};
-    template <class T>
-    struct pack<zmp::Array<T>> : zmp::detail::SharedHandlePack<zmp::Array<T>> {};
-    template <class T>
-    struct convert<zmp::Array<T>> : zmp::detail::SharedHandleConvert<zmp::Array<T>> {};
-    template <class T>
-    struct pack<zmp::RawArray<T>> : zmp::detail::SharedHandlePack<zmp::RawArray<T>> {};
-    template <class T>
-    struct convert<zmp::RawArray<T>> : zmp::detail::SharedHandleConvert<zmp::RawArray<T>> {};
-
-    }  // namespace adaptor
-}
-}  // namespace msgpack

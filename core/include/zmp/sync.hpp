@@ -6,10 +6,18 @@
 //     zmp::Process p([lock] { std::lock_guard guard(lock); std::puts("one at a time"); });
 //
 // Handles. Every type here is a small copyable handle on an object that lives in the broker of
-// the run (DESIGN.md §4): copies, forked children, and processes that receive a handle inside a
-// message (zmp::Pipe, anything msgpack carries) all act on the same object. Nothing relies on
+// the run: copies, forked children, and processes that receive a handle inside a message
+// (zmp::Pipe, anything msgpack carries) all act on the same object. Nothing relies on
 // inheritance: a handle names its broker and its object, and any process of the run can use it.
-// An object lives as long as its broker, i.e. until the root process exits.
+//
+// Lifetime. An object lives while a handle on it exists anywhere: in a process (copies, or a
+// forked child's inherited ones), or in a message on its way (a handle packed into a message
+// keeps its object alive until the receiver decodes it). When the last one is gone — dropped, or
+// gone with its process, even a killed one — the broker frees the object and its shared memory.
+// A handle packed into a message that is never decoded keeps its object until its sender has been
+// dead for 30 s (or has more than 65,536 such handles out). Decoding takes the handle over: a
+// message decoded after every decoded copy of it was dropped may name an object that is gone (its
+// calls then raise ProtocolError).
 //
 // The broker. The root process runs it on a background thread, started before its first child
 // and by the first object it makes; one DEALER per thread multiplexes all the objects. Every
@@ -35,6 +43,10 @@
 //
 //     if (lock.acquire(5s) && lock.owner_died()) repair_what_the_dead_owner_left_half_done();
 //
+// Broker death. If the broker dies (its root process is killed), every call blocked on one of its
+// objects raises ProcessError ("the broker is gone") at once, on the fast path too; calls that need
+// no wait on the fast path (an uncontended acquire, set, release) keep working on the shared state.
+//
 // Timeouts: any std::chrono duration (zmp::Seconds); zmp::forever (the default) waits for ever;
 // a negative timeout means zero; with block=false the timeout is ignored.
 //
@@ -53,63 +65,21 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "zmp/detail/deadline.hpp"
+#include "zmp/detail/handle_codec.hpp"
+#include "zmp/detail/object_handle.hpp"
 #include "zmp/errors.hpp"
-#include "zmp/function.hpp"
 #include "zmp/timeout.hpp"
 
 namespace zmp {
 
 namespace detail {
-namespace sync {
-class BrokerLink;
-struct Slot;
-}  // namespace sync
-
-/// What a handle holds: its broker, its object, and the object's shared state if it has some.
-struct SyncRef {
-    sync::BrokerLink* link = nullptr;
-    std::uint64_t id = 0;
-    std::uint8_t kind = 0;
-    std::int64_t slot_index = -1;  ///< -1: the object's state lives in the broker
-    sync::Slot* slot = nullptr;
-
-    bool operator==(const SyncRef& other) const { return link == other.link && id == other.id; }
-};
-
-/// A handle on the wire: [broker endpoint, object id, kind, slot, arena name].
-struct SyncWire {
-    std::string endpoint;
-    std::uint64_t id = 0;
-    std::uint8_t kind = 0;
-    std::int64_t slot = -1;
-    std::string arena;
-    MSGPACK_DEFINE(endpoint, id, kind, slot, arena)
-};
-/// The handle types, as the wire decoder tells them apart.
-enum class HandleType : std::uint8_t {
-    lock,
-    rlock,
-    semaphore,
-    bounded_semaphore,
-    event,
-    condition,
-    condition_lock,
-    barrier
-};
-
-SyncWire to_wire(const SyncRef& ref);
-/// ProtocolError unless `obj` is a handle of an object `type` accepts (a Semaphore accepts a
-/// BoundedSemaphore; a Condition's lock is a Lock or an RLock) that this process can reach.
-SyncRef from_wire(const msgpack::object& obj, HandleType type);
-}  // namespace detail
-
-namespace detail {
 /// owner_died() of a Lock, RLock or Semaphore (see below).
-bool owner_died(const SyncRef& ref);
+bool owner_died(const ObjectHandle& handle);
 /// release() of a Lock, RLock or Semaphore, except that a broker that is gone is no error.
-void unlock_quietly(const SyncRef& ref);
+void unlock_quietly(const ObjectHandle& handle);
 
 /// What Lock, RLock and Semaphore share: Python's acquire(timeout=t), the Lockable trio and
 /// owner_died(), over the type's own acquire(block, timeout) and release().
@@ -117,30 +87,30 @@ template <class Handle>
 class LockableHandle {
 public:
     /// acquire(true, timeout).
-    bool acquire(Timeout timeout) const { return handle().acquire(true, timeout); }
+    bool acquire(Timeout timeout) const { return self().acquire(true, timeout); }
 
     /// Lockable, for std::lock_guard, std::unique_lock and std::scoped_lock. unlock() is
     /// release(), except that it does not throw when the broker is gone (it runs in destructors).
-    void lock() const { (void)handle().acquire(true, forever); }
-    void unlock() const { unlock_quietly(ref_); }
-    bool try_lock() const { return handle().acquire(false, forever); }
+    void lock() const { (void)self().acquire(true, forever); }
+    void unlock() const { unlock_quietly(handle_); }
+    bool try_lock() const { return self().acquire(false, forever); }
 
     /// True if the calling thread's most recent successful acquire() of this object took it (or,
     /// for a Semaphore, took a unit) over from a process that died holding it.
-    bool owner_died() const { return detail::owner_died(ref_); }
+    bool owner_died() const { return detail::owner_died(handle_); }
 
     // A hidden friend, symmetric: as a member of this base, `a == b` and its C++20 reversed form
     // would both match, and clang calls the comparison ambiguous.
-    friend bool operator==(const Handle& a, const Handle& b) { return a.ref() == b.ref(); }
-    /// For the runtime and the msgpack adaptor.
-    const SyncRef& ref() const { return ref_; }
+    friend bool operator==(const Handle& a, const Handle& b) { return a.handle().same_object(b.handle()); }
+    /// For zmp's own code.
+    const ObjectHandle& handle() const { return handle_; }
 
 protected:
-    explicit LockableHandle(SyncRef ref) : ref_(ref) {}
-    SyncRef ref_;
+    explicit LockableHandle(ObjectHandle handle) : handle_(std::move(handle)) {}
+    ObjectHandle handle_;
 
 private:
-    const Handle& handle() const { return static_cast<const Handle&>(*this); }
+    const Handle& self() const { return static_cast<const Handle&>(*this); }
 };
 }  // namespace detail
 
@@ -160,7 +130,7 @@ public:
     /// Frees the lock. ValueError if it is not locked.
     void release() const;
 
-    explicit Lock(detail::SyncRef ref) : LockableHandle(ref) {}
+    explicit Lock(detail::ObjectHandle handle) : LockableHandle(std::move(handle)) {}
 };
 
 /// A recursive lock, owned by one (process, thread): the owner may acquire it again, and must
@@ -177,7 +147,7 @@ public:
     /// Releases one level. ValueError unless the calling thread owns it.
     void release() const;
 
-    explicit RLock(detail::SyncRef ref) : LockableHandle(ref) {}
+    explicit RLock(detail::ObjectHandle handle) : LockableHandle(std::move(handle)) {}
 };
 
 /// A counting semaphore. release() may raise the value beyond its initial value.
@@ -202,7 +172,7 @@ public:
     /// The current value.
     int get_value() const;
 
-    explicit Semaphore(detail::SyncRef ref) : LockableHandle(ref) {}
+    explicit Semaphore(detail::ObjectHandle handle) : LockableHandle(std::move(handle)) {}
 
 protected:
     struct Bounded {};
@@ -214,7 +184,7 @@ protected:
 class BoundedSemaphore : public Semaphore {
 public:
     explicit BoundedSemaphore(int value = 1);
-    explicit BoundedSemaphore(detail::SyncRef ref) : Semaphore(ref) {}
+    explicit BoundedSemaphore(detail::ObjectHandle handle) : Semaphore(std::move(handle)) {}
 };
 
 /// A flag that processes can wait for.
@@ -231,13 +201,13 @@ public:
     /// Waits until the flag is set; returns the flag (false only when `timeout` passed first).
     bool wait(Timeout timeout = forever) const;
 
-    bool operator==(const Event& other) const { return ref_ == other.ref_; }
+    bool operator==(const Event& other) const { return handle_.same_object(other.handle_); }
 
-    explicit Event(detail::SyncRef ref) : ref_(ref) {}
-    const detail::SyncRef& ref() const { return ref_; }
+    explicit Event(detail::ObjectHandle handle) : handle_(std::move(handle)) {}
+    const detail::ObjectHandle& handle() const { return handle_; }
 
 private:
-    detail::SyncRef ref_;
+    detail::ObjectHandle handle_;
 };
 
 /// A condition variable over a Lock or an RLock (by default a new RLock).
@@ -275,17 +245,18 @@ public:
     void notify(int n = 1) const;
     void notify_all() const;
 
-    bool operator==(const Condition& other) const { return ref_ == other.ref_; }
+    bool operator==(const Condition& other) const { return handle_.same_object(other.handle_); }
 
-    Condition(detail::SyncRef ref, detail::SyncRef lock_ref) : ref_(ref), lock_(lock_ref) {}
-    const detail::SyncRef& ref() const { return ref_; }
-    const detail::SyncRef& lock_ref() const { return lock_; }
+    Condition(detail::ObjectHandle handle, detail::ObjectHandle lock_handle)
+        : handle_(std::move(handle)), lock_(std::move(lock_handle)) {}
+    const detail::ObjectHandle& handle() const { return handle_; }
+    const detail::ObjectHandle& lock_handle() const { return lock_; }
 
 private:
     void check_owned(const char* what) const;
 
-    detail::SyncRef ref_;
-    detail::SyncRef lock_;  // a Lock or an RLock
+    detail::ObjectHandle handle_;
+    detail::ObjectHandle lock_;  // a Lock or an RLock
 };
 
 /// A barrier for `parties` parties (threading.Barrier's semantics, across processes).
@@ -318,14 +289,14 @@ public:
     int n_waiting() const;
     bool broken() const;
 
-    bool operator==(const Barrier& other) const { return ref_ == other.ref_; }
+    bool operator==(const Barrier& other) const { return handle_.same_object(other.handle_); }
 
-    explicit Barrier(detail::SyncRef ref) : ref_(ref) {}
-    const detail::SyncRef& ref() const { return ref_; }
+    explicit Barrier(detail::ObjectHandle handle) : handle_(std::move(handle)) {}
+    const detail::ObjectHandle& handle() const { return handle_; }
     bool has_action() const { return action_ && *action_; }
 
 private:
-    detail::SyncRef ref_;
+    detail::ObjectHandle handle_;
     std::shared_ptr<const std::function<void()>> action_;
 };
 
@@ -347,104 +318,71 @@ bool Condition::wait_for(Predicate pred, Timeout timeout) const {
 
 }  // namespace zmp
 
-// Handles travel as SyncWire arrays; a Condition as [condition, its lock].
+// Every handle travels (handle_codec.hpp): as a Process or Pool argument under any start method,
+// in any message. A handle is an ObjectWire; a Condition is [its wire, its lock's wire].
 namespace zmp::detail {
-template <class H>
-inline constexpr HandleType handle_type_of = HandleType::lock;
-template <>
-inline constexpr HandleType handle_type_of<RLock> = HandleType::rlock;
-template <>
-inline constexpr HandleType handle_type_of<Semaphore> = HandleType::semaphore;
-template <>
-inline constexpr HandleType handle_type_of<BoundedSemaphore> = HandleType::bounded_semaphore;
-template <>
-inline constexpr HandleType handle_type_of<Event> = HandleType::event;
-template <>
-inline constexpr HandleType handle_type_of<Barrier> = HandleType::barrier;
-template <class H>
-inline constexpr bool is_plain_sync_handle =
-    std::is_same_v<H, Lock> || std::is_same_v<H, RLock> || std::is_same_v<H, Semaphore> ||
-    std::is_same_v<H, BoundedSemaphore> || std::is_same_v<H, Event> || std::is_same_v<H, Barrier>;
-}  // namespace zmp::detail
 
-namespace zmp {
-// Every handle travels: as a Process or Pool argument under any start method, in any message.
-template <class H>
-requires detail::is_plain_sync_handle<H>
-struct is_packable<H> : std::true_type {
+/// Which handle types a received wire may become.
+enum class SyncType : std::uint8_t {
+    lock,
+    rlock,
+    semaphore,
+    bounded_semaphore,
+    event,
+    condition,
+    condition_lock,
+    barrier
 };
+
+/// The wire of a synchronization handle (sets a reference aside for the receiver, see Lifetime).
+ObjectWire sync_to_wire(const ObjectHandle& handle);
+/// A received synchronization handle. ProtocolError unless `obj` is one of an object `type`
+/// accepts (a Semaphore accepts a BoundedSemaphore; a Condition's lock is a Lock or an RLock)
+/// that this process can reach.
+ObjectHandle sync_from_wire(const msgpack::object& obj, SyncType type);
+
+template <class H>
+inline constexpr SyncType sync_type_of = SyncType::lock;
 template <>
-struct is_packable<Condition> : std::true_type {};
-}  // namespace zmp
+inline constexpr SyncType sync_type_of<RLock> = SyncType::rlock;
+template <>
+inline constexpr SyncType sync_type_of<Semaphore> = SyncType::semaphore;
+template <>
+inline constexpr SyncType sync_type_of<BoundedSemaphore> = SyncType::bounded_semaphore;
+template <>
+inline constexpr SyncType sync_type_of<Event> = SyncType::event;
+template <>
+inline constexpr SyncType sync_type_of<Barrier> = SyncType::barrier;
 
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-    namespace adaptor {
-
-    template <class H>
-    requires zmp::detail::is_plain_sync_handle<H>
-    struct pack<H> {
-        template <class Stream>
-        packer<Stream>& operator()(packer<Stream>& out, const H& handle) const {
-            if constexpr (std::is_same_v<H, zmp::Barrier>) {
-                if (handle.has_action()) {
-                    throw zmp::ValueError(
-                        "a Barrier with an action cannot travel in a message (its action is a C++ callable); share it "
-                        "by fork");
-                }
+template <class H>
+requires std::is_same_v<H, Lock> || std::is_same_v<H, RLock> || std::is_same_v<H, Semaphore> ||
+    std::is_same_v<H, BoundedSemaphore> || std::is_same_v<H, Event> || std::is_same_v<H, Barrier>
+struct HandleCodec<H> {
+    static ObjectWire to_wire(const H& handle) {
+        if constexpr (std::is_same_v<H, Barrier>) {
+            if (handle.has_action()) {
+                throw ValueError(
+                    "a Barrier with an action cannot travel in a message (its action is a C++ callable); share it by "
+                    "fork");
             }
-            return out.pack(zmp::detail::to_wire(handle.ref()));
         }
-    };
+        return sync_to_wire(handle.handle());
+    }
+    static H from_wire(const msgpack::object& obj) { return H(sync_from_wire(obj, sync_type_of<H>)); }
+};
 
-    template <class H>
-    requires zmp::detail::is_plain_sync_handle<H>
-    struct convert<H> {
-        const msgpack::object& operator()(const msgpack::object& obj, H& handle) const {
-            handle = H(zmp::detail::from_wire(obj, zmp::detail::handle_type_of<H>));
-            return obj;
+template <>
+struct HandleCodec<Condition> {
+    static std::pair<ObjectWire, ObjectWire> to_wire(const Condition& cond) {
+        return {sync_to_wire(cond.handle()), sync_to_wire(cond.lock_handle())};
+    }
+    static Condition from_wire(const msgpack::object& obj) {
+        if (obj.type != msgpack::type::ARRAY || obj.via.array.size != 2) {
+            throw ProtocolError("received a value that is not a Condition where one was expected");
         }
-    };
+        return Condition(sync_from_wire(obj.via.array.ptr[0], SyncType::condition),
+                         sync_from_wire(obj.via.array.ptr[1], SyncType::condition_lock));
+    }
+};
 
-    // Handles have no empty state (constructing one makes a new object), so they are built by `as`.
-    template <class H>
-    requires zmp::detail::is_plain_sync_handle<H>
-    struct as<H> {
-        H operator()(const msgpack::object& obj) const {
-            return H(zmp::detail::from_wire(obj, zmp::detail::handle_type_of<H>));
-        }
-    };
-
-    template <>
-    struct pack<zmp::Condition> {
-        template <class Stream>
-        packer<Stream>& operator()(packer<Stream>& out, const zmp::Condition& cond) const {
-            out.pack_array(2);
-            out.pack(zmp::detail::to_wire(cond.ref()));
-            return out.pack(zmp::detail::to_wire(cond.lock_ref()));
-        }
-    };
-
-    template <>
-    struct as<zmp::Condition> {
-        zmp::Condition operator()(const msgpack::object& obj) const {
-            if (obj.type != msgpack::type::ARRAY || obj.via.array.size != 2) {
-                throw zmp::ProtocolError("received a value that is not a Condition where one was expected");
-            }
-            return zmp::Condition(
-                zmp::detail::from_wire(obj.via.array.ptr[0], zmp::detail::HandleType::condition),
-                zmp::detail::from_wire(obj.via.array.ptr[1], zmp::detail::HandleType::condition_lock));
-        }
-    };
-
-    template <>
-    struct convert<zmp::Condition> {
-        const msgpack::object& operator()(const msgpack::object& obj, zmp::Condition& cond) const {
-            cond = as<zmp::Condition>()(obj);
-            return obj;
-        }
-    };
-
-    }  // namespace adaptor
-}
-}  // namespace msgpack
+}  // namespace zmp::detail

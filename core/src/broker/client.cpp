@@ -1,6 +1,7 @@
 #include "broker/client.hpp"
 
 #include <pthread.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -18,7 +19,7 @@
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
 namespace {
 
 // The first reply from a broker is awaited at most this long: an endpoint nobody serves must
@@ -30,9 +31,6 @@ constexpr std::chrono::seconds kExitTimeout{5};
 // Links by endpoint. The mutex is held across fork() so that a child never inherits it locked.
 std::mutex registry_mutex;
 std::unordered_map<std::string, BrokerLink*>* registry = nullptr;
-
-void lock_registry() { registry_mutex.lock(); }
-void unlock_registry() { registry_mutex.unlock(); }
 
 // A forked child starts with none: the connections were its parent's (the runtime abandons their
 // sockets).
@@ -46,25 +44,57 @@ struct ThreadIdentity {
 };
 thread_local ForkLocal<ThreadIdentity> thread_identity;
 
+std::vector<BrokerLink*> all_links();
+
 void keep_all_holdings() {
-    std::vector<BrokerLink*> links;
-    {
-        std::lock_guard lock(registry_mutex);
-        if (registry != nullptr)
-            for (auto& [endpoint, link] : *registry) links.push_back(link);
-    }
-    for (BrokerLink* link : links) link->keep_holdings();
+    for (BrokerLink* link : all_links()) link->keep_holdings();
 }
 
-// Before the root's first child starts, its broker must be up: the child may create objects.
-// At a normal exit (of any process: forked children inherit the hooks), semaphore units taken
-// stay taken.
+std::vector<BrokerLink*> all_links() {
+    std::vector<BrokerLink*> links;
+    std::lock_guard lock(registry_mutex);
+    if (registry != nullptr)
+        for (auto& [endpoint, link] : *registry) links.push_back(link);
+    return links;
+}
+
+// A process that exits normally first makes sure the broker has every reference message it sent
+// (a handle it sent just before must not die with it).
+void sync_all_references() {
+    for (BrokerLink* link : all_links()) link->sync_references(kExitTimeout);
+}
+
+// fork(): the registry and every link's reference channel are held across it, and the child gets
+// its own references to everything this process holds (handle.hpp).
+void fork_prepare() {
+    registry_mutex.lock();
+    if (registry != nullptr)
+        for (auto& [endpoint, link] : *registry) link->fork_prepare();
+}
+void fork_parent() {
+    if (registry != nullptr)
+        for (auto& [endpoint, link] : *registry) link->fork_parent();
+    registry_mutex.unlock();
+}
+void fork_child() {
+    if (registry != nullptr)
+        for (auto& [endpoint, link] : *registry) link->fork_child();
+    registry_mutex.unlock();
+}
+
+// Before the root's first child starts, its broker must be up: the child may create objects. Before
+// any child starts, the links it inherits handles of are ready to hand it its references. At a
+// normal exit (of any process: forked children inherit the hooks), semaphore units taken stay
+// taken, and reference messages sent are delivered.
 const bool hooks_registered = [] {
     add_start_hook([] {
         if (this_run().is_root()) (void)ensure_broker();
+        for (BrokerLink* link : all_links())
+            if (link->live_handles.load() > 0) link->prepare_children();
     });
     add_exit_hook(keep_all_holdings);
-    on_fork(ForkLayer::service, {lock_registry, unlock_registry, unlock_registry});
+    add_exit_hook(sync_all_references);
+    on_fork(ForkLayer::service, {fork_prepare, fork_parent, fork_child});
     return true;
 }();
 
@@ -146,8 +176,14 @@ LinkConn& BrokerLink::conn() {
 
     auto c = std::make_unique<LinkConn>();
     c->socket = thread_socket("zmp.broker " + endpoint_, [&](zmq::context_t& context) { return connect(context); });
-    const std::uint64_t rid = send_on(*c, Op::hello, 0, {current_pid(), current_tid()});
-    const Reply hello = receive_on(*c, rid, Deadline::after(kHelloTimeout));
+    hello_on(*c);
+    mine.conns.emplace_back(this, std::move(c));
+    return *mine.conns.back().second;
+}
+
+void BrokerLink::hello_on(LinkConn& c) {
+    const std::uint64_t rid = send_on(c, Op::hello, 0, {current_pid(), current_tid()});
+    const Reply hello = receive_on(c, rid, Deadline::after(kHelloTimeout));
     if (hello.status != Status::ok)
         throw ProcessError("the broker at " + endpoint_ + " refused this process: " + hello.text);
     index_.store(static_cast<std::uint32_t>(hello.value(0)), std::memory_order_relaxed);
@@ -162,8 +198,127 @@ LinkConn& BrokerLink::conn() {
     }
     if (!hello.text.empty()) (void)arena(hello.text);
     registered_generation_.store(fork_generation(), std::memory_order_release);
-    mine.conns.emplace_back(this, std::move(c));
-    return *mine.conns.back().second;
+}
+
+// ---- references --------------------------------------------------------------------------------
+
+LinkConn& BrokerLink::ref_channel() {
+    const std::uint64_t generation = fork_generation();
+    if (ref_conn_ != nullptr && ref_generation_ == generation) return *ref_conn_;
+    // A forked child never touches its parent's channel: its socket is abandoned, not closed.
+    (void)ref_conn_.release();
+    ref_socket_ = nullptr;
+    ref_unsynced_ = false;
+    auto socket = std::make_unique<zmq::socket_t>(connect(zmq_context()));
+    auto c = std::make_unique<LinkConn>();
+    c->socket = *socket;
+    hello_on(*c);
+    ref_socket_ = socket.release();
+    ref_conn_ = std::move(c);
+    ref_generation_ = generation;
+    return *ref_conn_;
+}
+
+void BrokerLink::post_ref(Op op, std::uint64_t object, std::initializer_list<std::int64_t> args) {
+    LinkConn& c = ref_channel();
+    (void)send_on(c, op, object, args, nullptr, false);
+    ref_unsynced_ = true;
+    // Nothing is answered here but a refusal (a broker that forgot this connection): read and
+    // dropped, so that none piles up.
+    std::vector<zmq::message_t> frames;
+    while (transport::recv_message(c.socket, frames, 2, std::chrono::milliseconds(0))) {
+    }
+}
+
+std::uint64_t BrokerLink::hold_for_message(std::uint64_t object) {
+    std::lock_guard lock(ref_mutex_);
+    if (token_generation_ != fork_generation()) {
+        std::uint64_t seed = 0;
+        while (::getrandom(&seed, sizeof seed, 0) != sizeof seed) {
+            if (errno != EINTR) throw_os_error("getrandom", errno);
+        }
+        token_seed_ = seed;
+        token_generation_ = fork_generation();
+    }
+    std::uint64_t token = token_seed_ + ++tokens_;
+    if (token == 0) token = token_seed_ + ++tokens_;
+    post_ref(Op::ref_hold, object, {static_cast<std::int64_t>(token)});
+    return token;
+}
+
+void BrokerLink::claim(std::uint64_t object, std::uint64_t token) {
+    std::lock_guard lock(ref_mutex_);
+    post_ref(Op::ref_claim, object, {static_cast<std::int64_t>(token)});
+}
+
+void BrokerLink::drop(std::uint64_t object) noexcept {
+    try {
+        std::lock_guard lock(ref_mutex_);
+        post_ref(Op::ref_drop, object, {});
+    } catch (...) {
+        // The broker is gone, or this process is past its exit: nothing is left to free.
+    }
+}
+
+void BrokerLink::sync_references(std::chrono::milliseconds timeout) noexcept {
+    try {
+        std::lock_guard lock(ref_mutex_);
+        if (ref_conn_ == nullptr || ref_generation_ != fork_generation() || !ref_unsynced_) return;
+        LinkConn& c = *ref_conn_;
+        (void)receive_on(c, send_on(c, Op::ref_sync, 0, {}), Deadline::after(timeout));
+        ref_unsynced_ = false;
+    } catch (...) {
+        // The broker is gone (or too slow for an exiting process).
+    }
+}
+
+void BrokerLink::prepare_children() {
+    std::lock_guard lock(ref_mutex_);
+    (void)ref_channel();
+    if (Arena* a = arena()) (void)a->client(index_.load());
+}
+
+void BrokerLink::fork_prepare() {
+    ref_mutex_.lock();
+    fork_entry_ = nullptr;
+    Arena* a = arena();
+    if (live_handles.load() <= 0 || ref_conn_ == nullptr || ref_generation_ != fork_generation() || a == nullptr)
+        return;
+    // A child made without zmp (popen, system) gets the same: it holds copies of the handles too.
+    ClientRecord& record = a->client(index_.load());
+    const std::uint64_t token = (token_seed_ + ++tokens_) | 1;
+    for (std::uint32_t i = 0; i < kForkEntries; ++i) {
+        std::uint64_t expected = 0;
+        if (record.forks[i].token.compare_exchange_strong(expected, token, std::memory_order_acq_rel)) {
+            record.forks[i].child.store(0, std::memory_order_release);
+            fork_entry_ = &record.forks[i];
+            fork_entry_index_ = i;
+            fork_token_ = token;
+            return;
+        }
+    }
+    // Every entry is in use (many forks the broker has not seen yet): this child relies on the
+    // references of this process.
+}
+
+void BrokerLink::fork_parent() {
+    if (fork_entry_ != nullptr) {
+        try {
+            post_ref(Op::fork_hold, 0, {fork_entry_index_, static_cast<std::int64_t>(fork_token_)});
+        } catch (...) {
+            fork_entry_->token.store(0, std::memory_order_release);
+        }
+        fork_entry_ = nullptr;
+    }
+    ref_mutex_.unlock();
+}
+
+void BrokerLink::fork_child() {
+    if (fork_entry_ != nullptr) {
+        fork_entry_->child.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_release);
+        fork_entry_ = nullptr;
+    }
+    ref_mutex_.unlock();
 }
 
 std::uint64_t BrokerLink::send_on(LinkConn& c, Op op, std::uint64_t object, std::initializer_list<std::int64_t> args,
@@ -220,7 +375,7 @@ Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, const Deadline& dea
             // Anything else answers a request nobody waits for any more: dropped.
         }
         if (n == 2 && (items[1].revents & ZMQ_POLLIN) != 0) {
-            throw BrokerLost("the broker (pid " + std::to_string(broker_pid_.load()) + ") has died");
+            throw BrokerLost("the broker is gone (its process, pid " + std::to_string(broker_pid_.load()) + ", died)");
         }
     }
 }
@@ -270,4 +425,4 @@ void BrokerLink::post(Op op, std::uint64_t object, std::initializer_list<std::in
     (void)send_on(conn(), op, object, args, nullptr, false);
 }
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker

@@ -1,9 +1,9 @@
-// The root process's own broker, on a background thread (DESIGN.md §4: embedded by default).
+// The root process's own broker, on a background thread (embedded by default).
 //
-// Started before the root's first child (a runtime start hook, sync_link.cpp) or by the first
+// Started before the root's first child (a runtime start hook, client.cpp) or by the first
 // object the root makes, bound in the run directory, and stopped by an exit hook after the root's
 // children are joined. A forked child inherits the endpoint but never touches the thread, the
-// socket or the Broker object, which belong to its parent: every entry point checks the pid.
+// socket or the broker::Server object, which belong to its parent: every entry point checks the pid.
 
 #include <pthread.h>
 #include <signal.h>
@@ -30,7 +30,7 @@ struct Embedded {
     pid_t host = 0;
     std::string endpoint;
     std::string inproc;
-    std::unique_ptr<Broker> broker;
+    std::unique_ptr<broker::Server> server;
     std::thread thread;
     std::atomic<bool> stopped{false};
 };
@@ -44,20 +44,20 @@ std::atomic<Embedded*> embedded{nullptr};  // never destroyed: forked children h
 // fork() in such builds. glibc's malloc is fork-safe, so normal builds need none of this.
 void park_for_fork() {
     Embedded* e = embedded.load();
-    if (e != nullptr && e->host == ::getpid() && !e->stopped.load()) e->broker->pause();
+    if (e != nullptr && e->host == ::getpid() && !e->stopped.load()) e->server->pause();
 }
 void unpark_after_fork() {
     Embedded* e = embedded.load();
-    if (e != nullptr && e->host == ::getpid() && !e->stopped.load()) e->broker->resume();
+    if (e != nullptr && e->host == ::getpid() && !e->stopped.load()) e->server->resume();
 }
 #endif
 
 void stop_embedded() {
     Embedded* e = embedded.load();
     if (e == nullptr || e->host != this_process().pid() || e->stopped.exchange(true)) return;
-    e->broker->stop();
+    e->server->stop();
     e->thread.join();
-    e->broker.reset();  // closes its socket, unlinks its endpoint and its shared memory
+    e->server.reset();  // closes its socket, unlinks its endpoint and its shared memory
 }
 
 }  // namespace
@@ -78,12 +78,12 @@ std::string ensure_broker() {
     e->host = this_process().pid();
     e->endpoint = transport::ipc_endpoint(run_directory().path(), "broker");
     e->inproc = "inproc://zmp-broker-" + std::to_string(e->host);
-    e->broker = std::make_unique<Broker>(zmq_context(), Broker::Options{e->endpoint, e->inproc, true});
+    e->server = std::make_unique<broker::Server>(zmq_context(), broker::Server::Options{e->endpoint, e->inproc, true});
     // The broker thread takes no signals: they are the program's, for its own threads.
     sigset_t all, previous;
     ::sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &previous);
-    e->thread = std::thread([broker = e->broker.get()] { broker->run(); });
+    e->thread = std::thread([server = e->server.get()] { server->run(); });
     ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 
     endpoint = e->endpoint;
@@ -103,7 +103,7 @@ std::string ensure_broker() {
 std::string embedded_inproc_endpoint(const std::string& endpoint) {
     Embedded* e = embedded.load();
     if (e == nullptr || e->host != this_process().pid() || e->endpoint != endpoint) return {};
-    if (e->stopped.load()) throw sync::BrokerLost("the broker has stopped: this process is exiting");
+    if (e->stopped.load()) throw broker::BrokerLost("the broker has stopped: this process is exiting");
     return e->inproc;
 }
 

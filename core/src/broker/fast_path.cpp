@@ -6,7 +6,7 @@
 #include "zmp/errors.hpp"
 #include "zmp/detail/error_texts.hpp"
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
 namespace {
 
 constexpr auto relaxed = std::memory_order_relaxed;
@@ -44,7 +44,8 @@ bool spin_until_free(const std::atomic<std::uint32_t>& word, std::uint32_t& c) {
     return false;
 }
 
-Acquired word_lock(std::atomic<std::uint32_t>& word, std::uint32_t me, bool block, const Deadline& deadline) {
+Acquired word_lock(Arena& arena, std::atomic<std::uint32_t>& word, std::uint32_t me, bool block,
+                   const Deadline& deadline) {
     std::uint32_t c = 0;
     if (word.compare_exchange_strong(c, me, acquire_order, relaxed)) return {true, false};
     bool slept = false;
@@ -63,7 +64,7 @@ Acquired word_lock(std::atomic<std::uint32_t>& word, std::uint32_t me, bool bloc
             if (!word.compare_exchange_weak(c, c | kContended, relaxed, relaxed)) continue;
             c |= kContended;
         }
-        if (futex_wait(word, c, deadline) == FutexWait::timed_out) return {false, false};
+        if (arena.sleep(word, c, deadline) == FutexWait::timed_out) return {false, false};
         slept = true;
         c = word.load(relaxed);
     }
@@ -113,7 +114,9 @@ bool take_credit(Slot& s) {
 
 enum BarrierState : std::uint32_t { filling = 0, releasing, draining, resetting, broken };
 
-void barrier_lock(Slot& s, Self me) { (void)word_lock(s.word, me.client, true, Deadline::never()); }
+void barrier_lock(Arena& arena, Slot& s, Self me) {
+    (void)word_lock(arena, s.word, me.client, true, Deadline::never());
+}
 void barrier_unlock(Slot& s) { (void)word_unlock(s.word); }
 
 // Everyone sleeping on the barrier looks again.
@@ -124,11 +127,11 @@ void barrier_bump(Slot& s) {
 
 // Condition-variable wait on the barrier's state: called and returns with the mutex held.
 // False on timeout.
-bool barrier_sleep(Slot& s, Self me, const Deadline& deadline) {
+bool barrier_sleep(Arena& arena, Slot& s, Self me, const Deadline& deadline) {
     const std::uint32_t seen = s.seq.load(relaxed);
     barrier_unlock(s);
-    const FutexWait result = futex_wait(s.seq, seen, deadline);
-    barrier_lock(s, me);
+    const FutexWait result = arena.sleep(s.seq, seen, deadline);  // BrokerLost: the mutex is not held
+    barrier_lock(arena, s, me);
     return result == FutexWait::woken;
 }
 
@@ -194,12 +197,12 @@ bool waits_while_entering(std::uint32_t st) { return st == draining || st == res
 
 // ---- Lock, RLock -----------------------------------------------------------------------------
 
-Acquired lock_acquire(Slot& s, Self me, bool recursive, bool block, const Deadline& deadline) {
+Acquired lock_acquire(Arena& arena, Slot& s, Self me, bool recursive, bool block, const Deadline& deadline) {
     if (recursive && owner_of(s.word.load(relaxed)) == me.client && s.tid.load(relaxed) == me.tid) {
         s.depth.store(s.depth.load(relaxed) + 1, relaxed);
         return {true, false};
     }
-    const Acquired got = word_lock(s.word, me.client, block, deadline);
+    const Acquired got = word_lock(arena, s.word, me.client, block, deadline);
     if (got.acquired) {
         s.tid.store(me.tid, relaxed);
         if (recursive) s.depth.store(1, relaxed);
@@ -234,8 +237,8 @@ std::uint32_t lock_release_all(Slot& s, Self me, bool recursive) {
     return depth;
 }
 
-Acquired lock_restore(Slot& s, Self me, std::uint32_t depth) {
-    const Acquired got = word_lock(s.word, me.client, true, Deadline::never());
+Acquired lock_restore(Arena& arena, Slot& s, Self me, std::uint32_t depth) {
+    const Acquired got = word_lock(arena, s.word, me.client, true, Deadline::never());
     s.tid.store(me.tid, relaxed);
     s.depth.store(depth, relaxed);
     return got;
@@ -243,7 +246,8 @@ Acquired lock_restore(Slot& s, Self me, std::uint32_t depth) {
 
 // ---- Semaphore -------------------------------------------------------------------------------
 
-Acquired semaphore_acquire(Slot& s, ClientRecord* record, std::uint32_t index, bool block, const Deadline& deadline) {
+Acquired semaphore_acquire(Arena& arena, Slot& s, ClientRecord* record, std::uint32_t index, bool block,
+                           const Deadline& deadline) {
     for (;;) {
         std::uint32_t v = s.word.load(relaxed);
         while (v > 0) {
@@ -256,8 +260,11 @@ Acquired semaphore_acquire(Slot& s, ClientRecord* record, std::uint32_t index, b
         // The releaser increments the value, then reads `waiters`; both sequentially consistent,
         // so either it sees this sleeper or the futex sees the new value.
         s.waiters.fetch_add(1);
-        const FutexWait result = futex_wait(s.word, 0, deadline);
-        s.waiters.fetch_sub(1);
+        struct Leave {
+            Slot& s;
+            ~Leave() { s.waiters.fetch_sub(1); }
+        } leave{s};
+        const FutexWait result = arena.sleep(s.word, 0, deadline);
         if (result == FutexWait::timed_out) return {false, false};
     }
 }
@@ -289,34 +296,29 @@ void event_clear(Slot& s) { s.word.store(0, release_order); }
 
 bool event_is_set(const Slot& s) { return s.word.load(acquire_order) != 0; }
 
-bool event_wait(Slot& s, const Deadline& deadline) {
+bool event_wait(Arena& arena, Slot& s, const Deadline& deadline) {
     if (s.word.load(acquire_order) != 0) return true;
     if (deadline.passed()) return false;
     s.waiters.fetch_add(1);
-    bool flag = false;
+    struct Leave {
+        Slot& s;
+        ~Leave() { s.waiters.fetch_sub(1); }
+    } leave{s};
     for (;;) {
-        if (s.word.load() != 0) {
-            flag = true;
-            break;
-        }
-        if (futex_wait(s.word, 0, deadline) == FutexWait::timed_out) {
-            flag = s.word.load() != 0;
-            break;
-        }
+        if (s.word.load() != 0) return true;
+        if (arena.sleep(s.word, 0, deadline) == FutexWait::timed_out) return s.word.load() != 0;
     }
-    s.waiters.fetch_sub(1);
-    return flag;
 }
 
 // ---- Barrier ---------------------------------------------------------------------------------
 
-int barrier_wait(Slot& s, ClientRecord* record, std::uint32_t index, Self me, const Deadline& deadline,
+int barrier_wait(Arena& arena, Slot& s, ClientRecord* record, std::uint32_t index, Self me, const Deadline& deadline,
                  const std::function<void()>* action) {
     MarkerScope scope{claim_marker(record, index)};
     BarrierMarker* m = scope.marker;
-    barrier_lock(s, me);
+    barrier_lock(arena, s, me);
     // Python's _enter(): wait while the previous round drains, resets, or runs its action.
-    while (waits_while_entering(s.state.load(relaxed))) (void)barrier_sleep(s, me, Deadline::never());
+    while (waits_while_entering(s.state.load(relaxed))) (void)barrier_sleep(arena, s, me, Deadline::never());
     if (s.state.load(relaxed) == broken) {
         barrier_unlock(s);
         throw BrokenBarrierError(texts::kBarrierBroken);
@@ -331,13 +333,13 @@ int barrier_wait(Slot& s, ClientRecord* record, std::uint32_t index, Self me, co
             try {
                 (*action)();
             } catch (...) {
-                barrier_lock(s, me);
+                barrier_lock(arena, s, me);
                 barrier_break(s);
                 barrier_leave(s, m);
                 barrier_unlock(s);
                 throw;
             }
-            barrier_lock(s, me);
+            barrier_lock(arena, s, me);
             if (s.state.load(relaxed) != releasing) {  // broken meanwhile (a party died)
                 barrier_leave(s, m);
                 barrier_unlock(s);
@@ -360,7 +362,7 @@ int barrier_wait(Slot& s, ClientRecord* record, std::uint32_t index, Self me, co
             barrier_break(s);
             break;
         }
-        timed_out = !barrier_sleep(s, me, st == releasing ? Deadline::never() : deadline);
+        timed_out = !barrier_sleep(arena, s, me, st == releasing ? Deadline::never() : deadline);
     }
     const std::uint32_t st = s.state.load(relaxed);
     barrier_leave(s, m);
@@ -369,16 +371,16 @@ int barrier_wait(Slot& s, ClientRecord* record, std::uint32_t index, Self me, co
     return static_cast<int>(arrival);
 }
 
-void barrier_abort(Slot& s, Self me) {
-    barrier_lock(s, me);
-    while (s.state.load(relaxed) == releasing) (void)barrier_sleep(s, me, Deadline::never());
+void barrier_abort(Arena& arena, Slot& s, Self me) {
+    barrier_lock(arena, s, me);
+    while (s.state.load(relaxed) == releasing) (void)barrier_sleep(arena, s, me, Deadline::never());
     barrier_break(s);
     barrier_unlock(s);
 }
 
-void barrier_reset(Slot& s, Self me) {
-    barrier_lock(s, me);
-    while (s.state.load(relaxed) == releasing) (void)barrier_sleep(s, me, Deadline::never());
+void barrier_reset(Arena& arena, Slot& s, Self me) {
+    barrier_lock(arena, s, me);
+    while (s.state.load(relaxed) == releasing) (void)barrier_sleep(arena, s, me, Deadline::never());
     const std::uint32_t st = s.state.load(relaxed);
     if (s.count.load(relaxed) > 0) {
         // The parties inside leave with BrokenBarrierError; the last one out lets it fill again.
@@ -390,8 +392,8 @@ void barrier_reset(Slot& s, Self me) {
     barrier_unlock(s);
 }
 
-BarrierInfo barrier_info(Slot& s, Self me) {
-    barrier_lock(s, me);
+BarrierInfo barrier_info(Arena& arena, Slot& s, Self me) {
+    barrier_lock(arena, s, me);
     const std::uint32_t st = s.state.load(relaxed);
     const BarrierInfo info{static_cast<int>(s.parties.load(relaxed)),
                            st == filling || st == releasing ? static_cast<int>(s.count.load(relaxed)) : 0,
@@ -548,4 +550,4 @@ void repair_client(Arena& arena, std::uint32_t dead, const std::function<bool(st
     }
 }
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker

@@ -1,7 +1,8 @@
 #pragma once
-// The same-host fast path: each object's semantics on its arena slot (sync_arena.hpp), run by the
+// The same-host fast path: each object's semantics on its arena slot (arena.hpp), run by the
 // process that calls, with atomics and futexes. The broker only creates slots (init_slot) and
-// repairs what a dead client left (repair_client).
+// repairs what a dead client left (repair_client). Every sleep goes through Arena::sleep: a call
+// blocked here raises BrokerLost (a ProcessError) as soon as the broker dies.
 //
 // Lock words (Lock, RLock, and a Barrier's internal mutex): 0 when free, else the owner's client
 // index, with kContended set when someone may sleep on it. A lock whose owner died holds
@@ -14,7 +15,7 @@
 #include "broker/arena.hpp"
 #include "broker/protocol.hpp"
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
 
 inline constexpr std::uint32_t kContended = 0x80000000u;
 inline constexpr std::uint32_t kOwnerMask = 0x3fffffffu;
@@ -33,16 +34,17 @@ struct Acquired {
 };
 
 // Lock (recursive=false) and RLock (recursive=true).
-Acquired lock_acquire(Slot& s, Self me, bool recursive, bool block, const Deadline& deadline);
+Acquired lock_acquire(Arena& arena, Slot& s, Self me, bool recursive, bool block, const Deadline& deadline);
 void lock_release(Slot& s, Self me, bool recursive);  // ValueError
 bool lock_owned(const Slot& s, Self me);
 /// Releases every level (Condition.wait); ValueError unless owned. Returns the depth.
 std::uint32_t lock_release_all(Slot& s, Self me, bool recursive);
 /// Takes the lock again, blocking, with `depth` levels.
-Acquired lock_restore(Slot& s, Self me, std::uint32_t depth);
+Acquired lock_restore(Arena& arena, Slot& s, Self me, std::uint32_t depth);
 
 // Semaphore and BoundedSemaphore. `record` (may be null) notes the slots this process holds.
-Acquired semaphore_acquire(Slot& s, ClientRecord* record, std::uint32_t index, bool block, const Deadline& deadline);
+Acquired semaphore_acquire(Arena& arena, Slot& s, ClientRecord* record, std::uint32_t index, bool block,
+                           const Deadline& deadline);
 void semaphore_release(Slot& s, ClientRecord* record, std::uint32_t index);  // ValueError
 int semaphore_value(const Slot& s);
 
@@ -50,19 +52,19 @@ int semaphore_value(const Slot& s);
 void event_set(Slot& s);
 void event_clear(Slot& s);
 bool event_is_set(const Slot& s);
-bool event_wait(Slot& s, const Deadline& deadline);
+bool event_wait(Arena& arena, Slot& s, const Deadline& deadline);
 
 // Barrier: threading.Barrier's state machine under a robust internal mutex.
-int barrier_wait(Slot& s, ClientRecord* record, std::uint32_t index, Self me, const Deadline& deadline,
+int barrier_wait(Arena& arena, Slot& s, ClientRecord* record, std::uint32_t index, Self me, const Deadline& deadline,
                  const std::function<void()>* action);
-void barrier_abort(Slot& s, Self me);
-void barrier_reset(Slot& s, Self me);
+void barrier_abort(Arena& arena, Slot& s, Self me);
+void barrier_reset(Arena& arena, Slot& s, Self me);
 struct BarrierInfo {
     int parties;
     int n_waiting;
     bool broken;
 };
-BarrierInfo barrier_info(Slot& s, Self me);
+BarrierInfo barrier_info(Arena& arena, Slot& s, Self me);
 
 // Broker side.
 /// Initialises a fresh slot for object `id` (value: a semaphore's value or a barrier's parties).
@@ -73,4 +75,4 @@ void init_slot(Slot& s, std::uint64_t id, Kind kind, std::int64_t value, std::in
 /// mutex the repair needs).
 void repair_client(Arena& arena, std::uint32_t dead, const std::function<bool(std::uint32_t)>& is_dead);
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker

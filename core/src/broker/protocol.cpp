@@ -1,9 +1,11 @@
 #include "broker/protocol.hpp"
 
+#include <iterator>
+
 #include "zmp/transport/codec.hpp"
 #include "zmp/errors.hpp"
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
 namespace {
 
 std::uint64_t as_uint(const msgpack::object& o, const char* what) {
@@ -92,61 +94,43 @@ Reply decode_reply(const void* data, std::size_t size) {
 }
 
 const char* op_name(Op op) {
-    switch (op) {
-        case Op::hello:
-            return "hello";
-        case Op::create:
-            return "create";
-        case Op::acquire:
-            return "acquire";
-        case Op::release:
-            return "release";
-        case Op::release_all:
-            return "release_all";
-        case Op::owned:
-            return "owned";
-        case Op::get_value:
-            return "get_value";
-        case Op::event_set:
-            return "event_set";
-        case Op::event_clear:
-            return "event_clear";
-        case Op::event_is_set:
-            return "event_is_set";
-        case Op::event_wait:
-            return "event_wait";
-        case Op::cond_wait:
-            return "cond_wait";
-        case Op::cond_notify:
-            return "cond_notify";
-        case Op::barrier_wait:
-            return "barrier_wait";
-        case Op::barrier_done:
-            return "barrier_done";
-        case Op::barrier_abort:
-            return "barrier_abort";
-        case Op::barrier_reset:
-            return "barrier_reset";
-        case Op::barrier_state:
-            return "barrier_state";
-        case Op::stats:
-            return "stats";
-        case Op::keep_holdings:
-            return "keep_holdings";
-        case Op::queue_put:
-            return "queue_put";
-        case Op::queue_get:
-            return "queue_get";
-        case Op::queue_taken:
-            return "queue_taken";
-        case Op::queue_size:
-            return "queue_size";
-        case Op::task_done:
-            return "task_done";
-        case Op::queue_join:
-            return "queue_join";
-    }
-    return "?";
+    static constexpr const char* names[] = {
+        "?",
+        "hello",
+        "create",
+        "acquire",
+        "release",
+        "release_all",
+        "owned",
+        "get_value",
+        "event_set",
+        "event_clear",
+        "event_is_set",
+        "event_wait",
+        "cond_wait",
+        "cond_notify",
+        "barrier_wait",
+        "barrier_done",
+        "barrier_abort",
+        "barrier_reset",
+        "barrier_state",
+        "stats",
+        "keep_holdings",
+        "queue_put",
+        "queue_get",
+        "queue_taken",
+        "queue_size",
+        "task_done",
+        "queue_join",
+        "ref_drop",
+        "ref_hold",
+        "ref_claim",
+        "fork_hold",
+        "ref_sync",
+    };
+    static_assert(std::size(names) == kLastOp + 1, "one name per op");
+    const auto index = static_cast<std::size_t>(op);
+    return index < std::size(names) ? names[index] : "?";
 }
 
 void append_item(std::string& batch, std::string_view item) {
@@ -175,4 +159,4 @@ std::vector<std::string_view> split_batch_views(std::string_view batch, std::siz
     return items;
 }
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker

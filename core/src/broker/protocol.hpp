@@ -1,5 +1,5 @@
 #pragma once
-// The broker's wire protocol (DESIGN.md §4, §6). Every message is one ZeroMQ frame holding one
+// The broker's wire protocol. Every message is one ZeroMQ frame holding one
 // msgpack array:
 //
 //   request   [op, object, request-id, [arg, ...]]        args are integers
@@ -27,9 +27,18 @@
 #include <zmq.hpp>
 
 #include "zmp/detail/deadline.hpp"
+#include "zmp/errors.hpp"
 #include "zmp/timeout.hpp"
 
-namespace zmp::detail::sync {
+namespace zmp::detail::broker {
+
+/// The broker cannot be reached any more (it died, or this process's own broker has stopped).
+/// A ProcessError for users; told apart internally so that unlock() in a guard's destructor does
+/// not throw for a lock nobody can hold any more.
+class BrokerLost : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
 
 enum class Op : std::uint8_t {
     hello = 1,      // [pid, tid] -> [client index, broker pid], text: arena prefix ("" = no arena)
@@ -50,7 +59,7 @@ enum class Op : std::uint8_t {
     barrier_abort,  // [] -> []
     barrier_reset,  // [] -> []
     barrier_state,  // [] -> [parties, n_waiting, broken]
-    stats,          // [] -> [dropped, errors, clients, objects]
+    stats,          // [] -> [dropped, errors, clients, objects, connections, waiters, held aside, slots, unsent]
     keep_holdings,  // [] -> []: this process exits normally; the semaphore units it holds stay taken
     queue_put,      // [block, timeout ns, count] + batch -> []; status full when there is no room in time
     queue_get,      // [block, timeout ns, max items] -> [count, cursor slot or -1] + batch; status empty
@@ -58,8 +67,14 @@ enum class Op : std::uint8_t {
     queue_size,     // [] -> [items in the queue]
     task_done,      // [] -> []
     queue_join,     // [timeout ns] -> [every item done]
+    // References (handle.hpp). Sent on a process's reference channel; none is answered but ref_sync.
+    ref_drop,   // [] -> none: this process drops one reference to the object
+    ref_hold,   // [token] -> none: one reference set aside for the receiver of a message
+    ref_claim,  // [token] -> none: this process takes a reference (the one set aside as `token`)
+    fork_hold,  // [entry, token] -> none: a child was just forked; it holds what this process holds
+    ref_sync,   // [] -> []: answered once everything sent before it on this connection is done
 };
-inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::queue_join);
+inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::ref_sync);
 
 // create's arguments for a queue: [kind, maxsize, max item bytes, 0, 0].
 enum class Kind : std::uint8_t {
@@ -107,7 +122,7 @@ inline Deadline decode_timeout(std::int64_t timeout_ns, Deadline::Clock::time_po
 }
 
 inline constexpr std::size_t kMaxArgs = 6;
-inline constexpr std::size_t kMaxValues = 6;
+inline constexpr std::size_t kMaxValues = 10;
 /// Largest envelope frame either side accepts: envelopes are tiny.
 inline constexpr std::int64_t kMaxFrame = 64 * 1024;
 /// Largest frame of any kind (ZMQ_MAXMSGSIZE on both sides): a batch holding one largest queue item.
@@ -152,4 +167,4 @@ void append_item(std::string& batch, std::string_view item);
 /// Splits a batch into its items; ProtocolError unless it holds exactly `count` well-formed items.
 std::vector<std::string_view> split_batch_views(std::string_view batch, std::size_t count);
 
-}  // namespace zmp::detail::sync
+}  // namespace zmp::detail::broker

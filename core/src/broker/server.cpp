@@ -1,9 +1,12 @@
+// The broker's server: the loop, clients and their connections, requests and replies, waiters and
+// timers. What each kind of object means is in objects/ (objects/object.hpp is the contract).
 #include "broker/server.hpp"
 
 #include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -11,9 +14,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <mutex>
 #include <map>
-#include <optional>
+#include <mutex>
 #include <set>
 #include <unordered_map>
 #include <vector>
@@ -23,198 +25,163 @@
 #include "runtime/pidfd.hpp"
 #include "broker/arena.hpp"
 #include "broker/fast_path.hpp"
+#include "broker/objects/kinds.hpp"
 #include "broker/protocol.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
-#include "zmp/detail/error_texts.hpp"
 
-namespace zmp::detail {
-
-using namespace sync;
+namespace zmp::detail::broker {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-constexpr Clock::time_point kNever = Clock::time_point::max();
 constexpr std::size_t kMaxClients = kMaxClientRecords - 1;
-constexpr std::int64_t kMaxSemaphoreValue = INT32_MAX;
+
+// References set aside for the receivers of messages (REF_HOLD) and never claimed are released
+// this long after their sender died, or as soon as their sender has more than kMaxHolds of them
+// out (the oldest first).
+constexpr auto kHoldGrace = std::chrono::seconds(30);
+constexpr std::size_t kMaxHolds = 65536;
+// A claim that arrives before the hold it names (the two come from different processes) is kept
+// this long, so that the hold, when it comes, is taken at once; at most kMaxEarlyClaims of them.
+constexpr auto kEarlyClaimLife = std::chrono::seconds(60);
+constexpr std::size_t kMaxEarlyClaims = 65536;
+// A fork the broker cannot bind to its child (no pid written in the parent's fork entry) within
+// this long is given up, and the references held for it are released.
+constexpr auto kForkBindLimit = std::chrono::seconds(10);
+constexpr auto kForkRetry = std::chrono::milliseconds(1);
+
+// Memory a client can make the broker keep (README, "The broker"). Answers wait for a connection
+// that does not read them up to kSendHwm; beyond, they are dropped (a client that does not read
+// its answers gets none: it is misbehaving). A connection's requests are read as they come, up to
+// kRecvHwm waiting. A process's connections are probed when they pass kProbeFirst, then each time
+// they double: those whose socket is closed are forgotten; at most kMaxConnections live ones. A
+// process waits on at most kMaxWaits requests at once.
+constexpr int kSendHwm = 64;
+constexpr int kRecvHwm = 1000;
+constexpr std::size_t kProbeFirst = 64;
+constexpr std::size_t kMaxConnections = 4096;
+constexpr std::uint32_t kMaxWaits = 65536;
+}  // namespace
 
 struct Client {
     pid_t pid = 0;
     int pidfd = -1;  // -1 for the broker's own process
     std::uint32_t index = 0;
-    std::vector<std::string> peers;                            // routing ids of its connections
-    std::unordered_map<std::uint64_t, std::int64_t> holdings;  // semaphore slots it holds
+    std::vector<std::string> peers;                        // routing ids of its connections
+    std::unordered_map<std::uint64_t, std::int64_t> refs;  // references it holds, by object
+    std::deque<std::uint64_t> holds;                       // tokens it set aside, oldest first
+    std::size_t holds_out = 0;                             // of them, not claimed yet
+    std::size_t probe_at = kProbeFirst;                    // peers.size() that triggers a probe
+    std::uint32_t waiting = 0;                             // its waiters
 };
 
-// Who sent a request: a connection (one per client thread) of a client process.
-struct Caller {
-    std::string routing_id;
+namespace {
+
+// One connection (a thread of a client process).
+struct Peer {
     Client* client = nullptr;
     std::uint32_t tid = 0;
+    std::vector<std::uint64_t> objects;  // objects with state for this connection (note_connection_state)
 };
 
-struct Waiter {
-    Caller caller;
-    std::uint64_t rid = 0;
+// An object and the server's books on it.
+struct Entry {
+    std::unique_ptr<Object> object;
+    std::int64_t refs = 0;  // references held by clients, set aside in messages, or kept for forks
+    std::uint32_t waiters = 0;
+};
+
+// A reference set aside for the receiver of a message.
+struct Hold {
     std::uint64_t object = 0;
-    Clock::time_point deadline = kNever;
-    std::int64_t arg = 0;            // lock: depth to restore; barrier: arrival index or timeout; queue get: most items
-    std::vector<std::string> batch;  // queue put: the items waiting for room
+    Client* sender = nullptr;  // nullptr once its sender died
 };
 
-// A queue's item, numbered in the order it came in: items given back (by a consumer that died or
-// sat idle on them) return to their place in that order.
-struct QueuedItem {
-    std::uint64_t seq = 0;
-    std::string bytes;
+// The references of a parent, kept for its child until the broker learns the child's pid.
+struct Adoption {
+    Client* parent = nullptr;
+    std::uint32_t entry = 0;
+    std::uint64_t token = 0;
+    std::vector<std::pair<std::uint64_t, std::int64_t>> refs;
+    Clock::time_point since{};
 };
 
-// Items of a queue sent to one connection in answer to QUEUE_GET, kept until the consumer has
-// taken them all (or died): their cursor (sync_arena.hpp) says which it took.
-struct Delivery {
-    Client* client = nullptr;
-    std::uint32_t slot = 0;
-    std::vector<QueuedItem> items;
-    std::int64_t seen_word = 0;  // the cursor when last looked at, and since when it is so
-    std::chrono::steady_clock::time_point seen_at{};
+// A kind's entry with its ops as a table, for dispatch.
+struct KindTable {
+    const KindEntry* entry = nullptr;
+    std::array<OpHandler, kLastOp + 1> ops{};
 };
 
-enum class BarrierState { filling, releasing, broken };
-
-// One object's state. A flat record serves every kind; each kind uses its own fields.
-struct Object {
-    std::uint64_t id = 0;
-    Kind kind{};
-    std::int64_t slot = -1;           // its state is in the arena (the fast path): the broker only repairs it
-    std::deque<std::uint64_t> queue;  // waiter ids, oldest first
-    // Lock, RLock
-    Client* owner = nullptr;
-    std::uint32_t owner_tid = 0;
-    std::int64_t depth = 0;
-    bool owner_died = false;  // the next acquirer takes it over from a dead owner
-    // Semaphore, BoundedSemaphore
-    std::int64_t value = 0;
-    std::int64_t bound = 0;         // BoundedSemaphore: the initial value
-    std::int64_t died_credits = 0;  // slots returned from dead holders, not yet taken
-    // Event
-    bool flag = false;
-    // Barrier
-    std::int64_t parties = 0;
-    std::int64_t count = 0;
-    std::int64_t timeout_ns = kForever;
-    bool has_action = false;
-    BarrierState state = BarrierState::filling;
-    std::optional<Waiter> runner;        // the last arrival, running the action
-    std::deque<std::uint64_t> entering;  // arrivals held back while the action runs
-    // Queue, JoinableQueue (`queue` holds the waiting getters)
-    std::deque<QueuedItem> items;  // in seq order
-    std::uint64_t next_seq = 0;
-    std::int64_t maxsize = 0;  // <= 0: unbounded
-    std::uint64_t max_item = 0;
-    std::int64_t unfinished = 0;        // JoinableQueue: put and not yet marked done
-    std::deque<std::uint64_t> putters;  // waiters whose items did not fit yet
-    std::deque<std::uint64_t> joiners;
-    std::set<std::string> holders;  // connections with a delivery of this queue not all taken yet
-};
-
-// A request refused: answered with `status` and `text`.
-struct Refused {
-    Status status;
-    std::string text;
-};
-
-[[noreturn]] void refuse(Status status, std::string text) { throw Refused{status, std::move(text)}; }
-
-std::int64_t arg(const Request& r, std::size_t i) {
-    if (i >= r.nargs) refuse(Status::protocol_error, std::string(op_name(r.op)) + ": missing argument");
-    return r.args[i];
+const KindTable& kind_table(Kind kind) {
+    static const auto tables = [] {
+        std::array<KindTable, kLastKind + 1> all{};
+        for (std::size_t k = 1; k <= kLastKind; ++k) {
+            KindTable& t = all[k];
+            t.entry = find_kind(static_cast<Kind>(k));
+            if (t.entry == nullptr) continue;
+            for (const auto& [op, handler] : t.entry->ops) t.ops[static_cast<std::size_t>(op)] = handler;
+        }
+        return all;
+    }();
+    return tables[static_cast<std::size_t>(kind)];
 }
-
-// A request's timeout as a point in time for the timers (kNever: no timer); saturating.
-Clock::time_point deadline_from(std::int64_t timeout_ns, Clock::time_point now) {
-    return decode_timeout(timeout_ns, now).time_or_max();
-}
-
-bool is_lock(Kind k) { return k == Kind::lock || k == Kind::rlock; }
-bool is_queue(Kind k) { return k == Kind::queue || k == Kind::joinable_queue; }
-
-// A reply to QUEUE_GET carries at most this much (and at least one item).
-constexpr std::size_t kDeliveryBytes = 1 << 20;
-// A consumer whose cursor has not moved for this long while another waits on an empty queue is
-// idle: what it received ahead and has not taken goes to the waiting one. A consumer that is
-// taking its items keeps them, so that every consumer sees each producer's items in order.
-constexpr auto kIdleHolder = std::chrono::milliseconds(20);
-constexpr int kIdleCheckMs = 10;
-
-std::uint32_t cursor_taken(std::int64_t word) { return static_cast<std::uint32_t>(word); }
-std::uint32_t cursor_limit(std::int64_t word) {
-    return static_cast<std::uint32_t>(static_cast<std::uint64_t>(word) >> 32);
-}
-std::int64_t cursor_word(std::uint32_t taken, std::uint32_t limit) {
-    return static_cast<std::int64_t>((static_cast<std::uint64_t>(limit) << 32) | taken);
-}
-bool is_semaphore(Kind k) { return k == Kind::semaphore || k == Kind::bounded_semaphore; }
 
 }  // namespace
 
-struct Broker::Impl {
+struct Server::Impl final : Services {
     Impl(zmq::context_t& context, Options opts);
     ~Impl();
 
     void run();
     void serve_socket();
     void handle(const std::string& routing_id, const Request& req);
-    void dispatch(const Caller& caller, const Request& req, Object& obj);
-
-    // Replies.
-    void reply(const std::string& routing_id, std::uint64_t rid, Status status,
-               std::initializer_list<std::int64_t> values = {}, std::string_view text = {});
-    void reply(const Waiter& w, Status status, std::initializer_list<std::int64_t> values = {}) {
-        reply(w.caller.routing_id, w.rid, status, values);
-    }
-    void reply_with_batch(const std::string& routing_id, std::uint64_t rid, std::initializer_list<std::int64_t> values,
-                          std::string batch);
-
-    // Waiters and deadlines.
-    std::uint64_t add_waiter(std::deque<std::uint64_t>& queue, Waiter w);
-    Waiter take_waiter(std::uint64_t id);
-    void expire(Clock::time_point now);
-    void on_timeout(Object& obj, std::uint64_t id);
-    int poll_timeout_ms() const;
-
-    // Clients.
     void hello(const std::string& routing_id, const Request& req);
     void create(const Caller& caller, const Request& req);
+    void dispatch(const Caller& caller, const Request& req, Object& obj);
+    void expire(Clock::time_point now);
+    void tick(Clock::time_point now);
+    int poll_timeout_ms() const;
     void on_death(Client& client);
     bool is_dead(std::uint32_t index) const;
-
-    // Semantics, per kind.
-    void lock_acquire(const Caller& caller, const Request& req, Object& obj);
-    void lock_release(const Caller& caller, const Request& req, Object& obj, bool all);
-    void lock_grant(Object& obj, const Caller& to, std::int64_t depth, std::uint64_t rid);
-    void lock_hand_over(Object& obj);
-    void semaphore_acquire(const Caller& caller, const Request& req, Object& obj);
-    void semaphore_release(const Caller& caller, const Request& req, Object& obj);
-    void semaphore_give(Object& obj);
-    bool semaphore_take(Object& obj, Client* client);
-    void event_wait(const Caller& caller, const Request& req, Object& obj);
-    void barrier_wait(const Caller& caller, std::uint64_t rid, std::int64_t timeout_ns, Object& obj);
-    void barrier_release(Object& obj);
-    void barrier_break(Object& obj);
-    void barrier_reset(Object& obj);
-    void barrier_admit_entering(Object& obj);
-    void queue_put(const Caller& caller, const Request& req, Object& obj);
-    void queue_get(const Caller& caller, const Request& req, Object& obj);
-    void queue_deliver(Object& obj, const Caller& to, std::uint64_t rid, std::int64_t most);
-    void queue_serve(Object& obj);
-    std::int64_t queue_size(const Object& obj) const;
-    void queue_push(Object& obj, std::string bytes);
-    void queue_take_back(Object& obj, const std::string& routing_id, bool leave_first);
-    bool queue_recall_idle(Object& obj, Clock::time_point now);
-    void check_idle_holders(Clock::time_point now);
-
     void park_if_asked();
+    Client* client_for(pid_t pid);
+
+    // References.
+    void references(const Caller& caller, const Request& req);
+    void add_ref(Client& client, std::uint64_t object, std::int64_t n);
+    void release_ref(std::uint64_t object, std::int64_t n);
+    void drop_ref(Client& client, std::uint64_t object);
+    void set_aside(Client& sender, std::uint64_t object, std::uint64_t token);
+    void claim(Client& client, std::uint64_t object, std::uint64_t token);
+    void release_hold(std::uint64_t token);
+    void fork_hold(Client& parent, std::int64_t entry, std::uint64_t token);
+    bool try_bind(Adoption& a, bool last_chance);
+    void release_adoption(Adoption& a);
+    void housekeeping(Clock::time_point now);
+    Clock::time_point housekeeping_due() const;
+    void free_doomed();
+
+    // Services
+    bool reply(const Caller& to, std::uint64_t rid, Status status, std::initializer_list<std::int64_t> values = {},
+               std::string_view text = {}) override;
+    using Services::reply;
+    bool reply_with_batch(const Caller& to, std::uint64_t rid, std::initializer_list<std::int64_t> values,
+                          std::string batch) override;
+    WaiterId add_waiter(WaitQueue& queue, Waiter w) override;
+    Waiter take_waiter(WaiterId id) override;
+    Waiter& waiter(WaiterId id) override { return waiters.at(id); }
+    void clear_deadline(WaiterId id) override;
+    Arena* arena() override { return arena_.get(); }
+    std::uint32_t allocate_slot() override { return arena_->allocate_slot(); }
+    void release_slot(std::uint32_t index) override { arena_->release_slot(index); }
+    void want_ticks(std::uint64_t object) override { ticking.insert(object); }
+    void note_connection_state(const std::string& routing_id, std::uint64_t object) override;
+
+    bool send_reply(const std::string& routing_id, std::uint64_t rid, Status status,
+                    std::initializer_list<std::int64_t> values, std::string_view text);
+    /// Hands a message to ZeroMQ without waiting: false if its connection is gone or full.
+    bool send_nowait(const std::string& routing_id, zmq::message_t& envelope, zmq::message_t* payload);
+    void probe_connections(Client& client);
+    void forget_connection(const std::string& routing_id);
 
     Options options;
     zmq::socket_t router;
@@ -227,36 +194,44 @@ struct Broker::Impl {
     bool finished = false;  // run() has returned
     pid_t self_pid;
 
-    std::unique_ptr<Arena> arena;  // the fast path's shared memory, if offered
+    std::unique_ptr<Arena> arena_;  // the fast path's shared memory, if offered
 
     std::unordered_map<pid_t, std::unique_ptr<Client>> clients;
     std::unordered_map<std::uint32_t, Client*> by_index;
-    std::unordered_map<std::string, std::pair<Client*, std::uint32_t>> peers;  // routing id -> (client, tid)
+    std::unordered_map<std::string, Peer> peers;  // by routing id
     std::vector<std::uint32_t> free_indices;
     std::uint32_t next_index = 1;
     bool clients_changed = true;
 
-    std::unordered_map<std::uint64_t, std::unique_ptr<Object>> objects;
+    std::unordered_map<std::uint64_t, Entry> objects;
     std::uint64_t next_object = 1;
+    std::vector<std::uint64_t> doomed;  // objects whose last reference went: freed by free_doomed()
 
-    std::unordered_map<std::uint64_t, Waiter> waiters;
-    std::set<std::pair<Clock::time_point, std::uint64_t>> timers;
-    std::uint64_t next_waiter = 1;
+    std::unordered_map<std::uint64_t, Hold> holds;                      // by token
+    std::deque<std::pair<Clock::time_point, std::uint64_t>> orphans;    // holds of dead senders, by expiry
+    std::unordered_map<std::uint64_t, Clock::time_point> early_claims;  // by token
+    std::deque<std::pair<Clock::time_point, std::uint64_t>> early_order;
+    std::vector<Adoption> adoptions;
 
-    std::map<std::pair<std::string, std::uint64_t>, Delivery> deliveries;  // (connection, queue) -> delivery
-    std::vector<std::uint32_t> free_cursors;  // cursor slots of dead connections, for reuse
-    std::set<std::uint64_t> starving;         // queues whose getters wait while consumers hold items
-    Clock::time_point next_idle_check{};
+    std::unordered_map<WaiterId, Waiter> waiters;
+    std::set<std::pair<Clock::time_point, WaiterId>> timers;
+    WaiterId next_waiter = 1;
+
+    std::set<std::uint64_t> ticking;  // objects that asked for on_tick()
+    Clock::time_point next_tick{};
 
     std::uint64_t dropped = 0;  // messages that could not be read at all
     std::uint64_t errors = 0;   // requests answered with an error
+    std::uint64_t unsent = 0;   // answers dropped: their connection was gone or full
     msgpack::sbuffer out{256};
 };
 
-Broker::Impl::Impl(zmq::context_t& context, Options opts) : options(std::move(opts)), self_pid(this_process().pid()) {
+Server::Impl::Impl(zmq::context_t& context, Options opts) : options(std::move(opts)), self_pid(this_process().pid()) {
     transport::SocketOptions so;
     so.max_message = kMaxBatchFrame;  // a queue batch; envelopes are checked against kMaxFrame
     so.router_mandatory = true;       // a reply to a peer that is gone fails at once instead of queueing
+    so.send_hwm = kSendHwm;
+    so.recv_hwm = kRecvHwm;
     router = transport::open_socket(context, zmq::socket_type::router, so);
     try {
         router.bind(options.endpoint);
@@ -264,10 +239,10 @@ Broker::Impl::Impl(zmq::context_t& context, Options opts) : options(std::move(op
     } catch (const zmq::error_t& e) {
         throw_os_error("broker cannot bind " + options.endpoint, e.num());
     }
-    if (options.shared_memory) arena = std::make_unique<Arena>(Arena::make_prefix(), Arena::Role::owner);
+    if (options.shared_memory) arena_ = std::make_unique<Arena>(Arena::make_prefix(), Arena::Role::owner);
 }
 
-Broker::Impl::~Impl() {
+Server::Impl::~Impl() {
     for (auto& [pid, client] : clients)
         if (client->pidfd >= 0) ::close(client->pidfd);
     router.close();
@@ -275,38 +250,62 @@ Broker::Impl::~Impl() {
     if (options.endpoint.rfind(ipc, 0) == 0) ::unlink(options.endpoint.c_str() + ipc.size());
 }
 
-void Broker::Impl::reply_with_batch(const std::string& routing_id, std::uint64_t rid,
-                                    std::initializer_list<std::int64_t> values, std::string batch) {
-    out.clear();
-    encode_reply(out, rid, Status::ok, values);
-    std::vector<zmq::message_t> frames;
-    frames.emplace_back(routing_id.data(), routing_id.size());
-    frames.emplace_back(out.data(), out.size());
-    frames.push_back(transport::owned_frame(std::move(batch)));
-    (void)transport::send_message(router, frames);  // a peer that is gone does not get it
+// ---- replies -----------------------------------------------------------------------------------
+
+bool Server::Impl::send_nowait(const std::string& routing_id, zmq::message_t& envelope, zmq::message_t* payload) {
+    // Never blocks: the first frame picks the connection, and fails (EHOSTUNREACH: gone; EAGAIN:
+    // full) before anything is queued; once it is taken, the rest is too.
+    for (;;) {
+        if (zmq_send(router.handle(), routing_id.data(), routing_id.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) break;
+        if (zmq_errno() == EINTR) continue;
+        ++unsent;
+        return false;
+    }
+    const auto send_frame = [&](zmq::message_t& frame, int flags) {
+        while (zmq_msg_send(frame.handle(), router.handle(), flags) < 0) {
+            if (zmq_errno() != EINTR) throw_os_error("broker: zmq_send", zmq_errno());
+        }
+    };
+    send_frame(envelope, payload != nullptr ? ZMQ_SNDMORE : 0);
+    if (payload != nullptr) send_frame(*payload, 0);
+    return true;
 }
 
-void Broker::Impl::reply(const std::string& routing_id, std::uint64_t rid, Status status,
-                         std::initializer_list<std::int64_t> values, std::string_view text) {
+bool Server::Impl::send_reply(const std::string& routing_id, std::uint64_t rid, Status status,
+                              std::initializer_list<std::int64_t> values, std::string_view text) {
     out.clear();
     encode_reply(out, rid, status, values, text);
-    // A peer that is gone (its process died) simply does not get it.
-    (void)transport::send_message(
-        router, {zmq::const_buffer(routing_id.data(), routing_id.size()), zmq::const_buffer(out.data(), out.size())});
+    zmq::message_t envelope(out.data(), out.size());
+    return send_nowait(routing_id, envelope, nullptr);
+}
+
+bool Server::Impl::reply(const Caller& to, std::uint64_t rid, Status status, std::initializer_list<std::int64_t> values,
+                         std::string_view text) {
+    return send_reply(to.routing_id, rid, status, values, text);
+}
+
+bool Server::Impl::reply_with_batch(const Caller& to, std::uint64_t rid, std::initializer_list<std::int64_t> values,
+                                    std::string batch) {
+    out.clear();
+    encode_reply(out, rid, Status::ok, values);
+    zmq::message_t envelope(out.data(), out.size());
+    zmq::message_t payload = transport::owned_frame(std::move(batch));
+    return send_nowait(to.routing_id, envelope, &payload);
 }
 
 // ---- the loop -------------------------------------------------------------------------------
 
-int Broker::Impl::poll_timeout_ms() const {
-    const int idle_check = starving.empty() ? -1 : kIdleCheckMs;
-    if (timers.empty()) return idle_check;
-    auto left = std::chrono::duration_cast<std::chrono::microseconds>(timers.begin()->first - Clock::now()).count();
+int Server::Impl::poll_timeout_ms() const {
+    Clock::time_point due = housekeeping_due();
+    if (!timers.empty()) due = std::min(due, timers.begin()->first);
+    if (!ticking.empty()) due = std::min(due, next_tick);
+    if (due == kNever) return -1;
+    auto left = std::chrono::duration_cast<std::chrono::microseconds>(due - Clock::now()).count();
     if (left <= 0) return 0;
-    const int ms = static_cast<int>(std::min<long long>((left + 999) / 1000, INT_MAX));
-    return idle_check < 0 ? ms : std::min(ms, idle_check);
+    return static_cast<int>(std::min<long long>((left + 999) / 1000, INT_MAX));
 }
 
-void Broker::Impl::park_if_asked() {
+void Server::Impl::park_if_asked() {
     std::unique_lock lock(park_mutex);
     if (!park_requested) return;
     parked = true;
@@ -315,10 +314,14 @@ void Broker::Impl::park_if_asked() {
     parked = false;
 }
 
-void Broker::Impl::run() {
+void Server::Impl::run() {
+    // This thread holds the broker's life while it serves: if it dies (its process is killed),
+    // every process sleeping on the arena is woken and told (Arena::sleep).
+    if (arena_) arena_->hold_life();
     struct Finished {
         Impl& impl;
         ~Finished() {
+            if (impl.arena_) impl.arena_->release_life();
             std::lock_guard lock(impl.park_mutex);
             impl.finished = true;
             impl.park_cv.notify_all();
@@ -354,11 +357,12 @@ void Broker::Impl::run() {
         if (items[0].revents != 0) serve_socket();
         const auto now = Clock::now();
         expire(now);
-        if (!starving.empty() && now >= next_idle_check) check_idle_holders(now);
+        if (!ticking.empty() && now >= next_tick) tick(now);
+        if (housekeeping_due() <= now) housekeeping(now);
     }
 }
 
-void Broker::Impl::serve_socket() {
+void Server::Impl::serve_socket() {
     std::vector<zmq::message_t> frames;
     // Bounded, so that deadlines and deaths are looked at between bursts.
     for (int n = 0; n < 4096; ++n) {
@@ -390,584 +394,428 @@ void Broker::Impl::serve_socket() {
                 continue;
             }
             ++errors;
-            reply(routing_id, rid, Status::protocol_error, {}, e.what());
+            (void)send_reply(routing_id, rid, Status::protocol_error, {}, e.what());
             continue;
         }
         try {
             handle(routing_id, req);
         } catch (const Refused& r) {
             ++errors;
-            reply(routing_id, req.rid, r.status, {}, r.text);
+            (void)send_reply(routing_id, req.rid, r.status, {}, r.text);
         }
+        free_doomed();
     }
 }
 
-void Broker::Impl::handle(const std::string& routing_id, const Request& req) {
+void Server::Impl::handle(const std::string& routing_id, const Request& req) {
     if (req.op == Op::hello) return hello(routing_id, req);
     auto peer = peers.find(routing_id);
     if (peer == peers.end()) refuse(Status::protocol_error, "the first message on a connection must be HELLO");
-    const Caller caller{routing_id, peer->second.first, peer->second.second};
-    if (req.op == Op::create) return create(caller, req);
-    if (req.op == Op::keep_holdings) {
-        caller.client->holdings.clear();
-        return reply(routing_id, req.rid, Status::ok);
-    }
-    if (req.op == Op::stats) {
-        return reply(routing_id, req.rid, Status::ok,
-                     {static_cast<std::int64_t>(dropped), static_cast<std::int64_t>(errors),
-                      static_cast<std::int64_t>(clients.size()), static_cast<std::int64_t>(objects.size())});
+    const Caller caller{routing_id, peer->second.client, peer->second.tid};
+    switch (req.op) {
+        case Op::create:
+            return create(caller, req);
+        case Op::keep_holdings:
+            for (auto& [id, entry] : objects) entry.object->on_client_exit(*this, *caller.client);
+            (void)reply(caller, req.rid, Status::ok);
+            return;
+        case Op::stats:
+            (void)reply(caller, req.rid, Status::ok,
+                        {static_cast<std::int64_t>(dropped), static_cast<std::int64_t>(errors),
+                         static_cast<std::int64_t>(clients.size()), static_cast<std::int64_t>(objects.size()),
+                         static_cast<std::int64_t>(peers.size()), static_cast<std::int64_t>(waiters.size()),
+                         static_cast<std::int64_t>(holds.size()), arena_ ? arena_->slots_in_use() : 0,
+                         static_cast<std::int64_t>(unsent)});
+            return;
+        case Op::ref_drop:
+        case Op::ref_hold:
+        case Op::ref_claim:
+        case Op::fork_hold:
+        case Op::ref_sync:
+            return references(caller, req);
+        default:
+            break;
     }
     auto it = objects.find(req.object);
     if (it == objects.end()) refuse(Status::protocol_error, "unknown object " + std::to_string(req.object));
-    dispatch(caller, req, *it->second);
+    dispatch(caller, req, *it->second.object);
 }
 
-void Broker::Impl::dispatch(const Caller& caller, const Request& req, Object& obj) {
-    if (obj.slot >= 0) refuse(Status::protocol_error, "this object's state is in shared memory: operate on it there");
-    auto need = [&](bool ok) {
-        if (!ok) refuse(Status::protocol_error, std::string(op_name(req.op)) + " does not apply to this object");
-    };
-    if (req.payload != nullptr) need(is_queue(obj.kind));
+void Server::Impl::dispatch(const Caller& caller, const Request& req, Object& obj) {
+    if (obj.slot() >= 0) refuse(Status::protocol_error, "this object's state is in shared memory: operate on it there");
+    if (caller.client->waiting >= kMaxWaits)
+        refuse(Status::protocol_error, "too many requests of this process are waiting already");
+    const OpHandler handler = kind_table(obj.kind()).ops[static_cast<std::size_t>(req.op)];
+    if (handler == nullptr)
+        refuse(Status::protocol_error, std::string(op_name(req.op)) + " does not apply to this object");
+    handler(obj, *this, caller, req);
+}
+
+void Server::Impl::create(const Caller& caller, const Request& req) {
+    const std::int64_t kind = arg(req, 0);
+    const KindEntry* entry = kind >= 1 && kind <= kLastKind ? kind_table(static_cast<Kind>(kind)).entry : nullptr;
+    if (entry == nullptr) refuse(Status::protocol_error, "create: unknown kind");
+    CreateArgs args;
+    args.kind = static_cast<Kind>(kind);
+    args.value = arg(req, 1);
+    args.timeout_ns = arg(req, 2);
+    args.shared = arena_ && arg(req, 3) != 0 && entry->fast_path;
+    args.has_action = arg(req, 4) != 0;
+    const std::uint64_t id = next_object;
+    std::unique_ptr<Object> obj = entry->make(*this, id, args);
+    ++next_object;
+    const std::int64_t slot = obj->slot();
+    objects.emplace(id, Entry{std::move(obj), 0, 0});
+    add_ref(*caller.client, id, 1);  // the creator's
+    (void)reply(caller, req.rid, Status::ok, {static_cast<std::int64_t>(id), slot});
+}
+
+// ---- references ----------------------------------------------------------------------------
+
+void Server::Impl::references(const Caller& caller, const Request& req) {
+    Client& client = *caller.client;
     switch (req.op) {
-        case Op::queue_put:
-            need(is_queue(obj.kind));
-            return queue_put(caller, req, obj);
-        case Op::queue_get:
-            need(is_queue(obj.kind));
-            return queue_get(caller, req, obj);
-        case Op::queue_taken:
-            need(is_queue(obj.kind));
-            return queue_serve(obj);  // no reply: room may have appeared for a waiting put
-        case Op::queue_size:
-            need(is_queue(obj.kind));
-            return reply(caller.routing_id, req.rid, Status::ok, {queue_size(obj)});
-        case Op::task_done:
-            need(obj.kind == Kind::joinable_queue);
-            if (obj.unfinished <= 0) refuse(Status::value_error, "task_done() called too many times");
-            if (--obj.unfinished == 0) {
-                for (std::uint64_t id : obj.joiners) reply(take_waiter(id), Status::ok, {1});
-                obj.joiners.clear();
-            }
-            return reply(caller.routing_id, req.rid, Status::ok);
-        case Op::queue_join: {
-            need(obj.kind == Kind::joinable_queue);
-            const std::int64_t timeout = arg(req, 0);
-            if (obj.unfinished == 0 || timeout == 0) {
-                return reply(caller.routing_id, req.rid, Status::ok, {obj.unfinished == 0 ? 1 : 0});
-            }
-            add_waiter(obj.joiners, Waiter{caller, req.rid, obj.id, deadline_from(timeout, Clock::now()), 0, {}});
+        case Op::ref_drop:
+            return drop_ref(client, req.object);
+        case Op::ref_hold:
+            return set_aside(client, req.object, static_cast<std::uint64_t>(arg(req, 0)));
+        case Op::ref_claim:
+            return claim(client, req.object, static_cast<std::uint64_t>(arg(req, 0)));
+        case Op::fork_hold:
+            return fork_hold(client, arg(req, 0), static_cast<std::uint64_t>(arg(req, 1)));
+        default:
+            (void)reply(caller, req.rid, Status::ok);  // ref_sync: everything before it is done
             return;
-        }
-        case Op::acquire:
-            need(is_lock(obj.kind) || is_semaphore(obj.kind));
-            return is_lock(obj.kind) ? lock_acquire(caller, req, obj) : semaphore_acquire(caller, req, obj);
-        case Op::release:
-            need(is_lock(obj.kind) || is_semaphore(obj.kind));
-            return is_lock(obj.kind) ? lock_release(caller, req, obj, false) : semaphore_release(caller, req, obj);
-        case Op::release_all:
-            need(is_lock(obj.kind));
-            return lock_release(caller, req, obj, true);
-        case Op::owned:
-            need(is_lock(obj.kind));
-            return reply(caller.routing_id, req.rid, Status::ok,
-                         {obj.owner == caller.client && obj.owner_tid == caller.tid ? 1 : 0});
-        case Op::get_value:
-            need(is_semaphore(obj.kind));
-            return reply(caller.routing_id, req.rid, Status::ok, {obj.value});
-        case Op::event_set:
-            need(obj.kind == Kind::event);
-            obj.flag = true;
-            while (!obj.queue.empty()) {
-                reply(take_waiter(obj.queue.front()), Status::ok, {1});
-                obj.queue.pop_front();
-            }
-            return reply(caller.routing_id, req.rid, Status::ok);
-        case Op::event_clear:
-            need(obj.kind == Kind::event);
-            obj.flag = false;
-            return reply(caller.routing_id, req.rid, Status::ok);
-        case Op::event_is_set:
-            need(obj.kind == Kind::event);
-            return reply(caller.routing_id, req.rid, Status::ok, {obj.flag ? 1 : 0});
-        case Op::event_wait:
-            need(obj.kind == Kind::event);
-            return event_wait(caller, req, obj);
-        case Op::cond_wait: {
-            need(obj.kind == Kind::condition);
-            const auto deadline = deadline_from(arg(req, 0), Clock::now());
-            reply(caller.routing_id, req.rid, Status::registered);
-            // A zero timeout expires on the next turn of the loop, after the lock's release.
-            add_waiter(obj.queue, Waiter{caller, req.rid, obj.id, deadline, 0});
-            return;
-        }
-        case Op::cond_notify: {
-            need(obj.kind == Kind::condition);
-            std::int64_t n = arg(req, 0);
-            std::int64_t woken = 0;
-            while (!obj.queue.empty() && (n < 0 || woken < n)) {
-                reply(take_waiter(obj.queue.front()), Status::ok, {1});
-                obj.queue.pop_front();
-                ++woken;
-            }
-            return reply(caller.routing_id, req.rid, Status::ok, {woken});
-        }
-        case Op::barrier_wait:
-            need(obj.kind == Kind::barrier);
-            return barrier_wait(caller, req.rid, arg(req, 0), obj);
-        case Op::barrier_done: {
-            need(obj.kind == Kind::barrier);
-            if (!obj.runner || obj.runner->caller.routing_id != caller.routing_id) {
-                refuse(Status::protocol_error, "barrier_done from a party that is not running the action");
-            }
-            const bool succeeded = arg(req, 0) != 0;
-            obj.runner.reset();
-            if (obj.state == BarrierState::broken) {
-                // Broken while the action ran (abort, or a waiter died): the runner learns it too.
-                reply(caller.routing_id, req.rid, Status::broken_barrier, {}, "the barrier was broken");
-            } else if (succeeded) {
-                barrier_release(obj);
-                reply(caller.routing_id, req.rid, Status::ok);
-            } else {
-                barrier_break(obj);  // the runner rethrows the action's own exception
-                reply(caller.routing_id, req.rid, Status::ok);
-            }
-            return barrier_admit_entering(obj);
-        }
-        case Op::barrier_abort:
-            need(obj.kind == Kind::barrier);
-            barrier_break(obj);
-            return reply(caller.routing_id, req.rid, Status::ok);
-        case Op::barrier_reset:
-            need(obj.kind == Kind::barrier);
-            barrier_reset(obj);
-            return reply(caller.routing_id, req.rid, Status::ok);
-        case Op::barrier_state: {
-            need(obj.kind == Kind::barrier);
-            const bool broken = obj.state == BarrierState::broken;
-            return reply(caller.routing_id, req.rid, Status::ok, {obj.parties, broken ? 0 : obj.count, broken ? 1 : 0});
-        }
-        case Op::hello:
-        case Op::create:
-        case Op::stats:
-        case Op::keep_holdings:
-            break;
-    }
-    refuse(Status::protocol_error, "unexpected op");
-}
-
-// ---- Queue and JoinableQueue -----------------------------------------------------------------
-
-// Items in the queue, and items delivered that their consumer has not taken yet: they are still
-// the queue's until taken (and go back to it if their consumer dies).
-std::int64_t Broker::Impl::queue_size(const Object& obj) const {
-    std::int64_t n = static_cast<std::int64_t>(obj.items.size());
-    for (const std::string& holder : obj.holders) {
-        const Delivery& d = deliveries.at({holder, obj.id});
-        const std::int64_t word = delivery_cursor(arena->slot(d.slot)).load(std::memory_order_acquire);
-        n += cursor_limit(word) - std::min(cursor_taken(word), cursor_limit(word));
-    }
-    return n;
-}
-
-void Broker::Impl::queue_put(const Caller& caller, const Request& req, Object& obj) {
-    const std::int64_t count = arg(req, 2);
-    if (req.payload == nullptr) refuse(Status::protocol_error, "queue_put: no items");
-    if (count < 1) refuse(Status::protocol_error, "queue_put: no items");
-    std::vector<std::string_view> batch;
-    try {
-        batch = split_batch_views(*req.payload, static_cast<std::size_t>(count));
-    } catch (const ProtocolError& e) {
-        refuse(Status::protocol_error, e.what());
-    }
-    for (std::string_view item : batch) {
-        if (item.size() > obj.max_item) {
-            refuse(Status::value_error, "an item of " + std::to_string(item.size()) +
-                                            " bytes is larger than the queue's max_item_bytes (" +
-                                            std::to_string(obj.max_item) + ")");
-        }
-    }
-    const bool fits = obj.putters.empty() && (obj.maxsize <= 0 || queue_size(obj) + count <= obj.maxsize);
-    if (fits) {
-        for (std::string_view item : batch) queue_push(obj, std::string(item));
-        if (obj.kind == Kind::joinable_queue) obj.unfinished += count;
-        reply(caller.routing_id, req.rid, Status::ok);
-        return queue_serve(obj);
-    }
-    const std::int64_t timeout = arg(req, 1);
-    if (arg(req, 0) == 0 || timeout == 0) refuse(Status::full, "the queue is full");
-    Waiter w{caller, req.rid, obj.id, deadline_from(timeout, Clock::now()), count, {batch.begin(), batch.end()}};
-    add_waiter(obj.putters, std::move(w));
-}
-
-void Broker::Impl::queue_get(const Caller& caller, const Request& req, Object& obj) {
-    const bool block = arg(req, 0) != 0;
-    const std::int64_t timeout = arg(req, 1);
-    const std::int64_t most = std::clamp<std::int64_t>(arg(req, 2), 1, 1 << 16);
-    // A consumer asks again only once it has taken its previous delivery: anything of it still
-    // untaken (it raced with a take-back) returns to the queue.
-    queue_take_back(obj, caller.routing_id, false);
-    const auto now = Clock::now();
-    if (obj.items.empty()) (void)queue_recall_idle(obj, now);
-    if (!obj.items.empty() && obj.queue.empty()) {
-        queue_deliver(obj, caller, req.rid, most);
-        return queue_serve(obj);
-    }
-    if (!block || timeout == 0) refuse(Status::empty, "the queue is empty");
-    add_waiter(obj.queue, Waiter{caller, req.rid, obj.id, deadline_from(timeout, now), most, {}});
-    if (!obj.holders.empty()) starving.insert(obj.id);
-}
-
-void Broker::Impl::queue_push(Object& obj, std::string bytes) {
-    obj.items.push_back(QueuedItem{obj.next_seq++, std::move(bytes)});
-}
-
-// Sends `to` up to `most` items from the front of the queue. With an arena, they stay the queue's
-// until the consumer takes them (its cursor); without one, they are the consumer's once sent.
-void Broker::Impl::queue_deliver(Object& obj, const Caller& to, std::uint64_t rid, std::int64_t most) {
-    if (!arena) most = 1;
-    std::string batch;
-    std::size_t n = 0;
-    while (n < static_cast<std::size_t>(most) && n < obj.items.size() &&
-           (n == 0 || batch.size() + obj.items[n].bytes.size() <= kDeliveryBytes)) {
-        append_item(batch, obj.items[n].bytes);
-        ++n;
-    }
-    if (!arena) {
-        obj.items.pop_front();
-        return reply_with_batch(to.routing_id, rid, {1, -1}, std::move(batch));
-    }
-    auto [it, fresh] = deliveries.try_emplace({to.routing_id, obj.id});
-    Delivery& d = it->second;
-    if (fresh) {
-        d.client = to.client;
-        if (!free_cursors.empty()) {
-            d.slot = free_cursors.back();
-            free_cursors.pop_back();
-        } else {
-            d.slot = arena->allocate_slot();
-        }
-        Slot& slot = arena->slot(d.slot);
-        slot.id.store(obj.id, std::memory_order_relaxed);
-        slot.kind.store(kCursorKind, std::memory_order_relaxed);
-    }
-    d.items.assign(std::make_move_iterator(obj.items.begin()),
-                   std::make_move_iterator(obj.items.begin() + static_cast<std::ptrdiff_t>(n)));
-    obj.items.erase(obj.items.begin(), obj.items.begin() + static_cast<std::ptrdiff_t>(n));
-    d.seen_word = cursor_word(0, static_cast<std::uint32_t>(n));
-    d.seen_at = Clock::now();
-    delivery_cursor(arena->slot(d.slot)).store(d.seen_word, std::memory_order_release);
-    obj.holders.insert(to.routing_id);
-    reply_with_batch(to.routing_id, rid, {static_cast<std::int64_t>(n), d.slot}, std::move(batch));
-}
-
-// Takes back what `routing_id` was sent and has not taken: each item to its place in the queue.
-// leave_first: a delivery's first item stays its consumer's (so a consumer whose items are taken
-// back for another always makes progress).
-void Broker::Impl::queue_take_back(Object& obj, const std::string& routing_id, bool leave_first) {
-    auto it = deliveries.find({routing_id, obj.id});
-    if (it == deliveries.end() || it->second.items.empty()) return;
-    Delivery& d = it->second;
-    std::atomic<std::int64_t>& cursor = delivery_cursor(arena->slot(d.slot));
-    std::int64_t word = cursor.load(std::memory_order_acquire);
-    std::uint32_t keep = 0;
-    for (;;) {
-        const std::uint32_t taken = cursor_taken(word);
-        const std::uint32_t limit = cursor_limit(word);
-        keep = std::max(taken, leave_first ? std::min<std::uint32_t>(limit, 1) : 0);
-        if (keep >= limit) {
-            keep = limit;
-            break;
-        }
-        if (cursor.compare_exchange_weak(word, cursor_word(taken, keep), std::memory_order_acq_rel)) break;
-    }
-    const std::uint32_t limit = cursor_limit(word);
-    // Back to their places: before every item that came in after them.
-    for (std::uint32_t i = limit; i > keep; --i) {
-        QueuedItem& item = d.items[i - 1];
-        auto at = std::lower_bound(obj.items.begin(), obj.items.end(), item.seq,
-                                   [](const QueuedItem& q, std::uint64_t seq) { return q.seq < seq; });
-        obj.items.insert(at, std::move(item));
-    }
-    if (cursor_taken(word) >= keep) {
-        // Nothing left for the consumer to take: the delivery is settled.
-        d.items.clear();
-        obj.holders.erase(routing_id);
-    } else {
-        d.items.resize(keep);
     }
 }
 
-// For a getter that would wait on an empty queue: what idle consumers (kIdleHolder) received ahead
-// and have not taken comes back (each keeps its first). True if any came back.
-bool Broker::Impl::queue_recall_idle(Object& obj, Clock::time_point now) {
-    const std::size_t before = obj.items.size();
-    const std::vector<std::string> holders(obj.holders.begin(), obj.holders.end());
-    for (const std::string& holder : holders) {
-        Delivery& d = deliveries.at({holder, obj.id});
-        const std::int64_t word = delivery_cursor(arena->slot(d.slot)).load(std::memory_order_acquire);
-        if (word != d.seen_word) {
-            d.seen_word = word;
-            d.seen_at = now;
-        } else if (now - d.seen_at >= kIdleHolder) {
-            queue_take_back(obj, holder, true);
-        }
-    }
-    return obj.items.size() != before;
+void Server::Impl::add_ref(Client& client, std::uint64_t object, std::int64_t n) {
+    client.refs[object] += n;
+    objects.at(object).refs += n;
 }
 
-// Every kIdleCheckMs while getters wait on queues whose items other consumers hold.
-void Broker::Impl::check_idle_holders(Clock::time_point now) {
-    next_idle_check = now + std::chrono::milliseconds(kIdleCheckMs);
-    for (auto it = starving.begin(); it != starving.end();) {
-        auto found = objects.find(*it);
-        if (found == objects.end() || found->second->queue.empty() || found->second->holders.empty()) {
-            it = starving.erase(it);
-            continue;
-        }
-        Object& obj = *found->second;
-        if (obj.items.empty() && queue_recall_idle(obj, now)) queue_serve(obj);
-        ++it;
+void Server::Impl::release_ref(std::uint64_t object, std::int64_t n) {
+    auto it = objects.find(object);
+    if (it == objects.end()) return;
+    it->second.refs -= n;
+    if (it->second.refs <= 0) doomed.push_back(object);
+}
+
+void Server::Impl::drop_ref(Client& client, std::uint64_t object) {
+    auto it = client.refs.find(object);
+    if (it == client.refs.end()) return;  // it holds none (a forked child whose references were lost)
+    if (--it->second <= 0) client.refs.erase(it);
+    release_ref(object, 1);
+}
+
+void Server::Impl::set_aside(Client& sender, std::uint64_t object, std::uint64_t token) {
+    if (token == 0 || !objects.contains(object) || holds.contains(token)) return;
+    if (early_claims.erase(token) != 0) return;  // its receiver already took a reference of its own
+    objects.at(object).refs += 1;
+    holds.emplace(token, Hold{object, &sender});
+    sender.holds.push_back(token);
+    ++sender.holds_out;
+    // A sender with too many out gives up its oldest; the list forgets claimed ones now and then.
+    while (sender.holds_out > kMaxHolds && !sender.holds.empty()) {
+        const std::uint64_t oldest = sender.holds.front();
+        sender.holds.pop_front();
+        if (auto h = holds.find(oldest); h != holds.end() && h->second.sender == &sender) release_hold(oldest);
+    }
+    if (sender.holds.size() > 2 * sender.holds_out + 1024) {
+        std::erase_if(sender.holds, [&](std::uint64_t t) {
+            auto h = holds.find(t);
+            return h == holds.end() || h->second.sender != &sender;
+        });
     }
 }
 
-// Waiting puts that now fit go in; waiting gets are answered while there are items (each getter
-// gets its share when several wait).
-void Broker::Impl::queue_serve(Object& obj) {
-    for (;;) {
-        bool progress = false;
-        while (!obj.putters.empty()) {
-            Waiter& w = waiters.at(obj.putters.front());
-            const auto count = static_cast<std::int64_t>(w.batch.size());
-            if (obj.maxsize > 0 && queue_size(obj) + count > obj.maxsize) break;
-            Waiter done = take_waiter(obj.putters.front());
-            obj.putters.pop_front();
-            for (std::string& item : done.batch) queue_push(obj, std::move(item));
-            if (obj.kind == Kind::joinable_queue) obj.unfinished += count;
-            reply(done, Status::ok);
-            progress = true;
+void Server::Impl::claim(Client& client, std::uint64_t object, std::uint64_t token) {
+    if (!objects.contains(object)) return;  // gone: the claimant's handle names nothing
+    add_ref(client, object, 1);
+    if (token == 0) return;
+    if (auto h = holds.find(token); h != holds.end() && h->second.object == object) return release_hold(token);
+    // The hold has not arrived yet (or was claimed already): take it at once when it comes.
+    if (early_claims.size() >= kMaxEarlyClaims && !early_order.empty()) {
+        early_claims.erase(early_order.front().second);
+        early_order.pop_front();
+    }
+    const auto expires = Clock::now() + kEarlyClaimLife;
+    early_claims[token] = expires;
+    early_order.emplace_back(expires, token);
+}
+
+void Server::Impl::release_hold(std::uint64_t token) {
+    auto h = holds.find(token);
+    if (h == holds.end()) return;
+    if (h->second.sender != nullptr) --h->second.sender->holds_out;
+    const std::uint64_t object = h->second.object;
+    holds.erase(h);
+    release_ref(object, 1);
+}
+
+void Server::Impl::fork_hold(Client& parent, std::int64_t entry, std::uint64_t token) {
+    if (!arena_ || entry < 0 || entry >= static_cast<std::int64_t>(kForkEntries) || token == 0) return;
+    // As many forks at once as a process has entries for (a client that says more is lying).
+    if (std::count_if(adoptions.begin(), adoptions.end(), [&](const Adoption& a) { return a.parent == &parent; }) >=
+        static_cast<std::ptrdiff_t>(kForkEntries))
+        return;
+    Adoption a{&parent, static_cast<std::uint32_t>(entry), token, {}, Clock::now()};
+    a.refs.reserve(parent.refs.size());
+    for (const auto& [object, n] : parent.refs) {
+        objects.at(object).refs += n;
+        a.refs.emplace_back(object, n);
+    }
+    if (!try_bind(a, false)) adoptions.push_back(std::move(a));
+}
+
+// Gives the child of an adoption the references kept for it, once it has written its pid; true
+// when the adoption is settled (bound, or given up: `last_chance`, or too old).
+bool Server::Impl::try_bind(Adoption& a, bool last_chance) {
+    ForkEntry& e = arena_->client(a.parent->index).forks[a.entry];
+    const bool ours = e.token.load(std::memory_order_acquire) == a.token;
+    const auto pid = ours ? static_cast<pid_t>(e.child.load(std::memory_order_acquire)) : 0;
+    if (pid == 0 && ours && !last_chance && Clock::now() - a.since < kForkBindLimit) return false;
+    if (ours) {
+        e.child.store(0, std::memory_order_relaxed);
+        e.token.store(0, std::memory_order_release);
+    }
+    Client* child = pid > 0 ? client_for(pid) : nullptr;
+    if (child == nullptr) {
+        release_adoption(a);
+        return true;
+    }
+    for (const auto& [object, n] : a.refs) child->refs[object] += n;  // counted on the objects already
+    a.refs.clear();
+    return true;
+}
+
+void Server::Impl::release_adoption(Adoption& a) {
+    for (const auto& [object, n] : a.refs) release_ref(object, n);
+    a.refs.clear();
+}
+
+Clock::time_point Server::Impl::housekeeping_due() const {
+    if (!adoptions.empty()) return Clock::now() + kForkRetry;
+    Clock::time_point due = kNever;
+    if (!orphans.empty()) due = std::min(due, orphans.front().first);
+    if (!early_order.empty()) due = std::min(due, early_order.front().first);
+    return due;
+}
+
+void Server::Impl::housekeeping(Clock::time_point now) {
+    while (!orphans.empty() && orphans.front().first <= now) {
+        const std::uint64_t token = orphans.front().second;
+        orphans.pop_front();
+        if (auto h = holds.find(token); h != holds.end() && h->second.sender == nullptr) release_hold(token);
+    }
+    while (!early_order.empty() && early_order.front().first <= now) {
+        auto it = early_claims.find(early_order.front().second);
+        if (it != early_claims.end() && it->second == early_order.front().first) early_claims.erase(it);
+        early_order.pop_front();
+    }
+    std::erase_if(adoptions, [&](Adoption& a) { return try_bind(a, false); });
+    free_doomed();
+}
+
+void Server::Impl::free_doomed() {
+    while (!doomed.empty()) {
+        const std::uint64_t id = doomed.back();
+        doomed.pop_back();
+        auto it = objects.find(id);
+        if (it == objects.end() || it->second.refs > 0) continue;  // claimed again meanwhile
+        it->second.object->on_destroy(*this);
+        if (it->second.waiters > 0) {
+            // Only a client that dropped every handle yet waits (a hostile one) can have any.
+            std::vector<WaiterId> left;
+            for (const auto& [wid, w] : waiters)
+                if (w.object == id) left.push_back(wid);
+            for (WaiterId wid : left)
+                (void)reply(take_waiter(wid), Status::protocol_error, {}, "the object no longer exists");
         }
-        while (!obj.items.empty() && !obj.queue.empty()) {
-            const auto share =
-                std::max<std::int64_t>(1, static_cast<std::int64_t>(obj.items.size() / obj.queue.size()));
-            Waiter w = take_waiter(obj.queue.front());
-            obj.queue.pop_front();
-            queue_deliver(obj, w.caller, w.rid, std::min(w.arg, share));
-            progress = true;
-        }
-        // Without an arena, a delivery makes room at once.
-        if (!progress || arena || obj.putters.empty()) return;
+        objects.erase(id);
     }
 }
 
 // ---- waiters and deadlines -----------------------------------------------------------------
 
-std::uint64_t Broker::Impl::add_waiter(std::deque<std::uint64_t>& queue, Waiter w) {
-    const std::uint64_t id = next_waiter++;
+WaiterId Server::Impl::add_waiter(WaitQueue& queue, Waiter w) {
+    const WaiterId id = next_waiter++;
+    ++objects.at(w.object).waiters;
+    ++w.caller.client->waiting;
     if (w.deadline != kNever) timers.emplace(w.deadline, id);
     waiters.emplace(id, std::move(w));
     queue.push_back(id);
     return id;
 }
 
-Waiter Broker::Impl::take_waiter(std::uint64_t id) {
+Waiter Server::Impl::take_waiter(WaiterId id) {
     auto it = waiters.find(id);
     Waiter w = std::move(it->second);
     waiters.erase(it);
     if (w.deadline != kNever) timers.erase({w.deadline, id});
+    if (auto obj = objects.find(w.object); obj != objects.end()) --obj->second.waiters;
+    --w.caller.client->waiting;
     return w;
 }
 
-void Broker::Impl::expire(Clock::time_point now) {
+void Server::Impl::clear_deadline(WaiterId id) {
+    Waiter& w = waiters.at(id);
+    timers.erase({w.deadline, id});
+    w.deadline = kNever;
+}
+
+void Server::Impl::expire(Clock::time_point now) {
     while (!timers.empty() && timers.begin()->first <= now) {
-        const std::uint64_t id = timers.begin()->second;
-        const Waiter& w = waiters.at(id);
-        on_timeout(*objects.at(w.object), id);
+        const WaiterId id = timers.begin()->second;
+        objects.at(waiters.at(id).object).object->on_timeout(*this, id);
     }
 }
 
-void Broker::Impl::on_timeout(Object& obj, std::uint64_t id) {
-    if (obj.kind == Kind::barrier) {
-        if (obj.state == BarrierState::releasing) {
-            // As in Python: a party whose timeout passes while the action runs is released with
-            // the others once the action ends; it stops counting time.
-            Waiter& w = waiters.at(id);
-            timers.erase({w.deadline, id});
-            w.deadline = kNever;
-            return;
+void Server::Impl::tick(Clock::time_point now) {
+    next_tick = now + kTickInterval;
+    for (auto it = ticking.begin(); it != ticking.end();) {
+        auto found = objects.find(*it);
+        if (found == objects.end() || !found->second.object->on_tick(*this, now)) {
+            it = ticking.erase(it);
+        } else {
+            ++it;
         }
-        return barrier_break(obj);  // the party that timed out gets BrokenBarrierError with the others
     }
-    if (is_queue(obj.kind)) {
-        const bool putter = std::find(obj.putters.begin(), obj.putters.end(), id) != obj.putters.end();
-        const bool joiner = std::find(obj.joiners.begin(), obj.joiners.end(), id) != obj.joiners.end();
-        std::erase(obj.queue, id);
-        std::erase(obj.putters, id);
-        std::erase(obj.joiners, id);
-        Waiter w = take_waiter(id);
-        if (joiner) return reply(w, Status::ok, {0});
-        reply(w.caller.routing_id, w.rid, putter ? Status::full : Status::empty, {},
-              putter ? "the queue is full" : "the queue is empty");
-        if (putter) queue_serve(obj);  // a smaller put behind it may fit
-        return;
-    }
-    std::erase(obj.queue, id);
-    Waiter w = take_waiter(id);
-    reply(w, Status::ok, {0, 0});  // not acquired / not set / not notified
+}
+
+void Server::Impl::note_connection_state(const std::string& routing_id, std::uint64_t object) {
+    auto it = peers.find(routing_id);
+    if (it == peers.end()) return;
+    auto& objects_of_peer = it->second.objects;
+    if (std::find(objects_of_peer.begin(), objects_of_peer.end(), object) != objects_of_peer.end()) return;
+    // Objects freed since are forgotten now and then (a connection may use many queues in turn).
+    if (objects_of_peer.size() >= 64 && (objects_of_peer.size() & (objects_of_peer.size() - 1)) == 0)
+        std::erase_if(objects_of_peer, [&](std::uint64_t id) { return !objects.contains(id); });
+    objects_of_peer.push_back(object);
 }
 
 // ---- clients ---------------------------------------------------------------------------------
 
-void Broker::Impl::hello(const std::string& routing_id, const Request& req) {
+void Server::Impl::hello(const std::string& routing_id, const Request& req) {
     const std::int64_t pid = arg(req, 0);
     const std::int64_t tid = arg(req, 1);
     if (pid <= 0 || pid > INT_MAX || tid < 0 || tid > UINT32_MAX)
         refuse(Status::protocol_error, "hello: bad pid or tid");
-    auto it = clients.find(static_cast<pid_t>(pid));
-    if (it == clients.end()) {
-        if (clients.size() >= kMaxClients) refuse(Status::protocol_error, "too many client processes");
-        auto client = std::make_unique<Client>();
-        client->pid = static_cast<pid_t>(pid);
-        if (client->pid != self_pid) {
-            client->pidfd = open_pidfd(client->pid);
-            if (client->pidfd < 0)
-                refuse(Status::protocol_error, "hello: process " + std::to_string(pid) + " is not running");
-        }
-        if (!free_indices.empty()) {
-            client->index = free_indices.back();
-            free_indices.pop_back();
-        } else {
-            client->index = next_index++;
-        }
-        if (arena) {
-            if (client->index >= kMaxClientRecords) refuse(Status::protocol_error, "too many client processes");
-            std::memset(static_cast<void*>(&arena->client(client->index)), 0, sizeof(ClientRecord));
-        }
-        by_index[client->index] = client.get();
-        it = clients.emplace(client->pid, std::move(client)).first;
-        clients_changed = true;
+    if (auto it = clients.find(static_cast<pid_t>(pid)); it != clients.end() && it->second->pidfd >= 0) {
+        // The process of that pid died and the pid is used again: the old one's death comes first.
+        pollfd p{it->second->pidfd, POLLIN, 0};
+        if (::poll(&p, 1, 0) > 0) on_death(*it->second);
     }
-    Client* client = it->second.get();
+    if (clients.size() >= kMaxClients && !clients.contains(static_cast<pid_t>(pid)))
+        refuse(Status::protocol_error, "too many client processes");
+    Client* client = client_for(static_cast<pid_t>(pid));
+    if (client == nullptr) refuse(Status::protocol_error, "hello: process " + std::to_string(pid) + " is not running");
+    if (!peers.contains(routing_id) && client->peers.size() >= client->probe_at) {
+        probe_connections(*client);
+        if (client->peers.size() >= kMaxConnections)
+            refuse(Status::protocol_error, "too many connections from process " + std::to_string(pid));
+    }
     auto known = peers.find(routing_id);
-    if (known != peers.end() && known->second.first != client) std::erase(known->second.first->peers, routing_id);
-    if (known == peers.end() || known->second.first != client) client->peers.push_back(routing_id);
-    peers[routing_id] = {client, static_cast<std::uint32_t>(tid)};
-    reply(routing_id, req.rid, Status::ok, {client->index, self_pid}, arena ? arena->prefix() : std::string());
+    if (known != peers.end() && known->second.client != client) std::erase(known->second.client->peers, routing_id);
+    if (known == peers.end() || known->second.client != client) client->peers.push_back(routing_id);
+    Peer& peer = peers[routing_id];
+    peer.client = client;
+    peer.tid = static_cast<std::uint32_t>(tid);
+    (void)send_reply(routing_id, req.rid, Status::ok, {client->index, self_pid},
+                     arena_ ? arena_->prefix() : std::string());
 }
 
-void Broker::Impl::create(const Caller& caller, const Request& req) {
-    const std::int64_t kind = arg(req, 0);
-    if (kind < 1 || kind > kLastKind) refuse(Status::protocol_error, "create: unknown kind");
-    auto obj = std::make_unique<Object>();
-    obj->id = next_object++;
-    obj->kind = static_cast<Kind>(kind);
-    const std::int64_t value = arg(req, 1);
-    switch (obj->kind) {
-        case Kind::semaphore:
-        case Kind::bounded_semaphore:
-            if (value < 0 || value > kMaxSemaphoreValue)
-                refuse(Status::value_error, "semaphore initial value must be >= 0");
-            obj->value = value;
-            obj->bound = obj->kind == Kind::bounded_semaphore ? value : 0;
-            break;
-        case Kind::barrier:
-            if (value < 1 || value > kMaxSemaphoreValue)
-                refuse(Status::value_error, "a barrier needs at least one party");
-            obj->parties = value;
-            obj->timeout_ns = arg(req, 2) < 0 ? kForever : arg(req, 2);
-            obj->has_action = arg(req, 4) != 0;
-            break;
-        case Kind::queue:
-        case Kind::joinable_queue:
-            if (arg(req, 2) < 1 || arg(req, 2) > kMaxBatchFrame - 4096)
-                refuse(Status::value_error, "max_item_bytes is out of range");
-            obj->maxsize = value;
-            obj->max_item = static_cast<std::uint64_t>(arg(req, 2));
-            break;
-        default:
-            break;
+// Each connection of `client` is sent an answer to no request (request id 0, which clients drop):
+// those whose socket is closed are forgotten, with what they had (a queue delivery goes back).
+void Server::Impl::probe_connections(Client& client) {
+    out.clear();
+    encode_reply(out, 0, Status::ok, {});
+    const std::vector<std::string> routing_ids = client.peers;
+    for (const std::string& routing_id : routing_ids) {
+        zmq::message_t probe(out.data(), out.size());
+        if (send_nowait(routing_id, probe, nullptr)) continue;
+        if (zmq_errno() == EHOSTUNREACH) forget_connection(routing_id);
     }
-    const bool shared = arena && arg(req, 3) != 0 && obj->kind != Kind::condition && !is_queue(obj->kind);
-    if (shared) {
-        const std::uint32_t index = arena->allocate_slot();
-        init_slot(arena->slot(index), obj->id, obj->kind, obj->kind == Kind::barrier ? obj->parties : obj->value,
-                  obj->timeout_ns);
-        obj->slot = index;
-    }
-    const std::uint64_t id = obj->id;
-    const std::int64_t slot = obj->slot;
-    objects.emplace(id, std::move(obj));
-    reply(caller.routing_id, req.rid, Status::ok, {static_cast<std::int64_t>(id), slot});
+    client.probe_at = std::max(kProbeFirst, 2 * client.peers.size());
 }
 
-void Broker::Impl::on_death(Client& client) {
-    // Its waits: dropped, and a barrier it was waiting at is broken.
-    std::vector<std::uint64_t> mine;
+void Server::Impl::forget_connection(const std::string& routing_id) {
+    auto peer = peers.find(routing_id);
+    if (peer == peers.end()) return;
+    Client& client = *peer->second.client;
+    const std::vector<std::uint64_t> with_state = std::move(peer->second.objects);
+    peers.erase(peer);
+    std::erase(client.peers, routing_id);
+    for (std::uint64_t id : with_state)
+        if (auto obj = objects.find(id); obj != objects.end())
+            obj->second.object->on_connection_gone(*this, routing_id);
+}
+
+// The client record of process `pid`, made (and its death watched) if there is none yet; nullptr if
+// that process is not running.
+Client* Server::Impl::client_for(pid_t pid) {
+    if (auto it = clients.find(pid); it != clients.end()) return it->second.get();
+    if (clients.size() >= kMaxClients) return nullptr;
+    auto client = std::make_unique<Client>();
+    client->pid = pid;
+    if (pid != self_pid) {
+        client->pidfd = open_pidfd(pid);
+        if (client->pidfd < 0) return nullptr;
+    }
+    if (!free_indices.empty()) {
+        client->index = free_indices.back();
+        free_indices.pop_back();
+    } else {
+        client->index = next_index++;
+    }
+    if (arena_) std::memset(static_cast<void*>(&arena_->client(client->index)), 0, sizeof(ClientRecord));
+    by_index[client->index] = client.get();
+    clients_changed = true;
+    return clients.emplace(pid, std::move(client)).first->second.get();
+}
+
+void Server::Impl::on_death(Client& client) {
+    // Its waits are dropped (each kind forgets them)...
+    std::vector<WaiterId> mine;
     for (const auto& [id, w] : waiters)
         if (w.caller.client == &client) mine.push_back(id);
-    std::vector<Object*> broken_barriers;
-    for (std::uint64_t id : mine) {
-        Object& obj = *objects.at(waiters.at(id).object);
-        const bool arrived = std::find(obj.queue.begin(), obj.queue.end(), id) != obj.queue.end();
-        std::erase(obj.queue, id);
-        std::erase(obj.entering, id);
-        std::erase(obj.putters, id);
-        std::erase(obj.joiners, id);
+    for (WaiterId id : mine) {
+        objects.at(waiters.at(id).object).object->drop_waiter(*this, id);
         (void)take_waiter(id);
-        if (obj.kind == Kind::barrier && arrived) broken_barriers.push_back(&obj);
     }
-    // What its connections were sent and had not taken goes back to the queues.
-    std::vector<Object*> refilled;
-    for (auto it = deliveries.begin(); it != deliveries.end();) {
-        if (it->second.client != &client) {
-            ++it;
-            continue;
-        }
-        if (auto obj = objects.find(it->first.second); obj != objects.end()) {
-            queue_take_back(*obj->second, it->first.first, false);
-            refilled.push_back(obj->second.get());
-        }
-        free_cursors.push_back(it->second.slot);
-        it = deliveries.erase(it);
+    // ... what its connections had is given back ...
+    for (const std::string& routing_id : client.peers) {
+        auto peer = peers.find(routing_id);
+        if (peer == peers.end()) continue;
+        for (std::uint64_t id : peer->second.objects)
+            if (auto obj = objects.find(id); obj != objects.end())
+                obj->second.object->on_connection_gone(*this, routing_id);
+        peers.erase(peer);
     }
-    for (Object* obj : refilled) queue_serve(*obj);
-    for (auto& [id, obj] : objects) {
-        if (obj->kind == Kind::barrier && obj->runner && obj->runner->caller.client == &client) {
-            obj->runner.reset();  // it died running the action
-            broken_barriers.push_back(obj.get());
-        }
-        // What it held is freed, and the next owner is told.
-        if (is_lock(obj->kind) && obj->owner == &client) {
-            obj->owner = nullptr;
-            obj->depth = 0;
-            obj->owner_died = true;
-            lock_hand_over(*obj);
-        }
+    // ... and what it held is freed (locks, semaphore units, a barrier it was in).
+    for (auto& [id, entry] : objects) entry.object->on_client_death(*this, client);
+    if (arena_) repair_client(*arena_, client.index, [this](std::uint32_t index) { return is_dead(index); });
+    // Its references go; those it set aside in messages stay a while for their receivers; the
+    // children it was forking get theirs now, if they are known.
+    for (const auto& [object, n] : client.refs) release_ref(object, n);
+    client.refs.clear();
+    const auto now = Clock::now();
+    for (std::uint64_t token : client.holds) {
+        auto h = holds.find(token);
+        if (h == holds.end() || h->second.sender != &client) continue;
+        h->second.sender = nullptr;
+        orphans.emplace_back(now + kHoldGrace, token);
     }
-    for (auto& [id, held] : client.holdings) {
-        auto it = objects.find(id);
-        if (it == objects.end() || held <= 0) continue;
-        Object& sem = *it->second;
-        for (std::int64_t i = 0; i < held; ++i) {
-            if (sem.bound != 0 && sem.value >= sem.bound) break;
-            ++sem.died_credits;
-            semaphore_give(sem);
-        }
-    }
-    client.holdings.clear();
-    for (Object* obj : broken_barriers) {
-        if (obj->state != BarrierState::broken) barrier_break(*obj);
-        barrier_admit_entering(*obj);
-    }
-    if (arena) repair_client(*arena, client.index, [this](std::uint32_t index) { return is_dead(index); });
-    for (const std::string& peer : client.peers) peers.erase(peer);
+    std::erase_if(adoptions, [&](Adoption& a) { return a.parent == &client && try_bind(a, true); });
     if (client.pidfd >= 0) ::close(client.pidfd);
     by_index.erase(client.index);
     free_indices.push_back(client.index);
     clients.erase(client.pid);
     clients_changed = true;
+    free_doomed();
 }
 
-bool Broker::Impl::is_dead(std::uint32_t index) const {
+bool Server::Impl::is_dead(std::uint32_t index) const {
     auto it = by_index.find(index);
     if (it == by_index.end()) return true;
     if (it->second->pidfd < 0) return false;
@@ -975,195 +823,21 @@ bool Broker::Impl::is_dead(std::uint32_t index) const {
     return ::poll(&p, 1, 0) > 0;
 }
 
-// ---- Lock and RLock --------------------------------------------------------------------------
+// ---- Server --------------------------------------------------------------------------------------
 
-void Broker::Impl::lock_grant(Object& obj, const Caller& to, std::int64_t depth, std::uint64_t rid) {
-    obj.owner = to.client;
-    obj.owner_tid = to.tid;
-    obj.depth = depth > 0 ? depth : 1;
-    const bool died = std::exchange(obj.owner_died, false);
-    reply(to.routing_id, rid, Status::ok, {1, died ? 1 : 0});
-}
+Server::Server(zmq::context_t& context, Options options) : impl_(std::make_unique<Impl>(context, std::move(options))) {}
+Server::~Server() = default;
 
-void Broker::Impl::lock_hand_over(Object& obj) {
-    if (obj.owner != nullptr || obj.queue.empty()) return;
-    Waiter w = take_waiter(obj.queue.front());
-    obj.queue.pop_front();
-    lock_grant(obj, w.caller, w.arg, w.rid);
-}
+void Server::run() { impl_->run(); }
 
-void Broker::Impl::lock_acquire(const Caller& caller, const Request& req, Object& obj) {
-    const bool block = arg(req, 0) != 0;
-    const std::int64_t timeout_ns = arg(req, 1);
-    const std::int64_t restore = arg(req, 2);
-    if (obj.kind == Kind::rlock && obj.owner == caller.client && obj.owner_tid == caller.tid) {
-        ++obj.depth;
-        return reply(caller.routing_id, req.rid, Status::ok, {1, 0});
-    }
-    if (obj.owner == nullptr) return lock_grant(obj, caller, restore, req.rid);
-    if (!block || timeout_ns == 0) return reply(caller.routing_id, req.rid, Status::ok, {0, 0});
-    add_waiter(obj.queue, Waiter{caller, req.rid, obj.id, deadline_from(timeout_ns, Clock::now()), restore});
-}
-
-void Broker::Impl::lock_release(const Caller& caller, const Request& req, Object& obj, bool all) {
-    const bool mine = obj.owner == caller.client && obj.owner_tid == caller.tid;
-    if (obj.kind == Kind::rlock || all) {
-        if (!mine) refuse(Status::value_error, texts::kReleaseUnacquired);
-    } else if (obj.owner == nullptr) {
-        refuse(Status::value_error, texts::kReleasedTooManyTimes);
-    }
-    const std::int64_t depth = obj.depth;
-    if (!all && --obj.depth > 0) return reply(caller.routing_id, req.rid, Status::ok, {obj.depth});
-    obj.owner = nullptr;
-    obj.depth = 0;
-    reply(caller.routing_id, req.rid, Status::ok, {depth});
-    lock_hand_over(obj);
-}
-
-// ---- Semaphore and BoundedSemaphore ----------------------------------------------------------
-
-// Takes a slot for `client` if one is free; reports whether it came from a dead holder.
-bool Broker::Impl::semaphore_take(Object& obj, Client* client) {
-    --obj.value;
-    if (client != nullptr) ++client->holdings[obj.id];
-    if (obj.died_credits > 0) {
-        --obj.died_credits;
-        return true;
-    }
-    return false;
-}
-
-// A slot comes back: to the oldest waiter, or to the count.
-void Broker::Impl::semaphore_give(Object& obj) {
-    ++obj.value;
-    if (obj.queue.empty()) return;
-    Waiter w = take_waiter(obj.queue.front());
-    obj.queue.pop_front();
-    const bool died = semaphore_take(obj, w.caller.client);
-    reply(w, Status::ok, {1, died ? 1 : 0});
-}
-
-void Broker::Impl::semaphore_acquire(const Caller& caller, const Request& req, Object& obj) {
-    const bool block = arg(req, 0) != 0;
-    const std::int64_t timeout_ns = arg(req, 1);
-    if (obj.value > 0) {
-        const bool died = semaphore_take(obj, caller.client);
-        return reply(caller.routing_id, req.rid, Status::ok, {1, died ? 1 : 0});
-    }
-    if (!block || timeout_ns == 0) return reply(caller.routing_id, req.rid, Status::ok, {0, 0});
-    add_waiter(obj.queue, Waiter{caller, req.rid, obj.id, deadline_from(timeout_ns, Clock::now()), 0});
-}
-
-void Broker::Impl::semaphore_release(const Caller& caller, const Request& req, Object& obj) {
-    if (obj.bound != 0 ? obj.value >= obj.bound : obj.value >= kMaxSemaphoreValue) {
-        refuse(Status::value_error, texts::kReleasedTooManyTimes);
-    }
-    // A process holds what it acquired and has not released; a release by a process that holds
-    // nothing (a semaphore used as a signal) belongs to nobody.
-    auto held = caller.client->holdings.find(obj.id);
-    if (held != caller.client->holdings.end() && --held->second <= 0) caller.client->holdings.erase(held);
-    reply(caller.routing_id, req.rid, Status::ok);
-    semaphore_give(obj);
-}
-
-// ---- Event -----------------------------------------------------------------------------------
-
-void Broker::Impl::event_wait(const Caller& caller, const Request& req, Object& obj) {
-    const std::int64_t timeout_ns = arg(req, 0);
-    if (obj.flag || timeout_ns == 0) return reply(caller.routing_id, req.rid, Status::ok, {obj.flag ? 1 : 0});
-    add_waiter(obj.queue, Waiter{caller, req.rid, obj.id, deadline_from(timeout_ns, Clock::now()), 0});
-}
-
-// ---- Barrier (threading.Barrier's state machine; parties leave at once when released) -------
-
-void Broker::Impl::barrier_wait(const Caller& caller, std::uint64_t rid, std::int64_t timeout_ns, Object& obj) {
-    if (timeout_ns == kBarrierDefault) timeout_ns = obj.timeout_ns;
-    if (obj.state == BarrierState::broken) refuse(Status::broken_barrier, texts::kBarrierBroken);
-    if (obj.state == BarrierState::releasing) {
-        // Python's _enter(): arrivals wait while the previous round is being released.
-        add_waiter(obj.entering, Waiter{caller, rid, obj.id, kNever, timeout_ns});
-        return;
-    }
-    const std::int64_t index = obj.count++;
-    if (obj.count == obj.parties) {
-        Waiter last{caller, rid, obj.id, kNever, index};
-        if (obj.has_action) {
-            // The last arrival runs the action in its own process before anyone is released.
-            obj.state = BarrierState::releasing;
-            reply(last, Status::run_action, {index});
-            obj.runner = std::move(last);
-            return;
-        }
-        reply(last, Status::ok, {index});
-        return barrier_release(obj);
-    }
-    add_waiter(obj.queue, Waiter{caller, rid, obj.id, deadline_from(timeout_ns, Clock::now()), index});
-    // wait(0) by a party that is not the last: the deadline has already passed.
-    if (timeout_ns == 0) expire(Clock::now());
-}
-
-void Broker::Impl::barrier_release(Object& obj) {
-    while (!obj.queue.empty()) {
-        Waiter w = take_waiter(obj.queue.front());
-        obj.queue.pop_front();
-        reply(w, Status::ok, {w.arg});
-    }
-    obj.count = 0;
-    obj.state = BarrierState::filling;
-}
-
-void Broker::Impl::barrier_break(Object& obj) {
-    obj.state = BarrierState::broken;
-    for (auto* queue : {&obj.queue, &obj.entering}) {
-        while (!queue->empty()) {
-            Waiter w = take_waiter(queue->front());
-            queue->pop_front();
-            reply(w.caller.routing_id, w.rid, Status::broken_barrier, {}, texts::kBarrierBroken);
-        }
-    }
-    obj.count = 0;
-}
-
-void Broker::Impl::barrier_reset(Object& obj) {
-    // While the action runs, Python's reset() waits for the round to complete and then finds
-    // nothing to reset: the same here.
-    if (obj.state == BarrierState::releasing) return;
-    if (obj.count > 0) barrier_break(obj);  // the parties waiting now get BrokenBarrierError
-    obj.count = 0;
-    obj.state = BarrierState::filling;
-}
-
-void Broker::Impl::barrier_admit_entering(Object& obj) {
-    if (obj.state == BarrierState::releasing) return;
-    std::deque<std::uint64_t> held;
-    held.swap(obj.entering);
-    for (std::uint64_t id : held) {
-        Waiter w = take_waiter(id);
-        if (obj.state == BarrierState::broken) {
-            reply(w.caller.routing_id, w.rid, Status::broken_barrier, {}, texts::kBarrierBroken);
-        } else if (obj.state == BarrierState::releasing) {
-            add_waiter(obj.entering, std::move(w));  // a new round started: wait again
-        } else {
-            barrier_wait(w.caller, w.rid, w.arg, obj);
-        }
-    }
-}
-
-// ---- Broker ------------------------------------------------------------------------------------
-
-Broker::Broker(zmq::context_t& context, Options options) : impl_(std::make_unique<Impl>(context, std::move(options))) {}
-Broker::~Broker() = default;
-
-void Broker::run() { impl_->run(); }
-
-void Broker::stop() noexcept {
+void Server::stop() noexcept {
     impl_->stopping.store(true, std::memory_order_release);
     impl_->wake.notify();
 }
 
-const std::string& Broker::endpoint() const { return impl_->options.endpoint; }
+const std::string& Server::endpoint() const { return impl_->options.endpoint; }
 
-void Broker::pause() {
+void Server::pause() {
     {
         std::lock_guard lock(impl_->park_mutex);
         impl_->park_requested = true;
@@ -1174,7 +848,7 @@ void Broker::pause() {
     impl_->park_cv.wait(lock, [&] { return impl_->parked || impl_->finished; });
 }
 
-void Broker::resume() {
+void Server::resume() {
     {
         std::lock_guard lock(impl_->park_mutex);
         impl_->park_requested = false;
@@ -1182,4 +856,4 @@ void Broker::resume() {
     impl_->park_cv.notify_all();
 }
 
-}  // namespace zmp::detail
+}  // namespace zmp::detail::broker

@@ -1,13 +1,14 @@
 #pragma once
-// The broker (DESIGN.md §4): one actor that owns every coordination object — Lock, RLock,
-// Semaphore, BoundedSemaphore, Event, Condition, Barrier — and every queue's items, and serves them
-// to every process of a run. It is a single-threaded event loop over a ROUTER socket, the pidfds of its client
-// processes (a process's death is noticed as soon as its pidfd becomes readable) and an eventfd that stops it;
-// deadlines are the poll timeout. The protocol is in sync_protocol.hpp.
+// The broker: one actor that owns every coordination object of a run — Lock, RLock, Semaphore,
+// BoundedSemaphore, Event, Condition, Barrier — and every queue's items, and serves them to every
+// process of the run. It is a single-threaded event loop over a ROUTER socket, the pidfds of its
+// client processes (a process's death is noticed as soon as its pidfd becomes readable) and an
+// eventfd that stops it; deadlines are the poll timeout. The protocol is in protocol.hpp; each
+// kind of object is a file of objects/ (objects/object.hpp is the contract between the two).
 //
-// By default the root process runs one on a background thread (embedded_broker.cpp); the same
-// class runs standalone in zmp-broker. Malformed input never stops it: garbage is counted and
-// dropped, a readable request that is wrong gets an error reply.
+// By default the root process runs one on a background thread (embedded.cpp); the same class runs
+// standalone in zmp-broker. Malformed input never stops it: garbage is counted and dropped, a
+// readable request that is wrong gets an error reply.
 //
 // Threading: run() on one thread; stop() from any thread (or a signal handler).
 
@@ -17,9 +18,9 @@
 #include <memory>
 #include <string>
 
-namespace zmp::detail {
+namespace zmp::detail::broker {
 
-class Broker {
+class Server {
 public:
     struct Options {
         std::string endpoint;         ///< where clients connect: ipc://... (tcp:// later)
@@ -30,10 +31,10 @@ public:
     };
 
     /// Binds the endpoints. Throws OSError (or ValueError for an ipc path that is too long).
-    Broker(zmq::context_t& context, Options options);
-    ~Broker();
-    Broker(const Broker&) = delete;
-    Broker& operator=(const Broker&) = delete;
+    Server(zmq::context_t& context, Options options);
+    ~Server();
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
 
     /// Serves until stop(). Never throws for anything a client sends.
     void run();
@@ -54,4 +55,4 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace zmp::detail
+}  // namespace zmp::detail::broker

@@ -1,16 +1,16 @@
-// Queue, SimpleQueue and JoinableQueue: the client half. The broker owns the items (broker.cpp);
+// Queue, SimpleQueue and JoinableQueue: the client half. The broker owns the items (objects/queue.cpp);
 // this file gets them there and back quickly without giving up exactly-once delivery:
 //
 //  - put() on an unbounded queue hands the item to this process's feeder thread, which sends
 //    what has accumulated as one batch per queue and waits for the broker's acknowledgement
 //    before the next: one item costs no round trip, and the batches grow with the load. At exit,
 //    a process waits for its feeder to be acknowledged (libzmq can lose the tail of a stream
-//    whose sender closes: DESIGN.md §4). A bounded queue's put() and a JoinableQueue's put() are
+//    whose sender closes). A bounded queue's put() and a JoinableQueue's put() are
 //    one request each: the caller must learn that the item is in (or that there is no room).
 //  - get() asks the broker for up to `want` items and keeps them per thread. They stay the
 //    queue's until taken: each is taken by a compare-and-swap on the delivery's cursor in the
 //    broker's shared memory, which the broker also uses to take back what a dead or idle
-//    consumer had not taken (sync_arena.hpp). `want` doubles while the thread drains its
+//    consumer had not taken (arena.hpp: CursorSlot). `want` doubles while the thread drains its
 //    deliveries quickly and falls back to 1 when it does not, so a slow consumer never sits on
 //    items others could work on.
 
@@ -31,12 +31,14 @@
 #include "runtime/hooks.hpp"
 #include "broker/arena.hpp"
 #include "broker/client.hpp"
+#include "broker/handle.hpp"
 
 namespace zmp::detail {
 
-using namespace sync;
+using namespace broker;
 
 struct QueueState {
+    ObjectHandle object;  // this process's reference to the queue
     BrokerLink* link = nullptr;
     std::uint64_t id = 0;
     QueueCore::Kind kind = QueueCore::Kind::queue;
@@ -198,38 +200,49 @@ Feeder& feeder() {
 struct Received {
     BrokerLink* link = nullptr;
     std::uint64_t id = 0;
-    Slot* cursor = nullptr;               // null: nothing delivered yet (or no arena: items are ours once sent)
-    zmq::message_t payload;               // the delivery as it came
-    std::vector<std::string_view> items;  // its items, in `payload`
-    std::size_t mine = 0;                 // of them, taken by this thread
+    std::weak_ptr<const QueueState> user;  // the handle that used it last: once gone, so is this
+    CursorSlot* cursor = nullptr;          // null: nothing delivered yet (or no arena: items are ours once sent)
+    zmq::message_t payload;                // the delivery as it came
+    std::vector<std::string_view> items;   // its items, in `payload`
+    std::size_t mine = 0;                  // of them, taken by this thread
     std::int64_t want = 1;
     Clock::time_point arrived{};
 };
 
 // A forked child starts with none: its parent's deliveries are its parent's.
 struct ThreadReceived {
-    std::deque<Received> queues;  // a deque: the items' views stay valid as queues are added
+    // By pointer: the items' views stay valid as entries come and go.
+    std::vector<std::unique_ptr<Received>> queues;
 };
 thread_local ForkLocal<ThreadReceived> thread_received;
 
-Received& received_for(const QueueState& q) {
+// One entry per queue (not per handle): the broker keeps one delivery per connection and queue.
+Received& received_for(const std::shared_ptr<QueueState>& state) {
+    const QueueState& q = *state;
     ThreadReceived& t = thread_received.get();
-    for (Received& r : t.queues)
-        if (r.link == q.link && r.id == q.id) return r;
-    Received& r = t.queues.emplace_back();
+    for (auto& r : t.queues) {
+        if (r->link == q.link && r->id == q.id) {
+            r->user = state;
+            return *r;
+        }
+    }
+    // Entries of queues no handle here uses any more go (the broker takes back what they had not
+    // taken, as from any consumer that stopped asking).
+    std::erase_if(t.queues, [](const std::unique_ptr<Received>& r) { return r->user.expired(); });
+    Received& r = *t.queues.emplace_back(std::make_unique<Received>());
     r.link = q.link;
     r.id = q.id;
+    r.user = state;
     return r;
 }
 
 // Takes the next item of a delivery, unless the broker took the rest back (or all are taken).
-std::optional<std::uint32_t> take_next(Slot& slot) {
-    std::atomic<std::int64_t>& cursor = delivery_cursor(slot);
-    std::int64_t word = cursor.load(std::memory_order_acquire);
+std::optional<std::uint32_t> take_next(CursorSlot& slot) {
+    std::atomic<std::uint64_t>& cursor = slot.word;
+    std::uint64_t word = cursor.load(std::memory_order_acquire);
     for (;;) {
-        const auto taken = static_cast<std::uint32_t>(word);
-        const auto limit = static_cast<std::uint32_t>(static_cast<std::uint64_t>(word) >> 32);
-        if (taken >= limit) return std::nullopt;
+        const std::uint32_t taken = cursor_taken(word);
+        if (taken >= cursor_limit(word)) return std::nullopt;
         if (cursor.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) return taken;
     }
 }
@@ -265,6 +278,8 @@ QueueCore::QueueCore(Kind kind, std::int64_t maxsize, const QueueOptions& option
     const auto max_item = static_cast<std::int64_t>(options.max_item_bytes);
     const Reply r = link.call(Op::create, 0, {static_cast<std::int64_t>(broker_kind(kind)), maxsize, max_item, 0, 0});
     auto state = std::make_shared<QueueState>();
+    state->object =
+        make_handle(link, static_cast<std::uint64_t>(r.value(0)), static_cast<std::uint8_t>(broker_kind(kind)), -1);
     state->link = &link;
     state->id = static_cast<std::uint64_t>(r.value(0));
     state->kind = kind;
@@ -291,7 +306,7 @@ void QueueCore::put_bytes(std::string_view item, bool block, const Timeout& time
 std::string_view QueueCore::get_view(bool block, const Timeout& timeout) const {
     const QueueState& q = *state_;
     check_open(q);
-    Received& r = received_for(q);
+    Received& r = received_for(state_);
     const Deadline deadline = block ? Deadline::after(timeout) : Deadline::never();
     for (;;) {
         if (r.cursor != nullptr) {
@@ -319,7 +334,7 @@ std::string_view QueueCore::get_view(bool block, const Timeout& timeout) const {
         Arena* arena = q.link->arena();
         if (arena == nullptr || slot > UINT32_MAX)
             throw ProtocolError("the broker sent a delivery without shared memory");
-        r.cursor = &arena->slot(static_cast<std::uint32_t>(slot));
+        r.cursor = &arena->cursor(static_cast<std::uint32_t>(slot));
         r.mine = 0;
         r.arrived = Clock::now();
     }
@@ -365,25 +380,28 @@ bool QueueCore::operator==(const QueueCore& other) const {
 
 QueueCore::Wire QueueCore::to_wire() const {
     const QueueState& q = *state_;
-    return Wire{q.link->endpoint(), q.id, static_cast<std::uint8_t>(q.kind), q.maxsize, q.max_item};
+    const ObjectWire object = broker::to_wire(q.object);
+    return Wire{object.endpoint, object.id, static_cast<std::uint8_t>(q.kind), q.maxsize, q.max_item, object.token};
 }
 
 QueueCore QueueCore::from_wire(const msgpack::object& obj, Kind kind) {
-    if (obj.type != msgpack::type::ARRAY || obj.via.array.size != 5) {
+    if (obj.type != msgpack::type::ARRAY || obj.via.array.size != 6) {
         throw ProtocolError("received a value that is not a queue handle where one was expected");
     }
     const auto wire = transport::convert<Wire>(obj);
     const bool accepted = wire.kind == static_cast<std::uint8_t>(kind) ||
                           (kind == Kind::queue && wire.kind == static_cast<std::uint8_t>(Kind::joinable));
     if (!accepted) throw ProtocolError("received a queue handle of another type than expected");
-    if (wire.endpoint.empty() || wire.endpoint.size() > 1024 || wire.id == 0 || wire.maxsize < 0 ||
-        wire.max_item_bytes == 0 || wire.max_item_bytes > kMaxQueueItemBytes) {
+    if (wire.maxsize < 0 || wire.max_item_bytes == 0 || wire.max_item_bytes > kMaxQueueItemBytes) {
         throw ProtocolError("received a malformed queue handle");
     }
     auto state = std::make_shared<QueueState>();
-    state->link = &BrokerLink::get(wire.endpoint);
+    const auto queue_kind = static_cast<Kind>(wire.kind);
+    state->object = broker::from_wire(
+        ObjectWire{wire.endpoint, wire.id, static_cast<std::uint8_t>(broker_kind(queue_kind)), -1, {}, wire.token});
+    state->link = state->object.ref().link;
     state->id = wire.id;
-    state->kind = static_cast<Kind>(wire.kind);
+    state->kind = queue_kind;
     state->maxsize = wire.maxsize;
     state->max_item = wire.max_item_bytes;
     return QueueCore(std::move(state));
