@@ -12,6 +12,9 @@
 #include "process/context_state.hpp"
 #include "process/process_state.hpp"
 #include "runtime/runtime.hpp"
+#include "zmp/errors.hpp"
+#include "zmp/exceptions.hpp"
+#include "zmp/process.hpp"
 #include "zmp/transport/codec.hpp"
 
 namespace zmp::detail {
@@ -111,17 +114,17 @@ void StatusPage::set_running(std::uint64_t id) {
     if (word_) std::atomic_ref<std::uint64_t>(*word_).store(id, std::memory_order_release);
 }
 
-PoolCore::PoolCore(const PoolOptions& options, TaskFunction initializer, std::string initializer_args,
+PoolCore::PoolCore(const PoolSettings& settings, TaskFunction initializer, std::string initializer_args,
                    bool has_initializer, std::shared_ptr<OwnedFds> initializer_fds)
-    : processes_(options.processes == 0 ? cpu_count() : options.processes),
-      maxtasks_(options.maxtasksperchild),
-      method_(options.context ? *options.context : use_default_start_method()),
-      max_retries_(options.max_retries),
+    : processes_(settings.processes == 0 ? cpu_count() : settings.processes),
+      maxtasks_(settings.maxtasksperchild),
+      method_(settings.context ? *settings.context : use_default_start_method()),
+      max_retries_(settings.max_retries),
       creator_(Runtime::instance().pid()),
       init_fds_(std::move(initializer_fds)) {
-    if (options.processes < 0) throw ValueError("Number of processes must be at least 1");
+    if (settings.processes < 0) throw ValueError("Number of processes must be at least 1");
     if (maxtasks_ && *maxtasks_ <= 0) throw ValueError("maxtasksperchild must be a positive int or None");
-    if (options.max_retries < 0) throw ValueError("max_retries must not be negative");
+    if (settings.max_retries < 0) throw ValueError("max_retries must not be negative");
     if (has_initializer) {
         init_.present = true;
         init_.function = identify(initializer.function, initializer.trampoline);
@@ -162,7 +165,7 @@ void PoolCore::start_worker() {
     auto [page, page_fd] = StatusPage::create();
     worker->status = std::move(page);
     std::vector<int> setup_fds;
-    if (init_fds_) setup_fds = init_fds_->fds;
+    if (init_fds_) setup_fds = init_fds_->fds();
     setup_fds.push_back(page_fd);
     try {
         const char setup[] = {static_cast<char>(0x91), 0x02};  // msgpack [2]
@@ -428,7 +431,7 @@ bool PoolCore::send_message(Worker& w, const std::vector<std::uint64_t>& ids) {
         out.pack(id);
         out.pack(task.job->slot);
         buffer.write(task.chunk.args.data(), task.chunk.args.size());  // already msgpack
-        if (task.chunk.fds) fds = task.chunk.fds->fds;
+        if (task.chunk.fds) fds = task.chunk.fds->fds();
     }
     try {
         iovec part{buffer.data(), buffer.size()};

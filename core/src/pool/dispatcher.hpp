@@ -21,13 +21,16 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "base/wake_fd.hpp"
+#include "zmp/context.hpp"
+#include "zmp/detail/pool_job.hpp"
 #include "zmp/pipe.hpp"
-#include "zmp/pool.hpp"
 #include "zmp/transport/fd_channel.hpp"
 
 namespace zmp::detail {
@@ -59,11 +62,21 @@ private:
     std::uint64_t* word_ = nullptr;
 };
 
-class PoolCore : public std::enable_shared_from_this<PoolCore> {
+/// How a pool is made (zmp::PoolOptions, checked here).
+struct PoolSettings {
+    int processes = 0;  // 0: cpu_count()
+    std::optional<int> maxtasksperchild;
+    std::optional<StartMethod> context;
+    int max_retries = 0;
+};
+
+/// The engine of a zmp::Pool: its workers, the dispatcher thread and the callback thread. It
+/// knows the results of its jobs only as JobSinks.
+class PoolCore final : public ResultHost, public std::enable_shared_from_this<PoolCore> {
 public:
-    PoolCore(const PoolOptions& options, TaskFunction initializer, std::string initializer_args, bool has_initializer,
+    PoolCore(const PoolSettings& settings, TaskFunction initializer, std::string initializer_args, bool has_initializer,
              std::shared_ptr<OwnedFds> initializer_fds);
-    ~PoolCore();
+    ~PoolCore() override;
 
     /// Starts the workers, then the dispatcher. A worker that cannot start is an error here.
     void start();
@@ -74,10 +87,9 @@ public:
     int processes() const { return processes_; }
     pid_t creator() const { return creator_; }
 
-    /// Runs `callback` on the pool's callback thread (at once, here, once the pool has finished).
-    void post_callback(std::function<void()> callback);
-    /// Makes the dispatcher look again (a stream consumer freed room).
-    void wake();
+    // ResultHost.
+    void post_callback(std::function<void()> callback) override;
+    void wake() override;
 
 private:
     struct ActiveJob;
