@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -25,20 +26,14 @@ struct Header {
 constexpr std::uint32_t kMagic = 0x7a6d7046;  // "zmpF"
 constexpr std::uint32_t kMaxFds = 250;        // below the kernel's SCM_MAX_FD (253)
 
-// Reads exactly `size` bytes. Returns the count read before EOF (less than size only at EOF).
-std::size_t read_fully(int fd, char* data, std::size_t size) {
-    std::size_t done = 0;
-    while (done < size) {
-        ssize_t n = ::read(fd, data + done, size - done);
-        if (n > 0) {
-            done += static_cast<std::size_t>(n);
-        } else if (n == 0) {
-            break;
-        } else if (errno != EINTR) {
-            throw_os_error("read from channel", errno);
-        }
+// Reads what is there, up to `size` bytes (at least one: it blocks until something comes).
+// Returns 0 at end of file.
+std::size_t read_some(int fd, char* data, std::size_t size) {
+    for (;;) {
+        const ssize_t n = ::read(fd, data, size);
+        if (n >= 0) return static_cast<std::size_t>(n);
+        if (errno != EINTR) throw_os_error("read from channel", errno);
     }
-    return done;
 }
 
 }  // namespace
@@ -133,19 +128,44 @@ void FdChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
 bool FdChannel::recv(ChannelMessage& out) {
     out.fds.clear();
     out.size = 0;
-    return recv(
-        [&out](std::size_t size) {
-            if (size > out.capacity || !out.data) {
-                out.data.reset(new char[size > 0 ? size : 1]);
-                out.capacity = size;
+    const auto size = recv_header(out.fds);
+    if (!size) return false;
+    try {
+        recv_body(*size, [&out](std::size_t, std::size_t needed) {
+            if (needed > out.capacity || !out.data) {
+                // Only a full room grows, so all of it (out.size bytes) is kept.
+                std::unique_ptr<char[]> grown(new char[needed > 0 ? needed : 1]);
+                if (out.size > 0) std::memcpy(grown.get(), out.data.get(), out.size);
+                out.data = std::move(grown);
+                out.capacity = needed;
             }
-            out.size = size;
+            out.size = needed;
             return out.data.get();
-        },
-        out.fds);
+        });
+    } catch (...) {
+        for (int fd : out.fds) ::close(fd);
+        out.fds.clear();
+        out.size = 0;
+        throw;
+    }
+    return true;
 }
 
-bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vector<int>& fds) {
+bool FdChannel::recv(const std::function<char*(std::size_t, std::size_t)>& storage, std::vector<int>& fds) {
+    const std::size_t fds_before = fds.size();
+    const auto size = recv_header(fds);
+    if (!size) return false;
+    try {
+        recv_body(*size, storage);
+    } catch (...) {
+        for (std::size_t i = fds_before; i < fds.size(); ++i) ::close(fds[i]);
+        fds.resize(fds_before);
+        throw;
+    }
+    return true;
+}
+
+std::optional<std::size_t> FdChannel::recv_header(std::vector<int>& fds) {
     if (fd_ < 0) throw OSError(detail::texts::kHandleClosed, EBADF);
     if (broken_) throw ProtocolError("channel is unusable after an earlier framing error");
     const std::size_t fds_before = fds.size();
@@ -182,7 +202,7 @@ bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vect
         }
         if (n == 0) {
             drop_fds();
-            if (got == 0) return false;
+            if (got == 0) return std::nullopt;
             broken_ = true;
             throw ProtocolError("got end of file during message");
         }
@@ -199,14 +219,26 @@ bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vect
         throw ProtocolError("bad message length: " + std::to_string(header.size) + " bytes exceeds the limit of " +
                             std::to_string(max_message_));
     }
-    const auto size = static_cast<std::size_t>(header.size);
-    char* data = storage(size);
-    if (read_fully(fd_, data, size) != size) {
-        drop_fds();
-        broken_ = true;
-        throw ProtocolError("got end of file during message");
+    return static_cast<std::size_t>(header.size);
+}
+
+void FdChannel::recv_body(std::size_t size, const std::function<char*(std::size_t, std::size_t)>& storage) {
+    // The header's word sets nothing aside: the room starts small and doubles as bytes come.
+    std::size_t room = std::min(size, kFirstRoom);
+    char* data = storage(size, room);
+    std::size_t have = 0;
+    while (have < size) {
+        if (have == room) {
+            room = room > size / 2 ? size : 2 * room;
+            data = storage(size, room);
+        }
+        const std::size_t got = read_some(fd_, data + have, room - have);
+        if (got == 0) {
+            broken_ = true;
+            throw ProtocolError("got end of file during message");
+        }
+        have += got;
     }
-    return true;
 }
 
 bool FdChannel::poll(int timeout_ms) const {
