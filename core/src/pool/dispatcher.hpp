@@ -13,6 +13,15 @@
 // The status page holds the id of the task the worker is running; after a death it tells the
 // dispatcher which in-flight task was running (it fails or is retried) and which had not started
 // or had finished unreported (they go back in the queue).
+//
+// Neither side trusts the other's numbers. A message is at most kMaxPoolMessage bytes (checked
+// before anything is set aside for it). The worker checks every function slot against
+// kMaxFunctionSlots and every task's shape: a bad definition fails the tasks of its request, a
+// bad task fails itself, and a request it cannot read at all ends the worker with a
+// ProtocolError. The dispatcher takes results only for tasks the worker holds, and only as many
+// values as the task has items: anything else fails that task with a ProtocolError naming the
+// worker; a message it cannot read drops the worker (killed and replaced), failing the task it
+// was running with a ProtocolError.
 
 #include <sys/types.h>
 
@@ -22,6 +31,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -35,6 +45,15 @@
 
 namespace zmp::detail {
 
+/// The largest message either side of a pool link sends or accepts: a batch of tasks with their
+/// arguments, or of results with their values.
+inline constexpr std::uint64_t kMaxPoolMessage = std::uint64_t{1} << 30;
+/// Room kept in each message for everything but arguments and values (headers, task ids,
+/// function identities): one task's arguments or results may take the rest.
+inline constexpr std::uint64_t kPoolFrameReserve = std::uint64_t{1} << 20;
+/// How many distinct functions one pool runs (function slots are indices below this).
+inline constexpr std::uint32_t kMaxFunctionSlots = 1u << 16;
+
 /// What a worker runs before its first task.
 struct WorkerInit {
     bool present = false;
@@ -45,6 +64,10 @@ struct WorkerInit {
 
 /// The workers' target: serves tasks from `link` until it reaches end of stream.
 void pool_worker_main(Connection link, WorkerInit init);
+
+/// The link this process serves as a pool worker, while it runs a task (null elsewhere): zmp's
+/// tests speak the wire protocol to a real dispatcher through it from inside a task.
+transport::FdChannel* pool_worker_link();
 
 /// A worker's status page: one word, the id of the task it is running (0: none).
 struct StatusPage {
@@ -101,9 +124,14 @@ private:
     void pump();
     std::optional<std::uint64_t> next_task();
     bool send_batch(Worker& worker, std::vector<std::uint64_t>& batch);
-    bool send_message(Worker& worker, const std::vector<std::uint64_t>& ids);
+    bool send_message(Worker& worker, std::span<const std::uint64_t> ids);
     bool read_from(Worker& worker);
     void handle_results(Worker& worker, const msgpack::object& results, std::uint64_t busy_us);
+    /// A ProtocolError naming the worker: "pool worker <name> (pid <pid>) sent <what>".
+    std::exception_ptr protocol_error(const Worker& worker, const std::string& what) const;
+    /// Stops trusting a worker that broke the protocol: it is killed and replaced, and the task
+    /// it was running fails with the error.
+    void drop_worker(Worker& worker, const std::string& what);
     void finish_task(std::uint64_t id, std::exception_ptr error, const msgpack::object* values);
     void maybe_finish(const std::shared_ptr<ActiveJob>& job);
     void worker_ended(std::size_t index);
