@@ -83,16 +83,16 @@ void expect_survives(ShmChannel& reader, std::uint64_t limit) {
     std::vector<int> fds;
     try {
         while (reader.recv(
-            [&](std::size_t size) {
-                largest_asked = std::max(largest_asked, size);
+            [&](std::size_t announced, std::size_t needed) {
+                largest_asked = std::max({largest_asked, announced, needed});
                 static std::vector<char> sink;
-                sink.resize(size);
+                sink.resize(needed);
                 return sink.data();
             },
             fds)) {
         }
     } catch (const zmp::ProtocolError&) {
-        CHECK_THROWS_AS(reader.recv([](std::size_t) -> char* { return nullptr; }, fds), zmp::ProtocolError);
+        CHECK_THROWS_AS(reader.recv([](std::size_t, std::size_t) -> char* { return nullptr; }, fds), zmp::ProtocolError);
     }
     CHECK(largest_asked <= limit);
     CHECK(fds.empty());

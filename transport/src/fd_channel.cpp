@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -78,10 +79,45 @@ void FdChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
 bool FdChannel::recv(ChannelMessage& out) {
     out.fds.clear();
     out.size = 0;
-    return recv([&out](std::size_t size) { return out.reserve(size); }, out.fds);
+    const auto size = recv_header(out.fds);
+    if (!size) return false;
+    try {
+        if (!recv_body(*size, [&out](std::size_t, std::size_t needed) { return out.grow(needed); })) {
+            for (int fd : out.fds) ::close(fd);
+            out.fds.clear();
+            out.size = 0;
+            return false;
+        }
+    } catch (...) {
+        for (int fd : out.fds) ::close(fd);
+        out.fds.clear();
+        out.size = 0;
+        throw;
+    }
+    return true;
 }
 
-bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vector<int>& fds) {
+bool FdChannel::recv(const std::function<char*(std::size_t, std::size_t)>& storage, std::vector<int>& fds) {
+    const std::size_t fds_before = fds.size();
+    auto drop_fds = [&] {
+        for (std::size_t i = fds_before; i < fds.size(); ++i) ::close(fds[i]);
+        fds.resize(fds_before);
+    };
+    const auto size = recv_header(fds);
+    if (!size) return false;
+    try {
+        if (!recv_body(*size, storage)) {
+            drop_fds();
+            return false;
+        }
+    } catch (...) {
+        drop_fds();
+        throw;
+    }
+    return true;
+}
+
+std::optional<std::size_t> FdChannel::recv_header(std::vector<int>& fds) {
     if (fd_ < 0) throw OSError(zmp::detail::texts::kHandleClosed, EBADF);
     if (broken_) throw ProtocolError("channel is unusable after an earlier framing error");
     const std::size_t fds_before = fds.size();
@@ -97,7 +133,7 @@ bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vect
         const ssize_t n = socket_io::recv_some(fd_, reinterpret_cast<char*>(&header) + got, sizeof header - got, fds);
         if (n == 0) {  // end of stream; a message the peer did not finish is dropped
             drop_fds();
-            return false;
+            return std::nullopt;
         }
         got += static_cast<std::size_t>(n);
     }
@@ -112,13 +148,24 @@ bool FdChannel::recv(const std::function<char*(std::size_t)>& storage, std::vect
         throw ProtocolError("bad message length: " + std::to_string(header.size) + " bytes exceeds the limit of " +
                             std::to_string(max_message_));
     }
-    const auto size = static_cast<std::size_t>(header.size);
-    char* data = storage(size);
-    if (socket_io::read_fully(fd_, data, size) != size) {
-        drop_fds();
-        return false;
+    return static_cast<std::size_t>(header.size);
+}
+
+bool FdChannel::recv_body(std::size_t size, const std::function<char*(std::size_t, std::size_t)>& storage) {
+    // The header's word sets nothing aside: the room starts small and doubles as bytes come.
+    std::size_t room = std::min(size, kFirstRoom);
+    char* data = storage(size, room);
+    std::size_t have = 0;
+    while (have < size) {
+        if (have == room) {
+            room = room > size / 2 ? size : 2 * room;
+            data = storage(size, room);
+        }
+        const std::size_t want = room - have;
+        const std::size_t got = socket_io::read_fully(fd_, data + have, want);
+        have += got;
+        if (got != want) return false;  // end of stream: a message the peer did not finish is dropped
     }
-    return true;
 }
 
 bool FdChannel::poll(int timeout_ms) const {

@@ -525,23 +525,45 @@ struct ShmChannel::Ring {
 
 namespace {
 
+// A message's announced size sets nothing aside: its room starts at kFirstRoom and doubles as
+// bytes arrive (as FdChannel's), so a size that lies costs the receiver little.
 struct Assembly {
-    const std::function<char*(std::size_t)>& storage;
+    const std::function<char*(std::size_t, std::size_t)>& storage;
     char* data = nullptr;
     std::uint64_t total = 0;
     std::uint64_t got = 0;
+    std::uint64_t room = 0;
     bool started = false;
 
     void start(std::uint64_t size) {
-        data = storage(static_cast<std::size_t>(size));
         total = size;
         got = 0;
+        room = std::min<std::uint64_t>(size, kFirstRoom);
+        data = storage(static_cast<std::size_t>(total), static_cast<std::size_t>(room));
         started = true;
+    }
+    // Makes room for `n` more bytes after those received.
+    void make_room(std::uint64_t n) {
+        if (got + n <= room) return;
+        while (room < got + n) room = room > total / 2 ? total : 2 * room;
+        data = storage(static_cast<std::size_t>(total), static_cast<std::size_t>(room));
+    }
+    // Reads `n` bytes from the socket; false at end of stream before they all came.
+    bool read(int fd, std::uint64_t n) {
+        const std::uint64_t end = got + n;
+        while (got < end) {
+            if (got == room) make_room(1);
+            const auto want = static_cast<std::size_t>(std::min(room, end) - got);
+            const std::size_t came = socket_io::read_fully(fd, data + got, want);
+            got += came;
+            if (came != want) return false;
+        }
+        return true;
     }
     void drop() {
         started = false;
         data = nullptr;
-        total = got = 0;
+        total = got = room = 0;
     }
 };
 
@@ -707,10 +729,10 @@ void ShmChannel::send(std::span<const iovec> parts, std::span<const int> fds) {
 bool ShmChannel::recv(ChannelMessage& out) {
     out.fds.clear();
     out.size = 0;
-    return recv([&out](std::size_t size) { return out.reserve(size); }, out.fds);
+    return recv([&out](std::size_t, std::size_t needed) { return out.grow(needed); }, out.fds);
 }
 
-bool ShmChannel::recv(const std::function<char*(std::size_t)>& storage, std::vector<int>& fds) {
+bool ShmChannel::recv(const std::function<char*(std::size_t, std::size_t)>& storage, std::vector<int>& fds) {
     if (!ring_) return socket_.recv(storage, fds);
     const int fd = socket_.fd();
     if (fd < 0) throw OSError(zmp::detail::texts::kHandleClosed, EBADF);
@@ -782,8 +804,7 @@ bool ShmChannel::recv(const std::function<char*(std::size_t)>& storage, std::vec
                     corrupt("unknown frame kind");
                 }
                 c.in_message.store(1, relaxed);
-                const auto size = static_cast<std::size_t>(header.size);
-                if (socket_io::read_fully(fd, message.data + message.got, size) != size) return end_of_stream();
+                if (!message.read(fd, header.size)) return end_of_stream();
                 c.in_message.store(0, relaxed);
                 c.mode.store(header.next, relaxed);
                 r.settle(fd);
@@ -816,6 +837,7 @@ bool ShmChannel::recv(const std::function<char*(std::size_t)>& storage, std::vec
                 corrupt("a chunk without the start of its message");
             }
             if (record.length > message.total - message.got) corrupt("a chunk beyond the end of its message");
+            message.make_room(record.length);
             copy_from_ring(r.in_data, r.capacity, head + kRecord, message.data + message.got, record.length);
             message.got += record.length;
             const bool last = message.got == message.total;

@@ -33,36 +33,27 @@
 // dispatcher, so a slow callback cannot stall the pool. A forked child must not use its parent's
 // Pool (ValueError), but may make its own.
 
-#include <unistd.h>
-
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <cstring>
 #include <cstddef>
-#include <deque>
 #include <exception>
 #include <functional>
-#include <iterator>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <ranges>
 #include <string>
-#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "zmp/context.hpp"
 #include "zmp/detail/deadline.hpp"
+#include "zmp/detail/pool_job.hpp"
+#include "zmp/detail/pool_results.hpp"
+#include "zmp/detail/pool_tasks.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/exceptions.hpp"
 #include "zmp/function.hpp"
 #include "zmp/process.hpp"
 #include "zmp/timeout.hpp"
-#include "zmp/transport/codec.hpp"
 
 namespace zmp {
 
@@ -106,325 +97,8 @@ Callbacks<OnValue, OnError> callbacks(OnValue on_value, OnError on_error = nullp
 }
 
 namespace detail {
-
 class PoolCore;
-
-/// Wakes a waiter when any of several results completes. Copies share one state, so a callback
-/// holding a copy may outlive the waiter.
-class CompletionSignal {
-public:
-    CompletionSignal() : state_(std::make_shared<State>()) {}
-    void notify() {
-        std::lock_guard lock(state_->mutex);
-        ++state_->count;
-        state_->changed.notify_all();
-    }
-    /// Waits for a notify() since the last wait; false at the deadline.
-    bool wait_until(const Deadline& deadline) {
-        std::unique_lock lock(state_->mutex);
-        const std::size_t seen = state_->seen;
-        auto arrived = [&] { return state_->count > seen; };
-        bool ok = true;
-        if (deadline.is_never())
-            state_->changed.wait(lock, arrived);
-        else
-            ok = state_->changed.wait_until(lock, *deadline.time(), arrived);
-        state_->seen = state_->count;
-        return ok;
-    }
-
-private:
-    struct State {
-        std::mutex mutex;
-        std::condition_variable changed;
-        std::size_t count = 0;
-        std::size_t seen = 0;
-    };
-    std::shared_ptr<State> state_;
-};
-
-/// Descriptors owned by a chunk (Connections among its arguments), closed with the last copy.
-struct OwnedFds {
-    std::vector<int> fds;
-    explicit OwnedFds(std::vector<int> f) : fds(std::move(f)) {}
-    OwnedFds(const OwnedFds&) = delete;
-    OwnedFds& operator=(const OwnedFds&) = delete;
-    ~OwnedFds() {
-        for (int fd : fds) ::close(fd);
-    }
-};
-
-/// One chunk of a job's input: the msgpack array of argument tuples, where it starts, and the
-/// descriptors that travel with it.
-struct EncodedChunk {
-    std::string args;
-    std::size_t first = 0;
-    std::size_t count = 0;
-    std::shared_ptr<OwnedFds> fds;  // null when there are none
-};
-
-inline std::shared_ptr<OwnedFds> owned(std::vector<int> fds) {
-    return fds.empty() ? nullptr : std::make_shared<OwnedFds>(std::move(fds));
-}
-
-/// Completion, waiting, errors, callbacks and progress of one submitted job; the typed storage
-/// lives in TypedResult<R>. The dispatcher calls the on_* members from its thread.
-class ResultCore {
-public:
-    virtual ~ResultCore();
-    bool ready() const;
-    void wait() const;
-    bool wait_for(Timeout timeout) const;
-    /// The job's error once it is ready (null if it succeeded).
-    std::exception_ptr error() const;
-    void add_done_callback(std::function<void()> callback);
-    void set_progress(std::function<void(std::size_t, std::size_t)> progress, std::size_t total);
-
-    // Called by the dispatcher.
-    void attach(std::shared_ptr<PoolCore> pool);
-    void on_results(std::size_t first, const msgpack::object& results);
-    virtual void on_chunk_failed(std::size_t first, std::size_t count, std::exception_ptr error);
-    virtual void on_input_failed(std::exception_ptr error, std::size_t items_read);
-    virtual void on_all_done();
-    /// Fails the job at once (pool terminated or broken) unless it is already complete.
-    void abort(std::exception_ptr error);
-    /// For imap: whether the dispatcher may send more chunks while `in_flight` are out.
-    virtual bool wants_more(std::size_t in_flight) const;
-    /// For imap: true once nobody will read the stream again; its input is not read further.
-    virtual bool abandoned() const { return false; }
-
-protected:
-    /// Stores results[i] as item first+i; the caller holds mutex_.
-    virtual void store(std::size_t first, const msgpack::object& results) = 0;
-    /// An item (or an error) became available to a streaming consumer; the caller holds mutex_.
-    virtual void notify_items() {}
-    void complete_locked(std::unique_lock<std::mutex>& lock, std::exception_ptr error);
-    void report_progress_locked(bool final);
-    /// Tells the dispatcher to look again (a stream consumer made room).
-    void wake_pool() const;
-
-    mutable std::mutex mutex_;
-    mutable std::condition_variable changed_;
-    bool ready_ = false;
-    std::exception_ptr error_;
-    std::exception_ptr first_failure_;  // Python's map: the first error, raised once all is done
-    std::vector<std::function<void()>> callbacks_;
-    std::function<void(std::size_t, std::size_t)> progress_;
-    std::size_t done_ = 0;
-    std::size_t total_ = 0;
-    std::chrono::steady_clock::time_point last_progress_{};
-    std::weak_ptr<PoolCore> pool_;  // for the callback thread and imap wake-ups
-};
-
-/// Results in input order (map, apply): item i of the job is values_[i].
-template <class R>
-class TypedResult : public ResultCore {
-public:
-    explicit TypedResult(std::size_t expected) { values_.reserve(expected); }
-    /// The results, once ready (the dispatcher no longer writes them then).
-    std::vector<R> values() const {
-        std::lock_guard lock(mutex_);
-        return values_;
-    }
-    std::vector<R> take_values() {
-        std::lock_guard lock(mutex_);
-        return std::move(values_);
-    }
-    R first_value() const {
-        std::lock_guard lock(mutex_);
-        return values_.at(0);
-    }
-
-protected:
-    void store(std::size_t first, const msgpack::object& results) override {
-        if (results.type != msgpack::type::ARRAY) throw ProtocolError("a result batch is not an array");
-        const std::size_t count = results.via.array.size;
-        if (values_.size() < first + count) values_.resize(first + count);
-        for (std::size_t i = 0; i < count; ++i) values_[first + i] = transport::convert<R>(results.via.array.ptr[i]);
-    }
-    std::vector<R> values_;
-};
-
-/// Results as a stream (imap, imap_unordered): handed out one by one, in order or as they come.
-template <class R>
-class StreamResult : public ResultCore {
-public:
-    StreamResult(bool ordered, std::size_t buffer_limit) : ordered_(ordered), buffer_limit_(buffer_limit) {}
-
-    /// The next item; nullopt at the end; rethrows a task's or the input's error in its place.
-    /// TimeoutError if nothing comes within `timeout`.
-    std::optional<R> next(Timeout timeout);
-
-    bool wants_more(std::size_t in_flight) const override {
-        std::lock_guard lock(mutex_);
-        return in_flight + buffered_ < buffer_limit_;
-    }
-    bool abandoned() const override { return abandoned_.load(); }
-    void abandon() {
-        abandoned_ = true;
-        wake_pool();
-    }
-
-protected:
-    void store(std::size_t first, const msgpack::object& results) override {
-        if (results.type != msgpack::type::ARRAY) throw ProtocolError("a result batch is not an array");
-        for (std::size_t i = 0; i < results.via.array.size; ++i) {
-            Entry& e = pending_[first + i];
-            e.value = transport::convert<R>(results.via.array.ptr[i]);
-            if (!ordered_) arrival_.push_back(first + i);
-            ++buffered_;
-        }
-    }
-    void notify_items() override { changed_.notify_all(); }
-
-public:
-    // A stream hands errors out in their items' places instead of failing the whole job.
-    void on_chunk_failed(std::size_t first, std::size_t count, std::exception_ptr error) override {
-        std::lock_guard lock(mutex_);
-        for (std::size_t i = 0; i < count; ++i) place_error(first + i, error);
-        done_ += count;
-        report_progress_locked(false);
-        changed_.notify_all();
-    }
-    void on_input_failed(std::exception_ptr error, std::size_t items_read) override {
-        std::lock_guard lock(mutex_);
-        place_error(items_read, error);  // raised after the results that came before it
-        changed_.notify_all();
-    }
-    void on_all_done() override {
-        std::unique_lock lock(mutex_);
-        complete_locked(lock, nullptr);
-    }
-
-private:
-    struct Entry {
-        std::optional<R> value;
-        std::exception_ptr error;
-    };
-    bool ordered_;
-    std::size_t buffer_limit_;
-    std::atomic<bool> abandoned_{false};
-    std::map<std::size_t, Entry> pending_;
-    std::deque<std::size_t> arrival_;
-    std::size_t next_index_ = 0;
-    std::size_t buffered_ = 0;
-
-    void place_error(std::size_t index, std::exception_ptr error) {
-        pending_[index].error = std::move(error);
-        if (!ordered_) arrival_.push_back(index);
-        ++buffered_;
-    }
-    void consumed() { wake_pool(); }
-};
-
-/// A function as the pool sends it: pointer and trampoline here, identity for the workers.
-struct TaskFunction {
-    const void* function = nullptr;
-    Trampoline trampoline = nullptr;
-};
-
-/// A job for the dispatcher: where its chunks come from, and where its results go.
-struct Job {
-    TaskFunction function;
-    /// Fills the next chunk; false once the input is exhausted. Runs on the dispatcher thread; an
-    /// exception from the input ends the job there (its earlier chunks still complete).
-    std::function<bool(EncodedChunk&)> next_chunk;
-    std::shared_ptr<ResultCore> result;
-    std::size_t expected_items = 0;  // 0 if unknown
-};
-
-template <class F>
-using function_pointer_t = decltype(+std::declval<std::decay_t<F>&>());
-template <class F>
-using result_of_t = typename function_traits<function_pointer_t<F>>::result;
-template <class F>
-using params_of_t = typename function_traits<function_pointer_t<F>>::args;
-
-/// What a void task's result is stored as (it travels as nil).
-struct Nothing {};
-template <class T>
-using stored_t = std::conditional_t<std::is_void_v<T>, Nothing, T>;
-
-template <class F>
-TaskFunction task_function(F& f) {
-    auto pointer = +f;
-    return {reinterpret_cast<const void*>(pointer), trampoline_for<decltype(pointer)>()};
-}
-
-/// Packs one argument tuple (converted to the function's parameter types) onto `out`.
-template <class Params, class... Args>
-void pack_call(msgpack::packer<msgpack::sbuffer>& out, Args&&... args) {
-    out.pack(Params(std::forward<Args>(args)...));
-}
-
-template <class Params, class Element, bool Star>
-void pack_element(msgpack::packer<msgpack::sbuffer>& out, Element&& element) {
-    if constexpr (Star) {
-        std::apply([&](auto&&... parts) { pack_call<Params>(out, std::forward<decltype(parts)>(parts)...); },
-                   std::forward<Element>(element));
-    } else {
-        pack_call<Params>(out, std::forward<Element>(element));
-    }
-}
-
-/// A lazy chunk source over a range: pulls `chunksize` elements per chunk as the dispatcher asks.
-/// The range is held as std::views::all would hold it: a view or an rvalue by value, a container
-/// passed as an lvalue by address (its owner keeps it alive). std::views itself is not used, as
-/// clang 14 cannot compile libstdc++ 12's views.
-template <class Params, bool Star, class Range>
-std::function<bool(EncodedChunk&)> chunks_of(Range&& input, std::size_t chunksize) {
-    constexpr bool by_value = std::ranges::view<std::remove_cvref_t<Range>> || !std::is_lvalue_reference_v<Range>;
-    using Input = std::conditional_t<by_value, std::remove_cvref_t<Range>, std::remove_reference_t<Range>>;
-    struct State {
-        std::conditional_t<by_value, Input, Input*> held;
-        std::ranges::iterator_t<Input> it;
-        std::size_t index = 0;
-        bool started = false;
-        Input& range() {
-            if constexpr (by_value)
-                return held;
-            else
-                return *held;
-        }
-    };
-    std::shared_ptr<State> state;
-    if constexpr (by_value)
-        state = std::make_shared<State>(State{std::forward<Range>(input), {}, 0, false});
-    else
-        state = std::make_shared<State>(State{&input, {}, 0, false});
-    return [state, chunksize](EncodedChunk& chunk) {
-        if (!state->started) {
-            state->it = std::ranges::begin(state->range());
-            state->started = true;
-        }
-        if (state->it == std::ranges::end(state->range())) return false;
-        msgpack::sbuffer buffer(64 * chunksize + 16);
-        msgpack::packer<msgpack::sbuffer> out(buffer);
-        FdCapture capture;  // Connections among the arguments travel with the chunk
-        // The count is known only at the end; an array32 header keeps its room fixed.
-        const char header[5] = {static_cast<char>(0xdd), 0, 0, 0, 0};
-        buffer.write(header, sizeof header);
-        std::uint32_t n = 0;
-        chunk.first = state->index;
-        while (n < chunksize && state->it != std::ranges::end(state->range())) {
-            pack_element<Params, decltype(*state->it), Star>(out, *state->it);
-            ++state->it;
-            ++n;
-        }
-        const std::uint32_t big_endian = __builtin_bswap32(n);
-        std::memcpy(buffer.data() + 1, &big_endian, sizeof big_endian);
-        chunk.args.assign(buffer.data(), buffer.size());
-        chunk.fds = owned(capture.take());
-        chunk.count = n;
-        state->index += n;
-        return true;
-    };
-}
-
 }  // namespace detail
-
-template <>
-struct is_packable<detail::Nothing> : std::true_type {};
 
 /// Python's AsyncResult (and, with done()/add_done_callback(), a concurrent.futures Future).
 /// A handle: copies share the result.
@@ -544,24 +218,8 @@ public:
         using Params = detail::params_of_t<F>;
         static_assert(std::is_void_v<R> || is_packable_v<R>, "the task's result must be a msgpack type");
         auto result = std::make_shared<detail::TypedResult<detail::stored_t<R>>>(1);
-        detail::EncodedChunk chunk;
-        msgpack::sbuffer buffer;
-        msgpack::packer<msgpack::sbuffer> out(buffer);
-        detail::FdCapture capture;
-        out.pack_array(1);
-        detail::pack_call<Params>(out, std::forward<Args>(args)...);  // serialization errors surface here
-        chunk.args.assign(buffer.data(), buffer.size());
-        chunk.count = 1;
-        chunk.fds = detail::owned(capture.take());
-        auto taken = std::make_shared<bool>(false);
-        submit_job(detail::Job{detail::task_function(f),
-                               [chunk = std::move(chunk), taken](detail::EncodedChunk& out_chunk) mutable {
-                                   if (*taken) return false;
-                                   *taken = true;
-                                   out_chunk = std::move(chunk);
-                                   return true;
-                               },
-                               result, 1});
+        detail::EncodedChunk chunk = detail::encode_call<Params>(std::forward<Args>(args)...);
+        submit_job(detail::Job{detail::task_function(f), detail::single_chunk(std::move(chunk)), result, 1});
         if constexpr (std::is_void_v<R>) {
             return AsyncResult<R>(result, [] {});
         } else {
@@ -653,12 +311,8 @@ private:
         static_assert(travels<F, Args...>,
                       "the initializer travels to the workers: a plain function or a "
                       "capture-free lambda with msgpack arguments");
-        msgpack::sbuffer buffer;
-        msgpack::packer<msgpack::sbuffer> out(buffer);
-        detail::FdCapture capture;
-        detail::pack_call<detail::params_of_t<F>>(out, std::forward<Args>(args)...);
-        return {detail::task_function(f), std::string(buffer.data(), buffer.size()), true,
-                detail::owned(capture.take())};
+        auto [encoded, fds] = detail::encode_arguments<detail::params_of_t<F>>(std::forward<Args>(args)...);
+        return {detail::task_function(f), std::move(encoded), true, std::move(fds)};
     }
     Pool(PoolOptions options, Initializer initializer);
 
@@ -684,9 +338,10 @@ private:
                 options.chunksize ? checked_chunksize(*options.chunksize) : default_chunksize(n);
             prepare_progress(*result, options, n);
             if (n > 0) {
-                submit_job(detail::Job{detail::task_function(f),
-                                       detail::chunks_of<Params, Star>(std::forward<Range>(input), chunksize), result,
-                                       n});
+                submit_job(
+                    detail::Job{detail::task_function(f),
+                                detail::chunks_of<Params, Star>(std::forward<Range>(input), chunksize),
+                                result, n});
             } else {
                 result->on_all_done();  // nothing to do: ready at once, as Python's map([])
             }
@@ -709,8 +364,8 @@ private:
         std::size_t expected = 0;
         if constexpr (std::ranges::sized_range<Range>) expected = std::ranges::size(input);
         submit_job(detail::Job{detail::task_function(f),
-                               detail::chunks_of<Params, false>(std::forward<Range>(input), chunksize), stream,
-                               expected});
+                               detail::chunks_of<Params, false>(std::forward<Range>(input), chunksize),
+                               stream, expected});
         return IMapIterator<R>(stream);
     }
 
@@ -778,57 +433,4 @@ std::vector<Future<R>> as_completed(const std::vector<Future<R>>& futures, Timeo
     return order;
 }
 
-template <class R>
-std::optional<R> detail::StreamResult<R>::next(Timeout timeout) {
-    std::unique_lock lock(mutex_);
-    const auto deadline = Deadline::after(timeout);
-    for (;;) {
-        std::optional<std::size_t> index;
-        if (ordered_) {
-            if (pending_.count(next_index_) != 0) index = next_index_++;
-        } else if (!arrival_.empty()) {
-            index = arrival_.front();
-            arrival_.pop_front();
-        }
-        if (index) {
-            auto node = pending_.extract(*index);
-            --buffered_;
-            lock.unlock();
-            consumed();
-            if (node.mapped().error) std::rethrow_exception(node.mapped().error);
-            return std::move(node.mapped().value);
-        }
-        if (ready_) {
-            if (error_) std::rethrow_exception(error_);  // the pool went away under the stream
-            return std::nullopt;
-        }
-        if (deadline.is_never()) {
-            changed_.wait(lock);
-        } else if (changed_.wait_until(lock, *deadline.time()) == std::cv_status::timeout && !ready_ &&
-                   (ordered_ ? pending_.count(next_index_) == 0 : arrival_.empty())) {
-            throw TimeoutError("no result arrived in time");
-        }
-    }
-}
-
 }  // namespace zmp
-
-// A void task's result: nil on the wire, Nothing in the result's storage.
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-    namespace adaptor {
-    template <>
-    struct convert<zmp::detail::Nothing> {
-        const msgpack::object& operator()(const msgpack::object& obj, zmp::detail::Nothing&) const { return obj; }
-    };
-    template <>
-    struct pack<zmp::detail::Nothing> {
-        template <class Stream>
-        packer<Stream>& operator()(packer<Stream>& out, const zmp::detail::Nothing&) const {
-            out.pack_nil();
-            return out;
-        }
-    };
-    }  // namespace adaptor
-}
-}  // namespace msgpack

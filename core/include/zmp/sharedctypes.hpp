@@ -45,8 +45,6 @@
 // locking above.
 
 #include <msgpack.hpp>
-#include <pthread.h>
-#include <sys/types.h>
 
 #include <algorithm>
 #include <atomic>
@@ -66,6 +64,7 @@
 #include <vector>
 
 #include "zmp/detail/handle_codec.hpp"
+#include "zmp/detail/lock_cell.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/function.hpp"
 #include "zmp/timeout.hpp"
@@ -73,24 +72,7 @@
 namespace zmp {
 
 namespace detail {
-class SharedBlock;  // one library segment as this process maps it (core/src/sharedctypes.cpp)
-
-/// A ValueLock's state, inside the shared segment.
-struct LockCell {
-    pthread_mutex_t mutex;   // robust, process-shared, not recursive (recursion is counted here)
-    std::uint64_t owner;     // thread_token() of the holding thread; 0 when free
-    std::int32_t owner_pid;  // the holder's process; 0 when free
-    std::uint32_t depth;     // how many times the holder has taken it
-    std::uint32_t owner_died;
-};
-
-/// A random number naming the calling thread while it lives, so that "this thread holds the
-/// lock" survives pid and tid reuse (a dead holder's token, left in the cell, is nobody else's).
-/// A forked child's thread gets a new one: its parent's holds are not its own.
-extern constinit thread_local std::uint64_t current_thread_token;
-std::uint64_t new_thread_token();
-inline std::uint64_t thread_token() { return current_thread_token != 0 ? current_thread_token : new_thread_token(); }
-inline std::atomic_ref<std::uint64_t> owner_of(LockCell& cell) { return std::atomic_ref<std::uint64_t>(cell.owner); }
+class SharedBlock;  // one library segment as this process maps it
 }  // namespace detail
 
 /// The lock of a Value or Array (Python's RLock that `get_lock()` returns), living in the same
@@ -160,7 +142,7 @@ private:
     }
     [[noreturn]] static void throw_empty();
     [[noreturn]] static void throw_not_owned();
-    static void take(detail::LockCell& cell, std::uint64_t me);  // pthread_mutex_lock and record it
+    static void take(detail::LockCell& cell, std::uint64_t me);  // waits for the mutex, records the hold
     static void give_back(detail::LockCell& cell);               // the last level: unlock the mutex
 
     std::shared_ptr<detail::SharedBlock> block_;

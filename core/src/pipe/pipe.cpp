@@ -211,7 +211,7 @@ void Connection::send_bytes(std::string_view buffer, std::size_t offset, std::op
 namespace {
 
 // Receives one message into whatever `storage` provides; raw-byte receivers drop descriptors.
-void receive_raw(ConnectionState& st, const std::function<char*(std::size_t)>& storage) {
+void receive_raw(ConnectionState& st, const std::function<char*(std::size_t, std::size_t)>& storage) {
     std::vector<int> fds;
     bool got;
     {
@@ -228,9 +228,9 @@ std::string Connection::recv_bytes(std::optional<std::size_t> max_length) {
     ConnectionState& st = detail::for_reading(state_);
     std::string bytes;
     bool too_long = false;
-    receive_raw(st, [&](std::size_t size) {
-        too_long = max_length && size > *max_length;
-        bytes.resize(size);  // the message lands in the returned string, with no copy
+    receive_raw(st, [&](std::size_t announced, std::size_t needed) {
+        too_long = max_length && announced > *max_length;
+        bytes.resize(needed);  // the message lands in the returned string, growing as it arrives
         return bytes.data();
     });
     if (too_long) {
@@ -246,10 +246,10 @@ std::size_t Connection::recv_bytes_into(std::span<std::byte> buffer, std::size_t
     ConnectionState& st = detail::for_reading(state_);
     std::string overflow;
     std::size_t received = 0;
-    receive_raw(st, [&](std::size_t size) {
-        received = size;
-        if (size <= buffer.size() - offset) return reinterpret_cast<char*>(buffer.data() + offset);
-        overflow.resize(size);
+    receive_raw(st, [&](std::size_t announced, std::size_t needed) {
+        received = announced;
+        if (announced <= buffer.size() - offset) return reinterpret_cast<char*>(buffer.data() + offset);
+        overflow.resize(needed);
         return overflow.data();
     });
     if (received > buffer.size() - offset) throw BufferTooShort(std::move(overflow));

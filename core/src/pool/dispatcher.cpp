@@ -13,6 +13,9 @@
 #include "process/default_start_method.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/private_fds.hpp"
+#include "zmp/errors.hpp"
+#include "zmp/exceptions.hpp"
+#include "zmp/process.hpp"
 #include "zmp/transport/codec.hpp"
 
 namespace zmp::detail {
@@ -43,10 +46,12 @@ struct PoolCore::Worker {
     std::size_t in_flight_items = 0;  // the items of those chunks
     std::vector<char> defined;        // function slots this worker knows
     std::size_t assigned = 0;
-    std::size_t window = 1;  // chunks it may hold; grows once task times are known
-    double item_us = 0;      // moving average of one item's run time
-    bool retiring = false;   // gets no more tasks; its link closes once it is idle
-    StatusPage status;       // which task it is running
+    std::size_t window = 1;                  // chunks it may hold; grows once task times are known
+    double item_us = 0;                      // moving average of one item's run time
+    bool retiring = false;                   // gets no more tasks; its link closes once it is idle
+    StatusPage status;                       // which task it is running
+    std::exception_ptr dropped;              // why its link was dropped (it broke the protocol)
+    std::uint64_t running_when_dropped = 0;  // the task it was running then
 };
 
 namespace {
@@ -112,17 +117,17 @@ void StatusPage::set_running(std::uint64_t id) {
     if (word_) std::atomic_ref<std::uint64_t>(*word_).store(id, std::memory_order_release);
 }
 
-PoolCore::PoolCore(const PoolOptions& options, TaskFunction initializer, std::string initializer_args,
+PoolCore::PoolCore(const PoolSettings& settings, TaskFunction initializer, std::string initializer_args,
                    bool has_initializer, std::shared_ptr<OwnedFds> initializer_fds)
-    : processes_(options.processes == 0 ? cpu_count() : options.processes),
-      maxtasks_(options.maxtasksperchild),
-      method_(options.context ? *options.context : use_default_start_method()),
-      max_retries_(options.max_retries),
+    : processes_(settings.processes == 0 ? cpu_count() : settings.processes),
+      maxtasks_(settings.maxtasksperchild),
+      method_(settings.context ? *settings.context : use_default_start_method()),
+      max_retries_(settings.max_retries),
       creator_(this_process().pid()),
       init_fds_(std::move(initializer_fds)) {
-    if (options.processes < 0) throw ValueError("Number of processes must be at least 1");
+    if (settings.processes < 0) throw ValueError("Number of processes must be at least 1");
     if (maxtasks_ && *maxtasks_ <= 0) throw ValueError("maxtasksperchild must be a positive int or None");
-    if (options.max_retries < 0) throw ValueError("max_retries must not be negative");
+    if (settings.max_retries < 0) throw ValueError("max_retries must not be negative");
     if (has_initializer) {
         init_.present = true;
         init_.function = identify(initializer.function, initializer.trampoline);
@@ -162,7 +167,7 @@ void PoolCore::start_worker() {
     auto [page, page_fd] = StatusPage::create();
     worker->status = std::move(page);
     std::vector<int> setup_fds;
-    if (init_fds_) setup_fds = init_fds_->fds;
+    if (init_fds_) setup_fds = init_fds_->fds();
     setup_fds.push_back(page_fd);
     try {
         const char setup[] = {static_cast<char>(0x91), 0x02};  // msgpack [2]
@@ -172,6 +177,7 @@ void PoolCore::start_worker() {
     }
     ::close(page_fd);
     worker->sentinel = worker->process->sentinel();
+    mine.set_max_message(kMaxPoolMessage);
     worker->outbox = std::make_unique<transport::Outbox>(mine.fd());
     worker->link = std::move(mine);
     workers_.push_back(std::move(worker));
@@ -268,6 +274,9 @@ void PoolCore::callback_loop() {
 std::uint32_t PoolCore::function_slot(const TaskFunction& function) {
     auto it = function_slots_.find(function.function);
     if (it != function_slots_.end()) return it->second;
+    if (function_ids_.size() >= kMaxFunctionSlots) {
+        throw ValueError("a pool runs at most " + std::to_string(kMaxFunctionSlots) + " distinct functions");
+    }
     const auto slot = static_cast<std::uint32_t>(function_ids_.size());
     function_ids_.push_back(identify(function.function, function.trampoline));
     function_slots_.emplace(function.function, slot);
@@ -392,7 +401,7 @@ bool PoolCore::send_batch(Worker& w, std::vector<std::uint64_t>& batch) {
         if (tasks_.at(id).chunk.fds) {
             if (!plain.empty() && !send_message(w, plain)) return false;
             plain.clear();
-            if (!send_message(w, {id})) return false;
+            if (!send_message(w, std::span<const std::uint64_t>(&id, 1))) return false;
         } else {
             plain.push_back(id);
         }
@@ -400,17 +409,14 @@ bool PoolCore::send_batch(Worker& w, std::vector<std::uint64_t>& batch) {
     return plain.empty() || send_message(w, plain);
 }
 
-bool PoolCore::send_message(Worker& w, const std::vector<std::uint64_t>& ids) {
+bool PoolCore::send_message(Worker& w, std::span<const std::uint64_t> ids) {
     msgpack::sbuffer buffer;
     msgpack::packer<msgpack::sbuffer> out(buffer);
     std::vector<std::uint32_t> new_slots;
     for (std::uint64_t id : ids) {
         const std::uint32_t slot = tasks_.at(id).job->slot;
-        if (w.defined.size() <= slot) w.defined.resize(slot + 1, 0);
-        if (!w.defined[slot]) {
-            w.defined[slot] = 1;
-            new_slots.push_back(slot);
-        }
+        const bool known = slot < w.defined.size() && w.defined[slot];
+        if (!known && std::find(new_slots.begin(), new_slots.end(), slot) == new_slots.end()) new_slots.push_back(slot);
     }
     out.pack_array(3);
     out.pack(0);
@@ -428,7 +434,27 @@ bool PoolCore::send_message(Worker& w, const std::vector<std::uint64_t>& ids) {
         out.pack(id);
         out.pack(task.job->slot);
         buffer.write(task.chunk.args.data(), task.chunk.args.size());  // already msgpack
-        if (task.chunk.fds) fds = task.chunk.fds->fds;
+        if (task.chunk.fds) fds = task.chunk.fds->fds();
+    }
+    if (buffer.size() > kMaxPoolMessage) {
+        // Over the link's limit: halves go separately; a single task that does not fit fails.
+        if (ids.size() > 1) {
+            const std::size_t half = ids.size() / 2;
+            return send_message(w, ids.first(half)) && send_message(w, ids.subspan(half));
+        }
+        const std::uint64_t id = ids.front();
+        std::erase(w.in_flight, id);
+        w.in_flight_items -= std::min(w.in_flight_items, tasks_.at(id).chunk.count);
+        finish_task(id,
+                    std::make_exception_ptr(ValueError(
+                        "a pool task's arguments take " + std::to_string(tasks_.at(id).chunk.args.size()) +
+                        " bytes, beyond the pool's limit of " + std::to_string(kMaxPoolMessage) + " bytes a message")),
+                    nullptr);
+        return true;
+    }
+    for (std::uint32_t slot : new_slots) {
+        if (w.defined.size() <= slot) w.defined.resize(slot + 1, 0);
+        w.defined[slot] = 1;
     }
     try {
         iovec part{buffer.data(), buffer.size()};
@@ -444,6 +470,9 @@ bool PoolCore::read_from(Worker& w) {
     bool got = false;
     try {
         got = w.link.recv(incoming_message_);
+    } catch (const ProtocolError& e) {
+        drop_worker(w, "a message that breaks the channel's framing (" + std::string(e.what()) + ")");
+        return false;
     } catch (const ProcessError&) {
         got = false;  // a broken stream from a worker: treat as its end
     }
@@ -452,49 +481,77 @@ bool PoolCore::read_from(Worker& w) {
         transport::Decoded decoded = transport::decode(incoming_message_.data.get(), incoming_message_.size);
         const msgpack::object& message = decoded.get();
         if (message.type != msgpack::type::ARRAY || message.via.array.size < 2) {
-            throw ProtocolError("malformed message from a pool worker");
+            throw ProtocolError("a message that is not a [kind, ...] array");
         }
         const int kind = transport::convert<int>(message.via.array.ptr[0]);
-        if (kind == 1) {
+        if (kind == 1 && message.via.array.size == 2) {
             auto record = transport::convert<ErrorRecord>(message.via.array.ptr[1]);
             break_pool(std::make_exception_ptr(BrokenPool("the pool's initializer failed in " + record.origin +
                                                           " (pid " + std::to_string(record.pid) + "): " + record.type +
                                                           ": " + record.message)));
             return true;
         }
-        if (kind != 0 || message.via.array.size != 3) throw ProtocolError("malformed message from a pool worker");
+        if (kind != 0 || message.via.array.size != 3) throw ProtocolError("a message of an unknown kind");
         handle_results(w, message.via.array.ptr[1], transport::convert<std::uint64_t>(message.via.array.ptr[2]));
-    } catch (const ProcessError&) {
+    } catch (const ProcessError& e) {
+        drop_worker(w, e.what());
         return false;
     }
     return true;
 }
 
+std::exception_ptr PoolCore::protocol_error(const Worker& w, const std::string& what) const {
+    const pid_t pid = w.process->pid().value_or(0);
+    return std::make_exception_ptr(
+        ProtocolError("pool worker " + w.name + " (pid " + std::to_string(pid) + ") sent " + what));
+}
+
+void PoolCore::drop_worker(Worker& w, const std::string& what) {
+    if (w.dropped) return;
+    w.dropped = protocol_error(w, what);
+    w.running_when_dropped = w.status.running();
+}
+
 void PoolCore::handle_results(Worker& w, const msgpack::object& results, std::uint64_t busy_us) {
-    if (results.type != msgpack::type::ARRAY) throw ProtocolError("malformed results from a pool worker");
+    if (results.type != msgpack::type::ARRAY) throw ProtocolError("results that are not an array");
     const std::size_t n = results.via.array.size;
     std::size_t items = 0;  // in the chunks these results are for
     for (std::size_t i = 0; i < n; ++i) {
         const msgpack::object& entry = results.via.array.ptr[i];
-        if (entry.type != msgpack::type::ARRAY || entry.via.array.size != 3) continue;
+        if (entry.type != msgpack::type::ARRAY || entry.via.array.size != 3) {
+            throw ProtocolError("a result that is not a [task id, ok, values] array");
+        }
         const auto id = transport::convert<std::uint64_t>(entry.via.array.ptr[0]);
         // Only a task this worker holds counts: anything else is late or a duplicate.
         auto held = std::find(w.in_flight.begin(), w.in_flight.end(), id);
         if (held == w.in_flight.end()) continue;
         w.in_flight.erase(held);
-        if (auto task = tasks_.find(id); task != tasks_.end()) {
-            items += task->second.chunk.count;
-            w.in_flight_items -= std::min(w.in_flight_items, task->second.chunk.count);
-        }
+        auto task = tasks_.find(id);
+        if (task == tasks_.end()) continue;
+        const std::size_t count = task->second.chunk.count;
+        items += count;
+        w.in_flight_items -= std::min(w.in_flight_items, count);
         idle_deaths_ = 0;
-        if (transport::convert<bool>(entry.via.array.ptr[1])) {
-            finish_task(id, nullptr, &entry.via.array.ptr[2]);
+        const msgpack::object& ok = entry.via.array.ptr[1];
+        const msgpack::object& payload = entry.via.array.ptr[2];
+        if (ok.type != msgpack::type::BOOLEAN) {
+            finish_task(id, protocol_error(w, "a result whose status is not a boolean"), nullptr);
+        } else if (ok.via.boolean) {
+            // The values go where the task's items are: exactly as many as it has.
+            if (payload.type != msgpack::type::ARRAY || payload.via.array.size != count) {
+                const std::string got = payload.type == msgpack::type::ARRAY
+                                            ? std::to_string(payload.via.array.size) + " values"
+                                            : std::string("something that is not an array");
+                finish_task(id, protocol_error(w, got + " for a task of " + std::to_string(count) + " items"), nullptr);
+            } else {
+                finish_task(id, nullptr, &payload);
+            }
         } else {
             std::exception_ptr error;
             try {
-                error = exception_from_record(transport::convert<ErrorRecord>(entry.via.array.ptr[2]));
-            } catch (...) {
-                error = std::current_exception();
+                error = exception_from_record(transport::convert<ErrorRecord>(payload));
+            } catch (const ProcessError&) {
+                error = protocol_error(w, "an error record that does not decode");
             }
             finish_task(id, error, nullptr);
         }
@@ -551,8 +608,9 @@ void PoolCore::retire_if_done(Worker& w) {
 
 void PoolCore::worker_ended(std::size_t index) {
     Worker& w = *workers_[index];
-    // Results it sent before it ended still count.
-    while (w.link.is_open() && w.link.poll(0)) {
+    // Results it sent before it ended still count (unless it was dropped: its stream is not
+    // trusted any more).
+    while (!w.dropped && w.link.is_open() && w.link.poll(0)) {
         if (!read_from(w)) break;
     }
     if (w.link.is_open()) {
@@ -560,8 +618,9 @@ void PoolCore::worker_ended(std::size_t index) {
         w.outbox.reset();
         w.link.close();
     }
-    // Its link ends a moment before its pidfd says it has exited; one that lives on is ended.
-    if (!w.process->join(std::chrono::seconds(1))) {
+    // Its link ends a moment before its pidfd says it has exited; one that lives on is ended,
+    // and one that was dropped at once.
+    if (w.dropped || !w.process->join(std::chrono::seconds(1))) {
         w.process->kill();
         w.process->join();
     }
@@ -570,7 +629,8 @@ void PoolCore::worker_ended(std::size_t index) {
     std::deque<std::uint64_t> lost;
     lost.swap(w.in_flight);
     w.in_flight_items = 0;
-    const std::uint64_t running = w.status.running();
+    const std::uint64_t running = w.dropped ? w.running_when_dropped : w.status.running();
+    const std::exception_ptr dropped = w.dropped;
     const std::string name = w.name;
     const pid_t pid = w.process->pid().value_or(0);
     workers_.erase(workers_.begin() + static_cast<std::ptrdiff_t>(index));
@@ -582,6 +642,8 @@ void PoolCore::worker_ended(std::size_t index) {
         Task& task = entry->second;
         if (*it != running) {
             retries_.push_front(*it);
+        } else if (dropped) {
+            finish_task(*it, dropped, nullptr);  // what it was running when it broke the protocol
         } else if (task.attempts < max_retries_ && !task.job->finished) {
             ++task.attempts;
             retries_.push_front(*it);

@@ -13,6 +13,15 @@
 // The status page holds the id of the task the worker is running; after a death it tells the
 // dispatcher which in-flight task was running (it fails or is retried) and which had not started
 // or had finished unreported (they go back in the queue).
+//
+// Neither side trusts the other's numbers. A message is at most kMaxPoolMessage bytes (checked
+// before anything is set aside for it). The worker checks every function slot against
+// kMaxFunctionSlots and every task's shape: a bad definition fails the tasks of its request, a
+// bad task fails itself, and a request it cannot read at all ends the worker with a
+// ProtocolError. The dispatcher takes results only for tasks the worker holds, and only as many
+// values as the task has items: anything else fails that task with a ProtocolError naming the
+// worker; a message it cannot read drops the worker (killed and replaced), failing the task it
+// was running with a ProtocolError.
 
 #include <sys/types.h>
 
@@ -21,16 +30,29 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "base/wake_fd.hpp"
+#include "zmp/context.hpp"
+#include "zmp/detail/pool_job.hpp"
 #include "zmp/pipe.hpp"
-#include "zmp/pool.hpp"
 #include "zmp/transport/fd_channel.hpp"
 
 namespace zmp::detail {
+
+/// The largest message either side of a pool link sends or accepts: a batch of tasks with their
+/// arguments, or of results with their values.
+inline constexpr std::uint64_t kMaxPoolMessage = std::uint64_t{1} << 30;
+/// Room kept in each message for everything but arguments and values (headers, task ids,
+/// function identities): one task's arguments or results may take the rest.
+inline constexpr std::uint64_t kPoolFrameReserve = std::uint64_t{1} << 20;
+/// How many distinct functions one pool runs (function slots are indices below this).
+inline constexpr std::uint32_t kMaxFunctionSlots = 1u << 16;
 
 /// What a worker runs before its first task.
 struct WorkerInit {
@@ -42,6 +64,10 @@ struct WorkerInit {
 
 /// The workers' target: serves tasks from `link` until it reaches end of stream.
 void pool_worker_main(Connection link, WorkerInit init);
+
+/// The link this process serves as a pool worker, while it runs a task (null elsewhere): zmp's
+/// tests speak the wire protocol to a real dispatcher through it from inside a task.
+transport::FdChannel* pool_worker_link();
 
 /// A worker's status page: one word, the id of the task it is running (0: none).
 struct StatusPage {
@@ -59,11 +85,21 @@ private:
     std::uint64_t* word_ = nullptr;
 };
 
-class PoolCore : public std::enable_shared_from_this<PoolCore> {
+/// How a pool is made (zmp::PoolOptions, checked here).
+struct PoolSettings {
+    int processes = 0;  // 0: cpu_count()
+    std::optional<int> maxtasksperchild;
+    std::optional<StartMethod> context;
+    int max_retries = 0;
+};
+
+/// The engine of a zmp::Pool: its workers, the dispatcher thread and the callback thread. It
+/// knows the results of its jobs only as JobSinks.
+class PoolCore final : public ResultHost, public std::enable_shared_from_this<PoolCore> {
 public:
-    PoolCore(const PoolOptions& options, TaskFunction initializer, std::string initializer_args, bool has_initializer,
+    PoolCore(const PoolSettings& settings, TaskFunction initializer, std::string initializer_args, bool has_initializer,
              std::shared_ptr<OwnedFds> initializer_fds);
-    ~PoolCore();
+    ~PoolCore() override;
 
     /// Starts the workers, then the dispatcher. A worker that cannot start is an error here.
     void start();
@@ -74,10 +110,9 @@ public:
     int processes() const { return processes_; }
     pid_t creator() const { return creator_; }
 
-    /// Runs `callback` on the pool's callback thread (at once, here, once the pool has finished).
-    void post_callback(std::function<void()> callback);
-    /// Makes the dispatcher look again (a stream consumer freed room).
-    void wake();
+    // ResultHost.
+    void post_callback(std::function<void()> callback) override;
+    void wake() override;
 
 private:
     struct ActiveJob;
@@ -89,9 +124,14 @@ private:
     void pump();
     std::optional<std::uint64_t> next_task();
     bool send_batch(Worker& worker, std::vector<std::uint64_t>& batch);
-    bool send_message(Worker& worker, const std::vector<std::uint64_t>& ids);
+    bool send_message(Worker& worker, std::span<const std::uint64_t> ids);
     bool read_from(Worker& worker);
     void handle_results(Worker& worker, const msgpack::object& results, std::uint64_t busy_us);
+    /// A ProtocolError naming the worker: "pool worker <name> (pid <pid>) sent <what>".
+    std::exception_ptr protocol_error(const Worker& worker, const std::string& what) const;
+    /// Stops trusting a worker that broke the protocol: it is killed and replaced, and the task
+    /// it was running fails with the error.
+    void drop_worker(Worker& worker, const std::string& what);
     void finish_task(std::uint64_t id, std::exception_ptr error, const msgpack::object* values);
     void maybe_finish(const std::shared_ptr<ActiveJob>& job);
     void worker_ended(std::size_t index);

@@ -10,128 +10,12 @@
 namespace zmp {
 namespace detail {
 
-ResultCore::~ResultCore() = default;
-
-bool ResultCore::ready() const {
-    std::lock_guard lock(mutex_);
-    return ready_;
+OwnedFds::~OwnedFds() {
+    for (int fd : fds_) ::close(fd);
 }
 
-void ResultCore::wait() const {
-    std::unique_lock lock(mutex_);
-    changed_.wait(lock, [this] { return ready_; });
-}
-
-bool ResultCore::wait_for(Timeout timeout) const {
-    if (!timeout) {
-        wait();
-        return true;
-    }
-    std::unique_lock lock(mutex_);
-    const auto limit = std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::max(*timeout, Seconds(0)));
-    return changed_.wait_for(lock, limit, [this] { return ready_; });
-}
-
-std::exception_ptr ResultCore::error() const {
-    std::lock_guard lock(mutex_);
-    return error_;
-}
-
-void ResultCore::attach(std::shared_ptr<PoolCore> pool) {
-    std::lock_guard lock(mutex_);
-    pool_ = pool;
-}
-
-void ResultCore::add_done_callback(std::function<void()> callback) {
-    std::shared_ptr<PoolCore> pool;
-    {
-        std::lock_guard lock(mutex_);
-        if (!ready_) {
-            callbacks_.push_back(std::move(callback));
-            return;
-        }
-        pool = pool_.lock();
-    }
-    if (pool)
-        pool->post_callback(std::move(callback));
-    else
-        callback();
-}
-
-void ResultCore::set_progress(std::function<void(std::size_t, std::size_t)> progress, std::size_t total) {
-    std::lock_guard lock(mutex_);
-    progress_ = std::move(progress);
-    total_ = total;
-}
-
-void ResultCore::report_progress_locked(bool final) {
-    if (!progress_) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (!final && now - last_progress_ < std::chrono::milliseconds(50)) return;
-    last_progress_ = now;
-    if (auto pool = pool_.lock()) {
-        pool->post_callback([progress = progress_, done = done_, total = total_] { progress(done, total); });
-    }
-}
-
-void ResultCore::on_results(std::size_t first, const msgpack::object& results) {
-    std::lock_guard lock(mutex_);
-    store(first, results);
-    done_ += results.via.array.size;
-    report_progress_locked(false);
-    notify_items();
-}
-
-void ResultCore::on_chunk_failed(std::size_t, std::size_t count, std::exception_ptr error) {
-    std::lock_guard lock(mutex_);
-    if (!first_failure_) first_failure_ = std::move(error);
-    done_ += count;
-    report_progress_locked(false);
-}
-
-void ResultCore::on_input_failed(std::exception_ptr error, std::size_t) {
-    std::lock_guard lock(mutex_);
-    if (!first_failure_) first_failure_ = std::move(error);
-}
-
-void ResultCore::on_all_done() {
-    std::unique_lock lock(mutex_);
-    complete_locked(lock, first_failure_);
-}
-
-void ResultCore::abort(std::exception_ptr error) {
-    std::unique_lock lock(mutex_);
-    if (ready_) return;
-    complete_locked(lock, std::move(error));
-}
-
-bool ResultCore::wants_more(std::size_t) const { return true; }
-
-void ResultCore::wake_pool() const {
-    std::shared_ptr<PoolCore> pool;
-    {
-        std::lock_guard lock(mutex_);
-        pool = pool_.lock();
-    }
-    if (pool) pool->wake();
-}
-
-void ResultCore::complete_locked(std::unique_lock<std::mutex>& lock, std::exception_ptr error) {
-    if (ready_) return;
-    ready_ = true;
-    error_ = std::move(error);
-    if (total_ == 0) total_ = done_;
-    report_progress_locked(true);
-    auto callbacks = std::move(callbacks_);
-    auto pool = pool_.lock();
-    lock.unlock();
-    changed_.notify_all();
-    for (auto& callback : callbacks) {
-        if (pool)
-            pool->post_callback(std::move(callback));
-        else
-            callback();
-    }
+std::shared_ptr<OwnedFds> owned(std::vector<int> fds) {
+    return fds.empty() ? nullptr : std::make_shared<OwnedFds>(std::move(fds));
 }
 
 }  // namespace detail
@@ -169,7 +53,9 @@ Pool::Pool(int processes) : Pool(PoolOptions{.processes = processes == 0 ? -1 : 
 Pool::Pool(PoolOptions options) : Pool(std::move(options), Initializer{}) {}
 
 Pool::Pool(PoolOptions options, Initializer initializer) {
-    core_ = std::make_shared<detail::PoolCore>(options, initializer.function, std::move(initializer.args),
+    const detail::PoolSettings settings{options.processes, options.maxtasksperchild, options.context,
+                                        options.max_retries};
+    core_ = std::make_shared<detail::PoolCore>(settings, initializer.function, std::move(initializer.args),
                                                initializer.present, std::move(initializer.fds));
     core_->start();
 }

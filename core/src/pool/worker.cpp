@@ -1,15 +1,20 @@
 // A pool worker: runs the initializer, then serves batches of tasks from its link until end of
 // stream. Results go back in batches too, but never later than about a millisecond after a task
 // finishes, so that long tasks report one by one.
+#include <unistd.h>
+
 #include <chrono>
+#include <exception>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "pipe/connection.hpp"
 #include "pool/dispatcher.hpp"
-#include "travel/fd_passing.hpp"
 #include "process/child.hpp"
 #include "queue/feeder.hpp"
-#include <unistd.h>
+#include "travel/fd_passing.hpp"
+#include "zmp/errors.hpp"
 #include "zmp/exceptions.hpp"
 #include "zmp/transport/codec.hpp"
 
@@ -19,10 +24,48 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr auto kFlushAfter = std::chrono::milliseconds(1);
 
-struct Resolved {
+// A function slot as the dispatcher defined it: what it resolved to here, or why it did not.
+struct Slot {
     const void* function = nullptr;
     Trampoline trampoline = nullptr;
+    std::exception_ptr error;  // the function cannot run here: every task naming it fails with this
 };
+
+// The link this process serves as a pool worker, while it does (see pool_worker_link()).
+transport::FdChannel* serving_link = nullptr;
+
+// Reads the definitions of a request into `slots`. A definition that cannot be read or whose
+// slot is beyond kMaxFunctionSlots is returned as an error: no slot can be trusted then, so
+// every task of the request fails with it.
+std::exception_ptr define_slots(const msgpack::object& definitions, std::vector<Slot>& slots) {
+    if (definitions.type != msgpack::type::ARRAY) throw ProtocolError("malformed request from the pool dispatcher");
+    std::exception_ptr bad;
+    for (std::uint32_t i = 0; i < definitions.via.array.size; ++i) {
+        try {
+            const msgpack::object& def = definitions.via.array.ptr[i];
+            if (def.type != msgpack::type::ARRAY || def.via.array.size != 2) {
+                throw ProtocolError("malformed function definition from the pool dispatcher");
+            }
+            const auto index = transport::convert<std::uint32_t>(def.via.array.ptr[0]);
+            if (index >= kMaxFunctionSlots) {
+                throw ProtocolError("the pool dispatcher defined function slot " + std::to_string(index) +
+                                    ", beyond the limit of " + std::to_string(kMaxFunctionSlots));
+            }
+            const auto id = transport::convert<FunctionId>(def.via.array.ptr[1]);
+            if (slots.size() <= index) slots.resize(index + 1);
+            Slot& slot = slots[index];
+            slot = {};
+            try {
+                std::tie(slot.function, slot.trampoline) = resolve(id);
+            } catch (...) {
+                slot.error = std::current_exception();  // only the tasks that name it fail
+            }
+        } catch (const ProcessError&) {
+            if (!bad) bad = std::current_exception();
+        }
+    }
+    return bad;
+}
 
 // Results of the tasks done since the last send, and the time spent on them.
 class Outgoing {
@@ -30,6 +73,12 @@ public:
     explicit Outgoing(transport::FdChannel& link) : link_(link) {}
 
     void add_result(std::uint64_t id, const char* packed_results, std::size_t size) {
+        if (size > kMaxPoolMessage - kPoolFrameReserve) {
+            throw ValueError("the results of a pool task take " + std::to_string(size) +
+                             " bytes, beyond the pool's limit of " +
+                             std::to_string(kMaxPoolMessage - kPoolFrameReserve));
+        }
+        if (entries_.size() + size > kMaxPoolMessage - kPoolFrameReserve) send();  // keep each message in bounds
         msgpack::packer<msgpack::sbuffer> out(entries_);
         out.pack_array(3);
         out.pack(id);
@@ -76,8 +125,15 @@ private:
 
 }  // namespace
 
+transport::FdChannel* pool_worker_link() { return serving_link; }
+
 void pool_worker_main(Connection link_handle, WorkerInit init) {
     transport::FdChannel& link = channel_of(link_handle);
+    link.set_max_message(kMaxPoolMessage);
+    serving_link = &link;
+    struct Unserve {
+        ~Unserve() { serving_link = nullptr; }
+    } unserve;
     transport::ChannelMessage request;
     // The dispatcher's first message carries the status page.
     if (!link.recv(request)) return;
@@ -103,7 +159,7 @@ void pool_worker_main(Connection link_handle, WorkerInit init) {
         }
     }
 
-    std::vector<Resolved> slots;
+    std::vector<Slot> slots;
     msgpack::sbuffer chunk_results;
     Outgoing outgoing(link);
     for (;;) {
@@ -112,17 +168,15 @@ void pool_worker_main(Connection link_handle, WorkerInit init) {
         // the rest are closed when this message is done.
         FdSupply supply(std::move(request.fds));
         request.fds.clear();
+        // What cannot be read as a request at all ends this worker (its link is dropped): the
+        // dispatcher sees it go, and its tasks are dealt with as after any death.
         transport::Decoded decoded = transport::decode(request.data.get(), request.size);
         const msgpack::object& message = decoded.get();
-        if (message.type != msgpack::type::ARRAY || message.via.array.size != 3) {
+        if (message.type != msgpack::type::ARRAY || message.via.array.size != 3 ||
+            transport::convert<int>(message.via.array.ptr[0]) != 0) {
             throw ProtocolError("malformed request from the pool dispatcher");
         }
-        for (const auto& def :
-             transport::convert<std::vector<std::pair<std::uint32_t, FunctionId>>>(message.via.array.ptr[1])) {
-            if (slots.size() <= def.first) slots.resize(def.first + 1);
-            auto [function, trampoline] = resolve(def.second);
-            slots[def.first] = {function, trampoline};
-        }
+        const std::exception_ptr bad_definition = define_slots(message.via.array.ptr[1], slots);
         const msgpack::object& tasks = message.via.array.ptr[2];
         if (tasks.type != msgpack::type::ARRAY) throw ProtocolError("malformed task list from the pool dispatcher");
         auto last_send = Clock::now();
@@ -132,21 +186,25 @@ void pool_worker_main(Connection link_handle, WorkerInit init) {
                 throw ProtocolError("malformed task from the pool dispatcher");
             }
             const auto id = transport::convert<std::uint64_t>(task.via.array.ptr[0]);
-            const auto slot = transport::convert<std::uint32_t>(task.via.array.ptr[1]);
+            if (id == 0) throw ProtocolError("a task from the pool dispatcher has id 0");
             const msgpack::object& args = task.via.array.ptr[2];
             const auto started = Clock::now();
             status.set_running(id);
             try {
-                if (slot >= slots.size() || slots[slot].function == nullptr) {
+                if (bad_definition) std::rethrow_exception(bad_definition);
+                const auto index = transport::convert<std::uint32_t>(task.via.array.ptr[1]);
+                if (index >= slots.size() || (slots[index].function == nullptr && !slots[index].error)) {
                     throw ProtocolError("a task names a function the dispatcher never defined");
                 }
+                const Slot& slot = slots[index];
+                if (slot.error) std::rethrow_exception(slot.error);
                 if (args.type != msgpack::type::ARRAY) throw ProtocolError("a task's arguments are not an array");
                 // Python's chunk semantics: the whole chunk fails with its first exception.
                 chunk_results.clear();
                 msgpack::packer<msgpack::sbuffer> out(chunk_results);
                 out.pack_array(args.via.array.size);
                 for (std::uint32_t i = 0; i < args.via.array.size; ++i) {
-                    slots[slot].trampoline(slots[slot].function, args.via.array.ptr[i], &out);
+                    slot.trampoline(slot.function, args.via.array.ptr[i], &out);
                 }
                 outgoing.add_result(id, chunk_results.data(), chunk_results.size());
             } catch (const SystemExit&) {

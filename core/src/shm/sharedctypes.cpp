@@ -13,6 +13,7 @@
 
 #include "zmp/sharedctypes.hpp"
 
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
@@ -20,6 +21,7 @@
 #include <cerrno>
 #include <cmath>
 #include <limits>
+#include <new>
 #include <unordered_map>
 
 #include "base/fork.hpp"
@@ -38,6 +40,8 @@ constexpr std::size_t kHeaderSize = 64;
 constexpr std::size_t kLockOffset = 64;
 constexpr std::size_t kLockSize = 64;
 static_assert(sizeof(LockCell) <= kLockSize);
+static_assert(sizeof(pthread_mutex_t) <= sizeof(LockCell::mutex) && alignof(pthread_mutex_t) <= alignof(LockCell),
+              "LockCell's room for the mutex (zmp/detail/lock_cell.hpp) does not fit this platform's pthread_mutex_t");
 
 struct BlockHeader {
     std::uint64_t magic;
@@ -94,6 +98,9 @@ struct BlockCache {
     }
 };
 
+// The mutex in a cell's opaque room: made there by init_lock, used in place by every process.
+pthread_mutex_t* mutex_of(LockCell& cell) { return std::launder(reinterpret_cast<pthread_mutex_t*>(cell.mutex)); }
+
 std::atomic_ref<std::int32_t> owner_pid_of(LockCell& cell) { return std::atomic_ref<std::int32_t>(cell.owner_pid); }
 
 void init_lock(LockCell& cell) {
@@ -101,7 +108,7 @@ void init_lock(LockCell& cell) {
     ::pthread_mutexattr_init(&attr);
     ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
     ::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    const int rc = ::pthread_mutex_init(&cell.mutex, &attr);
+    const int rc = ::pthread_mutex_init(::new (cell.mutex) pthread_mutex_t, &attr);
     ::pthread_mutexattr_destroy(&attr);
     if (rc != 0) throw_os_error("cannot make a process-shared lock", rc);
 }
@@ -161,7 +168,7 @@ constinit thread_local pid_t token_pid = 0;
 void took(LockCell& cell, int rc, std::uint64_t me) {
     std::uint32_t died = 0;
     if (rc == EOWNERDEAD) {
-        ::pthread_mutex_consistent(&cell.mutex);
+        ::pthread_mutex_consistent(mutex_of(cell));
         died = 1;
     } else if (rc != 0) {
         throw_os_error("cannot acquire the lock", rc);
@@ -289,12 +296,14 @@ void ValueLock::throw_empty() { throw ValueError("empty lock handle"); }
 
 void ValueLock::throw_not_owned() { throw ValueError(detail::texts::kReleaseUnacquired); }
 
-void ValueLock::take(LockCell& cell, std::uint64_t me) { detail::took(cell, ::pthread_mutex_lock(&cell.mutex), me); }
+void ValueLock::take(LockCell& cell, std::uint64_t me) {
+    detail::took(cell, ::pthread_mutex_lock(detail::mutex_of(cell)), me);
+}
 
 void ValueLock::give_back(LockCell& cell) {
     detail::owner_of(cell).store(0, std::memory_order_relaxed);
     detail::owner_pid_of(cell).store(0, std::memory_order_relaxed);
-    ::pthread_mutex_unlock(&cell.mutex);
+    ::pthread_mutex_unlock(detail::mutex_of(cell));
 }
 
 bool ValueLock::try_lock() const {
@@ -304,7 +313,7 @@ bool ValueLock::try_lock() const {
         ++cell.depth;
         return true;
     }
-    const int rc = ::pthread_mutex_trylock(&cell.mutex);
+    const int rc = ::pthread_mutex_trylock(detail::mutex_of(cell));
     if (rc == EBUSY) return false;
     detail::took(cell, rc, me);
     return true;
@@ -324,7 +333,7 @@ bool ValueLock::acquire(bool block, Timeout timeout) const {
         return true;
     }
     const timespec at = deadline.monotonic_timespec();
-    const int rc = ::pthread_mutex_clocklock(&cell.mutex, CLOCK_MONOTONIC, &at);
+    const int rc = ::pthread_mutex_clocklock(detail::mutex_of(cell), CLOCK_MONOTONIC, &at);
     if (rc == ETIMEDOUT) return false;
     detail::took(cell, rc, me);
     return true;

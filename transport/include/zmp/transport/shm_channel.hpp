@@ -131,8 +131,9 @@ public:
     /// and nothing is left; a message the peer did not finish is dropped). ProtocolError for a
     /// corrupt or oversized message (the channel is unusable afterwards), OSError otherwise.
     bool recv(ChannelMessage& out);
-    /// The same, with the bytes going where `storage(size)` says (see FdChannel::recv).
-    bool recv(const std::function<char*(std::size_t)>& storage, std::vector<int>& fds);
+    /// The same, with the bytes going where `storage(announced, needed)` says, room growing as
+    /// they arrive (see FdChannel::recv).
+    bool recv(const std::function<char*(std::size_t announced, std::size_t needed)>& storage, std::vector<int>& fds);
 
     /// Waits up to `timeout_ms` (negative: for ever) until a message or end of stream can be
     /// read. True if recv() would not block.
