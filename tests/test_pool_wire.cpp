@@ -12,8 +12,9 @@
 #include <tuple>
 #include <vector>
 
+#include "pipe/connection.hpp"
 #include "pool/dispatcher.hpp"
-#include "runtime/runtime.hpp"
+#include "runtime/private_fds.hpp"
 #include "test_util.hpp"
 #include "zmp/exceptions.hpp"
 #include "zmp/pool.hpp"
@@ -47,7 +48,7 @@ struct WorkerUnderTest {
 WorkerUnderTest start_worker() {
     // The dispatcher's end is private to this process, as the pool's is: the worker (a forked
     // child) does not inherit it, so closing it here is the worker's end of stream.
-    auto [mine, theirs] = zmp::detail::Runtime::instance().private_channel_pair();
+    auto [mine, theirs] = zmp::detail::private_channel_pair();
     zmp::Connection their_end = zmp::detail::connection_from_channel(std::move(theirs));
     zmp::Process process(zmp::detail::pool_worker_main, their_end, zmp::detail::WorkerInit{});
     process.start();
@@ -122,7 +123,7 @@ std::vector<std::pair<std::uint64_t, Outcome>> round_trip(WorkerUnderTest& worke
 }
 
 void finish(WorkerUnderTest& worker, int expected_exitcode) {
-    zmp::detail::Runtime::instance().forget_private_fd(worker.link.fd());
+    zmp::detail::forget_private_fd(worker.link.fd());
     worker.link.close();  // end of stream: the worker retires
     REQUIRE(worker.process.join(60s));
     CHECK(worker.process.exitcode() == expected_exitcode);

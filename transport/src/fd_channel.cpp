@@ -166,6 +166,7 @@ bool FdChannel::recv_body(std::size_t size, const std::function<char*(std::size_
         have += got;
         if (got != want) return false;  // end of stream: a message the peer did not finish is dropped
     }
+    return true;
 }
 
 bool FdChannel::poll(int timeout_ms) const {
