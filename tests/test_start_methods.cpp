@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "process/forkserver.hpp"
+#include "zmp/authkey.hpp"
 #include "runtime/pidfd.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
@@ -321,4 +322,21 @@ TEST_CASE("a child of a fork server that died is still joined and its end report
     ::kill(*zmp::detail::forkserver_pid(), SIGKILL);
     CHECK(sleeper.join(30s));
     CHECK(sleeper.exitcode() == 255);  // its status went with the server, as in Python
+}
+
+TEST_CASE("the run's authkey is made at random and is the same in children of every start method") {
+    const zmp::Authkey mine = zmp::current_authkey();
+    CHECK(mine != zmp::Authkey{});  // made from random bytes, not left zero
+    auto [reader, writer] = zmp::Pipe(false);
+    zmp::Process p = zmp::get_context(any_method()).Process(
+        [](Connection out) {
+            const zmp::Authkey& key = zmp::current_authkey();
+            out.send(std::vector<std::uint8_t>(key.begin(), key.end()));
+        },
+        writer);
+    p.start();
+    const auto theirs = reader.recv<std::vector<std::uint8_t>>();
+    CHECK(theirs == std::vector<std::uint8_t>(mine.begin(), mine.end()));
+    p.join();
+    CHECK(p.exitcode() == 0);
 }

@@ -2,6 +2,7 @@
 // Everything zmp offers, in one include.
 
 #include "zmp/any_value.hpp"
+#include "zmp/authkey.hpp"
 #include "zmp/context.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/exceptions.hpp"
