@@ -73,8 +73,9 @@ enum class Op : std::uint8_t {
     ref_claim,  // [token] -> none: this process takes a reference (the one set aside as `token`)
     fork_hold,  // [entry, token] -> none: a child was just forked; it holds what this process holds
     ref_sync,   // [] -> []: answered once everything sent before it on this connection is done
+    status,     // [] -> [objects, clients] + a msgpack map of them (broker/status.hpp), for zmp-status
 };
-inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::ref_sync);
+inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::status);
 
 // create's arguments for a queue: [kind, maxsize, max item bytes, 0, 0].
 enum class Kind : std::uint8_t {

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "base/wake_fd.hpp"
+#include "pool/pool_status.hpp"
 #include "zmp/context.hpp"
 #include "zmp/detail/pool_job.hpp"
 #include "zmp/pipe.hpp"
@@ -114,6 +115,10 @@ public:
     void post_callback(std::function<void()> callback) override;
     void wake() override;
 
+    /// For zmp-status (pool/pool_status.hpp): this pool's packed status, answered by the
+    /// dispatcher; nothing once it has finished or if it does not answer in kPoolStatusWait.
+    std::optional<std::string> status();
+
 private:
     struct ActiveJob;
     struct Task;
@@ -142,6 +147,7 @@ private:
     void abort_everything(std::exception_ptr error);
     void stop_workers();
     void callback_loop();
+    void publish_status();
 
     // Fixed at construction.
     const int processes_;
@@ -159,6 +165,7 @@ private:
     bool closed_ = false;
     bool terminate_requested_ = false;
     std::exception_ptr broken_;
+    PoolStatusBoard status_;
     bool started_ = false;
     bool joined_ = false;
     std::thread dispatcher_;
