@@ -27,10 +27,9 @@ void log_worker_ended(const std::string& name, pid_t pid, int exitcode, bool ret
             log_record(LogLevel::debug, "pool worker " + named(name, pid) + " retired: " + describe_exit(exitcode));
         return;
     }
-    const LogLevel level = lost_task ? LogLevel::warning : LogLevel::info;
-    if (!log_enabled(level)) return;
-    log_record(level, "pool worker " + named(name, pid) + " died: " + describe_exit(exitcode) +
-                          (lost_task ? ", running a task" : ", idle"));
+    if (!log_enabled(LogLevel::info)) return;
+    log_record(LogLevel::info, "pool worker " + named(name, pid) + " died: " + describe_exit(exitcode) +
+                                   (lost_task ? ", running a task" : ", idle"));
 }
 
 void log_worker_replaced(const std::string& old_name, const std::string& new_name, pid_t new_pid) {

@@ -1,8 +1,9 @@
 #pragma once
 // What the pool's dispatcher tells the run's log about its workers (logging/log.hpp): a worker
 // started, ended (retired, or died: with its exit code or signal), replaced, and a task retried
-// after its worker died. Routine events are info; a death that cost a task, and a retry, are
-// warnings. Each call builds its message only when the record would be sent.
+// after its worker died. A worker's life is info (a task lost with it raises WorkerLost in its
+// caller already); a retry is a warning, since the caller sees only the result. Each call builds
+// its message only when the record would be sent.
 
 #include <sys/types.h>
 
