@@ -115,7 +115,9 @@ void Process::start() {
     (void)me.self_pidfd();                 // and a pidfd on this process, their parent
     const StartMethod method = st.method ? *st.method : detail::use_default_start_method();
     st.popen = detail::starter_for(method).start(st, *this);
-    st.target = nullptr;  // the parent keeps no reference to the target (bpo-30775)
+    // As in Python, the parent keeps no reference to the target (docs/design.md, Upstream behaviour
+    // zmp works around).
+    st.target = nullptr;
     st.travel = {};
     lock.unlock();
     detail::add_child(state_);
