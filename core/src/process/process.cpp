@@ -51,6 +51,14 @@ void require_child_of_caller(const ProcessState& st, const char* what) {
     }
 }
 
+// terminate() and kill(): `signal` to a started child that has not ended; `what` names the call.
+void signal_child(ProcessState& st, int signal, const char* what) {
+    require_child_of_caller(st, what);
+    std::lock_guard lock(st.mutex);
+    if (!st.popen) throw ValueError(std::string("can only ") + what + " a started process");
+    if (!st.exitcode) st.popen->send_signal(signal);
+}
+
 }  // namespace
 
 Process::Process() : Process(ProcessOptions{}) {}
@@ -181,21 +189,9 @@ bool Process::is_alive() const {
     return !st.poll_locked();
 }
 
-void Process::terminate() {
-    ProcessState& st = checked_open(state());
-    require_child_of_caller(st, "terminate");
-    std::lock_guard lock(st.mutex);
-    if (!st.popen) throw ValueError("can only terminate a started process");
-    if (!st.exitcode) st.popen->send_signal(SIGTERM);
-}
+void Process::terminate() { signal_child(checked_open(state()), SIGTERM, "terminate"); }
 
-void Process::kill() {
-    ProcessState& st = checked_open(state());
-    require_child_of_caller(st, "kill");
-    std::lock_guard lock(st.mutex);
-    if (!st.popen) throw ValueError("can only kill a started process");
-    if (!st.exitcode) st.popen->send_signal(SIGKILL);
-}
+void Process::kill() { signal_child(checked_open(state()), SIGKILL, "kill"); }
 
 std::optional<int> Process::exitcode() const {
     ProcessState& st = checked_open(state());
