@@ -47,7 +47,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <source_location>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -100,12 +99,15 @@ namespace detail {
 
 struct HandlerState;
 
-/// A format string and where the logging call is; made implicitly from any string.
+/// A format string and where the logging call is; made implicitly from any string. The call site
+/// comes from __builtin_FILE/__builtin_LINE (what std::source_location::current() is built on),
+/// because clang 14 with libstdc++ 12 has no std::source_location.
 struct FormatString {
     template <class S>
-    requires std::is_convertible_v<const S&, std::string_view> FormatString(
-        const S& format, std::source_location where = std::source_location::current())  // NOLINT: implicit
-        : text(format), file(where.file_name()), line(where.line()) {}
+    requires std::is_convertible_v<const S&, std::string_view> FormatString(const S& format,  // NOLINT: implicit
+                                                                            const char* file_ = __builtin_FILE(),
+                                                                            std::uint32_t line_ = __builtin_LINE())
+        : text(format), file(file_), line(line_) {}
     std::string_view text;
     const char* file;
     std::uint32_t line;
