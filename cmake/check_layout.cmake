@@ -5,7 +5,7 @@
 # components are ordered below, lowest first; a component may include its own headers and those
 # of the components before it, never one after it, so there is no cycle between components.
 # Public headers (core/include/zmp/) belong to the component that implements them; the
-# vocabulary (errors, timeouts, deadlines, Python's error texts) is self-contained and shared by
+# vocabulary (errors, timeouts, deadlines, Python's error texts, call sites) is self-contained and shared by
 # every layer, the transport layer included. Any include this script cannot place is a failure:
 # a new component or public header is added here, in its place in the order.
 
@@ -14,7 +14,7 @@ cmake_minimum_required(VERSION 3.25)
 set(ZMP_CORE_ORDER base runtime travel shm broker sync queue pipe process logging pool)
 
 # Public header (relative to core/include/zmp/) -> the component it belongs to.
-set(ZMP_PUBLIC_vocabulary errors.hpp timeout.hpp detail/deadline.hpp detail/error_texts.hpp)
+set(ZMP_PUBLIC_vocabulary errors.hpp timeout.hpp detail/deadline.hpp detail/error_texts.hpp detail/source_location.hpp)
 set(ZMP_PUBLIC_runtime authkey.hpp)
 set(ZMP_PUBLIC_travel function.hpp exceptions.hpp any_value.hpp detail/handle_codec.hpp)
 set(ZMP_PUBLIC_shm shared_memory.hpp sharedctypes.hpp detail/lock_cell.hpp)

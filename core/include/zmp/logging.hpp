@@ -53,6 +53,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "zmp/detail/source_location.hpp"
+
 namespace zmp {
 
 /// Python's logging levels, with multiprocessing's SUBDEBUG and SUBWARNING.
@@ -99,15 +101,12 @@ namespace detail {
 
 struct HandlerState;
 
-/// A format string and where the logging call is; made implicitly from any string. The call site
-/// comes from __builtin_FILE/__builtin_LINE (what std::source_location::current() is built on),
-/// because clang 14 with libstdc++ 12 has no std::source_location.
+/// A format string and where the logging call is; made implicitly from any string.
 struct FormatString {
     template <class S>
-    requires std::is_convertible_v<const S&, std::string_view> FormatString(const S& format,  // NOLINT: implicit
-                                                                            const char* file_ = __builtin_FILE(),
-                                                                            std::uint32_t line_ = __builtin_LINE())
-        : text(format), file(file_), line(line_) {}
+    requires std::is_convertible_v<const S&, std::string_view> FormatString(
+        const S& format, SourceLocation where = SourceLocation::current())  // NOLINT: implicit
+        : text(format), file(where.file_name()), line(where.line()) {}
     std::string_view text;
     const char* file;
     std::uint32_t line;
