@@ -1,4 +1,4 @@
-// zmp::Pool: Python's Pool and ProcessPoolExecutor semantics (CPython cases 81-106 that apply),
+// zmp::Pool: Python's Pool and ProcessPoolExecutor semantics (Python's own cases that apply),
 // and the ways it must do better: dead workers cost only their own task, retries, no hangs.
 #include <catch2/catch.hpp>
 

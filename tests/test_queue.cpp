@@ -1,5 +1,5 @@
-// Queue, SimpleQueue and JoinableQueue across real processes: research/python-mp.md §2 cases
-// 23-32, handles travelling (every start method, messages, Pool tasks), no item lost or doubled
+// Queue, SimpleQueue and JoinableQueue across real processes: Python's own cases for them,
+// handles travelling (every start method, messages, Pool tasks), no item lost or doubled
 // when consumers die or stall, large items, values of the wrong type, garbage at the broker.
 #include <catch2/catch.hpp>
 

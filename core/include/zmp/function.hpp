@@ -183,6 +183,6 @@ inline constexpr bool travels = [] {
 /// that registers the same name can run it. Use at namespace scope.
 #define ZMP_REGISTER(fn) ZMP_REGISTER_AS(#fn, fn)
 #define ZMP_REGISTER_AS(name, fn) \
-    static const ::zmp::detail::Registration ZMP_REGISTER_CAT(zmp_registration_, __LINE__)(name, &fn)
+    static const ::zmp::detail::Registration ZMP_REGISTER_CAT(zmp_registration_, __LINE__)(name, &(fn))
 #define ZMP_REGISTER_CAT2(a, b) a##b
 #define ZMP_REGISTER_CAT(a, b) ZMP_REGISTER_CAT2(a, b)

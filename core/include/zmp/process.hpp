@@ -217,6 +217,8 @@ int cpu_count();
 /// Lets a Process subclass be started with spawn or forkserver: the child default-constructs a T
 /// and fills it from the parent's object, which T describes with MSGPACK_DEFINE(members...).
 /// Use at namespace scope: ZMP_REGISTER_PROCESS(MyWorker);
+// T is a type name, which parentheses would break.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define ZMP_REGISTER_PROCESS(T)                                                                        \
     static const bool ZMP_REGISTER_CAT(zmp_process_type_, __LINE__) = [] {                             \
         ::zmp::detail::register_process_type(                                                          \
@@ -228,6 +230,7 @@ int cpu_count();
              [](::zmp::Process& p, const msgpack::object& obj) { obj.convert(static_cast<T&>(p)); }}); \
         return true;                                                                                   \
     }()
+// NOLINTEND(bugprone-macro-parentheses)
 
 /// Ends the calling process with `code`, like Python's sys.exit: inside a child's target it
 /// unwinds the target (destructors run) and the child's exit code is `code`; elsewhere it runs

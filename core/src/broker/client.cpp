@@ -2,7 +2,6 @@
 
 #include <pthread.h>
 #include <sys/random.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 #include "runtime/run.hpp"
 #include "runtime/zmq_context.hpp"
 #include "base/fork.hpp"
+#include "base/thread_id.hpp"
 #include "broker/arena.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
@@ -38,11 +38,6 @@ struct ThreadConns {
     std::vector<std::pair<BrokerLink*, std::unique_ptr<LinkConn>>> conns;
 };
 thread_local ForkLocal<ThreadConns> thread_conns;
-
-struct ThreadIdentity {
-    std::uint32_t tid = 0;
-};
-thread_local ForkLocal<ThreadIdentity> thread_identity;
 
 std::vector<BrokerLink*> all_links();
 
@@ -102,11 +97,7 @@ const bool hooks_registered = [] {
 
 pid_t current_pid() { return this_process().pid(); }
 
-std::uint32_t current_tid() {
-    ThreadIdentity& me = thread_identity.get();
-    if (me.tid == 0) me.tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
-    return me.tid;
-}
+std::uint32_t current_tid() { return current_thread_id(); }
 
 const Reply& checked(const Reply& reply) {
     switch (reply.status) {

@@ -202,8 +202,8 @@ private:
     std::size_t next_index_ = 0;
     std::size_t buffered_ = 0;
 
-    void place_error(std::size_t index, std::exception_ptr error) {
-        pending_[index].error = std::move(error);
+    void place_error(std::size_t index, const std::exception_ptr& error) {
+        pending_[index].error = error;
         if (!ordered_) arrival_.push_back(index);
         ++buffered_;
     }
