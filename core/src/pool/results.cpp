@@ -55,6 +55,9 @@ void ResultCore::notify_on_done(CompletionSignal signal) {
     {
         std::lock_guard lock(mutex_);
         if (!ready_) {
+            // Waits that timed out leave their signals behind: drop them, so that repeated
+            // waits on a long task cost nothing lasting.
+            std::erase_if(signals_, [](const CompletionSignal& s) { return s.unwatched(); });
             signals_.push_back(std::move(signal));
             return;
         }

@@ -42,6 +42,8 @@ public:
         ++state_->count;
         state_->changed.notify_all();
     }
+    /// True once the waiter and every other copy are gone: nobody would see a notify().
+    bool unwatched() const { return state_.use_count() == 1; }
     /// Waits for a notify() since the last wait; false at the deadline.
     bool wait_until(const Deadline& deadline) {
         std::unique_lock lock(state_->mutex);
