@@ -52,6 +52,18 @@ Pool::Pool(int processes) : Pool(PoolOptions{.processes = processes == 0 ? -1 : 
 
 Pool::Pool(PoolOptions options) : Pool(std::move(options), Initializer{}) {}
 
+Pool Context::Pool() const { return zmp::Pool(PoolOptions{.context = method_}); }
+
+Pool Context::Pool(int processes) const {
+    // As Pool(n): Pool(0) is an error (Python's), only Pool() means cpu_count().
+    return zmp::Pool(PoolOptions{.processes = processes == 0 ? -1 : processes, .context = method_});
+}
+
+Pool Context::Pool(PoolOptions options) const {
+    options.context = method_;
+    return zmp::Pool(std::move(options));
+}
+
 Pool::Pool(PoolOptions options, Initializer initializer) : terminate_on_exit_(options.terminate_on_exit) {
     const detail::PoolSettings settings{options.processes, options.maxtasksperchild, options.context,
                                         options.max_retries};
