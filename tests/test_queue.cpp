@@ -970,6 +970,7 @@ TEST_CASE("which handles travel where: a Connection is refused by a Queue, trave
     child.join();
     CHECK(child.exitcode() == 0);
     CHECK(connections.empty());  // nothing half-put
+}
 
 TEST_CASE("a put from the root's atexit handler, after main's thread-locals are gone, arrives") {
     const auto result = test_util::run_command(std::string(HELPER_put_at_exit));
