@@ -11,6 +11,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "test_util.hpp"
@@ -53,15 +54,17 @@ int touch(std::string path) {
     return 1;
 }
 
-int touch_then_nap(std::string path) {
-    touch(path);
-    std::this_thread::sleep_for(0.5s);
+// Leaves its file, then returns once the test sends on the gate.
+int touch_then_wait(std::tuple<std::string, Connection> item) {
+    touch(std::get<0>(item));
+    (void)std::get<1>(item).recv<int>();
     return 2;
 }
 
-int nap(double seconds) {
-    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-    return static_cast<int>(seconds * 10);
+// Returns once the test sends on `gate`.
+int wait_for_gate(Connection gate) {
+    (void)gate.recv<int>();
+    return 1;
 }
 
 int one_fails(int x) {
@@ -235,9 +238,13 @@ TEST_CASE("ProcessPoolExecutor: submit, map in order with errors in place, map's
     CHECK_THROWS_AS(mapped.next(), std::runtime_error);
     CHECK(mapped.next() == 2);
     CHECK_FALSE(mapped.next().has_value());
-    auto late = executor.map(nap, std::vector<double>{0.0, 3.0}, 0.3s);
-    CHECK(late.next() == 0);
-    CHECK_THROWS_AS(late.next(), zmp::TimeoutError);  // 0.3 s from the map call
+    auto [open_r, open_w] = zmp::Pipe(false);
+    auto [shut_r, shut_w] = zmp::Pipe(false);
+    open_w.send(1);  // the first task may return; the second waits until the test lets it
+    auto late = executor.map(wait_for_gate, std::vector<Connection>{open_r, shut_r}, 10s);
+    CHECK(late.next() == 1);
+    CHECK_THROWS_AS(late.next(), zmp::TimeoutError);  // 10 s from the map call, the second still waits
+    shut_w.send(1);
 }
 
 TEST_CASE("ProcessPoolExecutor::shutdown(cancel_futures): what has not started never runs") {
@@ -245,10 +252,14 @@ TEST_CASE("ProcessPoolExecutor::shutdown(cancel_futures): what has not started n
     const std::string first = fresh_path("executor-map-0");
     const std::string rest = fresh_path("executor-map-1");
     zmp::ProcessPoolExecutor executor({.processes = 1});
-    auto mapped = executor.map(touch_then_nap, std::vector<std::string>{first, rest});
-    REQUIRE(appears(first));  // the map has started: its first item runs
+    auto [gate_r, gate_w] = zmp::Pipe(false);
+    using Item = std::tuple<std::string, Connection>;
+    auto mapped = executor.map(touch_then_wait, std::vector<Item>{{first, gate_r}, {rest, gate_r}});
+    REQUIRE(appears(first));  // the map has started: its first item runs, and waits for the gate
     auto queued = executor.submit(touch, queued_marker);
     executor.shutdown(false, true);
+    gate_w.send(1);
+    gate_w.send(1);  // had the second item run, it would not wait for ever: it would leave its file
     CHECK(queued.cancelled());
     CHECK_THROWS_AS(executor.submit(square, 1), zmp::RuntimeError);
     CHECK(mapped.next() == 2);
