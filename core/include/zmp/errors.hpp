@@ -156,6 +156,13 @@ public:
     using ProcessError::ProcessError;
 };
 
+/// The result of a pool task that was cancelled before it started (Future::cancel(), or
+/// ProcessPoolExecutor::shutdown with cancel_futures), as concurrent.futures.CancelledError.
+class CancelledError : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
 /// Barrier::wait() on a broken barrier: a party timed out, the action failed, abort() or reset()
 /// was called, or a party died while waiting (Python's threading.BrokenBarrierError).
 class BrokenBarrierError : public ProcessError {

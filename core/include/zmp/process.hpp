@@ -34,6 +34,7 @@
 #include <utility>
 #include <vector>
 
+#include "zmp/authkey.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/function.hpp"
 #include "zmp/timeout.hpp"
@@ -130,6 +131,13 @@ public:
     std::optional<int> exitcode() const;
     /// The child's pid once started (for current_process(): this process's pid).
     std::optional<pid_t> pid() const;
+    /// Python's ident: the same as pid().
+    std::optional<pid_t> ident() const { return pid(); }
+    /// Python's authkey: the key this process runs with. A run has one key (zmp::current_authkey(),
+    /// made by the root) and every child inherits it under every start method, so this is the
+    /// same for every Process of the run; unlike Python's it cannot be set per process.
+    /// ValueError after close().
+    const Authkey& authkey() const;
     const std::string& name() const;
     void set_name(std::string name);
     bool daemon() const;

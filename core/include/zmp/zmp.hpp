@@ -7,6 +7,7 @@
 #include "zmp/errors.hpp"
 #include "zmp/exceptions.hpp"
 #include "zmp/function.hpp"
+#include "zmp/futures.hpp"
 #include "zmp/logging.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/pool.hpp"
@@ -15,4 +16,5 @@
 #include "zmp/shared_memory.hpp"
 #include "zmp/sharedctypes.hpp"
 #include "zmp/sync.hpp"
+#include "zmp/thread_pool.hpp"
 #include "zmp/timeout.hpp"

@@ -23,6 +23,7 @@ namespace zmp::detail {
 struct PoolCore::ActiveJob {
     Job job;
     std::uint32_t slot = 0;
+    bool started = false;                // its result agreed to start: it can no longer be cancelled
     std::size_t outstanding_chunks = 0;  // read from the input and not yet finished
     std::size_t outstanding_items = 0;
     std::size_t items_read = 0;
@@ -224,51 +225,14 @@ void PoolCore::join() {
         dispatcher = std::move(dispatcher_);
     }
     if (dispatcher.joinable()) dispatcher.join();
-    std::thread callbacks;
-    {
-        std::lock_guard lock(callback_mutex_);
-        callbacks_stopping_ = true;
-        callbacks = std::move(callback_thread_);
-    }
-    callback_ready_.notify_all();
-    if (callbacks.joinable()) callbacks.join();
+    callbacks_.stop();
 }
 
-void PoolCore::post_callback(std::function<void()> callback) {
-    {
-        std::lock_guard lock(callback_mutex_);
-        if (!callbacks_stopped_) {
-            callbacks_.push_back(std::move(callback));
-            if (!callback_thread_.joinable() && !callbacks_stopping_) {
-                callback_thread_ = std::thread([this] { callback_loop(); });
-            }
-            if (callback_thread_.joinable()) {
-                callback_ready_.notify_one();
-                return;
-            }
-            callback = std::move(callbacks_.back());
-            callbacks_.pop_back();
-        }
-    }
-    callback();  // the pool has finished: run it here
-}
+void PoolCore::post_callback(std::function<void()> callback) { callbacks_.post(std::move(callback)); }
 
-void PoolCore::callback_loop() {
-    std::unique_lock lock(callback_mutex_);
-    for (;;) {
-        callback_ready_.wait(lock, [this] { return !callbacks_.empty() || callbacks_stopping_; });
-        if (callbacks_.empty()) break;
-        auto callback = std::move(callbacks_.front());
-        callbacks_.pop_front();
-        lock.unlock();
-        try {
-            callback();
-        } catch (...) {
-            // A callback's exception has nowhere to go; it must not take the pool down.
-        }
-        lock.lock();
-    }
-    callbacks_stopped_ = true;
+void PoolCore::withdraw() {
+    withdrawals_ = true;
+    wake();
 }
 
 std::uint32_t PoolCore::function_slot(const TaskFunction& function) {
@@ -316,6 +280,13 @@ std::optional<std::uint64_t> PoolCore::next_task() {
             return next_task();
         }
         if (job->input_done || job->finished || !job->job.result->wants_more(job->outstanding_items)) continue;
+        if (!job->started) {
+            if (!job->job.result->start()) {  // cancelled first: withdrawn, never run
+                std::erase(jobs_, job);
+                return next_task();
+            }
+            job->started = true;
+        }
         EncodedChunk chunk;
         bool got = false;
         try {
@@ -735,6 +706,10 @@ void PoolCore::run() {
             return;
         }
         accept_incoming();
+        if (withdrawals_.exchange(false)) {
+            // Jobs cancelled before they started: dropped with their inputs, never run.
+            std::erase_if(jobs_, [](const auto& job) { return !job->started && job->job.result->cancelled(); });
+        }
         pump();
         if (closed && jobs_.empty() && retries_.empty()) {
             bool nothing_left;

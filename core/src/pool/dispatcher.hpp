@@ -25,7 +25,7 @@
 
 #include <sys/types.h>
 
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "base/wake_fd.hpp"
+#include "pool/callback_thread.hpp"
 #include "zmp/context.hpp"
 #include "zmp/detail/pool_job.hpp"
 #include "zmp/pipe.hpp"
@@ -113,6 +114,7 @@ public:
     // ResultHost.
     void post_callback(std::function<void()> callback) override;
     void wake() override;
+    void withdraw() override;
 
 private:
     struct ActiveJob;
@@ -141,7 +143,6 @@ private:
     void break_pool(std::exception_ptr error);
     void abort_everything(std::exception_ptr error);
     void stop_workers();
-    void callback_loop();
 
     // Fixed at construction.
     const int processes_;
@@ -163,13 +164,8 @@ private:
     bool joined_ = false;
     std::thread dispatcher_;
 
-    // The callback thread.
-    std::mutex callback_mutex_;
-    std::condition_variable callback_ready_;
-    std::deque<std::function<void()>> callbacks_;
-    std::thread callback_thread_;
-    bool callbacks_stopping_ = false;
-    bool callbacks_stopped_ = false;
+    CallbackThread callbacks_;
+    std::atomic<bool> withdrawals_{false};  // a job was cancelled: drop the cancelled ones
 
     // Dispatcher thread only.
     std::vector<std::unique_ptr<Worker>> workers_;

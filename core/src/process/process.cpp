@@ -200,6 +200,11 @@ std::optional<int> Process::exitcode() const {
     return st.poll_locked();
 }
 
+const Authkey& Process::authkey() const {
+    (void)checked_open(state());
+    return current_authkey();
+}
+
 std::optional<pid_t> Process::pid() const {
     ProcessState& st = checked_open(state());
     if (st.role == ProcessState::Role::current) return detail::this_process().pid();

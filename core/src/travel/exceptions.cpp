@@ -42,6 +42,7 @@ struct Registry {
         known<RuntimeError>(),
         known<PoolTerminated>(),
         known<BrokenPool>(),
+        known<CancelledError>(),
         {transport::type_name(typeid(OSError)),
          [](const std::string& what) { return std::make_exception_ptr(OSError(what)); }},
         {transport::type_name(typeid(std::bad_alloc)),
