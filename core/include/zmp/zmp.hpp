@@ -8,6 +8,7 @@
 #include "zmp/exceptions.hpp"
 #include "zmp/function.hpp"
 #include "zmp/logging.hpp"
+#include "zmp/manager.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/pool.hpp"
 #include "zmp/process.hpp"
