@@ -117,7 +117,7 @@ TEST_CASE("dict beyond Python: get_many, set_many, increment, compare_and_set, u
     CHECK(counts.getitem("big") == INT64_MAX);
 }
 
-TEST_CASE("dict<> holds keys and values of any type; integers of every width are the same key") {
+TEST_CASE("dict<> holds keys and values of any type, and integers of every width are the same key") {
     zmp::Manager manager;
     auto d = manager.dict();
     d.set(1, "one");
@@ -395,7 +395,7 @@ TEST_CASE("a KeyError raised by a proxy in a Pool task comes back as a KeyError"
 
 // ---- shutdown and deaths ------------------------------------------------------------------------------
 
-TEST_CASE("shutdown: every proxy raises ProcessError, in this process and in a child; a second shutdown is fine") {
+TEST_CASE("shutdown: every proxy raises ProcessError, in this process and in a child, and a second shutdown is fine") {
     auto manager = std::make_unique<zmp::Manager>();
     auto d = manager->dict<std::string, int>();
     auto l = manager->list<int>({1, 2});
