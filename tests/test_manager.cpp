@@ -31,6 +31,7 @@
 #include "zmp/pipe.hpp"
 #include "zmp/pool.hpp"
 #include "zmp/process.hpp"
+#include "zmp/shared_memory.hpp"
 
 extern char** environ;
 
@@ -532,6 +533,41 @@ TEST_CASE("the broker dies: proxies raise ProcessError at once instead of hangin
     CHECK_THROWS_AS(d.set("b", 2), zmp::ProcessError);
     child.join();
     CHECK(child.exitcode() == 0);
+}
+
+// ---- SharedMemoryManager ------------------------------------------------------------------------------
+
+TEST_CASE("SharedMemoryManager: its segments work in a child and are unlinked at shutdown (case 74)") {
+    std::string shm_name, list_name;
+    {
+        zmp::SharedMemoryManager smm;
+        zmp::SharedMemory shm = smm.SharedMemory(64);
+        zmp::ShareableList list = smm.ShareableList({std::int64_t{1}, std::string("two")});
+        shm_name = shm.name();
+        list_name = list.name();
+        shm.buf()[0] = std::byte{42};
+        CHECK(in_child([shm_name, list_name] {
+                  zmp::SharedMemory seen(shm_name);
+                  auto l = zmp::ShareableList::attach(list_name);
+                  return seen.buf()[0] == std::byte{42} && l.get(1) == zmp::ShareableValue(std::string("two")) ? 0 : 1;
+              }) == 0);
+        // One its user unlinked already is no trouble at shutdown.
+        zmp::SharedMemory early = smm.SharedMemory(16);
+        early.unlink();
+        CHECK(test_util::segments_starting(shm_name).size() == 1);
+        smm.shutdown();
+        CHECK_THROWS_AS(zmp::SharedMemory(shm_name), zmp::FileNotFoundError);
+        CHECK_THROWS_AS(zmp::ShareableList::attach(list_name), zmp::FileNotFoundError);
+        CHECK_THROWS_AS(smm.SharedMemory(8), zmp::ValueError);
+        CHECK(shm.buf()[0] == std::byte{42});  // a mapping made before stays valid
+        smm.shutdown();
+    }
+    // The destructor shuts down too.
+    {
+        zmp::SharedMemoryManager smm;
+        shm_name = smm.SharedMemory(8).name();
+    }
+    CHECK(test_util::segments_starting(shm_name).empty());
 }
 
 // ---- garbage -----------------------------------------------------------------------------------------

@@ -47,15 +47,18 @@
 //
 // Threading: proxies and the Manager may be used from any thread of any process.
 //
-// Not here (yet): BaseManager-style custom types registered by name, SharedMemoryManager, and
-// managers served on an address that unrelated programs connect to (they need a broker that
-// serves other hosts).
+// SharedMemoryManager (below): Python's, which makes SharedMemory segments and ShareableLists and
+// unlinks them all at shutdown.
+//
+// Not here (yet): BaseManager-style custom types registered by name, and managers served on an
+// address that unrelated programs connect to (they need a broker that serves other hosts).
 
 #include <msgpack.hpp>
 
 #include <cstdint>
 #include <initializer_list>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -69,6 +72,7 @@
 #include "zmp/detail/object_handle.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/queue.hpp"
+#include "zmp/shared_memory.hpp"
 #include "zmp/sync.hpp"
 
 namespace zmp {
@@ -568,6 +572,36 @@ private:
     void check_running() const;
     detail::ObjectHandle create(detail::ManagedKind kind) const;
     detail::ObjectHandle handle_;
+    int owner_pid_ = 0;
+    bool shut_down_ = false;
+};
+
+/// Python's multiprocessing.managers.SharedMemoryManager: segments made through it are unlinked
+/// at shutdown() (or by the destructor, in the process that made it). Not copyable; call its
+/// makers in that process (the segments themselves travel anywhere, by name).
+///
+///     zmp::SharedMemoryManager smm;
+///     zmp::SharedMemory shm = smm.SharedMemory(4096);   // gone from /dev/shm at smm.shutdown()
+class SharedMemoryManager {
+public:
+    SharedMemoryManager();
+    ~SharedMemoryManager();
+    SharedMemoryManager(const SharedMemoryManager&) = delete;
+    SharedMemoryManager& operator=(const SharedMemoryManager&) = delete;
+
+    /// A new zero-filled segment of `size` bytes (SharedMemory(nullopt, true, size)). ValueError
+    /// after shutdown(), and as SharedMemory for a bad size.
+    zmp::SharedMemory SharedMemory(std::int64_t size);
+    /// A new ShareableList holding `sequence`. ValueError after shutdown().
+    zmp::ShareableList ShareableList(const std::vector<ShareableValue>& sequence);
+    /// Unlinks every segment made through this manager that is still there; later makers raise
+    /// ValueError. Calling it again does nothing.
+    void shutdown();
+
+private:
+    void check_running() const;
+    mutable std::mutex mutex_;
+    std::vector<std::string> names_;
     int owner_pid_ = 0;
     bool shut_down_ = false;
 };

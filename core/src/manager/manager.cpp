@@ -168,4 +168,46 @@ zmp::Barrier Manager::Barrier(int parties) const {
     return zmp::Barrier(parties);
 }
 
+// ---- SharedMemoryManager ---------------------------------------------------------------------------
+
+SharedMemoryManager::SharedMemoryManager() : owner_pid_(detail::broker::current_pid()) {}
+
+SharedMemoryManager::~SharedMemoryManager() {
+    if (detail::broker::current_pid() == owner_pid_) shutdown();
+}
+
+void SharedMemoryManager::check_running() const {
+    if (shut_down_) throw ValueError("the SharedMemoryManager has shut down");
+}
+
+zmp::SharedMemory SharedMemoryManager::SharedMemory(std::int64_t size) {
+    std::lock_guard lock(mutex_);
+    check_running();
+    zmp::SharedMemory shm(std::nullopt, true, size);
+    names_.push_back(shm.name());
+    return shm;
+}
+
+zmp::ShareableList SharedMemoryManager::ShareableList(const std::vector<ShareableValue>& sequence) {
+    std::lock_guard lock(mutex_);
+    check_running();
+    zmp::ShareableList list(sequence);
+    names_.push_back(list.name());
+    return list;
+}
+
+void SharedMemoryManager::shutdown() {
+    std::lock_guard lock(mutex_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    for (const std::string& name : names_) {
+        try {
+            zmp::SharedMemory(name).unlink();
+        } catch (const ProcessError&) {
+            // Unlinked already (by its user): nothing left to do.
+        }
+    }
+    names_.clear();
+}
+
 }  // namespace zmp

@@ -41,9 +41,16 @@ struct ManagerState {
 };
 
 // Managers by (broker, id): an object of a manager is made knowing its manager's id only. Several
-// brokers may run in one process, each on its own thread.
-std::mutex managers_mutex;
-std::map<std::pair<const Services*, std::uint64_t>, std::shared_ptr<ManagerState>> managers;
+// brokers may run in one process, each on its own thread. Never destroyed: a broker may free its
+// objects during static destruction.
+struct ManagerRegistry {
+    std::mutex mutex;
+    std::map<std::pair<const Services*, std::uint64_t>, std::shared_ptr<ManagerState>> by_id;
+};
+ManagerRegistry& managers() {
+    static auto* registry = new ManagerRegistry();
+    return *registry;
+}
 
 // A referent's exception: the call is answered with this outcome, and the object is unchanged.
 struct Failed {
@@ -252,6 +259,22 @@ int order(const msgpack::object& a, const msgpack::object& b) {
          std::string("'<' not supported between instances of '") + type_name(a) + "' and '" + type_name(b) + "'");
 }
 
+// The state of manager `manager_id` of this broker; refuses a manager that does not exist or has
+// shut down.
+std::shared_ptr<ManagerState> manager_of(Services& s, std::int64_t manager_id) {
+    std::lock_guard lock(managers().mutex);
+    auto it = managers().by_id.find({&s, static_cast<std::uint64_t>(manager_id)});
+    if (it == managers().by_id.end()) refuse(Status::value_error, "no such Manager (it has shut down)");
+    if (it->second->shut_down) refuse(Status::value_error, "the Manager has shut down");
+    return it->second;
+}
+
+// CREATE [kind, manager id, 0, 0, 0] of a dict, Namespace, list or Value.
+template <class T>
+std::unique_ptr<Object> make_managed(Services& s, std::uint64_t id, const CreateArgs& args) {
+    return std::make_unique<T>(id, args.kind, manager_of(s, args.value));
+}
+
 // ---- what every object of a manager shares ----------------------------------------------------
 
 class ManagedObject : public Object {
@@ -261,16 +284,6 @@ public:
         manager_->members.push_back(this);
     }
     ~ManagedObject() override { std::erase(manager_->members, this); }
-
-    /// The state of manager `manager_id` of this broker; refuses a manager that does not exist or
-    /// has shut down.
-    static std::shared_ptr<ManagerState> manager_of(Services& s, std::int64_t manager_id) {
-        std::lock_guard lock(managers_mutex);
-        auto it = managers.find({&s, static_cast<std::uint64_t>(manager_id)});
-        if (it == managers.end()) refuse(Status::value_error, "no such Manager (it has shut down)");
-        if (it->second->shut_down) refuse(Status::value_error, "the Manager has shut down");
-        return it->second;
-    }
 
     // MANAGER_CALL
     void call(Services& s, const Caller& caller, const Request& req) {
@@ -328,10 +341,6 @@ private:
 class MappingObject final : public ManagedObject {
 public:
     using ManagedObject::ManagedObject;
-
-    static std::unique_ptr<Object> make(Services& s, std::uint64_t id, const CreateArgs& args) {
-        return std::make_unique<MappingObject>(id, args.kind, manager_of(s, args.value));
-    }
 
     void empty() override {
         index_.clear();
@@ -498,10 +507,6 @@ class ListObject final : public ManagedObject {
 public:
     using ManagedObject::ManagedObject;
 
-    static std::unique_ptr<Object> make(Services& s, std::uint64_t id, const CreateArgs& args) {
-        return std::make_unique<ListObject>(id, args.kind, manager_of(s, args.value));
-    }
-
     void empty() override { std::vector<std::string>().swap(items_); }
 
 protected:
@@ -657,10 +662,6 @@ class ValueObject final : public ManagedObject {
 public:
     using ManagedObject::ManagedObject;
 
-    static std::unique_ptr<Object> make(Services& s, std::uint64_t id, const CreateArgs& args) {
-        return std::make_unique<ValueObject>(id, args.kind, manager_of(s, args.value));
-    }
-
     void empty() override { value_ = kNil; }
 
 protected:
@@ -700,12 +701,12 @@ class ManagerObject final : public Object {
 public:
     ManagerObject(std::uint64_t id, Kind kind, const Services& s)
         : Object(id, kind), services_(&s), state_(std::make_shared<ManagerState>()) {
-        std::lock_guard lock(managers_mutex);
-        managers[{services_, id}] = state_;
+        std::lock_guard lock(managers().mutex);
+        managers().by_id[{services_, id}] = state_;
     }
     ~ManagerObject() override {
-        std::lock_guard lock(managers_mutex);
-        managers.erase({services_, id()});
+        std::lock_guard lock(managers().mutex);
+        managers().by_id.erase({services_, id()});
     }
 
     static std::unique_ptr<Object> make(Services& s, std::uint64_t id, const CreateArgs& args) {
@@ -766,21 +767,21 @@ const KindEntry manager_kind{
 const KindEntry managed_mapping_kind{
     {Kind::manager_dict, Kind::manager_namespace},
     false,
-    &MappingObject::make,
+    &make_managed<MappingObject>,
     {{Op::manager_call, op<&MappingObject::call>()}},
 };
 
 const KindEntry managed_list_kind{
     {Kind::manager_list},
     false,
-    &ListObject::make,
+    &make_managed<ListObject>,
     {{Op::manager_call, op<&ListObject::call>()}},
 };
 
 const KindEntry managed_value_kind{
     {Kind::manager_value},
     false,
-    &ValueObject::make,
+    &make_managed<ValueObject>,
     {{Op::manager_call, op<&ValueObject::call>()}},
 };
 
