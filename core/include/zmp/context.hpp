@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "zmp/manager.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"
 #include "zmp/queue.hpp"
@@ -79,6 +80,8 @@ public:
     zmp::JoinableQueue<T> JoinableQueue(std::int64_t maxsize = 0, const QueueOptions& options = {}) const {
         return zmp::JoinableQueue<T>(maxsize, options);
     }
+    /// Python's ctx.Manager(): the same for every method (its objects live in the run's broker).
+    zmp::Manager Manager() const { return zmp::Manager(); }
 
     /// Python's ctx.Pool(processes): a Pool whose workers start with this context's method
     /// (cpu_count() workers, or `processes`: below 1 is a ValueError, as Pool(n)). Include

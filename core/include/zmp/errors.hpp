@@ -149,6 +149,26 @@ public:
     using ProcessError::ProcessError;
 };
 
+/// A key a mapping does not hold (a Manager's dict: getitem, del, pop without a default,
+/// popitem of an empty one), as Python's KeyError. what() shows the key.
+class KeyError : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
+/// An operation on a value of the wrong type (a Manager object's increment of a value that is not
+/// a number, sort of values that do not order), as Python's TypeError.
+class TypeError : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
+/// A field an object does not have (a Manager's Namespace), as Python's AttributeError.
+class AttributeError : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
 /// A pool that can no longer run tasks: its initializer failed, or workers cannot be started.
 /// Pending results fail with it, and so does every later submission.
 class BrokenPool : public ProcessError {

@@ -9,6 +9,7 @@
 #include "zmp/function.hpp"
 #include "zmp/futures.hpp"
 #include "zmp/logging.hpp"
+#include "zmp/manager.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/pool.hpp"
 #include "zmp/process.hpp"

@@ -127,6 +127,7 @@ const char* op_name(Op op) {
         "ref_claim",
         "fork_hold",
         "ref_sync",
+        "manager_call",
     };
     static_assert(std::size(names) == kLastOp + 1, "one name per op");
     const auto index = static_cast<std::size_t>(op);

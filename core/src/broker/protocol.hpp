@@ -6,7 +6,7 @@
 //   reply     [request-id, status, [value, ...], text]     values are integers
 //
 // Queue items travel in a second frame after the envelope (QUEUE_PUT's request, QUEUE_GET's
-// reply): a batch, each item a 4-byte little-endian length and that many bytes (encode_batch).
+// reply; MANAGER_CALL's request and reply too): a batch, each item a 4-byte little-endian length and that many bytes (encode_batch).
 //
 // A client thread talks through its own DEALER; the broker's ROUTER adds the routing id. The first
 // message on every DEALER is HELLO(pid, tid), which ties that connection to its process (whose
@@ -73,8 +73,10 @@ enum class Op : std::uint8_t {
     ref_claim,  // [token] -> none: this process takes a reference (the one set aside as `token`)
     fork_hold,  // [entry, token] -> none: a child was just forked; it holds what this process holds
     ref_sync,   // [] -> []: answered once everything sent before it on this connection is done
+    // The Manager's objects (objects/managed.hpp says the methods, their items and outcomes).
+    manager_call,  // [method, item count, int...] + items -> [outcome, int...] + items
 };
-inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::ref_sync);
+inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::manager_call);
 
 // create's arguments for a queue: [kind, maxsize, max item bytes, 0, 0].
 enum class Kind : std::uint8_t {
@@ -86,9 +88,15 @@ enum class Kind : std::uint8_t {
     condition,
     barrier,
     queue,
-    joinable_queue
+    joinable_queue,
+    // create's arguments for the Manager's objects: [kind, manager id, 0, 0, 0] (the manager: [kind, 0...]).
+    manager,
+    manager_dict,
+    manager_list,
+    manager_namespace,
+    manager_value,
 };
-inline constexpr std::uint8_t kLastKind = static_cast<std::uint8_t>(Kind::joinable_queue);
+inline constexpr std::uint8_t kLastKind = static_cast<std::uint8_t>(Kind::manager_value);
 
 enum class Status : std::uint8_t {
     ok = 0,

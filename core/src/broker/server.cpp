@@ -383,7 +383,7 @@ void Server::Impl::serve_socket() {
         try {
             req = decode_request(frames[1].data(), frames[1].size(), &rid);
             if (frames.size() == 3) {
-                if (req.op != Op::queue_put)
+                if (req.op != Op::queue_put && req.op != Op::manager_call)
                     throw ProtocolError(std::string(op_name(req.op)) + " takes no second frame");
                 payload = std::string_view(frames[2].data<char>(), frames[2].size());
                 req.payload = &payload;
