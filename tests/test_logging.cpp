@@ -22,6 +22,7 @@
 #include <tuple>
 #include <vector>
 
+#include "log_collector.hpp"
 #include "logging/log.hpp"
 #include "runtime/run.hpp"
 #include "test_util.hpp"
@@ -40,43 +41,9 @@ using zmp::StartMethod;
 
 namespace {
 
+using test_util::Collector;
+
 StartMethod any_method() { return GENERATE(StartMethod::fork, StartMethod::spawn, StartMethod::forkserver); }
-
-// Collects what reaches the root's handlers; removes its handler (and restores the level) when
-// the test ends, since the generated runs of a test share one process.
-class Collector {
-public:
-    explicit Collector(LogLevel level = LogLevel::info)
-        : previous_(zmp::get_logger().level()), handler_([this](const LogRecord& r) {
-              std::lock_guard lock(mutex_);
-              records_.push_back(r);
-          }) {
-        zmp::get_logger().set_level(level);
-        zmp::get_logger().add_handler(handler_);
-    }
-    ~Collector() {
-        zmp::get_logger().remove_handler(handler_);
-        zmp::get_logger().set_level(previous_);
-    }
-    /// Everything that has reached the root so far, once written.
-    std::vector<LogRecord> records() {
-        zmp::get_logger().flush();
-        std::lock_guard lock(mutex_);
-        return records_;
-    }
-    std::vector<std::string> messages() {
-        std::vector<std::string> out;
-        for (const auto& r : records()) out.push_back(r.message);
-        return out;
-    }
-    zmp::CallbackHandler& handler() { return handler_; }
-
-private:
-    LogLevel previous_;
-    std::mutex mutex_;
-    std::vector<LogRecord> records_;
-    zmp::CallbackHandler handler_;
-};
 
 std::string temp_path(const std::string& name) {
     return (std::filesystem::temp_directory_path() / ("zmp-test-" + std::to_string(::getpid()) + "-" + name)).string();

@@ -326,4 +326,14 @@ Logger& log_to_stderr(std::optional<LogLevel> level = std::nullopt);
 ///     zmp::Process p([] { zmp::capture_output(); std::puts("hello"); });   // [stdout/Process-1] hello
 void capture_output(bool on = true);
 
+/// In any process: every child it starts from now on — whatever its start method, pool workers
+/// included — captures its stdout and stderr from before its target's first line, as if the
+/// target began with capture_output(); so do the children those start. Lines reach the root's
+/// handlers tagged with the child's name. capture_children_output(false): children started
+/// afterwards write to the stdout and stderr they inherit, as before. A child that cannot capture
+/// (no descriptors left) says so on its stderr and runs uncaptured.
+///     zmp::capture_children_output();
+///     zmp::Process p({.name = "printer"}, [] { std::puts("hi"); });   // [stdout/printer] hi
+void capture_children_output(bool on = true);
+
 }  // namespace zmp

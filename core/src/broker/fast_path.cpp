@@ -404,6 +404,35 @@ BarrierInfo barrier_info(Arena& arena, Slot& s, Self me) {
 
 // ---- broker side -----------------------------------------------------------------------------
 
+std::uint32_t describe_slot(const Slot& s, Kind kind, std::vector<std::pair<std::string, std::int64_t>>& out) {
+    const std::uint32_t word = s.word.load(acquire_order);
+    switch (kind) {
+        case Kind::lock:
+        case Kind::rlock:
+            if (kind == Kind::rlock) out.emplace_back("depth", owner_of(word) != 0 ? s.depth.load(relaxed) : 0);
+            out.emplace_back("contended", (word & kContended) != 0 ? 1 : 0);
+            return owner_of(word);
+        case Kind::semaphore:
+        case Kind::bounded_semaphore:
+            out.emplace_back("value", word);
+            out.emplace_back("waiters", s.waiters.load(relaxed));
+            return 0;
+        case Kind::event:
+            out.emplace_back("is_set", word != 0 ? 1 : 0);
+            out.emplace_back("waiters", s.waiters.load(relaxed));
+            return 0;
+        case Kind::barrier: {
+            const std::uint32_t st = s.state.load(relaxed);
+            out.emplace_back("parties", s.parties.load(relaxed));
+            out.emplace_back("n_waiting", st == filling || st == releasing ? s.count.load(relaxed) : 0);
+            out.emplace_back("broken", st == broken ? 1 : 0);
+            return 0;
+        }
+        default:
+            return 0;
+    }
+}
+
 void init_slot(Slot& s, std::uint64_t id, Kind kind, std::int64_t value, std::int64_t timeout_ns) {
     s.word.store(0, relaxed);
     s.waiters.store(0, relaxed);
@@ -494,7 +523,9 @@ void repair_barrier(Arena& arena, std::uint32_t index, std::uint32_t dead, Barri
 
 }  // namespace
 
-void repair_client(Arena& arena, std::uint32_t dead, const std::function<bool(std::uint32_t)>& is_dead) {
+std::vector<std::uint64_t> repair_client(Arena& arena, std::uint32_t dead,
+                                         const std::function<bool(std::uint32_t)>& is_dead) {
+    std::vector<std::uint64_t> freed_locks;
     ClientRecord& record = arena.client(dead);
     // Barriers it was inside of.
     for (auto& m : record.markers) {
@@ -512,6 +543,7 @@ void repair_client(Arena& arena, std::uint32_t dead, const std::function<bool(st
             while (owner_of(c) == dead) {
                 if (s.word.compare_exchange_weak(c, kDiedOwner | (c & kContended), release_order, relaxed)) {
                     futex_wake(s.word, 1);
+                    freed_locks.push_back(s.id.load(relaxed));
                     break;
                 }
             }
@@ -548,6 +580,7 @@ void repair_client(Arena& arena, std::uint32_t dead, const std::function<bool(st
         m.slot.store(0, relaxed);
         m.phase.store(0, relaxed);
     }
+    return freed_locks;
 }
 
 }  // namespace zmp::detail::broker

@@ -10,6 +10,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "base/futex.hpp"
 #include "broker/arena.hpp"
@@ -67,12 +70,17 @@ struct BarrierInfo {
 BarrierInfo barrier_info(Arena& arena, Slot& s, Self me);
 
 // Broker side.
+/// For a status request: what slot `s` (an object of `kind`) holds, read without taking its locks
+/// (a moment's picture), as named numbers; returns a Lock's or RLock's owner (a client index; 0:
+/// free or none; kDiedOwner: its owner died and nobody took it since).
+std::uint32_t describe_slot(const Slot& s, Kind kind, std::vector<std::pair<std::string, std::int64_t>>& out);
 /// Initialises a fresh slot for object `id` (value: a semaphore's value or a barrier's parties).
 void init_slot(Slot& s, std::uint64_t id, Kind kind, std::int64_t value, std::int64_t timeout_ns);
 /// Undoes what client `dead` left in `arena`: frees the locks it held (marking them for the next
 /// owner), returns the semaphore slots it held, breaks the barriers it was inside of, and clears
 /// its record. `is_dead(index)` tells whether another client is dead too (it may hold a barrier's
-/// mutex the repair needs).
-void repair_client(Arena& arena, std::uint32_t dead, const std::function<bool(std::uint32_t)>& is_dead);
+/// mutex the repair needs). Returns the object ids of the locks it freed.
+std::vector<std::uint64_t> repair_client(Arena& arena, std::uint32_t dead,
+                                         const std::function<bool(std::uint32_t)>& is_dead);
 
 }  // namespace zmp::detail::broker

@@ -128,6 +128,7 @@ const char* op_name(Op op) {
         "fork_hold",
         "ref_sync",
         "manager_call",
+        "status",
     };
     static_assert(std::size(names) == kLastOp + 1, "one name per op");
     const auto index = static_cast<std::size_t>(op);

@@ -75,8 +75,9 @@ enum class Op : std::uint8_t {
     ref_sync,   // [] -> []: answered once everything sent before it on this connection is done
     // The Manager's objects (objects/managed.hpp says the methods, their items and outcomes).
     manager_call,  // [method, item count, int...] + items -> [outcome, int...] + items
+    status,        // [] -> [objects, clients] + a msgpack map of them (broker/status.hpp), for zmp-status
 };
-inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::manager_call);
+inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::status);
 
 // create's arguments for a queue: [kind, maxsize, max item bytes, 0, 0].
 enum class Kind : std::uint8_t {

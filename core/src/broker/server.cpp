@@ -24,9 +24,11 @@
 #include "runtime/identity.hpp"
 #include "runtime/pidfd.hpp"
 #include "broker/arena.hpp"
+#include "broker/events.hpp"
 #include "broker/fast_path.hpp"
 #include "broker/objects/kinds.hpp"
 #include "broker/protocol.hpp"
+#include "broker/status.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
 
@@ -135,6 +137,7 @@ struct Server::Impl final : Services {
     void serve_socket();
     void handle(const std::string& routing_id, const Request& req);
     void hello(const std::string& routing_id, const Request& req);
+    void status(const Caller& caller, const Request& req);
     void create(const Caller& caller, const Request& req);
     void dispatch(const Caller& caller, const Request& req, Object& obj);
     void expire(Clock::time_point now);
@@ -408,7 +411,14 @@ void Server::Impl::serve_socket() {
 }
 
 void Server::Impl::handle(const std::string& routing_id, const Request& req) {
-    if (req.op == Op::hello) return hello(routing_id, req);
+    if (req.op == Op::hello) {
+        try {
+            return hello(routing_id, req);
+        } catch (const Refused& r) {
+            log_hello_refused(req.nargs > 0 ? req.args[0] : 0, r.text);
+            throw;
+        }
+    }
     auto peer = peers.find(routing_id);
     if (peer == peers.end()) refuse(Status::protocol_error, "the first message on a connection must be HELLO");
     const Caller caller{routing_id, peer->second.client, peer->second.tid};
@@ -427,6 +437,8 @@ void Server::Impl::handle(const std::string& routing_id, const Request& req) {
                          static_cast<std::int64_t>(holds.size()), arena_ ? arena_->slots_in_use() : 0,
                          static_cast<std::int64_t>(unsent)});
             return;
+        case Op::status:
+            return status(caller, req);
         case Op::ref_drop:
         case Op::ref_hold:
         case Op::ref_claim:
@@ -725,6 +737,41 @@ void Server::Impl::hello(const std::string& routing_id, const Request& req) {
                      arena_ ? arena_->prefix() : std::string());
 }
 
+// zmp-status's request: a picture of the clients and objects (broker/status.hpp).
+void Server::Impl::status(const Caller& caller, const Request& req) {
+    BrokerStatus st;
+    st.pid = self_pid;
+    st.host = this_host_name();
+    st.endpoint = options.endpoint;
+    for (const auto& [pid, client] : clients) {
+        std::int64_t references = 0;
+        for (const auto& [object, n] : client->refs) references += n;
+        st.clients.push_back(
+            ClientStatus{pid, st.host, static_cast<std::int64_t>(client->peers.size()), client->waiting, references});
+    }
+    for (const auto& [id, entry] : objects) {
+        const Object& obj = *entry.object;
+        ObjectStatus o{obj.kind(), id, entry.refs, obj.slot() >= 0, {}};
+        if (obj.slot() >= 0 && arena_) {
+            const std::uint32_t holder =
+                describe_slot(arena_->slot(static_cast<std::uint32_t>(obj.slot())), obj.kind(), o.fields);
+            if (obj.kind() == Kind::lock || obj.kind() == Kind::rlock) {
+                const auto who = by_index.find(holder);
+                o.fields.emplace_back("holder_pid", holder != 0 && who != by_index.end() ? who->second->pid : 0);
+                if (holder == kDiedOwner) o.fields.emplace_back("owner_died", 1);
+            }
+        } else {
+            obj.describe(*this, o.fields);
+        }
+        st.objects.push_back(std::move(o));
+    }
+    std::sort(st.objects.begin(), st.objects.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    std::sort(st.clients.begin(), st.clients.end(), [](const auto& a, const auto& b) { return a.pid < b.pid; });
+    (void)reply_with_batch(caller, req.rid,
+                           {static_cast<std::int64_t>(st.objects.size()), static_cast<std::int64_t>(st.clients.size())},
+                           pack_broker_status(st));
+}
+
 // Each connection of `client` is sent an answer to no request (request id 0, which clients drop):
 // those whose socket is closed are forgotten, with what they had (a queue delivery goes back).
 void Server::Impl::probe_connections(Client& client) {
@@ -794,7 +841,11 @@ void Server::Impl::on_death(Client& client) {
     }
     // ... and what it held is freed (locks, semaphore units, a barrier it was in).
     for (auto& [id, entry] : objects) entry.object->on_client_death(*this, client);
-    if (arena_) repair_client(*arena_, client.index, [this](std::uint32_t index) { return is_dead(index); });
+    if (arena_) {
+        for (std::uint64_t id : repair_client(*arena_, client.index, [this](std::uint32_t i) { return is_dead(i); }))
+            if (auto obj = objects.find(id); obj != objects.end())
+                log_lock_freed(obj->second.object->kind(), id, client.pid);
+    }
     // Its references go; those it set aside in messages stay a while for their receivers; the
     // children it was forking get theirs now, if they are known.
     for (const auto& [object, n] : client.refs) release_ref(object, n);
@@ -822,6 +873,8 @@ bool Server::Impl::is_dead(std::uint32_t index) const {
     pollfd p{it->second->pidfd, POLLIN, 0};
     return ::poll(&p, 1, 0) > 0;
 }
+
+pid_t client_pid(const Client& client) { return client.pid; }
 
 // ---- Server --------------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@
 #include "logging/carrier.hpp"
 #include "logging/log.hpp"
 #include "runtime/hooks.hpp"
+#include "runtime/run.hpp"
 #include "runtime/stdio.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/logging.hpp"
@@ -183,6 +184,21 @@ void stop_at_exit() {
     if (capture != nullptr && capture->generation() == fork_generation() && capture->active()) capture->stop();
 }
 
+// capture_children_output(): the parent's wish travels as a service, which every child it starts
+// (and their children) inherits; each child acts on it before its target runs.
+constexpr const char* kCaptureService = "log.capture_children";
+
+void capture_if_asked() {
+    if (this_run().service(kCaptureService) != "1") return;
+    try {
+        capture_output(true);
+    } catch (const std::exception& e) {
+        write_text(2, std::string("zmp: this child cannot capture its output: ") + e.what() + "\n");
+    }
+}
+
+[[maybe_unused]] const bool child_hook_installed = (add_child_hook(capture_if_asked), true);
+
 }  // namespace
 }  // namespace zmp::detail
 
@@ -213,6 +229,11 @@ void capture_output(bool on) {
     } else if (!on && capture->active()) {
         capture->stop();
     }
+}
+
+void capture_children_output(bool on) {
+    (void)detail::child_hook_installed;
+    detail::this_run().set_service(detail::kCaptureService, on ? "1" : "");
 }
 
 }  // namespace zmp

@@ -10,6 +10,8 @@
 #include <chrono>
 
 #include "pipe/connection.hpp"
+#include "pool/status_server.hpp"
+#include "pool/worker_events.hpp"
 #include "process/default_start_method.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/private_fds.hpp"
@@ -46,6 +48,8 @@ struct PoolCore::Worker {
     std::deque<std::uint64_t> in_flight;
     std::size_t in_flight_items = 0;  // the items of those chunks
     std::vector<char> defined;        // function slots this worker knows
+    std::uint64_t tasks_done = 0;     // for status: results taken from it
+    std::uint64_t failures = 0;       // of them, tasks that raised
     std::size_t assigned = 0;
     std::size_t window = 1;                  // chunks it may hold; grows once task times are known
     double item_us = 0;                      // moving average of one item's run time
@@ -136,7 +140,9 @@ PoolCore::PoolCore(const PoolSettings& settings, TaskFunction initializer, std::
     }
 }
 
-PoolCore::~PoolCore() = default;
+PoolCore::~PoolCore() {
+    if (status_.registration != 0) unregister_pool_status(status_.registration);
+}
 
 void PoolCore::start() {
     try {
@@ -148,7 +154,16 @@ void PoolCore::start() {
     }
     std::lock_guard lock(mutex_);
     started_ = true;
-    dispatcher_ = std::thread([this] { run(); });
+    dispatcher_ = std::thread([this] {
+        run();
+        std::lock_guard done(mutex_);
+        status_.dispatcher_done = true;
+        status_.answered.notify_all();
+    });
+    status_.registration = register_pool_status([weak = weak_from_this()]() -> std::optional<std::string> {
+        const auto pool = weak.lock();
+        return pool ? pool->status() : std::nullopt;
+    });
 }
 
 void PoolCore::start_worker() {
@@ -181,6 +196,7 @@ void PoolCore::start_worker() {
     mine.set_max_message(kMaxPoolMessage);
     worker->outbox = std::make_unique<transport::Outbox>(mine.fd());
     worker->link = std::move(mine);
+    log_worker_started(worker->name, worker->process->pid().value_or(0));
     workers_.push_back(std::move(worker));
 }
 
@@ -225,6 +241,7 @@ void PoolCore::join() {
         dispatcher = std::move(dispatcher_);
     }
     if (dispatcher.joinable()) dispatcher.join();
+    unregister_pool_status(std::exchange(status_.registration, 0));
     callbacks_.stop();
 }
 
@@ -497,6 +514,7 @@ void PoolCore::handle_results(Worker& w, const msgpack::object& results, std::ui
         auto held = std::find(w.in_flight.begin(), w.in_flight.end(), id);
         if (held == w.in_flight.end()) continue;
         w.in_flight.erase(held);
+        ++w.tasks_done;
         auto task = tasks_.find(id);
         if (task == tasks_.end()) continue;
         const std::size_t count = task->second.chunk.count;
@@ -518,6 +536,7 @@ void PoolCore::handle_results(Worker& w, const msgpack::object& results, std::ui
                 finish_task(id, nullptr, &payload);
             }
         } else {
+            ++w.failures;
             std::exception_ptr error;
             try {
                 error = exception_from_record(transport::convert<ErrorRecord>(payload));
@@ -605,6 +624,8 @@ void PoolCore::worker_ended(std::size_t index) {
     const std::string name = w.name;
     const pid_t pid = w.process->pid().value_or(0);
     workers_.erase(workers_.begin() + static_cast<std::ptrdiff_t>(index));
+    log_worker_ended(name, pid, exitcode, expected, running != 0);
+    status_.note_ended(name, pid, describe_exit(exitcode), expected);
 
     // Only the task it was running died with it; the others go back to the queue, first in line.
     for (auto it = lost.rbegin(); it != lost.rend(); ++it) {
@@ -618,6 +639,7 @@ void PoolCore::worker_ended(std::size_t index) {
         } else if (task.attempts < max_retries_ && !task.job->finished) {
             ++task.attempts;
             retries_.push_front(*it);
+            log_task_retried(*it, task.attempts + 1, max_retries_, name);
         } else {
             finish_task(*it, std::make_exception_ptr(WorkerLost(name, pid, exitcode)), nullptr);
         }
@@ -637,6 +659,8 @@ void PoolCore::worker_ended(std::size_t index) {
     if (replace) {
         try {
             start_worker();
+            log_worker_replaced(name, workers_.back()->name, workers_.back()->process->pid().value_or(0));
+            status_.note_replaced(workers_.back()->name);
         } catch (...) {
             break_pool(std::current_exception());
         }
@@ -691,15 +715,81 @@ void PoolCore::stop_workers() {
     workers_.clear();
 }
 
+std::optional<std::string> PoolCore::status() {
+    std::unique_lock lock(mutex_);
+    if (!started_ || status_.dispatcher_done) return std::nullopt;
+    const std::uint64_t asked_at = status_.serial;
+    status_.wanted = true;
+    wake_.notify();
+    if (!status_.answered.wait_for(lock, kPoolStatusWait,
+                                   [&] { return status_.serial != asked_at || status_.dispatcher_done; }) ||
+        status_.serial == asked_at) {
+        return std::nullopt;
+    }
+    return status_.packed;
+}
+
+// The dispatcher's answer to status(): its own books, packed (pool/pool_status.hpp).
+void PoolCore::publish_status() {
+    msgpack::sbuffer out;
+    msgpack::packer<msgpack::sbuffer> pk(out);
+    bool closed;
+    std::size_t queued;
+    {
+        std::lock_guard lock(mutex_);
+        closed = closed_;
+        queued = incoming_.size();
+    }
+    pk.pack_map(10);
+    pk.pack("creator"), pk.pack(static_cast<std::int64_t>(creator_));
+    pk.pack("method"), pk.pack(std::string(to_string(method_)));
+    pk.pack("processes"), pk.pack(processes_);
+    pk.pack("max_retries"), pk.pack(max_retries_);
+    pk.pack("state"), pk.pack(closed ? "closed" : "running");
+    pk.pack("queued"), pk.pack(static_cast<std::uint64_t>(retries_.size() + queued));
+    pk.pack("jobs"), pk.pack(static_cast<std::uint64_t>(jobs_.size()));
+    pk.pack("restarts"), pk.pack(status_.restarts);
+    pk.pack("workers");
+    pk.pack_array(static_cast<std::uint32_t>(workers_.size()));
+    for (const auto& w : workers_) {
+        const std::uint64_t running = w->status.running();
+        pk.pack_map(7);
+        pk.pack("name"), pk.pack(w->name);
+        pk.pack("pid"), pk.pack(static_cast<std::int64_t>(w->process->pid().value_or(0)));
+        pk.pack("state"), pk.pack(w->retiring ? "retiring" : running != 0 || !w->in_flight.empty() ? "busy" : "idle");
+        pk.pack("tasks_done"), pk.pack(w->tasks_done);
+        pk.pack("failures"), pk.pack(w->failures);
+        pk.pack("in_flight"), pk.pack(static_cast<std::uint64_t>(w->in_flight.size()));
+        pk.pack("running"), pk.pack(running);
+    }
+    pk.pack("ended");
+    pk.pack_array(static_cast<std::uint32_t>(status_.ended.size()));
+    for (const auto& e : status_.ended) {
+        pk.pack_map(5);
+        pk.pack("name"), pk.pack(e.name);
+        pk.pack("pid"), pk.pack(static_cast<std::int64_t>(e.pid));
+        pk.pack("exit"), pk.pack(e.exit);
+        pk.pack("retired"), pk.pack(e.retired);
+        pk.pack("replaced_by"), pk.pack(e.replaced_by);
+    }
+    std::lock_guard lock(mutex_);
+    status_.packed.assign(out.data(), out.size());
+    status_.wanted = false;
+    ++status_.serial;
+    status_.answered.notify_all();
+}
+
 void PoolCore::run() {
     std::vector<pollfd> fds;
     for (;;) {
-        bool terminate_now, closed;
+        bool terminate_now, closed, status_wanted;
         {
             std::lock_guard lock(mutex_);
             terminate_now = terminate_requested_;
             closed = closed_;
+            status_wanted = status_.wanted;
         }
+        if (status_wanted) publish_status();
         if (terminate_now) {
             abort_everything(std::make_exception_ptr(PoolTerminated("the pool was terminated")));
             stop_workers();

@@ -39,6 +39,7 @@
 
 #include "base/wake_fd.hpp"
 #include "pool/callback_thread.hpp"
+#include "pool/pool_status.hpp"
 #include "zmp/context.hpp"
 #include "zmp/detail/pool_job.hpp"
 #include "zmp/pipe.hpp"
@@ -116,6 +117,10 @@ public:
     void wake() override;
     void withdraw() override;
 
+    /// For zmp-status (pool/pool_status.hpp): this pool's packed status, answered by the
+    /// dispatcher; nothing once it has finished or if it does not answer in kPoolStatusWait.
+    std::optional<std::string> status();
+
 private:
     struct ActiveJob;
     struct Task;
@@ -143,6 +148,7 @@ private:
     void break_pool(std::exception_ptr error);
     void abort_everything(std::exception_ptr error);
     void stop_workers();
+    void publish_status();
 
     // Fixed at construction.
     const int processes_;
@@ -160,6 +166,7 @@ private:
     bool closed_ = false;
     bool terminate_requested_ = false;
     std::exception_ptr broken_;
+    PoolStatusBoard status_;
     bool started_ = false;
     bool joined_ = false;
     std::thread dispatcher_;

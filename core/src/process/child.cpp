@@ -11,6 +11,7 @@
 #include "base/fork.hpp"
 #include "process/default_start_method.hpp"
 #include "runtime/exit.hpp"
+#include "runtime/hooks.hpp"
 #include "zmp/transport/codec.hpp"
 
 namespace zmp::detail {
@@ -59,6 +60,9 @@ void become_child(const ChildIdentity& who, StartMethod method) {
     adopt_start_method(method);
 }
 
-[[noreturn]] void run_child(Process& process) { exit_child(run_target(process)); }
+[[noreturn]] void run_child(Process& process) {
+    run_child_hooks();
+    exit_child(run_target(process));
+}
 
 }  // namespace zmp::detail

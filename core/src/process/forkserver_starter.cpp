@@ -9,6 +9,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "logging/log.hpp"
 #include "process/bootstrap.hpp"
 #include "process/exec_self.hpp"
 #include "process/forkserver.hpp"
@@ -121,6 +122,7 @@ std::string start_server(Client& c) {
     }
     c.started_server = pid;
     this_run().set_service(kForkServerService, path);
+
     return path;
 }
 
@@ -147,7 +149,13 @@ std::unique_ptr<Popen> ForkServerStarter::start(const ProcessState& st, Process&
     std::lock_guard lock(c.mutex);
     std::string address = this_run().service(kForkServerService);
     for (int attempt = 0;; ++attempt) {
-        if (address.empty()) address = start_server(c);
+        if (address.empty()) {
+            address = start_server(c);
+            if (attempt > 0 && log_enabled(LogLevel::info)) {
+                log_record(LogLevel::info, "the fork server was gone: a new one started (pid " +
+                                               std::to_string(c.started_server) + ")");
+            }
+        }
         const int fd = connect_to(address);
         if (fd < 0) {
             // The server is gone (killed, or it ended with the process that started it).

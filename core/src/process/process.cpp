@@ -166,6 +166,11 @@ void ProcessState::terminate() {
 
 void ProcessState::join() { (void)join_until(*this, Deadline::never()); }
 
+std::string ProcessState::describe() const {
+    std::lock_guard lock(mutex);
+    return name + " (pid " + (popen ? std::to_string(popen->pid()) : std::string("none")) + ")";
+}
+
 }  // namespace detail
 
 void Process::join() {

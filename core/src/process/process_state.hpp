@@ -42,6 +42,7 @@ struct ProcessState final : TrackedChild {
     bool is_alive() override;
     void terminate() override;
     void join() override;
+    std::string describe() const override;
 };
 
 /// What the start methods need of a Process beyond its public face.

@@ -2,6 +2,7 @@
 
 #include <mutex>
 
+#include "logging/log.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/process_global.hpp"
 #include "zmp/errors.hpp"
@@ -52,9 +53,15 @@ void forget_child(const TrackedChild* child) {
 }
 
 void finish_children() {
-    for (const auto& child : children())
-        if (child->is_daemon() && child->is_alive()) child->terminate();
     for (const auto& child : children()) {
+        if (child->is_daemon() && child->is_alive()) {
+            if (log_enabled(LogLevel::info))
+                log_record(LogLevel::info, "at exit: terminating daemonic child " + child->describe());
+            child->terminate();
+        }
+    }
+    for (const auto& child : children()) {
+        if (log_enabled(LogLevel::debug)) log_record(LogLevel::debug, "at exit: joining child " + child->describe());
         try {
             child->join();
         } catch (const ProcessError&) {

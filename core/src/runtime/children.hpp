@@ -6,6 +6,7 @@
 // parent's are not its to join.
 
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace zmp::detail {
@@ -21,6 +22,8 @@ public:
     virtual void terminate() = 0;
     /// Waits until it has ended, then forgets it (forget_child()).
     virtual void join() = 0;
+    /// Its name and pid, for log records: "Process-1 (pid 123)".
+    virtual std::string describe() const = 0;
 };
 
 /// Tracks `child` until forget_child(); the first child arms the exit stage that finishes them.
@@ -29,7 +32,8 @@ void add_child(std::shared_ptr<TrackedChild> child);
 std::vector<std::shared_ptr<TrackedChild>> children();
 void forget_child(const TrackedChild* child);
 
-/// Terminates the daemonic children still running, then joins every child.
+/// Terminates the daemonic children still running, then joins every child (each step an info
+/// record, as Python's _exit_function logs them).
 void finish_children();
 
 }  // namespace zmp::detail

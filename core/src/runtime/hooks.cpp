@@ -15,6 +15,7 @@ constexpr int kStages = 3;
 struct Hooks {
     std::mutex mutex;
     std::vector<std::function<void()>> start;
+    std::vector<std::function<void()>> child;
     std::array<std::vector<std::function<void()>>, kStages> exit;
 };
 
@@ -42,6 +43,27 @@ void run_start_hooks() {
         start = h.start;
     }
     for (auto& hook : start) hook();
+}
+
+void add_child_hook(std::function<void()> hook) {
+    Hooks& h = hooks();
+    std::lock_guard lock(h.mutex);
+    h.child.push_back(std::move(hook));
+}
+
+void run_child_hooks() {
+    std::vector<std::function<void()>> child;
+    {
+        Hooks& h = hooks();
+        std::lock_guard lock(h.mutex);
+        child = h.child;
+    }
+    for (auto& hook : child) {
+        try {
+            hook();
+        } catch (...) {
+        }
+    }
 }
 
 void add_exit_hook(std::function<void()> hook, ExitStage stage) {

@@ -28,6 +28,13 @@ enum class ExitStage : int {
 void add_start_hook(std::function<void()> hook);
 void run_start_hooks();
 
+/// Runs `hook` in every child this program starts, whatever its start method, once it has become
+/// itself (its run, identity and services are in place) and before its target runs: per-child
+/// services start there (capture of its output). Register from a static initialiser so that a
+/// spawned child, a fresh copy of the binary, has the hook too.
+void add_child_hook(std::function<void()> hook);
+void run_child_hooks();
+
 /// Runs `hook` when this process exits, in `stage`; within a stage, in the reverse order of
 /// registration. An exception from a hook is swallowed: the others still run.
 void add_exit_hook(std::function<void()> hook, ExitStage stage = ExitStage::services);

@@ -16,9 +16,7 @@
 
 namespace zmp::detail {
 
-namespace {
-
-std::string choose_run_base() {
+std::string run_directory_base() {
     for (const char* var : {"TMPDIR", "TEMP", "TMP"}) {
         const char* value = std::getenv(var);
         // Leave room for "/zmp-<pid>-XXXXXX/<endpoint>" within the 107-byte ipc limit.
@@ -26,8 +24,6 @@ std::string choose_run_base() {
     }
     return "/tmp";
 }
-
-}  // namespace
 
 RunDirectory& run_directory() { return process_global<RunDirectory>(); }
 
@@ -48,7 +44,7 @@ const std::string& RunDirectory::path() {
     {
         std::lock_guard lock(mutex_);
         if (!path_.empty()) return path_;
-        const std::string base = choose_run_base();
+        const std::string base = run_directory_base();
         remove_stale_runs(base);
         // Named after the process that makes it (the root), which removes it, and whose end makes
         // it stale.

@@ -44,6 +44,11 @@ private:
     pid_t maker_ = 0;  // the process that made it (the root), which removes it at its exit
 };
 
+/// Where run directories are made: $TMPDIR (or $TEMP, $TMP) when it is short enough for ipc
+/// endpoints inside, else /tmp. A run's directory there is zmp-<root pid>-XXXXXX (zmp-status
+/// finds a run by it).
+std::string run_directory_base();
+
 /// This process's run directory, made on first use (never destroyed).
 RunDirectory& run_directory();
 

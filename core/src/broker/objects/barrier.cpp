@@ -161,6 +161,15 @@ private:
         }
     }
 
+public:
+    void describe(Services&, StatusFields& out) const override {
+        const bool broken = state_ == BarrierState::broken;
+        out.emplace_back("parties", parties_);
+        out.emplace_back("n_waiting", broken ? 0 : count_);
+        out.emplace_back("broken", broken ? 1 : 0);
+    }
+
+private:
     const std::int64_t parties_;
     const std::int64_t timeout_ns_;  // the default for wait(); kForever: none
     const bool has_action_;

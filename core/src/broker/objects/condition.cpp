@@ -44,6 +44,10 @@ public:
 
     void drop_waiter(Services&, WaiterId id) override { queue_.erase(id); }
 
+    void describe(Services&, StatusFields& out) const override {
+        out.emplace_back("waiters", static_cast<std::int64_t>(queue_.size()));
+    }
+
 private:
     WaitQueue queue_;
 };

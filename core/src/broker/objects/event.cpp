@@ -49,6 +49,11 @@ public:
 
     void drop_waiter(Services&, WaiterId id) override { queue_.erase(id); }
 
+    void describe(Services&, StatusFields& out) const override {
+        out.emplace_back("is_set", flag_ ? 1 : 0);
+        out.emplace_back("waiters", static_cast<std::int64_t>(queue_.size()));
+    }
+
 private:
     bool flag_ = false;
     WaitQueue queue_;

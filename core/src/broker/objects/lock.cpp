@@ -2,6 +2,7 @@
 // depth, and a queue of waiting acquirers served in order. A lock whose owner died is freed and
 // the next acquirer is told (owner_died). On the fast path the state is in the arena instead and
 // the broker only makes the slot (fast_path.cpp repairs it when an owner dies).
+#include "broker/events.hpp"
 #include "broker/objects/kinds.hpp"
 #include "zmp/detail/error_texts.hpp"
 
@@ -55,10 +56,18 @@ public:
 
     void on_client_death(Services& s, Client& client) override {
         if (owner_ != &client) return;
+        log_lock_freed(kind(), id(), client_pid(client));
         owner_ = nullptr;
         depth_ = 0;
         owner_died_ = true;  // the next owner is told
         hand_over(s);
+    }
+
+    void describe(Services&, StatusFields& out) const override {
+        out.emplace_back("holder_pid", owner_ != nullptr ? client_pid(*owner_) : 0);
+        if (owner_ != nullptr) out.emplace_back("holder_tid", owner_tid_);
+        if (recursive()) out.emplace_back("depth", depth_);
+        out.emplace_back("waiters", static_cast<std::int64_t>(queue_.size()));
     }
 
 private:

@@ -47,6 +47,10 @@ using Clock = std::chrono::steady_clock;
 inline constexpr Clock::time_point kNever = Clock::time_point::max();
 using WaiterId = std::uint64_t;
 
+/// What a status request (broker/status.hpp, zmp-status) says of one object beyond its kind and
+/// id: named numbers ("depth", "holder_pid", "waiters"...).
+using StatusFields = std::vector<std::pair<std::string, std::int64_t>>;
+
 /// A client process, as the server knows it (opaque to kinds).
 struct Client;
 
@@ -176,6 +180,9 @@ public:
     /// The object is being freed: give back what it holds outside itself. The default gives
     /// back its arena slot; an override calls it too.
     virtual void on_destroy(Services& s);
+    /// For a status request: what the kind can tell of the object's state (the server describes
+    /// an object in the arena from its slot instead). The default tells nothing more.
+    virtual void describe(Services& /*s*/, StatusFields& /*out*/) const {}
 
 protected:
     /// For make(): the object's state goes in a new arena slot (fast_path.hpp: init_slot), with

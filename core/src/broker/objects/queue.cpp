@@ -13,6 +13,7 @@
 #include <set>
 
 #include "broker/arena.hpp"
+#include "broker/events.hpp"
 #include "broker/objects/kinds.hpp"
 #include "zmp/errors.hpp"
 
@@ -157,7 +158,7 @@ public:
                 ++it;
                 continue;
             }
-            take_back(s, it->first, false);
+            log_items_given_back(kind(), id(), take_back(s, it->first, false), client_pid(client));
             s.release_slot(it->second.slot);
             it = deliveries_.erase(it);
             refilled = true;
@@ -168,7 +169,8 @@ public:
     void on_connection_gone(Services& s, const std::string& routing_id) override {
         auto it = deliveries_.find(routing_id);
         if (it == deliveries_.end()) return;
-        take_back(s, routing_id, false);
+        const pid_t consumer = it->second.client != nullptr ? client_pid(*it->second.client) : 0;
+        log_items_given_back(kind(), id(), take_back(s, routing_id, false), consumer);
         s.release_slot(it->second.slot);
         deliveries_.erase(it);
         serve(s);
@@ -185,6 +187,14 @@ public:
         for (auto& [routing_id, d] : deliveries_) s.release_slot(d.slot);
         deliveries_.clear();
         Object::on_destroy(s);
+    }
+
+    void describe(Services& s, StatusFields& out) const override {
+        out.emplace_back("depth", size(s));
+        out.emplace_back("waiting_consumers", static_cast<std::int64_t>(getters_.size()));
+        out.emplace_back("waiting_producers", static_cast<std::int64_t>(putters_.size()));
+        if (maxsize_ > 0) out.emplace_back("maxsize", maxsize_);
+        if (kind() == Kind::joinable_queue) out.emplace_back("unfinished", unfinished_);
     }
 
 private:
@@ -243,10 +253,10 @@ private:
 
     // Takes back what `routing_id` was sent and has not taken: each item to its place in the queue.
     // leave_first: a delivery's first item stays its consumer's (so a consumer whose items are taken
-    // back for another always makes progress).
-    void take_back(Services& s, const std::string& routing_id, bool leave_first) {
+    // back for another always makes progress). Returns how many came back.
+    std::uint32_t take_back(Services& s, const std::string& routing_id, bool leave_first) {
         auto it = deliveries_.find(routing_id);
-        if (it == deliveries_.end() || it->second.items.empty()) return;
+        if (it == deliveries_.end() || it->second.items.empty()) return 0;
         Delivery& d = it->second;
         std::atomic<std::uint64_t>& cursor = s.arena()->cursor(d.slot).word;
         std::uint64_t word = cursor.load(std::memory_order_acquire);
@@ -276,6 +286,7 @@ private:
         } else {
             d.items.resize(keep);
         }
+        return limit - keep;
     }
 
     // For a getter that would wait on an empty queue: what idle consumers (kIdleHolder) received

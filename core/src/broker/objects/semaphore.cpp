@@ -103,6 +103,13 @@ private:
         }
     }
 
+public:
+    void describe(Services&, StatusFields& out) const override {
+        out.emplace_back("value", value_);
+        out.emplace_back("waiters", static_cast<std::int64_t>(queue_.size()));
+    }
+
+private:
     std::int64_t value_;
     const std::int64_t bound_;       // BoundedSemaphore: the initial value; 0: unbounded
     std::int64_t died_credits_ = 0;  // units returned by dead holders, not taken yet
