@@ -33,6 +33,7 @@
 // dispatcher, so a slow callback cannot stall the pool. A forked child must not use its parent's
 // Pool (ValueError), but may make its own.
 
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -44,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "zmp/authkey.hpp"
 #include "zmp/context.hpp"
 #include "zmp/detail/deadline.hpp"
 #include "zmp/detail/pool_job.hpp"
@@ -67,6 +69,20 @@ struct PoolOptions {
     /// How many times a task whose worker died is tried again on another worker before it fails
     /// with WorkerLost. The cap keeps a task that kills every worker from looping.
     int max_retries = 0;
+    /// A ZeroMQ tcp endpoint ("tcp://*:5555", "tcp://10.0.0.1:0" for any free port) where worker
+    /// processes on any host join the pool (zmp/worker.hpp), alongside its local workers; with
+    /// `processes = 0` the pool has joined workers only. Empty: local workers only. The bound
+    /// endpoint is Pool::endpoint(). Every connection uses CURVE with keys derived from `authkey`;
+    /// a peer holding another key is refused (and logged, with its address).
+    std::string bind;
+    /// The secret joined workers must hold; empty: this run's authkey (zmp::current_authkey()).
+    std::optional<Authkey> authkey;
+    /// Liveness of joined workers: ZMTP heartbeats every `heartbeat` and a connection silent for
+    /// `heartbeat_timeout` after one is closed. A joined worker whose host vanished (no FIN) is
+    /// declared lost within about heartbeat + heartbeat_timeout + heartbeat (4 s by default), and
+    /// its tasks are handled as a dead local worker's.
+    std::chrono::milliseconds heartbeat{1000};
+    std::chrono::milliseconds heartbeat_timeout{2000};
 };
 
 /// Options of map/imap beyond Python's chunksize: progress reporting.
@@ -295,8 +311,11 @@ public:
     /// terminated first.
     void join();
 
-    /// The number of worker processes.
+    /// The number of worker processes: local ones, and those joined at the moment.
     int processes() const;
+    /// The endpoint workers join ("tcp://0.0.0.0:41234": the port is the real one when
+    /// PoolOptions::bind asked for port 0); empty when the pool binds none.
+    std::string endpoint() const;
 
 private:
     struct Initializer {
@@ -338,10 +357,9 @@ private:
                 options.chunksize ? checked_chunksize(*options.chunksize) : default_chunksize(n);
             prepare_progress(*result, options, n);
             if (n > 0) {
-                submit_job(
-                    detail::Job{detail::task_function(f),
-                                detail::chunks_of<Params, Star>(std::forward<Range>(input), chunksize),
-                                result, n});
+                submit_job(detail::Job{detail::task_function(f),
+                                       detail::chunks_of<Params, Star>(std::forward<Range>(input), chunksize), result,
+                                       n});
             } else {
                 result->on_all_done();  // nothing to do: ready at once, as Python's map([])
             }
@@ -364,8 +382,8 @@ private:
         std::size_t expected = 0;
         if constexpr (std::ranges::sized_range<Range>) expected = std::ranges::size(input);
         submit_job(detail::Job{detail::task_function(f),
-                               detail::chunks_of<Params, false>(std::forward<Range>(input), chunksize),
-                               stream, expected});
+                               detail::chunks_of<Params, false>(std::forward<Range>(input), chunksize), stream,
+                               expected});
         return IMapIterator<R>(stream);
     }
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "pool/dispatcher.hpp"
@@ -53,8 +54,9 @@ Pool::Pool(int processes) : Pool(PoolOptions{.processes = processes == 0 ? -1 : 
 Pool::Pool(PoolOptions options) : Pool(std::move(options), Initializer{}) {}
 
 Pool::Pool(PoolOptions options, Initializer initializer) {
-    const detail::PoolSettings settings{options.processes, options.maxtasksperchild, options.context,
-                                        options.max_retries};
+    const detail::PoolSettings settings{
+        options.processes, options.maxtasksperchild, options.context,   options.max_retries,
+        options.bind,      options.authkey,          options.heartbeat, options.heartbeat_timeout};
     core_ = std::make_shared<detail::PoolCore>(settings, initializer.function, std::move(initializer.args),
                                                initializer.present, std::move(initializer.fds));
     core_->start();
@@ -89,6 +91,11 @@ int Pool::processes() const {
     return core_->processes();
 }
 
+std::string Pool::endpoint() const {
+    check_owner(core_);
+    return core_->endpoint();
+}
+
 std::size_t Pool::checked_chunksize(std::size_t chunksize) {
     if (chunksize < 1) throw ValueError("Chunksize must be 1+, not " + std::to_string(chunksize));
     return chunksize;
@@ -96,7 +103,8 @@ std::size_t Pool::checked_chunksize(std::size_t chunksize) {
 
 std::size_t Pool::default_chunksize(std::size_t items) const {
     // Python's: divmod(len, 4 * processes), rounded up.
-    const std::size_t per = 4 * static_cast<std::size_t>(core_->processes());
+    // A pool of joined workers only may have none yet: chunks are sized as for one.
+    const std::size_t per = 4 * static_cast<std::size_t>(std::max(1, core_->processes()));
     const std::size_t chunksize = items / per + (items % per != 0 ? 1 : 0);
     return chunksize == 0 ? 1 : chunksize;
 }
