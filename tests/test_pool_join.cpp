@@ -181,7 +181,7 @@ TEST_CASE("local children and joined workers share one map") {
     CHECK(exit_code(worker) == 0);
 }
 
-TEST_CASE("a worker holding another key is refused at once; the pool logs its address and goes on") {
+TEST_CASE("a worker holding another key is refused at once, and the pool logs its address and goes on") {
     Scratch scratch;
     const zmp::Authkey key = zmp::generate_authkey();
     struct Seen {

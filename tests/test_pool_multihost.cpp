@@ -138,7 +138,7 @@ TEST_CASE("host c is cut mid-map (no FIN): its tasks run again on host b, every 
     exit_code(c);
 }
 
-TEST_CASE("a worker on host b with a wrong key is refused; one with the right key serves") {
+TEST_CASE("a worker on host b with a wrong key is refused, and one with the right key serves") {
     NetLab lab({"a", "b"});
     if (!lab) test_util::skip_test(lab.why());
     KeyFile key, wrong;

@@ -57,9 +57,6 @@ void PoolCore::open_join_point(const PoolSettings& settings) {
     auto point = std::make_unique<JoinPoint>();
     point->heartbeat = settings.heartbeat;
     point->zap = transport::Authenticator::of(point->context);
-    point->zap->set_refusal_handler([endpoint = settings.bind](const transport::Refusal& refusal) {
-        log_warning("pool at " + endpoint + ": " + transport::describe(refusal));
-    });
     const int timeout_ms = static_cast<int>(settings.heartbeat_timeout.count());
     point->router = transport::open_socket(
         point->context, zmq::socket_type::router,
@@ -76,6 +73,9 @@ void PoolCore::open_join_point(const PoolSettings& settings) {
         throw ValueError("the pool cannot bind " + settings.bind + ": " + e.what());
     }
     point->endpoint = point->router.get(zmq::sockopt::last_endpoint);
+    point->zap->set_refusal_handler([endpoint = point->endpoint](const transport::Refusal& refusal) {
+        log_warning("pool at " + endpoint + ": " + transport::describe(refusal));
+    });
     join_ = std::move(point);
     log_info("pool: workers may join at " + join_->endpoint);
 }
