@@ -54,8 +54,8 @@ int main(int argc, char** argv) {
     {
         zmp::Pool pool({.processes = 0, .bind = "tcp://127.0.0.1:0", .authkey = key});
         for (const char* name : {"w1", "w2"}) {
-            std::vector<std::string> args = {argv[0], "worker",   "--connect", pool.endpoint(),
-                                             "--authkey-file", key_file, "--name", name};
+            std::vector<std::string> args = {argv[0],          "worker", "--connect", pool.endpoint(),
+                                             "--authkey-file", key_file, "--name",    name};
             std::vector<char*> c_args;
             for (auto& a : args) c_args.push_back(a.data());
             c_args.push_back(nullptr);

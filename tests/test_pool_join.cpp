@@ -32,6 +32,10 @@
 
 using namespace std::chrono_literals;
 
+using test_util::exit_code;
+using test_util::read_line;
+using test_util::write_line;
+
 namespace {
 
 long only_in_tests(long x) { return x; }
@@ -69,12 +73,6 @@ pid_t launch(const std::vector<std::string>& argv, const std::string& log) {
         ::_exit(127);
     }
     return pid;
-}
-
-int exit_code(pid_t pid) {
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
 }
 
 std::string read_file(const std::string& path) {

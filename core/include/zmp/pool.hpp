@@ -17,6 +17,11 @@
 // pid and signal — or is tried again on another worker, if PoolOptions::max_retries allows — and
 // the worker is replaced. Late or duplicate results are dropped. Nothing hangs.
 //
+// Workers on other hosts join a pool that binds a tcp endpoint (PoolOptions::bind; zmp/worker.hpp
+// for the worker side): CURVE from the authkey, tasks by registered name (ZMP_TASK), the same
+// healing — a joined worker that dies or whose host vanishes is lost within a few heartbeats and
+// its tasks are handled as a dead local worker's.
+//
 // Tasks are plain functions or capture-free lambdas (they travel to the workers under every
 // start method, see zmp/function.hpp); arguments and results are any msgpack type. A task that
 // cannot travel is a compile error. A task that throws fails its result with the exception's type
@@ -60,7 +65,8 @@
 namespace zmp {
 
 struct PoolOptions {
-    /// Worker processes; 0 means cpu_count(). Fewer than 0 is a ValueError.
+    /// Local worker processes; 0 means cpu_count() — or none when `bind` is set (a pool served by
+    /// joined workers only). Fewer than 0 is a ValueError.
     int processes = 0;
     /// A worker retires after this many tasks and is replaced (a new pid). Must be positive.
     std::optional<int> maxtasksperchild;

@@ -156,18 +156,8 @@ int serve_joined_pool(const JoinSettings& settings) {
             server = std::make_unique<TaskServer>([&link](std::span<const iovec> parts) { link.send(parts); }, nullptr,
                                                   name, by_name_only);
             if (welcome.init.present) {
-                try {
-                    auto [function, trampoline] = resolve_task(welcome.init.function, by_name_only, name);
-                    transport::Decoded args = transport::decode(welcome.init.args.data(), welcome.init.args.size());
-                    trampoline(function, args.get(), nullptr);
-                } catch (...) {
-                    msgpack::sbuffer failed;
-                    msgpack::packer<msgpack::sbuffer> out(failed);
-                    out.pack_array(2);
-                    out.pack(1);
-                    out.pack(capture_current_exception());
-                    link.send(failed.data(), failed.size());
-                }
+                if (auto failed = run_initializer(welcome.init, by_name_only, name))
+                    link.send(failed->data(), failed->size());
             }
         } else if (kind == kJoinRefused) {
             const std::string reason = request.via.array.size == 2

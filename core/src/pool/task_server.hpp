@@ -11,6 +11,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -30,6 +31,10 @@ struct TaskSlot {
 /// worker of another build than the pool's, where addresses mean nothing), else as resolve()
 /// finds it. ValueError naming the task and `worker` when it is not here.
 std::pair<const void*, Trampoline> resolve_task(const FunctionId& id, bool by_name_only, const std::string& worker);
+
+/// Runs a pool's initializer (resolved as resolve_task() does). Returns null when it succeeded,
+/// else the message telling the dispatcher that it failed ([1, ErrorRecord]).
+std::optional<msgpack::sbuffer> run_initializer(const WorkerInit& init, bool by_name_only, const std::string& worker);
 
 /// Sends one message made of `parts` to the dispatcher.
 using SendParts = std::function<void(std::span<const iovec> parts)>;

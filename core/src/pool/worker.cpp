@@ -79,6 +79,22 @@ std::pair<const void*, Trampoline> resolve_task(const FunctionId& id, bool by_na
     return *found;
 }
 
+std::optional<msgpack::sbuffer> run_initializer(const WorkerInit& init, bool by_name_only, const std::string& worker) {
+    try {
+        auto [function, trampoline] = resolve_task(init.function, by_name_only, worker);
+        transport::Decoded args = transport::decode(init.args.data(), init.args.size());
+        trampoline(function, args.get(), nullptr);
+        return std::nullopt;
+    } catch (...) {
+        msgpack::sbuffer message;
+        msgpack::packer<msgpack::sbuffer> out(message);
+        out.pack_array(2);
+        out.pack(1);
+        out.pack(capture_current_exception());
+        return message;
+    }
+}
+
 // Results of the tasks done since the last send, and the time spent on them.
 class TaskServer::Outgoing {
 public:
@@ -218,17 +234,8 @@ void pool_worker_main(Connection link_handle, WorkerInit init) {
     if (init.present) {
         FdSupply init_fds(std::move(request.fds));  // for Connections among the initargs
         request.fds.clear();
-        try {
-            auto [function, trampoline] = resolve(init.function);
-            transport::Decoded args = transport::decode(init.args.data(), init.args.size());
-            trampoline(function, args.get(), nullptr);
-        } catch (...) {
-            msgpack::sbuffer message;
-            msgpack::packer<msgpack::sbuffer> out(message);
-            out.pack_array(2);
-            out.pack(1);
-            out.pack(capture_current_exception());
-            link.send(message.data(), message.size());
+        if (auto failed = run_initializer(init, false, this_process().name())) {
+            link.send(failed->data(), failed->size());
             return;
         }
     }
