@@ -145,3 +145,40 @@ TEST_CASE("a worker on host b with a wrong key is refused, and one with the righ
     CHECK(exit_code(head) == 0);
     CHECK(exit_code(b) == 0);
 }
+
+TEST_CASE("a worker whose host was cut and comes back is welcomed again") {
+    NetLab lab({"a", "b"});
+    if (!lab) test_util::skip_test(lab.why());
+    KeyFile key;
+    int endpoint_pipe[2], state_pipe[2], heal_pipe[2];
+    REQUIRE(::pipe(endpoint_pipe) == 0);
+    REQUIRE(::pipe(state_pipe) == 0);
+    REQUIRE(::pipe(heal_pipe) == 0);
+    const pid_t head = lab.fork_into("a", [&] {
+        zmp::Pool pool(
+            zmp::PoolOptions{.processes = 0, .bind = "tcp://" + lab.address("a") + ":0", .authkey = key.key});
+        write_line(endpoint_pipe[1], pool.endpoint());
+        if (!wait_for_workers(pool, 1)) return 1;
+        const long first = pool.apply(join_tasks::worker_pid, 0L);
+        write_line(state_pipe[1], "joined");
+        if (!wait_for_workers(pool, 0)) return 2;  // the cut is noticed
+        write_line(state_pipe[1], "lost");
+        if (read_line(heal_pipe[0]) != "healed") return 3;
+        if (!wait_for_workers(pool, 1)) return 4;  // the same process joins again
+        if (pool.apply(join_tasks::worker_pid, 0L) != first) return 5;
+        std::vector<long> input{1, 2, 3};
+        if (pool.map(join_tasks::square, input) != std::vector<long>{1, 4, 9}) return 6;
+        return 0;
+    });
+    const std::string endpoint = read_line(endpoint_pipe[0]);
+    std::vector<std::string> argv = worker_argv(endpoint, key.path, "b", 1);
+    argv.back() = "120";  // --grace: it must outlive the cut
+    const pid_t b = lab.spawn("b", argv, key.dir + "/b.log");
+    REQUIRE(read_line(state_pipe[0]) == "joined");
+    REQUIRE(lab.cut("b"));
+    REQUIRE(read_line(state_pipe[0]) == "lost");
+    REQUIRE(lab.heal("b"));
+    write_line(heal_pipe[1], "healed");
+    CHECK(exit_code(head) == 0);
+    CHECK(exit_code(b) == 0);
+}
