@@ -432,7 +432,14 @@ bool PoolCore::send_message(Worker& w, std::span<const std::uint64_t> ids) {
         if (w.defined.size() <= slot) w.defined.resize(slot + 1, 0);
         w.defined[slot] = 1;
     }
-    if (w.joined) return send_to_joined(w, buffer.data(), buffer.size());
+    if (w.joined) {
+        // If this message was to carry the task first in line, the worker never had it: no task
+        // was running there when the connection turned out to be gone.
+        const bool first_sent_before = w.in_flight.front() != ids.front();
+        if (send_to_joined(w, buffer.data(), buffer.size())) return true;
+        joined_lost(w, "lost its connection", false, first_sent_before);
+        return false;
+    }
     try {
         iovec part{buffer.data(), buffer.size()};
         w.outbox->send(std::span<const iovec>(&part, 1), fds);

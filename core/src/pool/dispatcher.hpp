@@ -225,6 +225,7 @@ private:
     /// Reads everything joined workers sent; true if anything came.
     bool serve_join_point();
     void admit_joined(const std::string& routing_id, const msgpack::object& hello, const std::string& peer);
+    /// False when the worker's connection is gone (the caller loses the worker).
     bool send_to_joined(Worker& worker, const char* data, std::size_t size);
     void send_join_control(const std::string& routing_id, int kind, const std::string& reason = {});
     /// Pings joined workers when due; one whose connection is gone is lost. Returns the
@@ -232,7 +233,9 @@ private:
     int ping_joined();
     /// Why a task cannot run on joined `worker` (null: it can).
     std::exception_ptr cannot_run_joined(const Worker& worker, std::uint64_t id) const;
-    void joined_lost(Worker& worker, const std::string& how, bool tell_peer);
+    /// Forgets a joined worker and reclaims its tasks; the first it held is taken to be the one it
+    /// was running unless `first_was_running` is false (it never received it).
+    void joined_lost(Worker& worker, const std::string& how, bool tell_peer, bool first_was_running = true);
     void retire_joined(Worker& worker);
     /// Removes the joined workers that were lost or retired.
     void sweep_joined();

@@ -101,7 +101,6 @@ bool PoolCore::send_to_joined(Worker& w, const char* data, std::size_t size) {
     } catch (const zmq::error_t&) {
         sent = false;
     }
-    if (!sent) joined_lost(w, "lost its connection", false);
     return sent;
 }
 
@@ -266,7 +265,7 @@ std::exception_ptr PoolCore::cannot_run_joined(const Worker& w, std::uint64_t id
     return nullptr;
 }
 
-void PoolCore::joined_lost(Worker& w, const std::string& how, bool tell_peer) {
+void PoolCore::joined_lost(Worker& w, const std::string& how, bool tell_peer, bool first_was_running) {
     if (w.joined->gone) return;
     w.joined->gone = true;
     joined_count_.fetch_sub(1, std::memory_order_relaxed);
@@ -276,7 +275,8 @@ void PoolCore::joined_lost(Worker& w, const std::string& how, bool tell_peer) {
     std::deque<std::uint64_t> lost;
     lost.swap(w.in_flight);
     w.in_flight_items = 0;
-    const std::uint64_t running = w.dropped ? w.running_when_dropped : (lost.empty() ? 0 : lost.front());
+    const std::uint64_t running =
+        w.dropped ? w.running_when_dropped : (lost.empty() || !first_was_running ? 0 : lost.front());
     reclaim_tasks(lost, running, w.dropped,
                   std::make_exception_ptr(
                       WorkerLost(w.name, static_cast<int>(w.joined->pid), "on host " + w.joined->host + " " + how)));
