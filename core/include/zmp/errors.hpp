@@ -120,6 +120,13 @@ public:
           worker_(std::move(worker)),
           pid_(pid),
           exitcode_(exitcode) {}
+    /// A worker that joined over the network and was lost (its host vanished, its connection
+    /// broke): "worker <worker> (pid <pid>) <how> while running this task"; exitcode() is 0.
+    WorkerLost(std::string worker, int pid, const std::string& how)
+        : ProcessError("worker " + worker + " (pid " + std::to_string(pid) + ") " + how + " while running this task"),
+          worker_(std::move(worker)),
+          pid_(pid),
+          exitcode_(0) {}
     const std::string& worker() const noexcept { return worker_; }
     int pid() const noexcept { return pid_; }
     /// Python's exit code of the worker: -N for signal N, else its exit status.

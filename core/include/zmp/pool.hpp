@@ -19,6 +19,11 @@
 // pid and signal — or is tried again on another worker, if PoolOptions::max_retries allows — and
 // the worker is replaced. Late or duplicate results are dropped. Nothing hangs.
 //
+// Workers on other hosts join a pool that binds a tcp endpoint (PoolOptions::bind; zmp/worker.hpp
+// for the worker side): CURVE from the authkey, tasks by registered name (ZMP_TASK), the same
+// healing — a joined worker that dies or whose host vanishes is lost within a few heartbeats and
+// its tasks are handled as a dead local worker's.
+//
 // Tasks are plain functions or capture-free lambdas (they travel to the workers under every
 // start method, see zmp/function.hpp); arguments and results are any msgpack type. A task that
 // cannot travel is a compile error. A task that throws fails its result with the exception's type
@@ -49,6 +54,7 @@
 #include <utility>
 #include <vector>
 
+#include "zmp/authkey.hpp"
 #include "zmp/context.hpp"
 #include "zmp/detail/deadline.hpp"
 #include "zmp/detail/pool_job.hpp"
@@ -64,7 +70,8 @@
 namespace zmp {
 
 struct PoolOptions {
-    /// Worker processes; 0 means cpu_count(). Fewer than 0 is a ValueError.
+    /// Local worker processes; 0 means cpu_count() — or none when `bind` is set (a pool served by
+    /// joined workers only). Fewer than 0 is a ValueError.
     int processes = 0;
     /// A worker retires after this many tasks and is replaced (a new pid). Must be positive.
     std::optional<int> maxtasksperchild;
@@ -76,6 +83,20 @@ struct PoolOptions {
     /// What the destructor does: false (the default) closes and joins — queued work completes;
     /// true terminates, as Python's `with Pool()` does — pending work fails with PoolTerminated.
     bool terminate_on_exit = false;
+    /// A ZeroMQ tcp endpoint ("tcp://*:5555", "tcp://10.0.0.1:0" for any free port) where worker
+    /// processes on any host join the pool (zmp/worker.hpp), alongside its local workers; with
+    /// `processes = 0` the pool has joined workers only. Empty: local workers only. The bound
+    /// endpoint is Pool::endpoint(). Every connection uses CURVE with keys derived from `authkey`;
+    /// a peer holding another key is refused (and logged, with its address).
+    std::string bind;
+    /// The secret joined workers must hold; empty: this run's authkey (zmp::current_authkey()).
+    std::optional<Authkey> authkey;
+    /// Liveness of joined workers: ZMTP heartbeats every `heartbeat` and a connection silent for
+    /// `heartbeat_timeout` after one is closed. A joined worker whose host vanished (no FIN) is
+    /// declared lost within about heartbeat + heartbeat_timeout + heartbeat (4 s by default), and
+    /// its tasks are handled as a dead local worker's.
+    std::chrono::milliseconds heartbeat{1000};
+    std::chrono::milliseconds heartbeat_timeout{2000};
 };
 
 /// Options of map/imap beyond Python's chunksize: progress reporting.
@@ -291,8 +312,11 @@ public:
     /// terminated first.
     void join();
 
-    /// The number of worker processes.
+    /// The number of worker processes: local ones, and those joined at the moment.
     int processes() const;
+    /// The endpoint workers join ("tcp://0.0.0.0:41234": the port is the real one when
+    /// PoolOptions::bind asked for port 0); empty when the pool binds none.
+    std::string endpoint() const;
 
 private:
     friend class ProcessPoolExecutor;

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "pool/dispatcher.hpp"
@@ -65,8 +66,9 @@ Pool Context::Pool(PoolOptions options) const {
 }
 
 Pool::Pool(PoolOptions options, Initializer initializer) : terminate_on_exit_(options.terminate_on_exit) {
-    const detail::PoolSettings settings{options.processes, options.maxtasksperchild, options.context,
-                                        options.max_retries};
+    const detail::PoolSettings settings{
+        options.processes, options.maxtasksperchild, options.context,   options.max_retries,
+        options.bind,      options.authkey,          options.heartbeat, options.heartbeat_timeout};
     core_ = std::make_shared<detail::PoolCore>(settings, initializer.function, std::move(initializer.args),
                                                initializer.present, std::move(initializer.fds));
     core_->start();
@@ -148,6 +150,11 @@ void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) {
     if (wait) pool_.join();
 }
 
+std::string Pool::endpoint() const {
+    check_owner(core_);
+    return core_->endpoint();
+}
+
 namespace detail {
 
 std::size_t checked_chunksize(std::size_t chunksize) {
@@ -157,7 +164,8 @@ std::size_t checked_chunksize(std::size_t chunksize) {
 
 std::size_t default_chunksize(std::size_t items, int processes) {
     // Python's: divmod(len, 4 * processes), rounded up.
-    const std::size_t per = 4 * static_cast<std::size_t>(processes);
+    // A pool of joined workers only may have none yet: chunks are sized as for one.
+    const std::size_t per = 4 * static_cast<std::size_t>(std::max(1, processes));
     const std::size_t chunksize = items / per + (items % per != 0 ? 1 : 0);
     return chunksize == 0 ? 1 : chunksize;
 }
