@@ -1,6 +1,6 @@
 #pragma once
 // A program the test starts with posix_spawn (no fork of the test process: it inherits nothing),
-// its stdout on a pipe; and the hex text handles travel in on a command line.
+// its stdout on a pipe.
 
 #include <fcntl.h>
 #include <poll.h>
@@ -10,7 +10,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <msgpack.hpp>
+
+#include "hex_text.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -68,23 +69,5 @@ struct Spawned {
         return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
     }
 };
-
-inline std::string hex(const msgpack::sbuffer& b) {
-    static const char* digits = "0123456789abcdef";
-    std::string s;
-    for (std::size_t i = 0; i < b.size(); ++i) {
-        const auto c = static_cast<unsigned char>(b.data()[i]);
-        s += digits[c >> 4];
-        s += digits[c & 15];
-    }
-    return s;
-}
-
-inline std::string unhex(const std::string& text) {
-    std::string bytes;
-    for (std::size_t i = 0; i + 1 < text.size(); i += 2)
-        bytes.push_back(static_cast<char>(std::stoi(text.substr(i, 2), nullptr, 16)));
-    return bytes;
-}
 
 }  // namespace test_util

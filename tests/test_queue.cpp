@@ -931,3 +931,9 @@ TEST_CASE("an AnyValue travels inside other values and arrives as the value it h
     CHECK(zmp::AnyValue(5) == zmp::AnyValue(5));
     CHECK_FALSE(zmp::AnyValue(5) == zmp::AnyValue(6));
 }
+
+TEST_CASE("a put from the root's atexit handler, after main's thread-locals are gone, arrives") {
+    const auto result = test_util::run_command(std::string(HELPER_put_at_exit));
+    CHECK(result.status == 0);
+    CHECK(result.out == "got 1 7\n");
+}

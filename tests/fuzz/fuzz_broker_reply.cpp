@@ -12,7 +12,7 @@
 #include "contract.hpp"
 #include "zmp/errors.hpp"
 
-namespace broker = zmp::detail::sync;
+namespace broker = zmp::detail::broker;
 
 using zmp_fuzz::expect;
 using zmp_fuzz::violated;

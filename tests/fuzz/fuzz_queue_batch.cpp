@@ -13,7 +13,7 @@
 #include "contract.hpp"
 #include "zmp/errors.hpp"
 
-namespace broker = zmp::detail::sync;
+namespace broker = zmp::detail::broker;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     using zmp_fuzz::expect;

@@ -25,26 +25,12 @@
 #include "zmp/remote.hpp"
 #include "zmp/sync.hpp"
 #include "zmp/transport/codec.hpp"
+#include "../hex_text.hpp"
 
 namespace {
 
-std::string hex(const msgpack::sbuffer& b) {
-    static const char* digits = "0123456789abcdef";
-    std::string s;
-    for (std::size_t i = 0; i < b.size(); ++i) {
-        const auto c = static_cast<unsigned char>(b.data()[i]);
-        s += digits[c >> 4];
-        s += digits[c & 15];
-    }
-    return s;
-}
-
-std::string unhex(const std::string& hex) {
-    std::string bytes;
-    for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
-        bytes.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-    return bytes;
-}
+using test_util::hex;
+using test_util::unhex;
 
 void say(const std::string& line) {
     std::printf("%s\n", line.c_str());

@@ -47,12 +47,13 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <source_location>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <vector>
+
+#include "zmp/detail/source_location.hpp"
 
 namespace zmp {
 
@@ -104,7 +105,7 @@ struct HandlerState;
 struct FormatString {
     template <class S>
     requires std::is_convertible_v<const S&, std::string_view> FormatString(
-        const S& format, std::source_location where = std::source_location::current())  // NOLINT: implicit
+        const S& format, SourceLocation where = SourceLocation::current())  // NOLINT: implicit
         : text(format), file(where.file_name()), line(where.line()) {}
     std::string_view text;
     const char* file;

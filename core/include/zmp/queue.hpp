@@ -131,20 +131,48 @@ private:
     std::shared_ptr<QueueState> state_;
 };
 
+// Each thread's reusable packing buffer, reached through a trivially destructible pointer: a
+// put() from an exit hook or an atexit handler runs after the thread's thread_local objects are
+// destroyed, and must then find no buffer (and pack into one of its own) rather than a dead one.
+inline thread_local msgpack::sbuffer* thread_pack_buffer = nullptr;
+inline thread_local bool thread_pack_buffer_gone = false;
+struct ThreadPackBufferOwner {
+    ~ThreadPackBufferOwner() {
+        delete thread_pack_buffer;
+        thread_pack_buffer = nullptr;
+        thread_pack_buffer_gone = true;
+    }
+};
+inline msgpack::sbuffer* pack_buffer_of_this_thread() {
+    if (thread_pack_buffer == nullptr && !thread_pack_buffer_gone) {
+        thread_local ThreadPackBufferOwner owner;  // frees the buffer when the thread ends
+        thread_pack_buffer = new msgpack::sbuffer(256);
+    }
+    return thread_pack_buffer;
+}
+
 /// Packs `item` into this thread's reusable buffer and passes the bytes to `use`.
 template <class T, class Use>
 void with_packed_item(const T& item, Use&& use) {
     if constexpr (std::is_same_v<T, AnyValue>) {
         use(std::string_view(item.bytes()));  // packed already
     } else {
-        thread_local msgpack::sbuffer buffer(256);
+        msgpack::sbuffer* reused = pack_buffer_of_this_thread();
+        if (reused == nullptr) {  // this thread is ending
+            msgpack::sbuffer own(256);
+            msgpack::pack(own, item);
+            use(std::string_view(own.data(), own.size()));
+            return;
+        }
+        msgpack::sbuffer& buffer = *reused;
         buffer.clear();
         msgpack::pack(buffer, item);
         struct Trim {  // a huge item's buffer is not kept for ever
+            msgpack::sbuffer& buffer;
             ~Trim() {
                 if (buffer.size() > (std::size_t{1} << 20)) std::free(buffer.release());
             }
-        } trim;
+        } trim{buffer};
         use(std::string_view(buffer.data(), buffer.size()));
     }
 }

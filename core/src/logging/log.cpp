@@ -24,7 +24,7 @@ bool log_enabled(LogLevel level) noexcept {
     return static_cast<int>(level) >= static_cast<int>(LogLevel::warning);  // the default level
 }
 
-void log_record(LogLevel level, std::string_view message, std::source_location where) noexcept {
+void log_record(LogLevel level, std::string_view message, SourceLocation where) noexcept {
     if (const LogBackend* b = backend.load(std::memory_order_acquire)) {
         b->record(level, message, where.file_name(), where.line());
         return;

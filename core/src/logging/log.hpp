@@ -16,7 +16,7 @@
 // items, say): a record about a failure there would come back to the same failure.
 
 #include <cstdint>
-#include <source_location>
+#include "zmp/detail/source_location.hpp"
 #include <string_view>
 
 #include "zmp/logging.hpp"
@@ -27,8 +27,7 @@ namespace zmp::detail {
 bool log_enabled(LogLevel level) noexcept;
 
 /// Sends one record of this process's logger, as Logger::log() does with a finished message.
-void log_record(LogLevel level, std::string_view message,
-                std::source_location where = std::source_location::current()) noexcept;
+void log_record(LogLevel level, std::string_view message, SourceLocation where = SourceLocation::current()) noexcept;
 
 /// What the logging component plugs in (logging.cpp).
 struct LogBackend {
