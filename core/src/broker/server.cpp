@@ -270,8 +270,8 @@ std::string random_name() {
 }
 }  // namespace
 
-Server::Impl::Impl(zmq::context_t& context_, Options opts)
-    : options(std::move(opts)), context(context_), self_pid(this_process().pid()) {
+Server::Impl::Impl(zmq::context_t& owner_context, Options opts)
+    : options(std::move(opts)), context(owner_context), self_pid(this_process().pid()) {
     name = !options.name.empty() ? options.name : !options.endpoint.empty() ? options.endpoint : random_name();
     router = transport::open_socket(context, zmq::socket_type::router, router_options());
     try {
