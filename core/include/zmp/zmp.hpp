@@ -14,6 +14,7 @@
 #include "zmp/pool.hpp"
 #include "zmp/process.hpp"
 #include "zmp/queue.hpp"
+#include "zmp/remote.hpp"
 #include "zmp/shared_memory.hpp"
 #include "zmp/sharedctypes.hpp"
 #include "zmp/sync.hpp"

@@ -16,6 +16,7 @@
 // once, then "notified" or "timed out".
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -41,7 +42,8 @@ public:
 };
 
 enum class Op : std::uint8_t {
-    hello = 1,      // [pid, tid] -> [client index, broker pid], text: arena prefix ("" = no arena)
+    hello = 1,      // [pid, tid] -> [client index, broker pid], text: arena prefix ("" = no arena);
+                    // over tcp [pid, tid, incarnation] -> ..., text: the broker's name
     create,         // [kind, value, timeout ns, shared] -> [object id, slot or -1]
     acquire,        // [block, timeout ns, depth to restore or 0] -> [acquired, owner died]
     release,        // [] -> []
@@ -136,6 +138,13 @@ inline constexpr std::size_t kMaxValues = 10;
 inline constexpr std::int64_t kMaxFrame = 64 * 1024;
 /// Largest frame of any kind (ZMQ_MAXMSGSIZE on both sides): a batch holding one largest queue item.
 inline constexpr std::int64_t kMaxBatchFrame = (std::int64_t{256} << 20) + 4096;
+
+/// Liveness over tcp (both ends set these ZMTP heartbeats on their sockets): a remote client whose
+/// host vanishes is dead for the broker within kRemoteDeathBound (server.hpp says how).
+inline constexpr std::chrono::milliseconds kHeartbeatIvl{1000};
+inline constexpr std::chrono::milliseconds kHeartbeatTimeout{3000};
+inline constexpr std::chrono::milliseconds kLivenessProbe{500};
+inline constexpr std::chrono::milliseconds kRemoteDeathBound = kHeartbeatIvl + kHeartbeatTimeout + kLivenessProbe;
 
 struct Request {
     Op op{};
