@@ -482,6 +482,48 @@ def log_record(quick):
     return statistics.median(rates)
 
 
+def _manager_dict_us(quick, what):
+    """A Manager dict used from the main process (the manager's server is another process):
+    one set, one get, or per item of a batch of 1,000 (update + a comprehension of gets, as
+    Python has no multi-get)."""
+    with mp.Manager() as manager:
+        d = manager.dict()
+        if what == "batch":
+            pairs = {"key%d" % i: i for i in range(1000)}
+            keys = list(pairs)
+
+            def once():
+                d.update(pairs)
+                [d.get(k) for k in keys]
+            return 1e6 / 2000 * seconds_per_op(5, n(quick, 4), once)
+        d["key"] = 1
+        if what == "set":
+            counter = [0]
+
+            def once():
+                counter[0] += 1
+                d["key"] = counter[0]
+        else:
+            def once():
+                d.get("key")
+        return 1e6 * seconds_per_op(5, n(quick, 2000), once)
+
+
+@row("manager.dict.set", "us")
+def manager_dict_set(quick):
+    return _manager_dict_us(quick, "set")
+
+
+@row("manager.dict.get", "us")
+def manager_dict_get(quick):
+    return _manager_dict_us(quick, "get")
+
+
+@row("manager.dict.batch1000", "us")
+def manager_dict_batch(quick):
+    return _manager_dict_us(quick, "batch")
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)

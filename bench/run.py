@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Runs every benchmark row for zmp, Python multiprocessing and the raw floor in one go, prints
-them side by side with ratios, and writes bench/results.json (DESIGN.md §10).
+them side by side with ratios, and writes bench/results.json (the README, Benchmarks, says what a row is).
 
     python3 bench/run.py --build build/release [--quick] [--only PREFIX]
     python3 bench/run.py --markdown      # the README's table, from bench/results.json

@@ -92,7 +92,8 @@ void expect_survives(ShmChannel& reader, std::uint64_t limit) {
             fds)) {
         }
     } catch (const zmp::ProtocolError&) {
-        CHECK_THROWS_AS(reader.recv([](std::size_t, std::size_t) -> char* { return nullptr; }, fds), zmp::ProtocolError);
+        CHECK_THROWS_AS(reader.recv([](std::size_t, std::size_t) -> char* { return nullptr; }, fds),
+                        zmp::ProtocolError);
     }
     CHECK(largest_asked <= limit);
     CHECK(fds.empty());
@@ -117,7 +118,9 @@ TEST_CASE("a pair carries messages both ways, empty ones included, and keeps the
 
 TEST_CASE("messages around the ring's and the chunk's sizes cross processes intact") {
     const std::size_t ring = 64 << 10;  // small, so that large messages wrap many times
-    auto [here, there] = ShmChannel::pair({.ring_bytes = ring});
+    auto here_there = ShmChannel::pair({.ring_bytes = ring});
+    auto& here = here_there.first;
+    auto& there = here_there.second;
     zmp::Process echo([&] {
         here.close();
         ChannelMessage m;
@@ -219,7 +222,9 @@ TEST_CASE("garbage written into the ring is a ProtocolError, never a crash or a 
 }
 
 TEST_CASE("a writer that died inside a message is followed by an abort: the reader drops what it had") {
-    auto [a, b] = ShmChannel::pair({.ring_bytes = 4096});
+    auto a_b = ShmChannel::pair({.ring_bytes = 4096});
+    auto& a = a_b.first;
+    auto& b = a_b.second;
     const bool after_marker = GENERATE(false, true);
     // A writer that takes the lock, publishes the first chunk of a three-chunk message (and, in the
     // second case, the marker that sends the rest to the socket) and dies holding the lock, as one
@@ -250,7 +255,9 @@ TEST_CASE("a writer that died inside a message is followed by an abort: the read
 }
 
 TEST_CASE("a reader that died holding the lock between messages leaves the end usable") {
-    auto [a, b] = ShmChannel::pair();
+    auto a_b = ShmChannel::pair();
+    auto& a = a_b.first;
+    auto& b = a_b.second;
     zmp::Process waiter([&] {
         a.close();
         ChannelMessage m;
@@ -265,7 +272,9 @@ TEST_CASE("a reader that died holding the lock between messages leaves the end u
 }
 
 TEST_CASE("several processes writing large messages on one end never interleave them") {
-    auto [reader, writer] = ShmChannel::pair({.ring_bytes = 64 << 10});
+    auto reader_writer = ShmChannel::pair({.ring_bytes = 64 << 10});
+    auto& reader = reader_writer.first;
+    auto& writer = reader_writer.second;
     constexpr int kWriters = 4, kEach = 20;
     std::vector<zmp::Process> writers;
     for (int w = 0; w < kWriters; ++w) {
@@ -364,7 +373,9 @@ TEST_CASE("a descriptor that is not a channel segment is refused") {
 }
 
 TEST_CASE("the readiness descriptor is readable exactly while a message or end of stream waits") {
-    auto [a, b] = ShmChannel::pair();
+    auto a_b = ShmChannel::pair();
+    auto& a = a_b.first;
+    auto& b = a_b.second;
     const int fd = b.readiness_fd();
     auto readable = [fd] {
         pollfd p{fd, POLLIN, 0};

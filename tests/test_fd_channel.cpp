@@ -73,7 +73,9 @@ constexpr int kNoError = 4;
 }  // namespace
 
 TEST_CASE("a header announcing 1 GiB followed by 10 bytes costs the receiver no allocation of its size") {
-    auto [reader, writer] = FdChannel::pair();
+    auto reader_writer = FdChannel::pair();
+    auto& reader = reader_writer.first;
+    auto& writer = reader_writer.second;
     lie(writer, (std::uint64_t{1} << 30) - 1, 10);  // within the default limit
     const bool with_storage = GENERATE(false, true);
     const int code = test_util::in_child([&reader, with_storage] {
@@ -146,7 +148,9 @@ TEST_CASE("a header over the channel's limit is refused before its body is read"
 }
 
 TEST_CASE("large messages arrive whole as the room grows, into a message or a storage, reused or not") {
-    auto [reader, writer] = FdChannel::pair();
+    auto reader_writer = FdChannel::pair();
+    auto& reader = reader_writer.first;
+    auto& writer = reader_writer.second;
     std::vector<std::string> sent;
     for (std::size_t size : {std::size_t{0}, std::size_t{1}, zmp::transport::kFirstRoom, zmp::transport::kFirstRoom + 1,
                              std::size_t{5} << 20, std::size_t{3} << 20}) {

@@ -397,8 +397,12 @@ TEST_CASE("a process blocked in recv() for a second uses almost no CPU") {
 }
 
 TEST_CASE("fileno() is readable while a message or EOF waits, for select() on many connections") {
-    auto [a, b] = zmp::Pipe();
-    auto [c, d] = zmp::Pipe();
+    auto a_b = zmp::Pipe();
+    auto& a = a_b.first;
+    auto& b = a_b.second;
+    auto c_d = zmp::Pipe();
+    auto& c = c_d.first;
+    auto& d = c_d.second;
     zmp::Process p([b, d, a, c]() mutable {
         a.close();
         c.close();

@@ -1,4 +1,4 @@
-// zmp::Pool: Python's Pool and ProcessPoolExecutor semantics (CPython cases 81-106 that apply),
+// zmp::Pool: Python's Pool and ProcessPoolExecutor semantics (Python's own cases that apply),
 // and the ways it must do better: dead workers cost only their own task, retries, no hangs.
 #include <catch2/catch.hpp>
 
@@ -79,6 +79,17 @@ int fail_or_slow(Connection out, int x) {
     return x;
 }
 
+// The what() of an error a callback was given.
+std::string what_of(std::exception_ptr error) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+        return "not a std::exception";
+    }
+}
+
 StartMethod any_method() { return GENERATE(StartMethod::fork, StartMethod::spawn, StartMethod::forkserver); }
 
 }  // namespace
@@ -136,12 +147,8 @@ TEST_CASE("callback and error_callback: exactly one runs, on the callback thread
                              square, std::vector<int>{1});
     auto bad = pool.apply_async(zmp::callbacks([&](int) { FAIL("value callback for a failure"); },
                                                [&](std::exception_ptr e) {
-                                                   try {
-                                                       std::rethrow_exception(e);
-                                                   } catch (const std::exception& ex) {
-                                                       std::lock_guard lock(m);
-                                                       error_text = ex.what();
-                                                   }
+                                                   std::lock_guard lock(m);
+                                                   error_text = what_of(e);
                                                }),
                                 fail_on, 4, 4);
     ok.wait();
@@ -417,14 +424,19 @@ TEST_CASE("futures: submit, done, add_done_callback, as_completed and its timeou
     auto fast = pool.submit(sleep_then, 0.0, 2);
     std::atomic<int> called{0};
     fast.add_done_callback([&](const zmp::Future<int>& f) { called += f.get(); });
-    auto order = zmp::as_completed(std::vector<zmp::Future<int>>{slow, fast, fast});
+    std::vector<zmp::Future<int>> order;
+    for (const auto& f : zmp::as_completed(std::vector<zmp::Future<int>>{slow, fast, fast})) order.push_back(f);
     REQUIRE(order.size() == 2);  // a future listed twice comes once
     CHECK(order[0].get() == 2);
     CHECK(order[1].get() == 1);
     CHECK(slow.done());
     auto never = pool.submit(sleep_then, 5.0, 3);
+    auto completing = zmp::as_completed(std::vector<zmp::Future<int>>{never, fast}, 0.2s);
+    auto first = completing.next();  // fast is done already: it comes at once
+    REQUIRE(first.has_value());
+    CHECK(first->get() == 2);
     try {
-        zmp::as_completed(std::vector<zmp::Future<int>>{never, fast}, 0.2s);
+        (void)completing.next();
         FAIL("no timeout");
     } catch (const zmp::TimeoutError& e) {
         CHECK(std::string(e.what()) == "1 (of 2) futures unfinished");
@@ -472,4 +484,40 @@ TEST_CASE("a pool works inside a child, and a forked child cannot use its parent
     CHECK(value == 36);
     CHECK(child.exitcode() == 0);
     CHECK(pool.apply(square, 4) == 16);
+}
+
+TEST_CASE("starmap_async with callback and error_callback") {
+    zmp::Pool pool(2);
+    std::mutex m;
+    std::vector<int> sums;
+    std::string error_text;
+    std::vector<std::tuple<int, int>> pairs = {{1, 2}, {3, 4}};
+    pool.starmap_async(zmp::callbacks(
+                           [&](const std::vector<int>& v) {
+                               std::lock_guard lock(m);
+                               sums = v;
+                           },
+                           [&](std::exception_ptr) { FAIL("error callback for a success"); }),
+                       add, pairs);
+    pool.starmap_async(zmp::callbacks([&](const std::vector<int>&) { FAIL("value callback for a failure"); },
+                                      [&](std::exception_ptr e) {
+                                          std::lock_guard lock(m);
+                                          error_text = what_of(e);
+                                      }),
+                       fail_on, std::vector<std::tuple<int, int>>{{1, 2}, {2, 2}});
+    pool.close();
+    pool.join();
+    std::lock_guard lock(m);
+    CHECK(sums == std::vector<int>{3, 7});
+    CHECK(error_text == "task 2 failed");
+}
+
+TEST_CASE("terminate_on_exit: the destructor terminates, as Python's with-block does") {
+    zmp::AsyncResult<int> pending({}, {});
+    {
+        zmp::Pool pool({.processes = 1, .terminate_on_exit = true});
+        pending = pool.apply_async(sleep_then, 30.0, 1);
+    }
+    CHECK(pending.done());
+    CHECK_THROWS_AS(pending.get(), zmp::PoolTerminated);  // closing and joining would have given 1
 }

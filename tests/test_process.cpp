@@ -15,6 +15,8 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <tuple>
+#include <vector>
 
 #include "runtime/pidfd.hpp"
 #include "test_util.hpp"
@@ -89,6 +91,13 @@ void unwind_then_exit(Connection out, int code) {
 }
 
 void send_name(Connection out) { out.send(zmp::current_process().name()); }
+
+// What this child knows of itself: its ident and the authkey it runs with.
+void report_ident_and_authkey(Connection out) {
+    const zmp::Authkey& key = zmp::current_process().authkey();
+    out.send(std::make_tuple(static_cast<int>(*zmp::current_process().ident()),
+                             std::vector<std::uint8_t>(key.begin(), key.end())));
+}
 
 void start_grandchild_sending_name(Connection out) {
     zmp::Process grandchild(send_name, out);
@@ -384,6 +393,25 @@ TEST_CASE("current_process and parent_process describe this process and its pare
     CHECK(palive);
     CHECK(mypid == *p.pid());
     CHECK(myname == "Kid");
+}
+
+TEST_CASE("ident is the pid; authkey is the run's key, the same in a child under every method") {
+    auto [reader, writer] = zmp::Pipe(false);
+    zmp::Process p = zmp::get_context(any_method()).Process(report_ident_and_authkey, writer);
+    CHECK_FALSE(p.ident().has_value());  // None before start, as Python
+    p.start();
+    writer.close();
+    auto [ident, key] = reader.recv<std::tuple<int, std::vector<std::uint8_t>>>();
+    p.join();
+    CHECK(ident == *p.pid());
+    CHECK(p.ident() == p.pid());
+    const zmp::Authkey& mine = zmp::current_authkey();
+    CHECK(key == std::vector<std::uint8_t>(mine.begin(), mine.end()));
+    CHECK(p.authkey() == mine);
+    CHECK(zmp::current_process().authkey() == mine);
+    CHECK(zmp::current_process().ident() == ::getpid());
+    p.close();
+    CHECK_THROWS_AS(p.authkey(), zmp::ValueError);
 }
 
 TEST_CASE("a grandchild sees its parent die through parent_process()") {

@@ -1,5 +1,5 @@
-// Queue, SimpleQueue and JoinableQueue across real processes: research/python-mp.md §2 cases
-// 23-32, handles travelling (every start method, messages, Pool tasks), no item lost or doubled
+// Queue, SimpleQueue and JoinableQueue across real processes: Python's own cases for them,
+// handles travelling (every start method, messages, Pool tasks), no item lost or doubled
 // when consumers die or stall, large items, values of the wrong type, garbage at the broker.
 #include <catch2/catch.hpp>
 
@@ -930,6 +930,46 @@ TEST_CASE("an AnyValue travels inside other values and arrives as the value it h
     CHECK_THROWS_AS(zmp::AnyValue::from_bytes(std::string("\xdd\xff\xff\xff\xff", 5)), zmp::ProtocolError);
     CHECK(zmp::AnyValue(5) == zmp::AnyValue(5));
     CHECK_FALSE(zmp::AnyValue(5) == zmp::AnyValue(6));
+}
+
+namespace {
+
+// Gets a Queue through a Pipe, and a Connection as its argument: tries to put the Connection on the
+// queue (refused), then puts a message received through it, and sends the queue back through the Pipe.
+void queue_and_connection(zmp::Connection to_parent, zmp::Connection from_parent) {
+    auto q = to_parent.recv<zmp::Queue<zmp::Connection>>();
+    auto results = to_parent.recv<zmp::Queue<std::string>>();
+    try {
+        q.put(from_parent);
+        results.put("a Connection went onto a Queue");
+    } catch (const zmp::ValueError& e) {
+        results.put(std::string("refused: ") + e.what());
+    }
+    results.put(from_parent.recv<std::string>());
+    to_parent.send(results);
+}
+
+}  // namespace
+
+TEST_CASE("which handles travel where: a Connection is refused by a Queue, travels by Pipe and argument") {
+    zmp::Queue<zmp::Connection> connections;
+    zmp::Queue<std::string> results;
+    auto [here, there] = zmp::Pipe();
+    auto [reader, writer] = zmp::Pipe(false);
+    CHECK_THROWS_AS(connections.put(writer), zmp::ValueError);  // here, as in any process
+    zmp::Process child(zmp::ProcessOptions{.method = GENERATE(zmp::StartMethod::fork, zmp::StartMethod::spawn)},
+                       queue_and_connection, there, reader);
+    child.start();
+    here.send(connections);  // queues travel through a Pipe (by id)...
+    here.send(results);
+    writer.send(std::string("through the Connection"));  // ...and a Connection as an argument
+    auto back = here.recv<zmp::Queue<std::string>>();    // and back again
+    const std::string refusal = back.get(60s);
+    CHECK(refusal.rfind("refused: ", 0) == 0);
+    CHECK(back.get(60s) == "through the Connection");
+    child.join();
+    CHECK(child.exitcode() == 0);
+    CHECK(connections.empty());  // nothing half-put
 }
 
 TEST_CASE("a put from the root's atexit handler, after main's thread-locals are gone, arrives") {

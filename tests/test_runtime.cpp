@@ -58,7 +58,7 @@ TEST_CASE("a root SIGKILLed the moment its run directory exists is cleaned up by
     // The guardian may start after the root's death: its pidfd then says so, and it cleans up.
     run_leftovers::PrivateRunBase base;  // no other root sweeps it: only the guardian can clean up
     REQUIRE_FALSE(base.path.empty());
-    auto [dir, mode] = probe("--kill-self", base.env());
+    const std::string dir = probe("--kill-self", base.env()).first;
     REQUIRE_FALSE(dir.empty());
     CHECK(run_leftovers::eventually([&] { return !std::filesystem::exists(dir); }));
     CHECK(run_leftovers::eventually([&] { return !run_leftovers::guardian_of(dir); }));

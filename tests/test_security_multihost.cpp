@@ -19,25 +19,11 @@ using namespace std::chrono_literals;
 using namespace zmp::transport;
 using test_util::NetLab;
 
+using test_util::exit_code;
+using test_util::read_line;
+using test_util::write_line;
+
 namespace {
-
-int exit_code(pid_t pid) {
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
-}
-
-void write_line(int fd, const std::string& line) {
-    std::string text = line + "\n";
-    (void)!::write(fd, text.data(), text.size());
-}
-
-std::string read_line(int fd) {
-    std::string line;
-    char c;
-    while (::read(fd, &c, 1) == 1 && c != '\n') line += c;
-    return line;
-}
 
 // Reads one line from `fd`, waiting at most `limit`; empty if none came.
 std::string read_line_within(int fd, std::chrono::milliseconds limit) {

@@ -1,4 +1,4 @@
-// SharedMemory and ShareableList, with real processes (python-mp.md cases 71-73).
+// SharedMemory and ShareableList, with real processes: Python's own cases for them, and Python reading zmp's lists.
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
@@ -271,7 +271,7 @@ TEST_CASE("ShareableList across processes: disjoint writes, a handle through a P
 TEST_CASE("ShareableList has Python's layout: Python reads and writes zmp's lists and the other way round") {
     ShareableList sl({"howdy", Bytes{"HoWdY"}, -273.154, 100, nullptr, true, 42});
     // Attaching from Python 3.11 registers the segment with its resource tracker, which would
-    // unlink it at exit (gh-82300): unregister right away.
+    // unlink it at exit (docs/design.md, Upstream behaviour zmp works around): unregister right away.
     const std::string read_write =
         "from multiprocessing import shared_memory, resource_tracker\n"
         "sl = shared_memory.ShareableList(name='" +

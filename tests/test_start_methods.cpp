@@ -18,7 +18,10 @@
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"
+#include "zmp/pool.hpp"
 #include "zmp/process.hpp"
+#include "zmp/sharedctypes.hpp"
+#include "zmp/sync.hpp"
 
 using namespace std::chrono_literals;
 using zmp::Connection;
@@ -80,7 +83,66 @@ struct NotPackable {
 };
 void takes_not_packable(NotPackable) {}
 
+// A child that uses what its context made: the lock and the values under it, the semaphore, the
+// barrier, the condition and the event that says it is done.
+void use_context_objects(zmp::Lock lock, zmp::RLock rlock, zmp::BoundedSemaphore sem, zmp::Barrier barrier,
+                         zmp::Condition cond, zmp::Event done, zmp::Value<int> value, zmp::Array<int> array) {
+    {
+        std::lock_guard guard(lock);
+        std::lock_guard twice(rlock);
+        std::lock_guard again(rlock);  // recursive
+        value.set(value.value() + 41);
+        array.set(2, 30);
+    }
+    if (!sem.acquire(30.0s)) zmp::exit(3);  // the parent checks the exit code
+    (void)barrier.wait(60.0s);              // the parent is there too
+    {
+        std::lock_guard guard(cond);
+        cond.notify_all();
+    }
+    sem.release();
+    done.set();
+}
+
+std::string pool_worker_name(int) { return zmp::current_process().name(); }
+
 }  // namespace
+
+TEST_CASE("a context makes Pools, locks, semaphores, events, conditions, barriers, values, arrays") {
+    const StartMethod method = any_method();
+    auto ctx = zmp::get_context(method);
+
+    zmp::Pool pool = ctx.Pool(2);
+    CHECK(pool.processes() == 2);
+    const std::string prefix = method == StartMethod::spawn        ? "SpawnPoolWorker-"
+                               : method == StartMethod::forkserver ? "ForkServerPoolWorker-"
+                                                                   : "ForkPoolWorker-";
+    CHECK(pool.apply(pool_worker_name, 0).rfind(prefix, 0) == 0);  // its workers use the context's method
+    CHECK_THROWS_AS(ctx.Pool(0), zmp::ValueError);
+
+    auto lock = ctx.Lock();
+    auto rlock = ctx.RLock();
+    auto sem = ctx.BoundedSemaphore(1);
+    auto barrier = ctx.Barrier(2);
+    auto cond = ctx.Condition(ctx.RLock());
+    auto done = ctx.Event();
+    auto value = ctx.Value<int>(1);
+    auto array = ctx.Array<int>({1, 2, 3});
+    auto raw = ctx.RawArray<int>(4);
+    CHECK(raw.size() == 4);
+    CHECK(ctx.Semaphore(3).get_value() == 3);
+
+    zmp::Process child = ctx.Process(use_context_objects, lock, rlock, sem, barrier, cond, done, value, array);
+    child.start();
+    (void)barrier.wait(60.0s);
+    REQUIRE(done.wait(60.0s));
+    child.join();
+    CHECK(child.exitcode() == 0);
+    CHECK(value.value() == 42);
+    CHECK(array.get(2) == 30);
+    CHECK(sem.get_value() == 1);
+    CHECK_THROWS_AS(sem.release(), zmp::ValueError);  // bounded
+}
 
 TEST_CASE("contexts: by name and by enum, the method they report, errors for unknown names") {
     CHECK(zmp::get_context("spawn").method() == StartMethod::spawn);
@@ -328,12 +390,13 @@ TEST_CASE("the run's authkey is made at random and is the same in children of ev
     const zmp::Authkey mine = zmp::current_authkey();
     CHECK(mine != zmp::Authkey{});  // made from random bytes, not left zero
     auto [reader, writer] = zmp::Pipe(false);
-    zmp::Process p = zmp::get_context(any_method()).Process(
-        [](Connection out) {
-            const zmp::Authkey& key = zmp::current_authkey();
-            out.send(std::vector<std::uint8_t>(key.begin(), key.end()));
-        },
-        writer);
+    zmp::Process p = zmp::get_context(any_method())
+                         .Process(
+                             [](Connection out) {
+                                 const zmp::Authkey& key = zmp::current_authkey();
+                                 out.send(std::vector<std::uint8_t>(key.begin(), key.end()));
+                             },
+                             writer);
     p.start();
     const auto theirs = reader.recv<std::vector<std::uint8_t>>();
     CHECK(theirs == std::vector<std::uint8_t>(mine.begin(), mine.end()));

@@ -1,5 +1,5 @@
 // ZeroMQ delivers at most once; zmp's acknowledged streams must deliver everything, even when the
-// sender exits the moment it is done (libzmq#4660).
+// sender exits the moment it is done (docs/design.md, Upstream behaviour zmp works around).
 #include <catch2/catch.hpp>
 
 #include <cstring>

@@ -1,5 +1,5 @@
 // Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition and Barrier across real processes:
-// research/python-mp.md §2 cases 51-68, owner death, handles in messages, garbage at the broker.
+// Python's own cases for them, owner death, handles in messages, garbage at the broker.
 //
 // CTest runs this binary twice: as is (objects take the same-host fast path) and with
 // ZMP_SYNC=broker (every object's state lives in the broker). Both must behave identically.

@@ -21,6 +21,27 @@ namespace test_util {
 
 using Clock = std::chrono::steady_clock;
 
+/// Waits for child `pid`: its exit status, or 100 + the signal that killed it.
+inline int exit_code(pid_t pid) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
+}
+
+/// One line to `fd` (a pipe between a test and its children).
+inline void write_line(int fd, const std::string& line) {
+    std::string text = line + "\n";
+    (void)!::write(fd, text.data(), text.size());
+}
+
+/// One line from `fd`, without its newline (empty at end of file).
+inline std::string read_line(int fd) {
+    std::string line;
+    char c;
+    while (::read(fd, &c, 1) == 1 && c != '\n') line += c;
+    return line;
+}
+
 inline double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
 }

@@ -18,7 +18,7 @@ std::string endpoint(const char* what, pid_t owner, int i) {
 // One PUSH child sends a warm-up of 1000 items, then 3 rounds of `full` items of `size` bytes;
 // this process PULLs them. Items per second, median of the 3 rounds. A sender stays until its
 // receiver has everything: closing at the receiver's high-water mark can lose the stream's tail
-// (libzmq#4660, DESIGN.md §4).
+// (docs/design.md, Upstream behaviour zmp works around).
 double pushpull_rate(const bench::Options& opt, std::size_t size, int full) {
     const int per_round = opt.n(full), warm = 1000, rounds = 3;
     const std::string address = endpoint("pp", ::getpid(), 0);

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sodium.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,11 +17,13 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include "zmp/detail/deadline.hpp"
 #include "zmp/errors.hpp"
+#include "zmp/transport/wake_fd.hpp"
 #include "zmp/transport/zsocket.hpp"
 
 // What a CURVE client and server observe in libzmq 4.3.4 (socket monitor events, on loopback):
@@ -344,9 +345,6 @@ std::string describe(const Refusal& refusal) {
 
 struct Authenticator::State {
     explicit State(zmq::context_t& c) : context(c) {}
-    ~State() {
-        if (wake_fd >= 0) ::close(wake_fd);  // a start() that failed; stop() closes it otherwise
-    }
 
     // A server socket whose monitor the handler's thread reads.
     struct WatchRequest {
@@ -374,7 +372,9 @@ struct Authenticator::State {
 
     zmq::context_t& context;
     const pid_t owner_pid = ::getpid();
-    int wake_fd = -1;
+    // Made by start() and kept until the State goes, so that a wake() racing with stop() still
+    // writes to a live eventfd.
+    std::optional<WakeFd> wake_fd;
     std::thread thread;
     std::mutex stop_mutex;  // one stop() at a time
 
@@ -387,8 +387,7 @@ struct Authenticator::State {
 };
 
 void Authenticator::State::start() {
-    wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_fd < 0) throw_os_error("eventfd", errno);
+    wake_fd.emplace();
     std::promise<void> bound;
     auto ready = bound.get_future();
     running = true;
@@ -431,7 +430,7 @@ void Authenticator::State::run(std::promise<void>& bound) {
     std::list<Watch> watches;
     std::vector<zmq_pollitem_t> items;
     for (;;) {
-        items.assign({{zap->handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}});
+        items.assign({{zap->handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd->fd(), ZMQ_POLLIN, 0}});
         for (auto& w : watches) items.push_back({w.events.handle(), 0, ZMQ_POLLIN, 0});
         if (::zmq_poll(items.data(), static_cast<int>(items.size()), -1) < 0) {
             if (::zmq_errno() == EINTR) continue;
@@ -439,9 +438,7 @@ void Authenticator::State::run(std::promise<void>& bound) {
         }
         try {
             if (items[1].revents & ZMQ_POLLIN) {
-                std::uint64_t count;
-                while (::read(wake_fd, &count, sizeof count) > 0) {
-                }
+                wake_fd->drain();
                 std::deque<WatchRequest> taken;
                 {
                     std::lock_guard lock(mutex);
@@ -488,11 +485,7 @@ void Authenticator::State::run(std::promise<void>& bound) {
     requests.clear();
 }
 
-void Authenticator::State::wake() {
-    std::uint64_t one = 1;
-    while (::write(wake_fd, &one, sizeof one) < 0 && errno == EINTR) {
-    }
-}
+void Authenticator::State::wake() { wake_fd->notify(); }
 
 // One ZAP request (RFC 27): version, request id, domain, address, routing id, mechanism,
 // credentials. Always answered, so that no handshake waits for the handshake timeout.
@@ -614,8 +607,6 @@ void Authenticator::State::stop() {
     }
     wake();
     thread.join();
-    ::close(wake_fd);
-    wake_fd = -1;
 }
 
 Authenticator::Authenticator(std::shared_ptr<State> state) : state_(std::move(state)) {}

@@ -217,7 +217,10 @@ private:
 
 // ---- copying in and out of a ring ------------------------------------------------------------
 
+// Both return at once for n == 0: the storage of an empty message may be a null pointer, which
+// memcpy must not get even for no bytes.
 void copy_to_ring(char* data, std::size_t capacity, std::uint64_t position, const char* from, std::size_t n) {
+    if (n == 0) return;
     const std::size_t offset = static_cast<std::size_t>(position & (capacity - 1));
     const std::size_t first = std::min(n, capacity - offset);
     std::memcpy(data + offset, from, first);
@@ -225,6 +228,7 @@ void copy_to_ring(char* data, std::size_t capacity, std::uint64_t position, cons
 }
 
 void copy_from_ring(const char* data, std::size_t capacity, std::uint64_t position, char* to, std::size_t n) {
+    if (n == 0) return;
     const std::size_t offset = static_cast<std::size_t>(position & (capacity - 1));
     const std::size_t first = std::min(n, capacity - offset);
     std::memcpy(to, data + offset, first);

@@ -95,9 +95,7 @@ std::size_t read_fully(int fd, char* data, std::size_t size) {
         ssize_t n = ::read(fd, data + done, size - done);
         if (n > 0) {
             done += static_cast<std::size_t>(n);
-        } else if (n == 0) {
-            break;
-        } else if (errno == ECONNRESET) {
+        } else if (n == 0 || errno == ECONNRESET) {
             break;
         } else if (errno != EINTR) {
             throw_os_error("read from channel", errno);

@@ -21,17 +21,25 @@
 //
 // Threading: the default method is process-wide; set it before starting processes.
 
+#include <cstddef>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "zmp/manager.hpp"
 #include "zmp/pipe.hpp"
 #include "zmp/process.hpp"
 #include "zmp/queue.hpp"
+#include "zmp/sharedctypes.hpp"
+#include "zmp/sync.hpp"
 
 namespace zmp {
+
+class Pool;
+struct PoolOptions;
 
 /// Must be the first statement of main() in every program that uses zmp. In the root it records
 /// argv (spawned children get the same argv) and returns. In a child started by spawn it runs the
@@ -71,6 +79,63 @@ public:
     template <class T>
     zmp::JoinableQueue<T> JoinableQueue(std::int64_t maxsize = 0, const QueueOptions& options = {}) const {
         return zmp::JoinableQueue<T>(maxsize, options);
+    }
+    /// Python's ctx.Manager(): the same for every method (its objects live in the run's broker).
+    zmp::Manager Manager() const { return zmp::Manager(); }
+
+    /// Python's ctx.Pool(processes): a Pool whose workers start with this context's method
+    /// (cpu_count() workers, or `processes`: below 1 is a ValueError, as Pool(n)). Include
+    /// zmp/pool.hpp to use it. With an initializer: zmp::Pool(PoolOptions{.context =
+    /// ctx.method()}, init, initargs...).
+    zmp::Pool Pool() const;
+    zmp::Pool Pool(int processes) const;
+    /// The same with every PoolOptions; `options.context` is set to this context's method.
+    zmp::Pool Pool(PoolOptions options) const;
+
+    /// Python's ctx.Lock(), ctx.RLock(), ctx.Semaphore(v), ctx.BoundedSemaphore(v), ctx.Event(),
+    /// ctx.Condition(lock), ctx.Barrier(parties, action, timeout): the objects of zmp/sync.hpp,
+    /// which work the same whatever method the processes that share them were started with.
+    template <class... A>
+    zmp::Lock Lock(A&&... args) const {
+        return zmp::Lock(std::forward<A>(args)...);
+    }
+    template <class... A>
+    zmp::RLock RLock(A&&... args) const {
+        return zmp::RLock(std::forward<A>(args)...);
+    }
+    zmp::Semaphore Semaphore(int value = 1) const { return zmp::Semaphore(value); }
+    zmp::BoundedSemaphore BoundedSemaphore(int value = 1) const { return zmp::BoundedSemaphore(value); }
+    zmp::Event Event() const { return zmp::Event(); }
+    template <class... A>
+    zmp::Condition Condition(A&&... args) const {
+        return zmp::Condition(std::forward<A>(args)...);
+    }
+    template <class... A>
+    zmp::Barrier Barrier(A&&... args) const {
+        return zmp::Barrier(std::forward<A>(args)...);
+    }
+
+    /// Python's ctx.Value(type, x, lock=...), ctx.Array(type, n_or_items, lock=...), and the Raw
+    /// forms: the handles of zmp/sharedctypes.hpp, the same for every method.
+    template <class T, class... A>
+    zmp::Value<T> Value(A&&... args) const {
+        return zmp::Value<T>(std::forward<A>(args)...);
+    }
+    template <class T, class... A>
+    zmp::Array<T> Array(A&&... args) const {
+        return zmp::Array<T>(std::forward<A>(args)...);
+    }
+    template <class T>
+    zmp::Array<T> Array(std::initializer_list<T> items, LockOption lock = true) const {
+        return zmp::Array<T>(items, std::move(lock));
+    }
+    template <class T, class... A>
+    zmp::RawValue<T> RawValue(A&&... args) const {
+        return zmp::RawValue<T>(std::forward<A>(args)...);
+    }
+    template <class T, class... A>
+    zmp::RawArray<T> RawArray(A&&... args) const {
+        return zmp::RawArray<T>(std::forward<A>(args)...);
     }
 
 private:

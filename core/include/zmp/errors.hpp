@@ -120,6 +120,13 @@ public:
           worker_(std::move(worker)),
           pid_(pid),
           exitcode_(exitcode) {}
+    /// A worker that joined over the network and was lost (its host vanished, its connection
+    /// broke): "worker <worker> (pid <pid>) <how> while running this task"; exitcode() is 0.
+    WorkerLost(std::string worker, int pid, const std::string& how)
+        : ProcessError("worker " + worker + " (pid " + std::to_string(pid) + ") " + how + " while running this task"),
+          worker_(std::move(worker)),
+          pid_(pid),
+          exitcode_(0) {}
     const std::string& worker() const noexcept { return worker_; }
     int pid() const noexcept { return pid_; }
     /// Python's exit code of the worker: -N for signal N, else its exit status.
@@ -149,9 +156,36 @@ public:
     using ProcessError::ProcessError;
 };
 
+/// A key a mapping does not hold (a Manager's dict: getitem, del, pop without a default,
+/// popitem of an empty one), as Python's KeyError. what() shows the key.
+class KeyError : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
+/// An operation on a value of the wrong type (a Manager object's increment of a value that is not
+/// a number, sort of values that do not order), as Python's TypeError.
+class TypeError : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
+/// A field an object does not have (a Manager's Namespace), as Python's AttributeError.
+class AttributeError : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
 /// A pool that can no longer run tasks: its initializer failed, or workers cannot be started.
 /// Pending results fail with it, and so does every later submission.
 class BrokenPool : public ProcessError {
+public:
+    using ProcessError::ProcessError;
+};
+
+/// The result of a pool task that was cancelled before it started (Future::cancel(), or
+/// ProcessPoolExecutor::shutdown with cancel_futures), as concurrent.futures.CancelledError.
+class CancelledError : public ProcessError {
 public:
     using ProcessError::ProcessError;
 };

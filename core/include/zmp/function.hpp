@@ -155,6 +155,15 @@ std::pair<const void*, Trampoline> resolve(const FunctionId& id);
 
 void register_function(const char* name, const void* fn, Trampoline tramp);
 
+/// The function registered under `name` in this process, or nullopt: how a worker built from
+/// other sources finds a task (it must never guess at an address in a binary it is not).
+std::optional<std::pair<const void*, Trampoline>> resolve_registered(const std::string& name);
+
+/// This program's build: the GNU build id of the main executable in hex (a hash of the
+/// executable's bytes when it has none). Two processes whose build ids match run the same code,
+/// so functions may travel between them by address.
+const std::string& this_build_id();
+
 struct Registration {
     template <class F>
     Registration(const char* name, F* fn) {
@@ -163,6 +172,15 @@ struct Registration {
 };
 
 }  // namespace detail
+
+/// Registers `fn` as the pool task (or Process target) `name`: a worker built from other sources
+/// that registers the same name runs it (zmp/worker.hpp). Same as ZMP_TASK, at run time; call it
+/// before the worker joins or the task is submitted. Threading: any thread.
+///     zmp::register_task("count_primes", count_primes);
+template <class F>
+void register_task(const char* name, F* fn) {
+    detail::register_function(name, reinterpret_cast<const void*>(fn), detail::trampoline_for<F*>());
+}
 
 /// True if a call f(args...) can be sent to a spawned process: F is a plain function or a
 /// capture-free lambda, and every parameter type has msgpack adaptors.
@@ -183,6 +201,9 @@ inline constexpr bool travels = [] {
 /// that registers the same name can run it. Use at namespace scope.
 #define ZMP_REGISTER(fn) ZMP_REGISTER_AS(#fn, fn)
 #define ZMP_REGISTER_AS(name, fn) \
-    static const ::zmp::detail::Registration ZMP_REGISTER_CAT(zmp_registration_, __LINE__)(name, &fn)
+    static const ::zmp::detail::Registration ZMP_REGISTER_CAT(zmp_registration_, __LINE__)(name, &(fn))
+/// ZMP_TASK(name, fn): registers `fn` as the task `name` (a string), at namespace scope; tasks of
+/// a Pool travel to joined workers of other builds by that name (zmp/worker.hpp).
+#define ZMP_TASK(name, fn) ZMP_REGISTER_AS(name, fn)
 #define ZMP_REGISTER_CAT2(a, b) a##b
 #define ZMP_REGISTER_CAT(a, b) ZMP_REGISTER_CAT2(a, b)

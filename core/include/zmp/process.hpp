@@ -34,6 +34,7 @@
 #include <utility>
 #include <vector>
 
+#include "zmp/authkey.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/function.hpp"
 #include "zmp/timeout.hpp"
@@ -130,6 +131,13 @@ public:
     std::optional<int> exitcode() const;
     /// The child's pid once started (for current_process(): this process's pid).
     std::optional<pid_t> pid() const;
+    /// Python's ident: the same as pid().
+    std::optional<pid_t> ident() const { return pid(); }
+    /// Python's authkey: the key this process runs with. A run has one key (zmp::current_authkey(),
+    /// made by the root) and every child inherits it under every start method, so this is the
+    /// same for every Process of the run; unlike Python's it cannot be set per process.
+    /// ValueError after close().
+    const Authkey& authkey() const;
     const std::string& name() const;
     void set_name(std::string name);
     bool daemon() const;
@@ -217,6 +225,8 @@ int cpu_count();
 /// Lets a Process subclass be started with spawn or forkserver: the child default-constructs a T
 /// and fills it from the parent's object, which T describes with MSGPACK_DEFINE(members...).
 /// Use at namespace scope: ZMP_REGISTER_PROCESS(MyWorker);
+// T is a type name, which parentheses would break.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define ZMP_REGISTER_PROCESS(T)                                                                        \
     static const bool ZMP_REGISTER_CAT(zmp_process_type_, __LINE__) = [] {                             \
         ::zmp::detail::register_process_type(                                                          \
@@ -228,6 +238,7 @@ int cpu_count();
              [](::zmp::Process& p, const msgpack::object& obj) { obj.convert(static_cast<T&>(p)); }}); \
         return true;                                                                                   \
     }()
+// NOLINTEND(bugprone-macro-parentheses)
 
 /// Ends the calling process with `code`, like Python's sys.exit: inside a child's target it
 /// unwinds the target (destructors run) and the child's exit code is `code`; elsewhere it runs

@@ -26,6 +26,14 @@
 // an item larger than the queue's max_item_bytes raises ValueError in put(). A received item
 // that does not convert to T raises ProtocolError in get().
 //
+// Across hosts (a broker that serves tcp, zmp/remote.hpp; for its consumers on every host, since
+// such a broker has no shared memory): each item is still delivered to at
+// most one consumer, never twice, and each producer's order is kept, but delivery is at most once:
+// without shared memory there is no cursor to take back with, so an item is the consumer's once
+// the broker has handed it to that consumer's connection, one item per get(). If the consumer
+// dies or its host is cut off after that and before get() returns, the item is lost. Exactly once
+// across hosts needs a take/acknowledge protocol, which is not built yet.
+//
 // put() on a queue without maxsize (and on a SimpleQueue) returns once the item is handed to this
 // process's feeder thread, which sends items to the broker in batches, in order (as Python's
 // feeder thread does): so qsize() and empty() seen from another process may lag a put() that has

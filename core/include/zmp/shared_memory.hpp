@@ -12,10 +12,11 @@
 // Ownership is explicit, as in Python 3.13 with track=False for attachers: close() unmaps this
 // process's view, unlink() removes the name, and nothing else ever removes it — dropping a
 // handle or exiting only unmaps. In particular an attaching process never unlinks the segment
-// when it exits (Python did so until 3.13, gh-82300). Only as a last resort, a segment created
-// with track=true (the default) and never unlinked is removed when the run's root process exits
-// (or by the next root, if the root was killed), as Python's resource tracker does; create with
-// track=false for a segment that must outlive the program.
+// when it exits (Python did so until 3.13: docs/design.md, Upstream behaviour zmp works around).
+// Only as a last resort, a segment created with track=true (the default) and never unlinked is
+// removed when the run's root process exits (or by the next root, if the root was killed), as
+// Python's resource tracker does; create with track=false for a segment that must outlive the
+// program.
 //
 // Handles: a SharedMemory is a handle. Copies share one mapping, and close() closes it for all of
 // them; the mapping goes when the last copy goes. Separately constructed SharedMemory objects

@@ -281,7 +281,8 @@ public:
     explicit MaybeLocked(const SharedArrayCore& core) : lock_(core.has_lock() ? &core.lock() : nullptr) {
         if (lock_ != nullptr) lock_->lock();
     }
-    ~MaybeLocked() {
+    // unlock() raises only for a lock this thread does not hold, and this one locked it.
+    ~MaybeLocked() {  // NOLINT(bugprone-exception-escape)
         if (lock_ != nullptr) lock_->unlock();
     }
     MaybeLocked(const MaybeLocked&) = delete;

@@ -2,7 +2,6 @@
 
 #include <pthread.h>
 #include <sys/random.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 #include "runtime/run.hpp"
 #include "runtime/zmq_context.hpp"
 #include "base/fork.hpp"
+#include "base/thread_id.hpp"
 #include "broker/arena.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
@@ -27,22 +27,65 @@ namespace {
 constexpr std::chrono::seconds kHelloTimeout{60};
 // An exiting process does not wait longer than this to tell the broker what it keeps.
 constexpr std::chrono::seconds kExitTimeout{5};
+// A remote broker that did not accept a reference channel is not asked again for this long.
+constexpr std::chrono::seconds kRefRetryAfter{30};
 
 // Links by endpoint. The mutex is held across fork() so that a child never inherits it locked.
 std::mutex registry_mutex;
 std::unordered_map<std::string, BrokerLink*>* registry = nullptr;
+// Remote links by the name their broker gave (registry_mutex). Not in `registry`: every link
+// appears there once, for the fork handlers.
+std::unordered_map<std::string, BrokerLink*>* aliases = nullptr;
+
+// The number a remote client says HELLO with: random for each process (a pid means nothing to a
+// broker on another host) and new after each fork. Derived from a per-process random seed
+// (inherited by fork) with the pid and fork generation, so that it needs no lock.
+std::uint64_t incarnation() {
+    static std::atomic<std::uint64_t> seed{0};
+    std::uint64_t s = seed.load(std::memory_order_acquire);
+    if (s == 0) {
+        std::uint64_t fresh = 0;
+        while (::getrandom(&fresh, sizeof fresh, 0) != sizeof fresh) {
+            if (errno != EINTR) throw_os_error("getrandom", errno);
+        }
+        fresh |= 1;
+        if (seed.compare_exchange_strong(s, fresh, std::memory_order_acq_rel)) s = fresh;
+    }
+    // splitmix64 of the seed, pid and fork generation.
+    std::uint64_t x =
+        s ^ (static_cast<std::uint64_t>(current_pid()) << 32) ^ (fork_generation() * 0x9e3779b97f4a7c15ULL);
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return (x & 0x7fffffffffffffffULL) | 1;
+}
 
 // A forked child starts with none: the connections were its parent's (the runtime abandons their
 // sockets).
 struct ThreadConns {
     std::vector<std::pair<BrokerLink*, std::unique_ptr<LinkConn>>> conns;
+    // In a forked child: the sockets belong to the parent's context, never to be closed here.
+    void abandon() {
+        for (auto& [link, c] : conns) {
+            (void)c->owned_socket.release();
+            (void)c->monitor.release();
+        }
+    }
 };
-thread_local ForkLocal<ThreadConns> thread_conns;
 
-struct ThreadIdentity {
-    std::uint32_t tid = 0;
-};
-thread_local ForkLocal<ThreadIdentity> thread_identity;
+// A PAIR that receives `socket`'s DISCONNECTED events.
+zmq::socket_t watch_disconnects(zmq::context_t& context, zmq::socket_t& socket) {
+    static std::atomic<std::uint64_t> counter{0};
+    const std::string address =
+        "inproc://zmp-broker-link-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+    if (zmq_socket_monitor(socket.handle(), address.c_str(), ZMQ_EVENT_DISCONNECTED) != 0)
+        throw_os_error("zmq_socket_monitor", zmq_errno());
+    zmq::socket_t pair(context, zmq::socket_type::pair);
+    pair.set(zmq::sockopt::linger, 0);
+    pair.connect(address);
+    return pair;
+}
+thread_local ForkLocal<ThreadConns> thread_conns;
 
 std::vector<BrokerLink*> all_links();
 
@@ -102,11 +145,7 @@ const bool hooks_registered = [] {
 
 pid_t current_pid() { return this_process().pid(); }
 
-std::uint32_t current_tid() {
-    ThreadIdentity& me = thread_identity.get();
-    if (me.tid == 0) me.tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
-    return me.tid;
-}
+std::uint32_t current_tid() { return current_thread_id(); }
 
 const Reply& checked(const Reply& reply) {
     switch (reply.status) {
@@ -132,8 +171,77 @@ BrokerLink& BrokerLink::get(const std::string& endpoint) {
     std::lock_guard lock(registry_mutex);
     if (registry == nullptr) registry = new std::unordered_map<std::string, BrokerLink*>();
     auto it = registry->find(endpoint);
-    if (it == registry->end()) it = registry->emplace(endpoint, new BrokerLink(endpoint)).first;
-    return *it->second;
+    if (it != registry->end()) return *it->second;
+    if (aliases != nullptr) {
+        if (auto alias = aliases->find(endpoint); alias != aliases->end()) return *alias->second;
+    }
+    return *registry->emplace(endpoint, new BrokerLink(endpoint)).first->second;
+}
+
+BrokerLink& BrokerLink::named(const std::string& name) {
+    {
+        std::lock_guard lock(registry_mutex);
+        if (registry != nullptr) {
+            if (auto it = registry->find(name); it != registry->end()) return *it->second;
+        }
+        if (aliases != nullptr) {
+            if (auto it = aliases->find(name); it != aliases->end()) return *it->second;
+        }
+    }
+    if (name.rfind("ipc://", 0) == 0 || name.rfind("tcp://", 0) == 0) return get(name);
+    throw ProtocolError("received a handle of the broker \"" + name +
+                        "\", which this process has not joined (zmp::connect)");
+}
+
+BrokerLink& BrokerLink::join(const std::string& endpoint, const transport::TcpSecurity& security,
+                             std::chrono::milliseconds timeout) {
+    if (endpoint.rfind("tcp://", 0) != 0) throw ValueError("zmp::connect: " + endpoint + " is not a tcp:// endpoint");
+    BrokerLink& link = get(endpoint);
+    {
+        std::lock_guard lock(link.remote_mutex_);
+        const bool same =
+            link.security_ && link.security_->is_insecure() == security.is_insecure() &&
+            (security.is_insecure() || link.security_->keys().client_public == security.keys().client_public);
+        if (link.joined_ && !same)
+            throw ValueError("zmp::connect: already joined " + endpoint + " with other credentials");
+        link.security_ = security;
+        link.connect_timeout_ = timeout;
+    }
+    try {
+        (void)link.client_index();  // connects and says HELLO: fails now rather than at first use
+    } catch (...) {
+        std::lock_guard lock(link.remote_mutex_);
+        if (!link.joined_) link.security_.reset();  // refused, or nobody answered: another try may differ
+        throw;
+    }
+    std::lock_guard lock(link.remote_mutex_);
+    link.joined_ = true;
+    return link;
+}
+
+std::string BrokerLink::name() const {
+    if (!remote_) return endpoint_;
+    std::lock_guard lock(remote_mutex_);
+    return name_.empty() ? endpoint_ : name_;
+}
+
+void BrokerLink::connect_remote(zmq::context_t& context, zmq::socket_t& socket,
+                                std::chrono::milliseconds timeout) const {
+    std::optional<transport::TcpSecurity> security;
+    {
+        std::lock_guard lock(remote_mutex_);
+        security = security_;
+    }
+    if (!security) security = transport::TcpSecurity::curve(this_run().authkey());
+    transport::apply_client_security(socket, *security);
+    const Deadline deadline = Deadline::after(timeout);
+    for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline.remaining());
+        const auto attempt = std::clamp(left, std::chrono::milliseconds(1), std::chrono::milliseconds(1000));
+        if (transport::connect_and_authenticate(context, socket, endpoint_, attempt) == transport::Handshake::succeeded)
+            return;
+        if (deadline.passed()) throw BrokerLost("no broker answers at " + endpoint_);
+    }
 }
 
 BrokerLink& BrokerLink::local() { return get(ensure_broker()); }
@@ -156,11 +264,28 @@ Arena* BrokerLink::arena(const std::string& prefix) {
 }
 
 zmq::socket_t BrokerLink::connect(zmq::context_t& context) const {
+    std::chrono::milliseconds timeout;
+    {
+        std::lock_guard lock(remote_mutex_);
+        timeout = connect_timeout_;
+    }
+    return connect(context, timeout);
+}
+
+zmq::socket_t BrokerLink::connect(zmq::context_t& context, std::chrono::milliseconds remote_timeout) const {
     std::string address = embedded_inproc_endpoint(endpoint_);
     if (address.empty()) address = endpoint_;
     transport::SocketOptions options;
     options.max_message = kMaxBatchFrame;
+    if (remote_) {
+        options.heartbeat_ivl_ms = static_cast<int>(kHeartbeatIvl.count());
+        options.heartbeat_timeout_ms = static_cast<int>(kHeartbeatTimeout.count());
+    }
     zmq::socket_t socket = transport::open_socket(context, zmq::socket_type::dealer, options);
+    if (remote_) {
+        connect_remote(context, socket, remote_timeout);
+        return socket;
+    }
     try {
         socket.connect(address);
     } catch (const zmq::error_t& e) {
@@ -169,24 +294,63 @@ zmq::socket_t BrokerLink::connect(zmq::context_t& context) const {
     return socket;
 }
 
+LinkConn::~LinkConn() {
+    if (monitor && owned_socket) (void)zmq_socket_monitor(owned_socket->handle(), nullptr, 0);
+}
+
+bool LinkConn::disconnected() {
+    if (!monitor) return false;
+    std::vector<zmq::message_t> frames;
+    while (transport::recv_message(*monitor, frames, 2, std::chrono::milliseconds(0))) lost = true;
+    return lost;
+}
+
 LinkConn& BrokerLink::conn() {
     ThreadConns& mine = thread_conns.get();
-    for (auto& [link, c] : mine.conns)
-        if (link == this) return *c;
+    for (auto it = mine.conns.begin(); it != mine.conns.end(); ++it) {
+        if (it->first != this) continue;
+        // A connection that was closed meanwhile (even while nobody waited on it) is made afresh:
+        // the broker forgot it, and events left unread would pile up.
+        if (!it->second->disconnected()) return *it->second;
+        mine.conns.erase(it);  // closes its sockets; a new connection says HELLO again
+        break;
+    }
 
     auto c = std::make_unique<LinkConn>();
-    c->socket = thread_socket("zmp.broker " + endpoint_, [&](zmq::context_t& context) { return connect(context); });
+    if (remote_) {
+        c->owned_socket = std::make_unique<zmq::socket_t>(connect(zmq_context()));
+        c->socket = *c->owned_socket;
+        c->monitor = std::make_unique<zmq::socket_t>(watch_disconnects(zmq_context(), *c->owned_socket));
+    } else {
+        c->socket = thread_socket("zmp.broker " + endpoint_, [&](zmq::context_t& context) { return connect(context); });
+    }
     hello_on(*c);
     mine.conns.emplace_back(this, std::move(c));
     return *mine.conns.back().second;
 }
 
 void BrokerLink::hello_on(LinkConn& c) {
-    const std::uint64_t rid = send_on(c, Op::hello, 0, {current_pid(), current_tid()});
+    const std::uint64_t rid =
+        remote_ ? send_on(c, Op::hello, 0, {current_pid(), current_tid(), static_cast<std::int64_t>(incarnation())})
+                : send_on(c, Op::hello, 0, {current_pid(), current_tid()});
     const Reply hello = receive_on(c, rid, Deadline::after(kHelloTimeout));
     if (hello.status != Status::ok)
         throw ProcessError("the broker at " + endpoint_ + " refused this process: " + hello.text);
     index_.store(static_cast<std::uint32_t>(hello.value(0)), std::memory_order_relaxed);
+    if (remote_) {
+        // No arena and no pidfd across hosts: only the broker's name, which its handles carry.
+        if (!hello.text.empty() && hello.text != endpoint_) {
+            {
+                std::lock_guard lock(remote_mutex_);
+                name_ = hello.text;
+            }
+            std::lock_guard lock(registry_mutex);
+            if (aliases == nullptr) aliases = new std::unordered_map<std::string, BrokerLink*>();
+            aliases->emplace(hello.text, this);
+        }
+        registered_generation_.store(fork_generation(), std::memory_order_release);
+        return;
+    }
     const auto broker_pid = static_cast<pid_t>(hello.value(1));
     const bool same_host = endpoint_.rfind("ipc://", 0) == 0;
     if (same_host && broker_pid != current_pid() && broker_pid != broker_pid_.load()) {
@@ -209,7 +373,18 @@ LinkConn& BrokerLink::ref_channel() {
     (void)ref_conn_.release();
     ref_socket_ = nullptr;
     ref_unsynced_ = false;
-    auto socket = std::make_unique<zmq::socket_t>(connect(zmq_context()));
+    // Reference traffic comes from destructors (drop): to a remote broker that does not answer it
+    // gives up after kExitTimeout, and fails at once for a while after that.
+    if (remote_ && std::chrono::steady_clock::now() < ref_retry_at_)
+        throw BrokerLost("the broker at " + endpoint_ + " did not answer a moment ago");
+    std::unique_ptr<zmq::socket_t> socket;
+    try {
+        socket =
+            std::make_unique<zmq::socket_t>(remote_ ? connect(zmq_context(), kExitTimeout) : connect(zmq_context()));
+    } catch (const BrokerLost&) {
+        ref_retry_at_ = std::chrono::steady_clock::now() + kRefRetryAfter;
+        throw;
+    }
     auto c = std::make_unique<LinkConn>();
     c->socket = *socket;
     hello_on(*c);
@@ -357,7 +532,8 @@ Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, const Deadline& dea
     for (;;) {
         zmq_pollitem_t items[2] = {{c.socket.handle(), 0, ZMQ_POLLIN, 0},
                                    {nullptr, broker_pidfd_.load(), ZMQ_POLLIN, 0}};
-        const int n = items[1].fd >= 0 ? 2 : 1;
+        if (c.monitor) items[1] = {c.monitor->handle(), 0, ZMQ_POLLIN, 0};
+        const int n = items[1].fd >= 0 || items[1].socket != nullptr ? 2 : 1;
         const int rc = zmq_poll(items, n, deadline.poll_ms());
         if (rc < 0) {
             if (zmq_errno() == EINTR) continue;
@@ -373,6 +549,13 @@ Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, const Deadline& dea
             if (std::find(c.awaited.begin(), c.awaited.end(), r.rid) != c.awaited.end())
                 c.stash.push_back(std::move(r));
             // Anything else answers a request nobody waits for any more: dropped.
+        }
+        if (n == 2 && (items[1].revents & ZMQ_POLLIN) != 0 && c.monitor) {
+            // Only DISCONNECTED events are asked for: the connection is gone, and with it what
+            // the broker had for this connection.
+            c.lost = true;
+            throw BrokerLost("lost the connection to the broker at " + endpoint_ +
+                             " (it stopped, or its host stopped answering heartbeats)");
         }
         if (n == 2 && (items[1].revents & ZMQ_POLLIN) != 0) {
             throw BrokerLost("the broker is gone (its process, pid " + std::to_string(broker_pid_.load()) + ", died)");
@@ -391,10 +574,13 @@ void BrokerLink::keep_holdings() {
     if (holdings_generation_.load() != generation) return;
     try {
         // A connection of its own: at exit() the thread's cached sockets may already be gone.
-        zmq::socket_t socket = connect(zmq_context());
+        zmq::socket_t socket = connect(zmq_context(), kExitTimeout);
         LinkConn c;
         c.socket = socket;
-        (void)receive_on(c, send_on(c, Op::hello, 0, {current_pid(), current_tid()}), Deadline::after(kExitTimeout));
+        const std::uint64_t hello_rid =
+            remote_ ? send_on(c, Op::hello, 0, {current_pid(), current_tid(), static_cast<std::int64_t>(incarnation())})
+                    : send_on(c, Op::hello, 0, {current_pid(), current_tid()});
+        (void)receive_on(c, hello_rid, Deadline::after(kExitTimeout));
         checked(receive_on(c, send_on(c, Op::keep_holdings, 0, {}), Deadline::after(kExitTimeout)));
     } catch (const ProcessError&) {
         // The broker is gone (or too slow for an exiting process): nothing to keep.

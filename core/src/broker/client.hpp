@@ -12,6 +12,14 @@
 // it was sent whatever thread sent it.
 //
 // Links are never destroyed (handles may be used by static destructors); one per endpoint.
+//
+// A link to a tcp:// endpoint is remote (a broker on another host, or served over tcp): its
+// connections use CURVE keys derived from the authkey (transport/security.hpp; the link's own key
+// if it was joined with one, the run's otherwise), a refused key raising AuthenticationError at
+// once; HELLO carries a random incarnation number instead of relying on the pid; there is no
+// arena, so every call takes the socket path. The broker's HELLO answer names the broker as its
+// handles name it, and the link answers to that name too: a handle received from another process
+// of that broker resolves to this link.
 
 #include <sys/types.h>
 
@@ -32,6 +40,7 @@
 
 #include "zmp/errors.hpp"
 #include "zmp/timeout.hpp"
+#include "zmp/transport/security.hpp"
 
 namespace zmp::detail::broker {
 
@@ -41,6 +50,21 @@ struct ForkEntry;
 /// One thread's connection to one broker.
 struct LinkConn {
     zmq::socket_ref socket;
+    // A remote link's connection owns its socket, and watches it: a connection ZeroMQ closes (the
+    // broker stopped, or its heartbeats went unanswered: its host vanished) fails the wait at
+    // once, and the next call connects afresh.
+    std::unique_ptr<zmq::socket_t> owned_socket;
+    std::unique_ptr<zmq::socket_t> monitor;  // ZMQ_EVENT_DISCONNECTED of owned_socket
+    bool lost = false;
+
+    LinkConn() = default;
+    LinkConn(const LinkConn&) = delete;
+    LinkConn& operator=(const LinkConn&) = delete;
+    /// Stops the monitor before its reader closes: libzmq's I/O thread would block for ever on an
+    /// event nobody can receive.
+    ~LinkConn();
+    /// True if the connection was closed since it was made (reads the monitor without waiting).
+    bool disconnected();
     std::uint64_t next_rid = 1;
     std::vector<std::uint64_t> awaited;  // sent, not answered yet
     std::vector<Reply> stash;            // answers that came while another was awaited
@@ -48,13 +72,28 @@ struct LinkConn {
 
 class BrokerLink {
 public:
-    /// The link to the broker at `endpoint`.
+    /// The link to the broker at `endpoint` (or named so by a remote link's broker).
     static BrokerLink& get(const std::string& endpoint);
+    /// The link a received handle names: a link made or joined already under that endpoint or
+    /// name, else a new link to it if it is an ipc:// or tcp:// endpoint. ProtocolError for a
+    /// name no link answers to (a broker this process has not joined).
+    static BrokerLink& named(const std::string& name);
+    /// Joins the broker at tcp `endpoint` with `security`: connects and says HELLO now, waiting
+    /// up to `timeout` for a broker to answer. AuthenticationError for a refused key (within
+    /// milliseconds), BrokerLost if nobody answers in time, ValueError for a link to that endpoint
+    /// that already uses other credentials.
+    static BrokerLink& join(const std::string& endpoint, const transport::TcpSecurity& security,
+                            std::chrono::milliseconds timeout);
     /// The link to this process's broker (the runtime's); in the root, starts the embedded broker
     /// if none runs yet. ProcessError in a process that has no broker.
     static BrokerLink& local();
 
     const std::string& endpoint() const { return endpoint_; }
+    /// The broker's name, as handles carry it: the endpoint for a link on this host; for a
+    /// remote link, what the broker's HELLO said (the endpoint until then).
+    std::string name() const;
+    /// Over tcp: no arena, no pidfd on the broker.
+    bool remote() const { return remote_; }
 
     /// This process's index at the broker: the owner id written in lock words. The first call
     /// in each process (and after fork) costs one round trip.
@@ -112,9 +151,14 @@ public:
     void keep_holdings();
 
 private:
-    explicit BrokerLink(std::string endpoint) : endpoint_(std::move(endpoint)) {}
+    explicit BrokerLink(std::string endpoint)
+        : endpoint_(std::move(endpoint)), remote_(endpoint_.rfind("tcp://", 0) == 0) {}
+    /// Connects `socket` to a tcp endpoint with this link's credentials and waits for the
+    /// handshake's outcome.
+    void connect_remote(zmq::context_t& context, zmq::socket_t& socket, std::chrono::milliseconds timeout) const;
     /// A DEALER connected to this broker (inproc when it runs in this very process).
     zmq::socket_t connect(zmq::context_t& context) const;
+    zmq::socket_t connect(zmq::context_t& context, std::chrono::milliseconds remote_timeout) const;
     LinkConn& conn();
     /// Says HELLO on a new connection: learns this process's index, the arena, the broker's pid.
     void hello_on(LinkConn& c);
@@ -126,6 +170,12 @@ private:
     Reply receive_on(LinkConn& c, std::uint64_t rid, const Deadline& deadline);
 
     const std::string endpoint_;
+    const bool remote_;
+    mutable std::mutex remote_mutex_;                 // guards the four below
+    std::optional<transport::TcpSecurity> security_;  // a remote link's; unset: the run's authkey
+    std::chrono::milliseconds connect_timeout_{60000};
+    std::string name_;                                     // what the broker's HELLO said (remote links)
+    bool joined_ = false;                                  // join() succeeded: its credentials are the link's for good
     std::atomic<std::uint64_t> registered_generation_{0};  // the fork generation of the last HELLO
     std::atomic<std::uint64_t> holdings_generation_{0};    // ... of the last broker-path semaphore acquire
     std::atomic<std::uint32_t> index_{0};
@@ -134,10 +184,11 @@ private:
     std::atomic<Arena*> arena_{nullptr};  // never destroyed
 
     std::mutex ref_mutex_;
-    std::unique_ptr<LinkConn> ref_conn_;   // the reference channel (its socket: ref_socket_)
-    zmq::socket_t* ref_socket_ = nullptr;  // a parent's is abandoned, never closed, in a child
-    std::uint64_t ref_generation_ = 0;     // the fork generation ref_conn_ belongs to
-    std::uint64_t token_seed_ = 0;         // random per process: tokens of a parent and a child differ
+    std::unique_ptr<LinkConn> ref_conn_;                    // the reference channel (its socket: ref_socket_)
+    zmq::socket_t* ref_socket_ = nullptr;                   // a parent's is abandoned, never closed, in a child
+    std::uint64_t ref_generation_ = 0;                      // the fork generation ref_conn_ belongs to
+    std::chrono::steady_clock::time_point ref_retry_at_{};  // a remote broker's channel failed: not before
+    std::uint64_t token_seed_ = 0;                          // random per process: tokens of a parent and a child differ
     std::uint64_t token_generation_ = 0;
     std::uint64_t tokens_ = 0;
     bool ref_unsynced_ = false;        // posted since the last sync
@@ -162,6 +213,10 @@ namespace zmp::detail {
 /// broker; returns the runtime's broker endpoint. ProcessError in a process that is not the root
 /// and was given no broker endpoint.
 std::string ensure_broker();
+/// Has this root process's broker serve tcp `endpoint` with `security` (zmp::serve); starts it,
+/// without shared memory, if it is not running. Returns the endpoint bound. ProcessError outside
+/// the root or in a process that uses another broker; ValueError if it runs with shared memory.
+std::string serve_embedded_tcp(const std::string& endpoint, const transport::TcpSecurity& security);
 /// If `endpoint` is the broker embedded in this very process: its inproc endpoint (faster for
 /// this process's own threads); otherwise empty. ProcessError once that broker has stopped.
 std::string embedded_inproc_endpoint(const std::string& endpoint);

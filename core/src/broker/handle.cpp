@@ -42,7 +42,7 @@ ObjectWire to_wire(const ObjectHandle& handle) {
     if (handle.empty()) throw ValueError("an empty handle cannot travel");
     const ObjectRef& r = handle.ref();
     Arena* arena = r.link->arena();
-    return ObjectWire{r.link->endpoint(),
+    return ObjectWire{r.link->name(),
                       r.id,
                       r.kind,
                       r.slot_index,
@@ -55,8 +55,13 @@ ObjectHandle from_wire(const ObjectWire& wire) {
         wire.slot > UINT32_MAX) {
         throw ProtocolError("received a malformed handle");
     }
-    BrokerLink& link = BrokerLink::get(wire.endpoint);
+    BrokerLink& link = BrokerLink::named(wire.endpoint);
     Slot* slot = nullptr;
+    if (wire.slot >= 0 && link.remote()) {
+        throw ProtocolError(
+            "received a handle whose object keeps its state in its broker's shared memory, out of reach of a "
+            "process joined over tcp (a broker serves tcp only if it has none: zmp::serve before the first object)");
+    }
     if (wire.slot >= 0) {
         Arena* arena = link.arena(wire.arena);
         if (arena == nullptr) throw ProtocolError("received a handle without its arena");

@@ -127,6 +127,7 @@ const char* op_name(Op op) {
         "ref_claim",
         "fork_hold",
         "ref_sync",
+        "manager_call",
         "status",
     };
     static_assert(std::size(names) == kLastOp + 1, "one name per op");

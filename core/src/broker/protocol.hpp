@@ -6,7 +6,7 @@
 //   reply     [request-id, status, [value, ...], text]     values are integers
 //
 // Queue items travel in a second frame after the envelope (QUEUE_PUT's request, QUEUE_GET's
-// reply): a batch, each item a 4-byte little-endian length and that many bytes (encode_batch).
+// reply; MANAGER_CALL's request and reply too): a batch, each item a 4-byte little-endian length and that many bytes (encode_batch).
 //
 // A client thread talks through its own DEALER; the broker's ROUTER adds the routing id. The first
 // message on every DEALER is HELLO(pid, tid), which ties that connection to its process (whose
@@ -16,6 +16,7 @@
 // once, then "notified" or "timed out".
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -41,7 +42,8 @@ public:
 };
 
 enum class Op : std::uint8_t {
-    hello = 1,      // [pid, tid] -> [client index, broker pid], text: arena prefix ("" = no arena)
+    hello = 1,      // [pid, tid] -> [client index, broker pid], text: arena prefix ("" = no arena);
+                    // over tcp [pid, tid, incarnation] -> ..., text: the broker's name
     create,         // [kind, value, timeout ns, shared] -> [object id, slot or -1]
     acquire,        // [block, timeout ns, depth to restore or 0] -> [acquired, owner died]
     release,        // [] -> []
@@ -73,7 +75,9 @@ enum class Op : std::uint8_t {
     ref_claim,  // [token] -> none: this process takes a reference (the one set aside as `token`)
     fork_hold,  // [entry, token] -> none: a child was just forked; it holds what this process holds
     ref_sync,   // [] -> []: answered once everything sent before it on this connection is done
-    status,     // [] -> [objects, clients] + a msgpack map of them (broker/status.hpp), for zmp-status
+    // The Manager's objects (objects/managed.hpp says the methods, their items and outcomes).
+    manager_call,  // [method, item count, int...] + items -> [outcome, int...] + items
+    status,        // [] -> [objects, clients] + a msgpack map of them (broker/status.hpp), for zmp-status
 };
 inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::status);
 
@@ -87,9 +91,15 @@ enum class Kind : std::uint8_t {
     condition,
     barrier,
     queue,
-    joinable_queue
+    joinable_queue,
+    // create's arguments for the Manager's objects: [kind, manager id, 0, 0, 0] (the manager: [kind, 0...]).
+    manager,
+    manager_dict,
+    manager_list,
+    manager_namespace,
+    manager_value,
 };
-inline constexpr std::uint8_t kLastKind = static_cast<std::uint8_t>(Kind::joinable_queue);
+inline constexpr std::uint8_t kLastKind = static_cast<std::uint8_t>(Kind::manager_value);
 
 enum class Status : std::uint8_t {
     ok = 0,
@@ -128,6 +138,13 @@ inline constexpr std::size_t kMaxValues = 10;
 inline constexpr std::int64_t kMaxFrame = 64 * 1024;
 /// Largest frame of any kind (ZMQ_MAXMSGSIZE on both sides): a batch holding one largest queue item.
 inline constexpr std::int64_t kMaxBatchFrame = (std::int64_t{256} << 20) + 4096;
+
+/// Liveness over tcp (both ends set these ZMTP heartbeats on their sockets): a remote client whose
+/// host vanishes is dead for the broker within kRemoteDeathBound (server.hpp says how).
+inline constexpr std::chrono::milliseconds kHeartbeatIvl{1000};
+inline constexpr std::chrono::milliseconds kHeartbeatTimeout{3000};
+inline constexpr std::chrono::milliseconds kLivenessProbe{500};
+inline constexpr std::chrono::milliseconds kRemoteDeathBound = kHeartbeatIvl + kHeartbeatTimeout + kLivenessProbe;
 
 struct Request {
     Op op{};

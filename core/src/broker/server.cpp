@@ -3,6 +3,7 @@
 #include "broker/server.hpp"
 
 #include <poll.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <climits>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -62,11 +64,19 @@ constexpr int kRecvHwm = 1000;
 constexpr std::size_t kProbeFirst = 64;
 constexpr std::size_t kMaxConnections = 4096;
 constexpr std::uint32_t kMaxWaits = 65536;
+
+// Keys of remote clients in `clients` have this bit; local ones are pids.
+constexpr std::uint64_t kRemoteKey = std::uint64_t{1} << 63;
+// A connection is named by its socket (one byte: 0 for the main ROUTER, i for the i-th tcp one)
+// followed by the routing id that socket gave it: two ROUTERs number their peers independently.
+constexpr char kMainSocket = 0;
 }  // namespace
 
 struct Client {
     pid_t pid = 0;
-    int pidfd = -1;  // -1 for the broker's own process
+    std::uint64_t key = 0;  // in `clients`: the pid, or (remote) kRemoteKey | its incarnation
+    bool remote = false;    // came over tcp: no pidfd, no arena; liveness by probes
+    int pidfd = -1;         // -1 for the broker's own process and for remote clients
     std::uint32_t index = 0;
     std::vector<std::string> peers;                        // routing ids of its connections
     std::unordered_map<std::uint64_t, std::int64_t> refs;  // references it holds, by object
@@ -134,7 +144,12 @@ struct Server::Impl final : Services {
     ~Impl();
 
     void run();
-    void serve_socket();
+    void serve_socket(zmq::socket_t& socket, char tag);
+    zmq::socket_t& socket_of(const std::string& routing_id);
+    bool adopt_tcp_sockets();
+    std::string serve_tcp(const std::string& endpoint, const transport::TcpSecurity& security);
+    void check_remote_clients(Clock::time_point now);
+    Client* remote_client_for(std::uint64_t incarnation, pid_t pid);
     void handle(const std::string& routing_id, const Request& req);
     void hello(const std::string& routing_id, const Request& req);
     void status(const Caller& caller, const Request& req);
@@ -187,7 +202,15 @@ struct Server::Impl final : Services {
     void forget_connection(const std::string& routing_id);
 
     Options options;
+    zmq::context_t& context;
+    std::string name;
+    std::shared_ptr<transport::Authenticator> zap;  // before the sockets it admits peers of
     zmq::socket_t router;
+    std::vector<zmq::socket_t> tcp_sockets;  // tag i + 1
+    std::mutex tcp_mutex;
+    std::vector<zmq::socket_t> tcp_pending;  // bound by serve_tcp(), not polled yet
+    std::size_t remote_clients = 0;
+    Clock::time_point next_liveness{};
     WakeFd wake;
     std::atomic<bool> stopping{false};
     std::mutex park_mutex;
@@ -199,7 +222,7 @@ struct Server::Impl final : Services {
 
     std::unique_ptr<Arena> arena_;  // the fast path's shared memory, if offered
 
-    std::unordered_map<pid_t, std::unique_ptr<Client>> clients;
+    std::unordered_map<std::uint64_t, std::unique_ptr<Client>> clients;  // by key
     std::unordered_map<std::uint32_t, Client*> by_index;
     std::unordered_map<std::string, Peer> peers;  // by routing id
     std::vector<std::uint32_t> free_indices;
@@ -229,15 +252,33 @@ struct Server::Impl final : Services {
     msgpack::sbuffer out{256};
 };
 
-Server::Impl::Impl(zmq::context_t& context, Options opts) : options(std::move(opts)), self_pid(this_process().pid()) {
+namespace {
+transport::SocketOptions router_options() {
     transport::SocketOptions so;
     so.max_message = kMaxBatchFrame;  // a queue batch; envelopes are checked against kMaxFrame
     so.router_mandatory = true;       // a reply to a peer that is gone fails at once instead of queueing
     so.send_hwm = kSendHwm;
     so.recv_hwm = kRecvHwm;
-    router = transport::open_socket(context, zmq::socket_type::router, so);
+    return so;
+}
+
+std::string random_name() {
+    std::uint64_t r = 0;
+    while (::getrandom(&r, sizeof r, 0) != sizeof r) {
+        if (errno != EINTR) throw_os_error("getrandom", errno);
+    }
+    char text[32];
+    std::snprintf(text, sizeof text, "zmp-broker:%016llx", static_cast<unsigned long long>(r));
+    return text;
+}
+}  // namespace
+
+Server::Impl::Impl(zmq::context_t& owner_context, Options opts)
+    : options(std::move(opts)), context(owner_context), self_pid(this_process().pid()) {
+    name = !options.name.empty() ? options.name : !options.endpoint.empty() ? options.endpoint : random_name();
+    router = transport::open_socket(context, zmq::socket_type::router, router_options());
     try {
-        router.bind(options.endpoint);
+        if (!options.endpoint.empty()) router.bind(options.endpoint);
         if (!options.inproc_endpoint.empty()) router.bind(options.inproc_endpoint);
     } catch (const zmq::error_t& e) {
         throw_os_error("broker cannot bind " + options.endpoint, e.num());
@@ -249,6 +290,8 @@ Server::Impl::~Impl() {
     for (auto& [pid, client] : clients)
         if (client->pidfd >= 0) ::close(client->pidfd);
     router.close();
+    for (zmq::socket_t& s : tcp_sockets) s.close();
+    for (zmq::socket_t& s : tcp_pending) s.close();
     const std::string ipc = "ipc://";
     if (options.endpoint.rfind(ipc, 0) == 0) ::unlink(options.endpoint.c_str() + ipc.size());
 }
@@ -258,14 +301,16 @@ Server::Impl::~Impl() {
 bool Server::Impl::send_nowait(const std::string& routing_id, zmq::message_t& envelope, zmq::message_t* payload) {
     // Never blocks: the first frame picks the connection, and fails (EHOSTUNREACH: gone; EAGAIN:
     // full) before anything is queued; once it is taken, the rest is too.
+    zmq::socket_t& socket = socket_of(routing_id);
     for (;;) {
-        if (zmq_send(router.handle(), routing_id.data(), routing_id.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) break;
+        if (zmq_send(socket.handle(), routing_id.data() + 1, routing_id.size() - 1, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+            break;
         if (zmq_errno() == EINTR) continue;
         ++unsent;
         return false;
     }
     const auto send_frame = [&](zmq::message_t& frame, int flags) {
-        while (zmq_msg_send(frame.handle(), router.handle(), flags) < 0) {
+        while (zmq_msg_send(frame.handle(), socket.handle(), flags) < 0) {
             if (zmq_errno() != EINTR) throw_os_error("broker: zmq_send", zmq_errno());
         }
     };
@@ -302,6 +347,7 @@ int Server::Impl::poll_timeout_ms() const {
     Clock::time_point due = housekeeping_due();
     if (!timers.empty()) due = std::min(due, timers.begin()->first);
     if (!ticking.empty()) due = std::min(due, next_tick);
+    if (remote_clients > 0) due = std::min(due, next_liveness);
     if (due == kNever) return -1;
     auto left = std::chrono::duration_cast<std::chrono::microseconds>(due - Clock::now()).count();
     if (left <= 0) return 0;
@@ -331,11 +377,15 @@ void Server::Impl::run() {
         }
     } finished_on_return{*this};
     std::vector<zmq_pollitem_t> items;
-    std::vector<Client*> watched;  // watched[i] belongs to items[i + 2]
+    std::vector<Client*> watched;  // watched[i] belongs to items[i + first_pidfd]
+    std::size_t first_pidfd = 2;
     while (!stopping.load(std::memory_order_acquire)) {
         park_if_asked();
+        if (adopt_tcp_sockets()) clients_changed = true;
         if (clients_changed) {
             items.assign({{router.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.fd(), ZMQ_POLLIN, 0}});
+            for (zmq::socket_t& s : tcp_sockets) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
+            first_pidfd = items.size();
             watched.clear();
             for (auto& [pid, client] : clients) {
                 if (client->pidfd < 0) continue;
@@ -355,22 +405,25 @@ void Server::Impl::run() {
         // forgotten), and a recycled pid is never mistaken for the dead process.
         std::vector<Client*> dead;
         for (std::size_t i = 0; i < watched.size(); ++i)
-            if (items[i + 2].revents != 0) dead.push_back(watched[i]);
+            if (items[i + first_pidfd].revents != 0) dead.push_back(watched[i]);
         for (Client* client : dead) on_death(*client);
-        if (items[0].revents != 0) serve_socket();
+        if (items[0].revents != 0) serve_socket(router, kMainSocket);
+        for (std::size_t i = 0; i < tcp_sockets.size(); ++i)
+            if (items[i + 2].revents != 0) serve_socket(tcp_sockets[i], static_cast<char>(i + 1));
         const auto now = Clock::now();
+        if (remote_clients > 0 && now >= next_liveness) check_remote_clients(now);
         expire(now);
         if (!ticking.empty() && now >= next_tick) tick(now);
         if (housekeeping_due() <= now) housekeeping(now);
     }
 }
 
-void Server::Impl::serve_socket() {
+void Server::Impl::serve_socket(zmq::socket_t& socket, char tag) {
     std::vector<zmq::message_t> frames;
     // Bounded, so that deadlines and deaths are looked at between bursts.
     for (int n = 0; n < 4096; ++n) {
         try {
-            if (!transport::recv_message(router, frames, 3, std::chrono::milliseconds(0))) return;
+            if (!transport::recv_message(socket, frames, 3, std::chrono::milliseconds(0))) return;
         } catch (const ProtocolError&) {
             ++dropped;  // more frames than an envelope has
             continue;
@@ -379,14 +432,15 @@ void Server::Impl::serve_socket() {
             ++dropped;
             continue;
         }
-        const std::string routing_id = frames[0].to_string();
+        std::string routing_id(1, tag);
+        routing_id.append(frames[0].data<char>(), frames[0].size());
         std::uint64_t rid = 0;
         Request req;
         std::string_view payload;
         try {
             req = decode_request(frames[1].data(), frames[1].size(), &rid);
             if (frames.size() == 3) {
-                if (req.op != Op::queue_put)
+                if (req.op != Op::queue_put && req.op != Op::manager_call)
                     throw ProtocolError(std::string(op_name(req.op)) + " takes no second frame");
                 payload = std::string_view(frames[2].data<char>(), frames[2].size());
                 req.payload = &payload;
@@ -713,14 +767,27 @@ void Server::Impl::hello(const std::string& routing_id, const Request& req) {
     const std::int64_t tid = arg(req, 1);
     if (pid <= 0 || pid > INT_MAX || tid < 0 || tid > UINT32_MAX)
         refuse(Status::protocol_error, "hello: bad pid or tid");
-    if (auto it = clients.find(static_cast<pid_t>(pid)); it != clients.end() && it->second->pidfd >= 0) {
-        // The process of that pid died and the pid is used again: the old one's death comes first.
-        pollfd p{it->second->pidfd, POLLIN, 0};
-        if (::poll(&p, 1, 0) > 0) on_death(*it->second);
+    const bool remote = routing_id[0] != kMainSocket;
+    Client* client = nullptr;
+    if (remote) {
+        // Another host's pid means nothing here: a remote process names itself by a random
+        // incarnation number (new in each process and after each fork).
+        const std::int64_t incarnation = arg(req, 2);
+        if (incarnation <= 0) refuse(Status::protocol_error, "hello over tcp: bad incarnation");
+        const std::uint64_t key = kRemoteKey | static_cast<std::uint64_t>(incarnation);
+        if (clients.size() >= kMaxClients && !clients.contains(key))
+            refuse(Status::protocol_error, "too many client processes");
+        client = remote_client_for(key, static_cast<pid_t>(pid));
+    } else {
+        if (auto it = clients.find(static_cast<std::uint64_t>(pid)); it != clients.end() && it->second->pidfd >= 0) {
+            // The process of that pid died and the pid is used again: the old one's death comes first.
+            pollfd p{it->second->pidfd, POLLIN, 0};
+            if (::poll(&p, 1, 0) > 0) on_death(*it->second);
+        }
+        if (clients.size() >= kMaxClients && !clients.contains(static_cast<std::uint64_t>(pid)))
+            refuse(Status::protocol_error, "too many client processes");
+        client = client_for(static_cast<pid_t>(pid));
     }
-    if (clients.size() >= kMaxClients && !clients.contains(static_cast<pid_t>(pid)))
-        refuse(Status::protocol_error, "too many client processes");
-    Client* client = client_for(static_cast<pid_t>(pid));
     if (client == nullptr) refuse(Status::protocol_error, "hello: process " + std::to_string(pid) + " is not running");
     if (!peers.contains(routing_id) && client->peers.size() >= client->probe_at) {
         probe_connections(*client);
@@ -733,8 +800,11 @@ void Server::Impl::hello(const std::string& routing_id, const Request& req) {
     Peer& peer = peers[routing_id];
     peer.client = client;
     peer.tid = static_cast<std::uint32_t>(tid);
+    // A local client learns the arena (if any); a remote one the name handles of this broker carry.
     (void)send_reply(routing_id, req.rid, Status::ok, {client->index, self_pid},
-                     arena_ ? arena_->prefix() : std::string());
+                     remote   ? name
+                     : arena_ ? arena_->prefix()
+                              : std::string());
 }
 
 // zmp-status's request: a picture of the clients and objects (broker/status.hpp).
@@ -801,10 +871,12 @@ void Server::Impl::forget_connection(const std::string& routing_id) {
 // The client record of process `pid`, made (and its death watched) if there is none yet; nullptr if
 // that process is not running.
 Client* Server::Impl::client_for(pid_t pid) {
-    if (auto it = clients.find(pid); it != clients.end()) return it->second.get();
+    const auto key = static_cast<std::uint64_t>(pid);
+    if (auto it = clients.find(key); it != clients.end()) return it->second.get();
     if (clients.size() >= kMaxClients) return nullptr;
     auto client = std::make_unique<Client>();
     client->pid = pid;
+    client->key = key;
     if (pid != self_pid) {
         client->pidfd = open_pidfd(pid);
         if (client->pidfd < 0) return nullptr;
@@ -818,7 +890,96 @@ Client* Server::Impl::client_for(pid_t pid) {
     if (arena_) std::memset(static_cast<void*>(&arena_->client(client->index)), 0, sizeof(ClientRecord));
     by_index[client->index] = client.get();
     clients_changed = true;
-    return clients.emplace(pid, std::move(client)).first->second.get();
+    return clients.emplace(key, std::move(client)).first->second.get();
+}
+
+// The record of the remote client `key`, made if there is none yet. Its liveness is probed from
+// now on (check_remote_clients).
+Client* Server::Impl::remote_client_for(std::uint64_t key, pid_t pid) {
+    if (auto it = clients.find(key); it != clients.end()) return it->second.get();
+    if (clients.size() >= kMaxClients) return nullptr;
+    auto client = std::make_unique<Client>();
+    client->pid = pid;
+    client->key = key;
+    client->remote = true;
+    if (!free_indices.empty()) {
+        client->index = free_indices.back();
+        free_indices.pop_back();
+    } else {
+        client->index = next_index++;
+    }
+    by_index[client->index] = client.get();
+    if (remote_clients++ == 0) next_liveness = Clock::now() + kLivenessProbe;
+    return clients.emplace(key, std::move(client)).first->second.get();
+}
+
+// Every remote client's connections are probed with an answer to no request (clients drop those):
+// one that ZeroMQ has closed (its peer hung up, or its heartbeats went unanswered: the host is
+// gone or cut off) is forgotten, and a client with no connection left has died.
+void Server::Impl::check_remote_clients(Clock::time_point now) {
+    next_liveness = now + kLivenessProbe;
+    msgpack::sbuffer probe_bytes(32);  // not `out`: forgetting a connection may send replies
+    encode_reply(probe_bytes, 0, Status::ok, {});
+    std::vector<Client*> dead;
+    for (auto& [key, client] : clients) {
+        if (!client->remote) continue;
+        const std::vector<std::string> routing_ids = client->peers;
+        for (const std::string& routing_id : routing_ids) {
+            zmq::socket_t& socket = socket_of(routing_id);
+            int rc;
+            do {
+                rc =
+                    zmq_send(socket.handle(), routing_id.data() + 1, routing_id.size() - 1, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+            } while (rc < 0 && zmq_errno() == EINTR);
+            if (rc >= 0) {
+                zmq::message_t probe(probe_bytes.data(), probe_bytes.size());
+                while (zmq_msg_send(probe.handle(), socket.handle(), 0) < 0 && zmq_errno() == EINTR) {
+                }
+            } else if (zmq_errno() == EHOSTUNREACH) {
+                forget_connection(routing_id);
+            }
+            // EAGAIN: a live connection whose client is not reading; it is there.
+        }
+        if (client->peers.empty()) dead.push_back(client.get());
+    }
+    for (Client* client : dead) on_death(*client);
+}
+
+zmq::socket_t& Server::Impl::socket_of(const std::string& routing_id) {
+    const auto tag = static_cast<unsigned char>(routing_id[0]);
+    return tag == kMainSocket ? router : tcp_sockets[tag - 1];
+}
+
+std::string Server::Impl::serve_tcp(const std::string& endpoint, const transport::TcpSecurity& security) {
+    if (endpoint.rfind("tcp://", 0) != 0) throw ValueError("serve_tcp: " + endpoint + " is not a tcp:// endpoint");
+    if (arena_) throw ValueError("a broker whose objects keep their state in shared memory cannot serve other hosts");
+    transport::SocketOptions so = router_options();
+    so.heartbeat_ivl_ms = static_cast<int>(kHeartbeatIvl.count());
+    so.heartbeat_timeout_ms = static_cast<int>(kHeartbeatTimeout.count());
+    zmq::socket_t socket = transport::open_socket(context, zmq::socket_type::router, so);
+    std::lock_guard lock(tcp_mutex);
+    if (tcp_sockets.size() + tcp_pending.size() >= 254) throw ValueError("serve_tcp: too many tcp endpoints");
+    if (!zap) zap = transport::Authenticator::of(context);
+    transport::apply_server_security(socket, security, *zap);
+    try {
+        socket.bind(endpoint);
+    } catch (const zmq::error_t& e) {
+        throw_os_error("broker cannot bind " + endpoint, e.num());
+    }
+    std::string bound = socket.get(zmq::sockopt::last_endpoint);
+    tcp_pending.push_back(std::move(socket));
+    wake.notify();
+    return bound;
+}
+
+// The loop's thread takes over the sockets serve_tcp() bound (a socket may change threads between
+// two uses: the mutex orders them).
+bool Server::Impl::adopt_tcp_sockets() {
+    std::lock_guard lock(tcp_mutex);
+    if (tcp_pending.empty()) return false;
+    for (zmq::socket_t& s : tcp_pending) tcp_sockets.push_back(std::move(s));
+    tcp_pending.clear();
+    return true;
 }
 
 void Server::Impl::on_death(Client& client) {
@@ -841,7 +1002,7 @@ void Server::Impl::on_death(Client& client) {
     }
     // ... and what it held is freed (locks, semaphore units, a barrier it was in).
     for (auto& [id, entry] : objects) entry.object->on_client_death(*this, client);
-    if (arena_) {
+    if (arena_ && !client.remote) {
         for (std::uint64_t id : repair_client(*arena_, client.index, [this](std::uint32_t i) { return is_dead(i); }))
             if (auto obj = objects.find(id); obj != objects.end())
                 log_lock_freed(obj->second.object->kind(), id, client.pid);
@@ -859,9 +1020,10 @@ void Server::Impl::on_death(Client& client) {
     }
     std::erase_if(adoptions, [&](Adoption& a) { return a.parent == &client && try_bind(a, true); });
     if (client.pidfd >= 0) ::close(client.pidfd);
+    if (client.remote) --remote_clients;
     by_index.erase(client.index);
     free_indices.push_back(client.index);
-    clients.erase(client.pid);
+    clients.erase(client.key);
     clients_changed = true;
     free_doomed();
 }
@@ -889,6 +1051,12 @@ void Server::stop() noexcept {
 }
 
 const std::string& Server::endpoint() const { return impl_->options.endpoint; }
+
+const std::string& Server::name() const { return impl_->name; }
+
+std::string Server::serve_tcp(const std::string& endpoint, const transport::TcpSecurity& security) {
+    return impl_->serve_tcp(endpoint, security);
+}
 
 void Server::pause() {
     {

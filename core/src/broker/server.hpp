@@ -10,6 +10,15 @@
 // standalone in zmp-broker. Malformed input never stops it: garbage is counted and dropped, a
 // readable request that is wrong gets an error reply.
 //
+// Across hosts (serve_tcp): each tcp endpoint is a ROUTER of its own, protected by CURVE keys
+// derived from an authkey (transport/security.hpp). Its clients are remote: they say HELLO with a
+// random incarnation number instead of being known by pid, get no arena (every call takes the
+// socket path), and their death is learnt by liveness instead of a pidfd: ZMTP heartbeats close a
+// connection whose host stopped answering (kHeartbeatIvl + kHeartbeatTimeout), and every
+// kLivenessProbe the broker probes each remote connection; a remote client with no connection
+// left is dead, and goes through the same on_death as a local one (locks freed for the next owner
+// with owner_died, semaphore units returned, barriers broken, deliveries given back).
+//
 // Threading: run() on one thread; stop() from any thread (or a signal handler).
 
 #include <zmq.hpp>
@@ -18,16 +27,21 @@
 #include <memory>
 #include <string>
 
+#include "zmp/transport/security.hpp"
+
 namespace zmp::detail::broker {
 
 class Server {
 public:
     struct Options {
-        std::string endpoint;         ///< where clients connect: ipc://... (tcp:// later)
+        std::string endpoint;         ///< where clients on this host connect: ipc://... (may be empty)
         std::string inproc_endpoint;  ///< optional: a second endpoint for threads of this process
         /// Offer the same-host arena (shared-memory fast path). Only meaningful when every client
         /// is on this host, i.e. for ipc:// and inproc:// endpoints.
         bool shared_memory = true;
+        /// The broker's name inside handles (they say which broker their object lives at): by
+        /// default `endpoint`, or a random one if that is empty.
+        std::string name;
     };
 
     /// Binds the endpoints. Throws OSError (or ValueError for an ipc path that is too long).
@@ -49,6 +63,15 @@ public:
     void resume();
 
     const std::string& endpoint() const;
+    /// The name handles of this broker carry; remote clients learn it with HELLO.
+    const std::string& name() const;
+
+    /// Binds `endpoint` (tcp://host:port; port 0 or * picks one) on a ROUTER of its own protected
+    /// by `security`, and serves remote clients there; returns the endpoint bound (with its port).
+    /// May be called before run() or from another thread while it runs. ValueError for an
+    /// endpoint that is not tcp://, or for a broker with shared memory (its objects' state would
+    /// be out of remote clients' reach); OSError if it cannot bind.
+    std::string serve_tcp(const std::string& endpoint, const transport::TcpSecurity& security);
 
 private:
     struct Impl;

@@ -23,7 +23,6 @@
 
 #include <pthread.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <msgpack.hpp>
@@ -39,6 +38,7 @@
 #include <vector>
 
 #include "base/fork.hpp"
+#include "base/thread_id.hpp"
 #include "logging/carrier.hpp"
 #include "logging/format.hpp"
 #include "logging/handlers.hpp"
@@ -98,16 +98,7 @@ const std::string& host_name() {
     return name;
 }
 
-std::uint64_t current_tid() {
-    // A forked child's thread has a new id: the cache is per fork generation.
-    thread_local std::uint64_t generation = 0;
-    thread_local std::uint64_t tid = 0;
-    if (generation != fork_generation()) {
-        tid = static_cast<std::uint64_t>(::syscall(SYS_gettid));
-        generation = fork_generation();
-    }
-    return tid;
-}
+std::uint64_t current_tid() { return current_thread_id(); }
 
 std::int64_t to_ns(Clock::time_point t) {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -512,8 +503,9 @@ bool root_is_gone(Link& l) {
 void note_root_gone(Link& l) noexcept {
     if (l.noted.exchange(true)) return;
     try {
-        note("the root process (pid " + std::to_string(this_run().root_pid()) + ") is gone: " +
-             this_process().name() + " (pid " + std::to_string(this_process().pid()) + ") writes its log records to its own stderr from now on");
+        note("the root process (pid " + std::to_string(this_run().root_pid()) + ") is gone: " + this_process().name() +
+             " (pid " + std::to_string(this_process().pid()) +
+             ") writes its log records to its own stderr from now on");
     } catch (...) {
     }
 }

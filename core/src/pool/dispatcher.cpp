@@ -12,6 +12,7 @@
 #include "pipe/connection.hpp"
 #include "pool/status_server.hpp"
 #include "pool/worker_events.hpp"
+#include "pool/dispatcher_state.hpp"
 #include "process/default_start_method.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/private_fds.hpp"
@@ -21,42 +22,6 @@
 #include "zmp/transport/codec.hpp"
 
 namespace zmp::detail {
-
-struct PoolCore::ActiveJob {
-    Job job;
-    std::uint32_t slot = 0;
-    std::size_t outstanding_chunks = 0;  // read from the input and not yet finished
-    std::size_t outstanding_items = 0;
-    std::size_t items_read = 0;
-    bool input_done = false;
-    bool finished = false;
-};
-
-struct PoolCore::Task {
-    std::shared_ptr<ActiveJob> job;
-    EncodedChunk chunk;
-    int attempts = 0;
-};
-
-struct PoolCore::Worker {
-    std::string name;
-    std::optional<Process> process;
-    transport::FdChannel link;                  // the dispatcher's end: results come in here
-    std::unique_ptr<transport::Outbox> outbox;  // tasks go out here, never blocking the loop
-    int sentinel = -1;
-    std::deque<std::uint64_t> in_flight;
-    std::size_t in_flight_items = 0;  // the items of those chunks
-    std::vector<char> defined;        // function slots this worker knows
-    std::uint64_t tasks_done = 0;     // for status: results taken from it
-    std::uint64_t failures = 0;       // of them, tasks that raised
-    std::size_t assigned = 0;
-    std::size_t window = 1;                  // chunks it may hold; grows once task times are known
-    double item_us = 0;                      // moving average of one item's run time
-    bool retiring = false;                   // gets no more tasks; its link closes once it is idle
-    StatusPage status;                       // which task it is running
-    std::exception_ptr dropped;              // why its link was dropped (it broke the protocol)
-    std::uint64_t running_when_dropped = 0;  // the task it was running then
-};
 
 namespace {
 
@@ -123,7 +88,7 @@ void StatusPage::set_running(std::uint64_t id) {
 
 PoolCore::PoolCore(const PoolSettings& settings, TaskFunction initializer, std::string initializer_args,
                    bool has_initializer, std::shared_ptr<OwnedFds> initializer_fds)
-    : processes_(settings.processes == 0 ? cpu_count() : settings.processes),
+    : processes_(settings.processes == 0 ? (settings.bind.empty() ? cpu_count() : 0) : settings.processes),
       maxtasks_(settings.maxtasksperchild),
       method_(settings.context ? *settings.context : use_default_start_method()),
       max_retries_(settings.max_retries),
@@ -137,6 +102,7 @@ PoolCore::PoolCore(const PoolSettings& settings, TaskFunction initializer, std::
         init_.function = identify(initializer.function, initializer.trampoline);
         init_.args = std::move(initializer_args);
     }
+    if (!settings.bind.empty()) open_join_point(settings);
 }
 
 PoolCore::~PoolCore() {
@@ -241,51 +207,14 @@ void PoolCore::join() {
     }
     if (dispatcher.joinable()) dispatcher.join();
     unregister_pool_status(std::exchange(status_.registration, 0));
-    std::thread callbacks;
-    {
-        std::lock_guard lock(callback_mutex_);
-        callbacks_stopping_ = true;
-        callbacks = std::move(callback_thread_);
-    }
-    callback_ready_.notify_all();
-    if (callbacks.joinable()) callbacks.join();
+    callbacks_.stop();
 }
 
-void PoolCore::post_callback(std::function<void()> callback) {
-    {
-        std::lock_guard lock(callback_mutex_);
-        if (!callbacks_stopped_) {
-            callbacks_.push_back(std::move(callback));
-            if (!callback_thread_.joinable() && !callbacks_stopping_) {
-                callback_thread_ = std::thread([this] { callback_loop(); });
-            }
-            if (callback_thread_.joinable()) {
-                callback_ready_.notify_one();
-                return;
-            }
-            callback = std::move(callbacks_.back());
-            callbacks_.pop_back();
-        }
-    }
-    callback();  // the pool has finished: run it here
-}
+void PoolCore::post_callback(std::function<void()> callback) { callbacks_.post(std::move(callback)); }
 
-void PoolCore::callback_loop() {
-    std::unique_lock lock(callback_mutex_);
-    for (;;) {
-        callback_ready_.wait(lock, [this] { return !callbacks_.empty() || callbacks_stopping_; });
-        if (callbacks_.empty()) break;
-        auto callback = std::move(callbacks_.front());
-        callbacks_.pop_front();
-        lock.unlock();
-        try {
-            callback();
-        } catch (...) {
-            // A callback's exception has nowhere to go; it must not take the pool down.
-        }
-        lock.lock();
-    }
-    callbacks_stopped_ = true;
+void PoolCore::withdraw() {
+    withdrawals_ = true;
+    wake();
 }
 
 std::uint32_t PoolCore::function_slot(const TaskFunction& function) {
@@ -333,6 +262,13 @@ std::optional<std::uint64_t> PoolCore::next_task() {
             return next_task();
         }
         if (job->input_done || job->finished || !job->job.result->wants_more(job->outstanding_items)) continue;
+        if (!job->started) {
+            if (!job->job.result->start()) {  // cancelled first: withdrawn, never run
+                std::erase(jobs_, job);
+                return next_task();
+            }
+            job->started = true;
+        }
         EncodedChunk chunk;
         bool got = false;
         try {
@@ -371,9 +307,9 @@ void PoolCore::pump() {
     std::vector<Share> shares;
     for (auto& worker : workers_) {
         Worker& w = *worker;
-        if (w.retiring || !w.link.is_open()) continue;
+        if (w.retiring || (!w.joined && !w.link.is_open()) || (w.joined && w.joined->gone)) continue;
         std::size_t room = w.window > w.in_flight.size() ? w.window - w.in_flight.size() : 0;
-        if (maxtasks_) room = std::min(room, static_cast<std::size_t>(*maxtasks_) - w.assigned);
+        if (maxtasks_ && !w.joined) room = std::min(room, static_cast<std::size_t>(*maxtasks_) - w.assigned);
         if (room > 0) shares.push_back(Share{&w, room, w.in_flight_items, {}});
     }
     // The least loaded first: tasks often come one at a time (a map's chunks as they are made).
@@ -405,12 +341,20 @@ void PoolCore::pump() {
 }
 
 bool PoolCore::send_batch(Worker& w, std::vector<std::uint64_t>& batch) {
+    if (w.joined) {
+        // What cannot run there fails at once, and only itself.
+        std::erase_if(batch, [&](std::uint64_t id) {
+            std::exception_ptr why = cannot_run_joined(w, id);
+            if (why) finish_task(id, why, nullptr);
+            return why != nullptr;
+        });
+    }
     for (std::uint64_t id : batch) {
         w.in_flight.push_back(id);
         w.in_flight_items += tasks_.at(id).chunk.count;
     }
     w.assigned += batch.size();
-    if (maxtasks_ && w.assigned >= static_cast<std::size_t>(*maxtasks_)) w.retiring = true;
+    if (maxtasks_ && !w.joined && w.assigned >= static_cast<std::size_t>(*maxtasks_)) w.retiring = true;
     // Tasks share a message, except one that carries descriptors: it goes alone, so that the
     // worker knows whose they are.
     std::vector<std::uint64_t> plain;
@@ -473,6 +417,14 @@ bool PoolCore::send_message(Worker& w, std::span<const std::uint64_t> ids) {
         if (w.defined.size() <= slot) w.defined.resize(slot + 1, 0);
         w.defined[slot] = 1;
     }
+    if (w.joined) {
+        // If this message was to carry the task first in line, the worker never had it: no task
+        // was running there when the connection turned out to be gone.
+        const bool first_sent_before = w.in_flight.front() != ids.front();
+        if (send_to_joined(w, buffer.data(), buffer.size())) return true;
+        joined_lost(w, "lost its connection", false, first_sent_before);
+        return false;
+    }
     try {
         iovec part{buffer.data(), buffer.size()};
         w.outbox->send(std::span<const iovec>(&part, 1), fds);
@@ -494,15 +446,25 @@ bool PoolCore::read_from(Worker& w) {
         got = false;  // a broken stream from a worker: treat as its end
     }
     if (!got) return false;
+    return handle_message(w, incoming_message_.data.get(), incoming_message_.size);
+}
+
+bool PoolCore::handle_message(Worker& w, const char* data, std::size_t size) {
     try {
-        transport::Decoded decoded = transport::decode(incoming_message_.data.get(), incoming_message_.size);
+        transport::Decoded decoded = transport::decode(data, size);
         const msgpack::object& message = decoded.get();
         if (message.type != msgpack::type::ARRAY || message.via.array.size < 2) {
             throw ProtocolError("a message that is not a [kind, ...] array");
         }
         const int kind = transport::convert<int>(message.via.array.ptr[0]);
+        if ((kind == kJoinPing || kind == kJoinHello) && w.joined) return true;  // it is known already
         if (kind == 1 && message.via.array.size == 2) {
             auto record = transport::convert<ErrorRecord>(message.via.array.ptr[1]);
+            if (w.joined) {
+                // One host's failing initializer costs that host, not the pool.
+                joined_lost(w, "its initializer failed: " + record.type + ": " + record.message, true);
+                return false;
+            }
             break_pool(std::make_exception_ptr(BrokenPool("the pool's initializer failed in " + record.origin +
                                                           " (pid " + std::to_string(record.pid) + "): " + record.type +
                                                           ": " + record.message)));
@@ -517,8 +479,13 @@ bool PoolCore::read_from(Worker& w) {
     return true;
 }
 
+pid_t PoolCore::worker_pid(const Worker& w) const {
+    if (w.joined) return static_cast<pid_t>(w.joined->pid);
+    return w.process->pid().value_or(0);
+}
+
 std::exception_ptr PoolCore::protocol_error(const Worker& w, const std::string& what) const {
-    const pid_t pid = w.process->pid().value_or(0);
+    const pid_t pid = worker_pid(w);
     return std::make_exception_ptr(
         ProtocolError("pool worker " + w.name + " (pid " + std::to_string(pid) + ") sent " + what));
 }
@@ -526,7 +493,8 @@ std::exception_ptr PoolCore::protocol_error(const Worker& w, const std::string& 
 void PoolCore::drop_worker(Worker& w, const std::string& what) {
     if (w.dropped) return;
     w.dropped = protocol_error(w, what);
-    w.running_when_dropped = w.status.running();
+    // A joined worker runs its tasks in order: the first it holds is the one it was running.
+    w.running_when_dropped = w.joined ? (w.in_flight.empty() ? 0 : w.in_flight.front()) : w.status.running();
 }
 
 void PoolCore::handle_results(Worker& w, const msgpack::object& results, std::uint64_t busy_us) {
@@ -616,6 +584,10 @@ void PoolCore::maybe_finish(const std::shared_ptr<ActiveJob>& job) {
 }
 
 void PoolCore::retire_if_done(Worker& w) {
+    if (w.joined) {
+        if (w.retiring && w.in_flight.empty() && !w.joined->gone) retire_joined(w);
+        return;
+    }
     if (w.retiring && w.in_flight.empty() && w.link.is_open()) {
         // End of stream tells the worker to exit; its pidfd reports when it has.
         w.outbox->flush();
@@ -656,23 +628,7 @@ void PoolCore::worker_ended(std::size_t index) {
     log_worker_ended(name, pid, exitcode, expected, running != 0);
     status_.note_ended(name, pid, describe_exit(exitcode), expected);
 
-    // Only the task it was running died with it; the others go back to the queue, first in line.
-    for (auto it = lost.rbegin(); it != lost.rend(); ++it) {
-        auto entry = tasks_.find(*it);
-        if (entry == tasks_.end()) continue;
-        Task& task = entry->second;
-        if (*it != running) {
-            retries_.push_front(*it);
-        } else if (dropped) {
-            finish_task(*it, dropped, nullptr);  // what it was running when it broke the protocol
-        } else if (task.attempts < max_retries_ && !task.job->finished) {
-            ++task.attempts;
-            retries_.push_front(*it);
-            log_task_retried(*it, task.attempts + 1, max_retries_, name);
-        } else {
-            finish_task(*it, std::make_exception_ptr(WorkerLost(name, pid, exitcode)), nullptr);
-        }
-    }
+    reclaim_tasks(lost, running, dropped, std::make_exception_ptr(WorkerLost(name, pid, exitcode)), name);
     if (running == 0 && !expected) ++idle_deaths_;
 
     bool replace;
@@ -692,6 +648,27 @@ void PoolCore::worker_ended(std::size_t index) {
             status_.note_replaced(workers_.back()->name);
         } catch (...) {
             break_pool(std::current_exception());
+        }
+    }
+}
+
+void PoolCore::reclaim_tasks(std::deque<std::uint64_t>& lost, std::uint64_t running, const std::exception_ptr& dropped,
+                             const std::exception_ptr& lost_error, const std::string& worker) {
+    // Only the task it was running died with it; the others go back to the queue, first in line.
+    for (auto it = lost.rbegin(); it != lost.rend(); ++it) {
+        auto entry = tasks_.find(*it);
+        if (entry == tasks_.end()) continue;
+        Task& task = entry->second;
+        if (*it != running) {
+            retries_.push_front(*it);
+        } else if (dropped) {
+            finish_task(*it, dropped, nullptr);  // what it was running when it broke the protocol
+        } else if (task.attempts < max_retries_ && !task.job->finished) {
+            ++task.attempts;
+            retries_.push_front(*it);
+            log_task_retried(*it, task.attempts + 1, max_retries_, worker);
+        } else {
+            finish_task(*it, lost_error, nullptr);
         }
     }
 }
@@ -728,6 +705,10 @@ void PoolCore::abort_everything(std::exception_ptr error) {
 
 void PoolCore::stop_workers() {
     for (auto& w : workers_) {
+        if (w->joined) {
+            if (!w->joined->gone) retire_joined(*w);
+            continue;
+        }
         if (w->link.is_open()) {
             forget_private_fd(w->link.fd());
             w->outbox.reset();
@@ -736,12 +717,14 @@ void PoolCore::stop_workers() {
         if (w->process->is_alive()) w->process->terminate();
     }
     for (auto& w : workers_) {
+        if (w->joined) continue;
         if (!w->process->join(std::chrono::seconds(1))) {
             w->process->kill();
             w->process->join();
         }
     }
     workers_.clear();
+    joined_count_ = 0;
 }
 
 std::optional<std::string> PoolCore::status() {
@@ -825,7 +808,19 @@ void PoolCore::run() {
             return;
         }
         accept_incoming();
+        if (withdrawals_.exchange(false)) {
+            // Jobs cancelled before they started: dropped with their inputs, never run.
+            std::erase_if(jobs_, [](const auto& job) { return !job->started && job->job.result->cancelled(); });
+        }
         pump();
+        // Joined workers: what they sent, pings when due, and those lost or retired go.
+        bool joined_traffic = false;
+        int timeout = -1;
+        if (join_) {
+            joined_traffic = serve_join_point();
+            timeout = ping_joined();
+            sweep_joined();
+        }
         if (closed && jobs_.empty() && retries_.empty()) {
             bool nothing_left;
             {
@@ -838,6 +833,7 @@ void PoolCore::run() {
                     w->retiring = true;
                     retire_if_done(*w);
                 }
+                sweep_joined();
                 if (workers_.empty()) return;
             }
         }
@@ -845,6 +841,11 @@ void PoolCore::run() {
         fds.clear();
         fds.push_back({wake_.fd(), POLLIN, 0});
         for (auto& w : workers_) {
+            if (w->joined) {  // served through the join point's socket
+                fds.push_back({-1, 0, 0});
+                fds.push_back({-1, 0, 0});
+                continue;
+            }
             short events = 0;
             if (w->link.is_open()) {
                 events = POLLIN;
@@ -853,7 +854,12 @@ void PoolCore::run() {
             fds.push_back({w->link.is_open() ? w->link.fd() : -1, events, 0});
             fds.push_back({w->sentinel, POLLIN, 0});
         }
-        if (::poll(fds.data(), fds.size(), -1) < 0) {
+        if (join_) {
+            fds.push_back({join_point_fd(), POLLIN, 0});
+            // Its fd only says that something changed: look again at once while anything waits.
+            if (joined_traffic || join_point_readable()) timeout = 0;
+        }
+        if (::poll(fds.data(), fds.size(), timeout) < 0) {
             if (errno == EINTR) continue;
             throw_os_error("poll in the pool dispatcher", errno);
         }
@@ -863,6 +869,7 @@ void PoolCore::run() {
             const pollfd& link = fds[1 + 2 * i];
             const pollfd& sentinel = fds[2 + 2 * i];
             Worker& w = *workers_[i];
+            if (w.joined) continue;
             bool ended = sentinel.revents != 0;
             if (!ended && link.fd >= 0 && (link.revents & POLLOUT) && w.outbox) {
                 try {

@@ -10,6 +10,20 @@
 //                         (a memfd) last — the first message
 //   worker -> dispatcher  [0, [[task id, true, <results array>] | [task id, false, ErrorRecord]...], busy µs]
 //                         [1, ErrorRecord]   the initializer failed
+// Workers that join over tcp (join.cpp, joined.cpp) speak ZeroMQ: a ROUTER here (one socket
+// serves any number of peers, each message names its peer, and ROUTER_MANDATORY turns a send to a
+// peer whose connection died into an error — how a lost host is noticed), a DEALER there. Each
+// message is one frame holding one of the messages above, plus:
+//   worker -> dispatcher  [3, JoinHello]      asks to join (again, after [7])
+//                         [6]                 are you there? (the worker heard nothing for a while)
+//   dispatcher -> worker  [4, JoinWelcome]    admitted
+//                         [5, reason]         refused or dropped: the worker exits with the reason
+//                         [6]                 the dispatcher is alive (every heartbeat interval)
+//                         [7]                 unknown connection (e.g. after a reconnect): join again
+//                         [8]                 retire: the pool is done with this worker
+// A joined worker has no status page: it runs its tasks in the order they came, so the first of
+// its in-flight tasks is the one it was running when it was lost.
+//
 // The status page holds the id of the task the worker is running; after a death it tells the
 // dispatcher which in-flight task was running (it fails or is retried) and which had not started
 // or had finished unreported (they go back in the queue).
@@ -25,6 +39,8 @@
 
 #include <sys/types.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -38,7 +54,9 @@
 #include <vector>
 
 #include "base/wake_fd.hpp"
+#include "pool/callback_thread.hpp"
 #include "pool/pool_status.hpp"
+#include "zmp/authkey.hpp"
 #include "zmp/context.hpp"
 #include "zmp/detail/pool_job.hpp"
 #include "zmp/pipe.hpp"
@@ -62,6 +80,49 @@ struct WorkerInit {
     std::string args;
     MSGPACK_DEFINE(present, function, args)
 };
+
+/// What a worker says when it joins over tcp.
+struct JoinHello {
+    std::string name;
+    std::string host;
+    std::int64_t pid = 0;
+    std::string build_id;  // functions travel by address only between equal builds
+    MSGPACK_DEFINE(name, host, pid, build_id)
+};
+
+/// What the dispatcher answers a worker it admits.
+struct JoinWelcome {
+    WorkerInit init;
+    std::string build_id;
+    MSGPACK_DEFINE(init, build_id)
+};
+
+/// Message kinds of the tcp link (see above).
+enum JoinKind : int {
+    kJoinHello = 3,
+    kJoinWelcome = 4,
+    kJoinRefused = 5,
+    kJoinPing = 6,
+    kJoinAgain = 7,
+    kJoinRetire = 8
+};
+
+/// How a process joins a pool over tcp (join.cpp).
+struct JoinSettings {
+    std::string endpoint;
+    Authkey authkey{};
+    std::string name;  // empty: "<host>-<pid>"
+    std::chrono::milliseconds heartbeat{1000};
+    std::chrono::milliseconds heartbeat_timeout{2000};
+    /// How long it keeps trying to reach a pool it cannot reach (or lost) before it gives up.
+    std::chrono::milliseconds grace{60000};
+};
+
+/// Serves the pool at settings.endpoint until the pool retires this worker (returns 0) or cannot
+/// be reached for settings.grace (returns 1, after saying why on stderr). Throws
+/// AuthenticationError (naming the endpoint) when the pool refuses our key, OSError/ValueError for
+/// a bad endpoint.
+int serve_joined_pool(const JoinSettings& settings);
 
 /// The workers' target: serves tasks from `link` until it reaches end of stream.
 void pool_worker_main(Connection link, WorkerInit init);
@@ -92,7 +153,13 @@ struct PoolSettings {
     std::optional<int> maxtasksperchild;
     std::optional<StartMethod> context;
     int max_retries = 0;
+    std::string bind;  // empty: no joined workers
+    std::optional<Authkey> authkey;
+    std::chrono::milliseconds heartbeat{1000};
+    std::chrono::milliseconds heartbeat_timeout{2000};
 };
+
+struct JoinPoint;  // the tcp endpoint joined workers connect to (joined.cpp)
 
 /// The engine of a zmp::Pool: its workers, the dispatcher thread and the callback thread. It
 /// knows the results of its jobs only as JobSinks.
@@ -108,12 +175,16 @@ public:
     void close();
     void terminate();
     void join();
-    int processes() const { return processes_; }
+    /// Local workers and those joined at the moment.
+    int processes() const { return processes_ + joined_count_.load(std::memory_order_relaxed); }
+    /// The bound tcp endpoint, empty without one.
+    std::string endpoint() const;
     pid_t creator() const { return creator_; }
 
     // ResultHost.
     void post_callback(std::function<void()> callback) override;
     void wake() override;
+    void withdraw() override;
 
     /// For zmp-status (pool/pool_status.hpp): this pool's packed status, answered by the
     /// dispatcher; nothing once it has finished or if it does not answer in kPoolStatusWait.
@@ -146,11 +217,41 @@ private:
     void break_pool(std::exception_ptr error);
     void abort_everything(std::exception_ptr error);
     void stop_workers();
-    void callback_loop();
     void publish_status();
+    /// Hands the tasks a lost worker held back to the queue (those it had not started) or fails
+    /// them (the one it was running, with `dropped` if it broke the protocol, else with
+    /// `lost_error` unless max_retries allows another try).
+    void reclaim_tasks(std::deque<std::uint64_t>& lost, std::uint64_t running, const std::exception_ptr& dropped,
+                       const std::exception_ptr& lost_error, const std::string& worker);
+    /// The decoded message of a worker (local or joined); false if it dropped the worker.
+    bool handle_message(Worker& worker, const char* data, std::size_t size);
+    pid_t worker_pid(const Worker& worker) const;
+
+    // Joined workers (joined.cpp).
+    void open_join_point(const PoolSettings& settings);
+    /// Reads everything joined workers sent; true if anything came.
+    bool serve_join_point();
+    void admit_joined(const std::string& routing_id, const msgpack::object& hello, const std::string& peer);
+    /// False when the worker's connection is gone (the caller loses the worker).
+    bool send_to_joined(Worker& worker, const char* data, std::size_t size);
+    void send_join_control(const std::string& routing_id, int kind, const std::string& reason = {});
+    /// Pings joined workers when due; one whose connection is gone is lost. Returns the
+    /// milliseconds until the next ping (-1 without a join point).
+    int ping_joined();
+    /// Why a task cannot run on joined `worker` (null: it can).
+    std::exception_ptr cannot_run_joined(const Worker& worker, std::uint64_t id) const;
+    /// Forgets a joined worker and reclaims its tasks; the first it held is taken to be the one it
+    /// was running unless `first_was_running` is false (it never received it).
+    void joined_lost(Worker& worker, const std::string& how, bool tell_peer, bool first_was_running = true);
+    void retire_joined(Worker& worker);
+    /// Removes the joined workers that were lost or retired.
+    void sweep_joined();
+    /// The router's fd for poll(), and whether a message waits already (its fd is edge-triggered).
+    int join_point_fd() const;
+    bool join_point_readable();
 
     // Fixed at construction.
-    const int processes_;
+    const int processes_;  // local workers
     const std::optional<int> maxtasks_;
     const StartMethod method_;
     const int max_retries_;
@@ -170,13 +271,8 @@ private:
     bool joined_ = false;
     std::thread dispatcher_;
 
-    // The callback thread.
-    std::mutex callback_mutex_;
-    std::condition_variable callback_ready_;
-    std::deque<std::function<void()>> callbacks_;
-    std::thread callback_thread_;
-    bool callbacks_stopping_ = false;
-    bool callbacks_stopped_ = false;
+    CallbackThread callbacks_;
+    std::atomic<bool> withdrawals_{false};  // a job was cancelled: drop the cancelled ones
 
     // Dispatcher thread only.
     std::vector<std::unique_ptr<Worker>> workers_;
@@ -189,6 +285,8 @@ private:
     int workers_started_ = 0;
     int idle_deaths_ = 0;
     transport::ChannelMessage incoming_message_;
+    std::unique_ptr<JoinPoint> join_;
+    std::atomic<int> joined_count_{0};
 };
 
 }  // namespace zmp::detail

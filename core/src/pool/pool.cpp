@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "pool/dispatcher.hpp"
@@ -52,9 +53,22 @@ Pool::Pool(int processes) : Pool(PoolOptions{.processes = processes == 0 ? -1 : 
 
 Pool::Pool(PoolOptions options) : Pool(std::move(options), Initializer{}) {}
 
-Pool::Pool(PoolOptions options, Initializer initializer) {
-    const detail::PoolSettings settings{options.processes, options.maxtasksperchild, options.context,
-                                        options.max_retries};
+Pool Context::Pool() const { return zmp::Pool(PoolOptions{.context = method_}); }
+
+Pool Context::Pool(int processes) const {
+    // As Pool(n): Pool(0) is an error (Python's), only Pool() means cpu_count().
+    return zmp::Pool(PoolOptions{.processes = processes == 0 ? -1 : processes, .context = method_});
+}
+
+Pool Context::Pool(PoolOptions options) const {
+    options.context = method_;
+    return zmp::Pool(std::move(options));
+}
+
+Pool::Pool(PoolOptions options, Initializer initializer) : terminate_on_exit_(options.terminate_on_exit) {
+    const detail::PoolSettings settings{
+        options.processes, options.maxtasksperchild, options.context,   options.max_retries,
+        options.bind,      options.authkey,          options.heartbeat, options.heartbeat_timeout};
     core_ = std::make_shared<detail::PoolCore>(settings, initializer.function, std::move(initializer.args),
                                                initializer.present, std::move(initializer.fds));
     core_->start();
@@ -63,8 +77,12 @@ Pool::Pool(PoolOptions options, Initializer initializer) {
 Pool::~Pool() {
     if (!core_ || core_->creator() != detail::this_process().pid()) return;
     try {
-        core_->close();
-        core_->join();
+        if (terminate_on_exit_) {
+            core_->terminate();
+        } else {
+            core_->close();
+            core_->join();
+        }
     } catch (...) {
     }
 }
@@ -89,24 +107,75 @@ int Pool::processes() const {
     return core_->processes();
 }
 
-std::size_t Pool::checked_chunksize(std::size_t chunksize) {
+void Pool::submit_job(detail::Job job) {
+    check_owner(core_);
+    core_->submit(std::move(job));
+}
+
+ProcessPoolExecutor::~ProcessPoolExecutor() {
+    try {
+        shutdown(true);
+    } catch (...) {
+    }
+}
+
+void ProcessPoolExecutor::check_open() {
+    std::lock_guard lock(mutex_);
+    if (shut_down_) throw RuntimeError("cannot schedule new futures after shutdown");
+}
+
+void ProcessPoolExecutor::remember(std::shared_ptr<detail::ResultCore> result) {
+    std::lock_guard lock(mutex_);
+    // Forget what is done, so that a long-lived executor keeps a short list.
+    std::erase_if(submitted_, [](const auto& weak) {
+        auto alive = weak.lock();
+        return !alive || alive->ready();
+    });
+    submitted_.push_back(std::move(result));
+}
+
+void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) {
+    std::vector<std::weak_ptr<detail::ResultCore>> submitted;
+    {
+        std::lock_guard lock(mutex_);
+        if (!shut_down_) {
+            shut_down_ = true;
+            if (cancel_futures) submitted.swap(submitted_);
+        }
+    }
+    for (auto& weak : submitted)
+        if (auto result = weak.lock()) result->cancel_unstarted();
+    if (pool_.core_ == nullptr || pool_.core_->creator() != detail::this_process().pid()) return;
+    pool_.close();
+    if (wait) pool_.join();
+}
+
+std::string Pool::endpoint() const {
+    check_owner(core_);
+    return core_->endpoint();
+}
+
+namespace detail {
+
+std::size_t checked_chunksize(std::size_t chunksize) {
     if (chunksize < 1) throw ValueError("Chunksize must be 1+, not " + std::to_string(chunksize));
     return chunksize;
 }
 
-std::size_t Pool::default_chunksize(std::size_t items) const {
+std::size_t default_chunksize(std::size_t items, int processes) {
     // Python's: divmod(len, 4 * processes), rounded up.
-    const std::size_t per = 4 * static_cast<std::size_t>(core_->processes());
+    // A pool of joined workers only may have none yet: chunks are sized as for one.
+    const std::size_t per = 4 * static_cast<std::size_t>(std::max(1, processes));
     const std::size_t chunksize = items / per + (items % per != 0 ? 1 : 0);
     return chunksize == 0 ? 1 : chunksize;
 }
 
-std::size_t Pool::stream_buffer_limit() const {
+std::size_t stream_buffer_limit(int processes) {
     // Items in flight or waiting for the consumer: enough to keep every worker busy.
-    return std::max<std::size_t>(64, 16 * static_cast<std::size_t>(core_->processes()));
+    return std::max<std::size_t>(64, 16 * static_cast<std::size_t>(processes));
 }
 
-void Pool::prepare_progress(detail::ResultCore& result, const MapOptions& options, std::size_t total) {
+void prepare_progress(ResultCore& result, const MapOptions& options, std::size_t total) {
     if (options.progress && options.progress_bar) {
         auto bar = progress_bar();
         result.set_progress(
@@ -122,9 +191,5 @@ void Pool::prepare_progress(detail::ResultCore& result, const MapOptions& option
     }
 }
 
-void Pool::submit_job(detail::Job job) {
-    check_owner(core_);
-    core_->submit(std::move(job));
-}
-
+}  // namespace detail
 }  // namespace zmp

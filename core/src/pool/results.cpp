@@ -51,6 +51,51 @@ void ResultCore::add_done_callback(std::function<void()> callback) {
         callback();
 }
 
+void ResultCore::notify_on_done(CompletionSignal signal) {
+    {
+        std::lock_guard lock(mutex_);
+        if (!ready_) {
+            // Waits that timed out leave their signals behind: drop them, so that repeated
+            // waits on a long task cost nothing lasting.
+            std::erase_if(signals_, [](const CompletionSignal& s) { return s.unwatched(); });
+            signals_.push_back(std::move(signal));
+            return;
+        }
+    }
+    signal.notify();
+}
+
+bool ResultCore::cancel() {
+    std::shared_ptr<ResultHost> host;
+    {
+        std::unique_lock lock(mutex_);
+        if (cancelled_) return true;
+        if (started_ || ready_) return false;
+        cancelled_ = true;
+        host = host_.lock();
+        complete_locked(lock, std::make_exception_ptr(CancelledError("the task was cancelled before it started")));
+    }
+    if (host) host->withdraw();
+    return true;
+}
+
+bool ResultCore::cancelled() const {
+    std::lock_guard lock(mutex_);
+    return cancelled_;
+}
+
+bool ResultCore::running() const {
+    std::lock_guard lock(mutex_);
+    return started_ && !ready_;
+}
+
+bool ResultCore::start() {
+    std::lock_guard lock(mutex_);
+    if (cancelled_) return false;
+    started_ = true;
+    return true;
+}
+
 void ResultCore::set_progress(std::function<void(std::size_t, std::size_t)> progress, std::size_t total) {
     std::lock_guard lock(mutex_);
     progress_ = std::move(progress);
@@ -116,9 +161,11 @@ void ResultCore::complete_locked(std::unique_lock<std::mutex>& lock, std::except
     if (total_ == 0) total_ = done_;
     report_progress_locked(true);
     auto callbacks = std::move(callbacks_);
+    auto signals = std::move(signals_);
     auto host = host_.lock();
     lock.unlock();
     changed_.notify_all();
+    for (auto& signal : signals) signal.notify();
     for (auto& callback : callbacks) {
         if (host)
             host->post_callback(std::move(callback));

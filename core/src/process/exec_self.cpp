@@ -30,6 +30,7 @@ pid_t exec_self(const char* env_name, int handed_fd) {
 
     const auto& args = this_run().argv();
     std::vector<char*> argv;
+    argv.reserve(args.size() + 2);
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     std::string program_name = "zmp-child";
     if (argv.empty()) argv.push_back(program_name.data());

@@ -51,6 +51,14 @@ void require_child_of_caller(const ProcessState& st, const char* what) {
     }
 }
 
+// terminate() and kill(): `signal` to a started child that has not ended; `what` names the call.
+void signal_child(ProcessState& st, int signal, const char* what) {
+    require_child_of_caller(st, what);
+    std::lock_guard lock(st.mutex);
+    if (!st.popen) throw ValueError(std::string("can only ") + what + " a started process");
+    if (!st.exitcode) st.popen->send_signal(signal);
+}
+
 }  // namespace
 
 Process::Process() : Process(ProcessOptions{}) {}
@@ -115,7 +123,9 @@ void Process::start() {
     (void)me.self_pidfd();                 // and a pidfd on this process, their parent
     const StartMethod method = st.method ? *st.method : detail::use_default_start_method();
     st.popen = detail::starter_for(method).start(st, *this);
-    st.target = nullptr;  // the parent keeps no reference to the target (bpo-30775)
+    // As in Python, the parent keeps no reference to the target (docs/design.md, Upstream behaviour
+    // zmp works around).
+    st.target = nullptr;
     st.travel = {};
     lock.unlock();
     detail::add_child(state_);
@@ -184,27 +194,20 @@ bool Process::is_alive() const {
     return !st.poll_locked();
 }
 
-void Process::terminate() {
-    ProcessState& st = checked_open(state());
-    require_child_of_caller(st, "terminate");
-    std::lock_guard lock(st.mutex);
-    if (!st.popen) throw ValueError("can only terminate a started process");
-    if (!st.exitcode) st.popen->send_signal(SIGTERM);
-}
+void Process::terminate() { signal_child(checked_open(state()), SIGTERM, "terminate"); }
 
-void Process::kill() {
-    ProcessState& st = checked_open(state());
-    require_child_of_caller(st, "kill");
-    std::lock_guard lock(st.mutex);
-    if (!st.popen) throw ValueError("can only kill a started process");
-    if (!st.exitcode) st.popen->send_signal(SIGKILL);
-}
+void Process::kill() { signal_child(checked_open(state()), SIGKILL, "kill"); }
 
 std::optional<int> Process::exitcode() const {
     ProcessState& st = checked_open(state());
     if (st.role == ProcessState::Role::current || st.creator != detail::this_process().pid()) return std::nullopt;
     std::lock_guard lock(st.mutex);
     return st.poll_locked();
+}
+
+const Authkey& Process::authkey() const {
+    (void)checked_open(state());
+    return current_authkey();
 }
 
 std::optional<pid_t> Process::pid() const {

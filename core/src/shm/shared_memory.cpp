@@ -1,5 +1,5 @@
-// SharedMemory and ShareableList. ShareableList uses CPython's layout (Lib/multiprocessing/
-// shared_memory.py, 3.8-3.13), all integers native-endian:
+// SharedMemory and ShareableList. ShareableList uses Python's own layout (CPython 3.8-3.13; docs/design.md,
+// Shared memory), all integers native-endian:
 //
 //     int64 n | int64 offsets[n + 1] | data area (slots) | char formats[n][8] | int8 codes[n]
 //

@@ -3,6 +3,9 @@
 #include <dlfcn.h>
 #include <link.h>
 
+#include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <mutex>
 #include <unordered_map>
 
@@ -95,6 +98,70 @@ void register_function(const char* name, const void* fn, Trampoline tramp) {
     std::lock_guard lock(r.mutex);
     r.by_name[name] = {fn, tramp};
     r.name_of.emplace(fn, name);
+}
+
+std::optional<std::pair<const void*, Trampoline>> resolve_registered(const std::string& name) {
+    Registry& r = registry();
+    std::lock_guard lock(r.mutex);
+    auto it = r.by_name.find(name);
+    if (it == r.by_name.end()) return std::nullopt;
+    return std::pair{it->second.function, it->second.trampoline};
+}
+
+namespace {
+
+// The NT_GNU_BUILD_ID note of the main program (the first module dl_iterate_phdr reports).
+int find_build_id(dl_phdr_info* info, std::size_t, void* data) {
+    auto* out = static_cast<std::string*>(data);
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_NOTE) continue;
+        const char* note = reinterpret_cast<const char*>(info->dlpi_addr + ph.p_vaddr);
+        const char* end = note + ph.p_memsz;
+        while (note + sizeof(ElfW(Nhdr)) <= end) {
+            const auto* header = reinterpret_cast<const ElfW(Nhdr)*>(note);
+            const char* name = note + sizeof(ElfW(Nhdr));
+            const char* desc = name + ((header->n_namesz + 3) & ~3u);
+            if (header->n_type == NT_GNU_BUILD_ID && header->n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0 &&
+                desc + header->n_descsz <= end) {
+                static const char digits[] = "0123456789abcdef";
+                for (std::uint32_t b = 0; b < header->n_descsz; ++b) {
+                    const auto byte = static_cast<unsigned char>(desc[b]);
+                    *out += digits[byte >> 4];
+                    *out += digits[byte & 15];
+                }
+                return 1;
+            }
+            note = desc + ((header->n_descsz + 3) & ~3u);
+        }
+    }
+    return 1;  // only the main program counts
+}
+
+// Without a build id note: FNV-1a over the executable's bytes.
+std::string hash_of_executable() {
+    std::ifstream in("/proc/self/exe", std::ios::binary);
+    std::uint64_t hash = 14695981039346656037ull;
+    char buffer[1 << 16];
+    while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+        for (std::streamsize i = 0; i < in.gcount(); ++i) {
+            hash = (hash ^ static_cast<unsigned char>(buffer[i])) * 1099511628211ull;
+        }
+    }
+    char text[32];
+    std::snprintf(text, sizeof text, "fnv-%016llx", static_cast<unsigned long long>(hash));
+    return text;
+}
+
+}  // namespace
+
+const std::string& this_build_id() {
+    static const std::string id = [] {
+        std::string found;
+        ::dl_iterate_phdr(&find_build_id, &found);
+        return found.empty() ? hash_of_executable() : found;
+    }();
+    return id;
 }
 
 FunctionId identify(const void* fn, Trampoline tramp) {

@@ -1,8 +1,9 @@
 #pragma once
-// The contract between a pool's front (zmp::Pool's templates, the results users hold) and the
-// engine that runs its tasks (the dispatcher of worker processes): what a job is, how the engine
-// completes its result, and what the engine offers a result in return. The engine knows results
-// only as JobSinks, results know the engine only as a ResultHost: neither includes the other.
+// The contract between a pool's front (the templates of zmp::Pool and zmp::ThreadPool, the
+// results users hold) and the engine that runs its tasks (the dispatcher of worker processes, or
+// the threads of a ThreadPool): what a job is, how the engine completes its result, and what the
+// engine offers a result in return. Engines know results only as JobSinks, results know their
+// engine only as a ResultHost: neither includes the other.
 //
 // Not a public API: zmp/pool.hpp's templates need it, so it is installed with the headers.
 
@@ -13,11 +14,17 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "zmp/function.hpp"
 
 namespace zmp::detail {
+
+/// What a void task's result is stored as (it travels as nil).
+struct Nothing {};
+template <class T>
+using stored_t = std::conditional_t<std::is_void_v<T>, Nothing, T>;
 
 /// Descriptors owned by a chunk (Connections among its arguments), closed with the last copy.
 class OwnedFds {
@@ -58,14 +65,22 @@ public:
     virtual void post_callback(std::function<void()> callback) = 0;
     /// Makes the engine look at its jobs again (a stream consumer made room).
     virtual void wake() = 0;
+    /// A job was cancelled before it started: the engine drops it, unread and unrun.
+    virtual void withdraw() = 0;
 };
 
-/// How the engine completes a job's result; every call comes from the engine's thread.
+/// How the engine completes a job's result. Calls come from the engine's threads; the result
+/// serialises them.
 class JobSink {
 public:
     virtual ~JobSink() = default;
     /// The engine that runs the job, told once when the job is submitted.
     virtual void attach(std::weak_ptr<ResultHost> host) = 0;
+    /// Called before the engine reads the job's first chunk: false if the job was cancelled
+    /// first (the engine drops it, unread and unrun); from then on it cannot be cancelled.
+    virtual bool start() = 0;
+    /// Whether the job was cancelled before it started.
+    virtual bool cancelled() const = 0;
     /// Items first, first+1... succeeded: `results` is the msgpack array of their values.
     /// Throws ProtocolError if a value does not decode; the engine then fails the chunk with it.
     virtual void on_results(std::size_t first, const msgpack::object& results) = 0;
@@ -83,7 +98,7 @@ public:
     virtual bool abandoned() const = 0;
 };
 
-/// A job for the engine: where its chunks come from, and where its results go.
+/// A job for the process engine: where its chunks come from, and where its results go.
 struct Job {
     TaskFunction function;
     /// Fills the next chunk; false once the input is exhausted. Runs on the engine's thread; an
@@ -93,4 +108,38 @@ struct Job {
     std::size_t expected_items = 0;  // 0 if unknown
 };
 
+/// A job for the thread engine. Its chunks carry their own work: the typed code that made them
+/// runs the task and delivers the values (or the chunk's error) to the result itself.
+struct ThreadJob {
+    /// Reads the next chunk of the input and returns the work that runs it, setting `count` to
+    /// its items; an empty function once the input is exhausted. Runs under the engine's lock
+    /// (one reader of the input at a time); an exception from the input ends the job there. The
+    /// work itself runs on a pool thread, outside the lock, and never throws.
+    std::function<std::function<void()>(std::size_t& count)> next_chunk;
+    std::shared_ptr<JobSink> result;
+};
+
 }  // namespace zmp::detail
+
+template <>
+struct zmp::is_packable<zmp::detail::Nothing> : std::true_type {};
+
+// A void task's result: nil on the wire, Nothing in the result's storage.
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+    namespace adaptor {
+    template <>
+    struct convert<zmp::detail::Nothing> {
+        const msgpack::object& operator()(const msgpack::object& obj, zmp::detail::Nothing&) const { return obj; }
+    };
+    template <>
+    struct pack<zmp::detail::Nothing> {
+        template <class Stream>
+        packer<Stream>& operator()(packer<Stream>& out, const zmp::detail::Nothing&) const {
+            out.pack_nil();
+            return out;
+        }
+    };
+    }  // namespace adaptor
+}
+}  // namespace msgpack

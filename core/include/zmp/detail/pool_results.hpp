@@ -1,8 +1,10 @@
 #pragma once
-// The shared state behind zmp::AsyncResult and zmp::IMapIterator: completion, waiting, errors,
-// callbacks and progress of one job (ResultCore), with its typed storage — values in input order
-// (TypedResult) or a stream handed out as it comes (StreamResult). The engine completes them
-// through JobSink (zmp/detail/pool_job.hpp) and is known to them only as a ResultHost.
+// The shared state behind zmp::AsyncResult and zmp::IMapIterator: completion, cancellation,
+// waiting, errors, callbacks and progress of one job (ResultCore), with its typed storage —
+// values in input order (TypedResult) or a stream handed out as it comes (StreamResult). The
+// engine completes them through JobSink (zmp/detail/pool_job.hpp) — from msgpack (the process
+// pool) or with typed values (put_values: the thread pool) — and is known to them only as a
+// ResultHost.
 //
 // Not a public API: zmp/pool.hpp's templates need it, so it is installed with the headers.
 
@@ -19,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "zmp/detail/deadline.hpp"
@@ -39,6 +42,8 @@ public:
         ++state_->count;
         state_->changed.notify_all();
     }
+    /// True once the waiter and every other copy are gone: nobody would see a notify().
+    bool unwatched() const { return state_.use_count() == 1; }
     /// Waits for a notify() since the last wait; false at the deadline.
     bool wait_until(const Deadline& deadline) {
         std::unique_lock lock(state_->mutex);
@@ -64,7 +69,9 @@ private:
 };
 
 /// Completion, waiting, errors, callbacks and progress of one submitted job; the typed storage
-/// lives in TypedResult<R> or StreamResult<R>.
+/// lives in TypedResult<R> or StreamResult<R>. A job is pending until its engine starts it
+/// (start()), then running until it is ready; a pending job may be cancelled instead, which makes
+/// it ready with CancelledError.
 class ResultCore : public JobSink {
 public:
     ~ResultCore() override;
@@ -75,10 +82,24 @@ public:
     /// The job's error once it is ready (null if it succeeded).
     std::exception_ptr error() const;
     void add_done_callback(std::function<void()> callback);
+    /// Wakes `signal` once the result is ready (at once if it is), from the thread that
+    /// completes it: for waits on many results (as_completed, wait).
+    void notify_on_done(CompletionSignal signal);
     void set_progress(std::function<void(std::size_t, std::size_t)> progress, std::size_t total);
 
-    // JobSink: called by the engine, from its thread.
+    /// Python's Future.cancel(): true if the job is cancelled now (or was already); false once
+    /// it has started or is done. A cancelled job never runs: its engine drops it.
+    bool cancel();
+    bool cancelled() const override;
+    /// Started and not yet ready.
+    bool running() const;
+    /// Executor shutdown(cancel_futures): cancels the job if it has not started. A stream that
+    /// has started stops reading its input instead, and CancelledError follows its last item.
+    virtual void cancel_unstarted() { (void)cancel(); }
+
+    // JobSink: called by the engine, from its threads.
     void attach(std::weak_ptr<ResultHost> host) override;
+    bool start() override;
     void on_results(std::size_t first, const msgpack::object& results) override;
     void on_chunk_failed(std::size_t first, std::size_t count, std::exception_ptr error) override;
     void on_input_failed(std::exception_ptr error, std::size_t items_read) override;
@@ -90,6 +111,15 @@ public:
 protected:
     /// Stores results[i] as item first+i; the caller holds mutex_.
     virtual void store(std::size_t first, const msgpack::object& results) = 0;
+    /// Runs `store` (which stores `count` typed values) under mutex_, and counts them done.
+    template <class Store>
+    void deliver(std::size_t count, Store&& store) {
+        std::lock_guard lock(mutex_);
+        store();
+        done_ += count;
+        report_progress_locked(false);
+        notify_items();
+    }
     /// An item (or an error) became available to a streaming consumer; the caller holds mutex_.
     virtual void notify_items() {}
     void complete_locked(std::unique_lock<std::mutex>& lock, std::exception_ptr error);
@@ -100,6 +130,9 @@ protected:
     mutable std::mutex mutex_;
     mutable std::condition_variable changed_;
     bool ready_ = false;
+    bool started_ = false;
+    bool cancelled_ = false;
+    std::vector<CompletionSignal> signals_;
     std::exception_ptr error_;
     std::exception_ptr first_failure_;  // Python's map: the first error, raised once all is done
     std::vector<std::function<void()>> callbacks_;
@@ -114,7 +147,20 @@ protected:
 template <class R>
 class TypedResult : public ResultCore {
 public:
+    using value_type = R;
     explicit TypedResult(std::size_t expected) { values_.reserve(expected); }
+    /// Items first, first+1... succeeded with `values` (typed delivery: the thread pool).
+    void put_values(std::size_t first, std::vector<R>&& values) {
+        deliver(values.size(), [&] {
+            if (first == values_.size()) {
+                for (auto& v : values) values_.push_back(std::move(v));
+            } else if constexpr (std::is_default_constructible_v<R>) {
+                // Chunks complete out of order; only jobs of one chunk store other types.
+                if (values_.size() < first + values.size()) values_.resize(first + values.size());
+                for (std::size_t i = 0; i < values.size(); ++i) values_[first + i] = std::move(values[i]);
+            }
+        });
+    }
     /// The results, once ready (the engine no longer writes them then).
     std::vector<R> values() const {
         std::lock_guard lock(mutex_);
@@ -131,10 +177,15 @@ public:
 
 protected:
     void store(std::size_t first, const msgpack::object& results) override {
-        if (results.type != msgpack::type::ARRAY) throw ProtocolError("a result batch is not an array");
-        const std::size_t count = results.via.array.size;
-        if (values_.size() < first + count) values_.resize(first + count);
-        for (std::size_t i = 0; i < count; ++i) values_[first + i] = transport::convert<R>(results.via.array.ptr[i]);
+        if constexpr (is_packable_v<R>) {
+            if (results.type != msgpack::type::ARRAY) throw ProtocolError("a result batch is not an array");
+            const std::size_t count = results.via.array.size;
+            if (values_.size() < first + count) values_.resize(first + count);
+            for (std::size_t i = 0; i < count; ++i)
+                values_[first + i] = transport::convert<R>(results.via.array.ptr[i]);
+        } else {
+            throw ProtocolError("this result takes no msgpack values");  // a thread pool's: typed only
+        }
     }
     std::vector<R> values_;
 };
@@ -143,7 +194,18 @@ protected:
 template <class R>
 class StreamResult : public ResultCore {
 public:
+    using value_type = R;
     StreamResult(bool ordered, std::size_t buffer_limit) : ordered_(ordered), buffer_limit_(buffer_limit) {}
+    /// Items first, first+1... succeeded with `values` (typed delivery: the thread pool).
+    void put_values(std::size_t first, std::vector<R>&& values) {
+        deliver(values.size(), [&] {
+            for (std::size_t i = 0; i < values.size(); ++i) {
+                pending_[first + i].value = std::move(values[i]);
+                if (!ordered_) arrival_.push_back(first + i);
+                ++buffered_;
+            }
+        });
+    }
 
     /// The next item; nullopt at the end; rethrows a task's or the input's error in its place.
     /// TimeoutError if nothing comes within `timeout`.
@@ -153,9 +215,14 @@ public:
         std::lock_guard lock(mutex_);
         return in_flight + buffered_ < buffer_limit_;
     }
-    bool abandoned() const override { return abandoned_.load(); }
+    bool abandoned() const override { return abandoned_.load() || input_cancelled_.load(); }
     void abandon() {
         abandoned_ = true;
+        wake_host();
+    }
+    void cancel_unstarted() override {
+        if (cancel()) return;
+        input_cancelled_ = true;  // the engine stops reading; on_all_done says why
         wake_host();
     }
 
@@ -174,17 +241,23 @@ public:
     }
     void on_all_done() override {
         std::unique_lock lock(mutex_);
+        // Every item read has been delivered (done_ of them): what was not read was cancelled.
+        if (input_cancelled_) place_error(done_, std::make_exception_ptr(CancelledError("cancelled at shutdown")));
         complete_locked(lock, nullptr);
     }
 
 protected:
     void store(std::size_t first, const msgpack::object& results) override {
-        if (results.type != msgpack::type::ARRAY) throw ProtocolError("a result batch is not an array");
-        for (std::size_t i = 0; i < results.via.array.size; ++i) {
-            Entry& e = pending_[first + i];
-            e.value = transport::convert<R>(results.via.array.ptr[i]);
-            if (!ordered_) arrival_.push_back(first + i);
-            ++buffered_;
+        if constexpr (is_packable_v<R>) {
+            if (results.type != msgpack::type::ARRAY) throw ProtocolError("a result batch is not an array");
+            for (std::size_t i = 0; i < results.via.array.size; ++i) {
+                Entry& e = pending_[first + i];
+                e.value = transport::convert<R>(results.via.array.ptr[i]);
+                if (!ordered_) arrival_.push_back(first + i);
+                ++buffered_;
+            }
+        } else {
+            throw ProtocolError("this result takes no msgpack values");  // a thread pool's: typed only
         }
     }
     void notify_items() override { changed_.notify_all(); }
@@ -197,13 +270,14 @@ private:
     bool ordered_;
     std::size_t buffer_limit_;
     std::atomic<bool> abandoned_{false};
+    std::atomic<bool> input_cancelled_{false};
     std::map<std::size_t, Entry> pending_;
     std::deque<std::size_t> arrival_;
     std::size_t next_index_ = 0;
     std::size_t buffered_ = 0;
 
-    void place_error(std::size_t index, std::exception_ptr error) {
-        pending_[index].error = std::move(error);
+    void place_error(std::size_t index, const std::exception_ptr& error) {
+        pending_[index].error = error;
         if (!ordered_) arrival_.push_back(index);
         ++buffered_;
     }

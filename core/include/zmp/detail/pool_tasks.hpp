@@ -31,10 +31,22 @@ using result_of_t = typename function_traits<function_pointer_t<F>>::result;
 template <class F>
 using params_of_t = typename function_traits<function_pointer_t<F>>::args;
 
-/// What a void task's result is stored as (it travels as nil).
-struct Nothing {};
-template <class T>
-using stored_t = std::conditional_t<std::is_void_v<T>, Nothing, T>;
+/// What a callable that cannot be a pool task "returns" in the signatures of Pool's entry
+/// points, so that a call with one reaches the static_assert that says why (instead of failing in
+/// the signature with a message about operator+).
+struct NotATask {};
+template <class F, bool = plain_function_like<std::decay_t<F>>>
+struct task_result {
+    using type = NotATask;
+};
+template <class F>
+struct task_result<F, true> {
+    using type = result_of_t<F>;
+};
+template <class F>
+using task_result_t = typename task_result<F>::type;
+template <class F>
+using task_stored_t = stored_t<task_result_t<F>>;
 
 template <class F>
 TaskFunction task_function(F& f) {
@@ -95,37 +107,59 @@ inline std::function<bool(EncodedChunk&)> single_chunk(EncodedChunk chunk) {
     };
 }
 
+/// A range read lazily, on the engine's thread, a few elements at a time: begin() is taken on
+/// first use. The range is held as std::views::all would hold it: a view or an rvalue by value, a
+/// container passed as an lvalue by address (its owner keeps it alive). std::views itself is not
+/// used, as clang 14 cannot compile libstdc++ 12's views.
+template <class Range>
+class RangeCursor {
+    static constexpr bool by_value =
+        std::ranges::view<std::remove_cvref_t<Range>> || !std::is_lvalue_reference_v<Range>;
+    using Input = std::conditional_t<by_value, std::remove_cvref_t<Range>, std::remove_reference_t<Range>>;
+
+public:
+    explicit RangeCursor(Range&& input) : held_(hold(std::forward<Range>(input))) {}
+    /// True once every element has been read.
+    bool at_end() {
+        if (!started_) {
+            it = std::ranges::begin(range());
+            started_ = true;
+        }
+        return it == std::ranges::end(range());
+    }
+
+    std::ranges::iterator_t<Input> it{};
+    std::size_t index = 0;  // of the element `it` stands on
+
+private:
+    using Held = std::conditional_t<by_value, Input, Input*>;
+    static Held hold(Range&& input) {
+        if constexpr (by_value)
+            return Held(std::forward<Range>(input));
+        else
+            return &input;
+    }
+    Input& range() {
+        if constexpr (by_value)
+            return held_;
+        else
+            return *held_;
+    }
+    Held held_;
+    bool started_ = false;
+};
+
+template <class Range>
+std::shared_ptr<RangeCursor<Range>> make_cursor(Range&& input) {
+    return std::make_shared<RangeCursor<Range>>(std::forward<Range>(input));
+}
+
 /// A lazy chunk source over a range: pulls `chunksize` elements per chunk as the engine asks.
-/// The range is held as std::views::all would hold it: a view or an rvalue by value, a container
-/// passed as an lvalue by address (its owner keeps it alive). std::views itself is not used, as
-/// clang 14 cannot compile libstdc++ 12's views.
 template <class Params, bool Star, class Range>
 std::function<bool(EncodedChunk&)> chunks_of(Range&& input, std::size_t chunksize) {
-    constexpr bool by_value = std::ranges::view<std::remove_cvref_t<Range>> || !std::is_lvalue_reference_v<Range>;
-    using Input = std::conditional_t<by_value, std::remove_cvref_t<Range>, std::remove_reference_t<Range>>;
-    struct State {
-        std::conditional_t<by_value, Input, Input*> held;
-        std::ranges::iterator_t<Input> it;
-        std::size_t index = 0;
-        bool started = false;
-        Input& range() {
-            if constexpr (by_value)
-                return held;
-            else
-                return *held;
-        }
-    };
-    std::shared_ptr<State> state;
-    if constexpr (by_value)
-        state = std::make_shared<State>(State{std::forward<Range>(input), {}, 0, false});
-    else
-        state = std::make_shared<State>(State{&input, {}, 0, false});
-    return [state, chunksize](EncodedChunk& chunk) {
-        if (!state->started) {
-            state->it = std::ranges::begin(state->range());
-            state->started = true;
-        }
-        if (state->it == std::ranges::end(state->range())) return false;
+    auto cursor = make_cursor(std::forward<Range>(input));
+    return [cursor, chunksize](EncodedChunk& chunk) {
+        if (cursor->at_end()) return false;
         msgpack::sbuffer buffer(64 * chunksize + 16);
         msgpack::packer<msgpack::sbuffer> out(buffer);
         FdCapture capture;  // Connections among the arguments travel with the chunk
@@ -133,10 +167,10 @@ std::function<bool(EncodedChunk&)> chunks_of(Range&& input, std::size_t chunksiz
         const char header[5] = {static_cast<char>(0xdd), 0, 0, 0, 0};
         buffer.write(header, sizeof header);
         std::uint32_t n = 0;
-        chunk.first = state->index;
-        while (n < chunksize && state->it != std::ranges::end(state->range())) {
-            pack_element<Params, decltype(*state->it), Star>(out, *state->it);
-            ++state->it;
+        chunk.first = cursor->index;
+        while (n < chunksize && !cursor->at_end()) {
+            pack_element<Params, decltype(*cursor->it), Star>(out, *cursor->it);
+            ++cursor->it;
             ++n;
         }
         const std::uint32_t big_endian = __builtin_bswap32(n);
@@ -144,32 +178,9 @@ std::function<bool(EncodedChunk&)> chunks_of(Range&& input, std::size_t chunksiz
         chunk.args.assign(buffer.data(), buffer.size());
         chunk.fds = owned(capture.take());
         chunk.count = n;
-        state->index += n;
+        cursor->index += n;
         return true;
     };
 }
 
 }  // namespace zmp::detail
-
-template <>
-struct zmp::is_packable<zmp::detail::Nothing> : std::true_type {};
-
-// A void task's result: nil on the wire, Nothing in the result's storage.
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-    namespace adaptor {
-    template <>
-    struct convert<zmp::detail::Nothing> {
-        const msgpack::object& operator()(const msgpack::object& obj, zmp::detail::Nothing&) const { return obj; }
-    };
-    template <>
-    struct pack<zmp::detail::Nothing> {
-        template <class Stream>
-        packer<Stream>& operator()(packer<Stream>& out, const zmp::detail::Nothing&) const {
-            out.pack_nil();
-            return out;
-        }
-    };
-    }  // namespace adaptor
-}
-}  // namespace msgpack

@@ -8,6 +8,7 @@ const KindEntry* find_kind(Kind kind) {
     // The registry: one line per kind's entry.
     static const KindEntry* const entries[] = {
         &lock_kind, &semaphore_kind, &event_kind, &condition_kind, &barrier_kind, &queue_kind,
+        &manager_kind, &managed_mapping_kind, &managed_list_kind, &managed_value_kind,
     };
     static const auto by_kind = [] {
         std::array<const KindEntry*, kLastKind + 1> table{};

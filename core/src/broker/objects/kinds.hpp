@@ -11,6 +11,10 @@ extern const KindEntry event_kind;
 extern const KindEntry condition_kind;
 extern const KindEntry barrier_kind;
 extern const KindEntry queue_kind;  // Queue, JoinableQueue
+extern const KindEntry manager_kind;          // the Manager itself (objects/managed.cpp)
+extern const KindEntry managed_mapping_kind;  // the Manager's dict and Namespace
+extern const KindEntry managed_list_kind;
+extern const KindEntry managed_value_kind;
 
 /// The entry serving `kind`, or nullptr.
 const KindEntry* find_kind(Kind kind);

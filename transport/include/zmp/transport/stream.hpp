@@ -2,11 +2,12 @@
 // An acknowledged one-way stream over ZeroMQ (DEALER -> ROUTER), for data that must not be lost.
 //
 // ZeroMQ delivers at most once: libzmq 4.3.4 can drop the tail of an ipc stream when the sender
-// closes while the receiver sits at its high-water mark (zeromq/libzmq#4660). So a stream that
-// ends, ends with a handshake: the sender sends END(count) and waits for the receiver's
-// FIN(count), which the receiver sends only once it has taken `count` messages from that sender.
-// Along the way the receiver acknowledges cumulatively, and the sender never has more than
-// `window` unacknowledged messages out: credit-based flow control that also bounds memory.
+// closes while the receiver sits at its high-water mark (docs/design.md, Upstream behaviour zmp
+// works around). So a stream that ends, ends with a handshake: the sender sends END(count) and
+// waits for the receiver's FIN(count), which the receiver sends only once it has taken `count`
+// messages from that sender. Along the way the receiver acknowledges cumulatively, and the
+// sender never has more than `window` unacknowledged messages out: credit-based flow control that
+// also bounds memory.
 //
 // Threading: a StreamSender or StreamReceiver belongs to the thread that made it.
 //

@@ -1,4 +1,4 @@
-#include "base/wake_fd.hpp"
+#include "zmp/transport/wake_fd.hpp"
 
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 
 #include "zmp/errors.hpp"
 
-namespace zmp::detail {
+namespace zmp::transport {
 
 WakeFd::WakeFd() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (fd_ < 0) throw_os_error("eventfd", errno);
@@ -27,4 +27,4 @@ void WakeFd::drain() const noexcept {
     (void)!::read(fd_, &count, sizeof count);
 }
 
-}  // namespace zmp::detail
+}  // namespace zmp::transport

@@ -1,0 +1,68 @@
+#pragma once
+// Pool workers on other hosts: a process that joins a zmp::Pool bound to a tcp endpoint
+// (PoolOptions::bind) and runs its tasks until the pool is done with it.
+//
+//     // tasks.cpp, linked into both the head program and the worker program:
+//     int count_primes(int lo, int hi);
+//     ZMP_TASK("count_primes", count_primes);
+//     // the worker program:
+//     int main(int argc, char** argv) { return zmp::worker_main(argc, argv); }
+//     // on each worker host:  ./my-worker --connect tcp://head:5555 --authkey-file cluster.key
+//
+// Tasks reach a joined worker by registered name (ZMP_TASK / zmp::register_task, zmp/function.hpp)
+// when it is another build than the head; a worker that is the same build (the head's own binary
+// launched as a worker: same GNU build id) also takes unregistered functions, by address. A task
+// the worker does not have fails alone, with a ValueError naming the task and the worker.
+//
+// Security: every connection uses CURVE with keys derived from the authkey (zmp/authkey.hpp); a
+// worker holding another key is refused at once (AuthenticationError naming the endpoint, exit
+// code 1 from worker_main) and the pool logs the refused address.
+//
+// Liveness: ZMTP heartbeats both ways (PoolOptions::heartbeat, heartbeat_timeout) and a ping from
+// the pool every heartbeat. A worker that cannot reach its pool, or hears nothing from it, keeps
+// reconnecting (ZeroMQ's back-off, up to 5 s between tries) and gives up after `grace`.
+
+#include <chrono>
+#include <string>
+
+#include "zmp/authkey.hpp"
+
+namespace zmp {
+
+struct JoinOptions {
+    /// The pool's endpoint: "tcp://head:5555".
+    std::string connect;
+    /// The pool's authkey.
+    Authkey authkey{};
+    /// How the pool names this worker in logs and errors; empty: "<host>-<pid>".
+    std::string name;
+    /// Gives up after this long without reaching the pool (at start, or after losing it).
+    std::chrono::milliseconds grace{std::chrono::seconds(60)};
+    /// ZMTP heartbeats to the pool (the pool's own settings govern how fast it notices us).
+    std::chrono::milliseconds heartbeat{1000};
+    std::chrono::milliseconds heartbeat_timeout{2000};
+};
+
+/// Joins the pool at options.connect in this process and runs its tasks. Returns 0 when the
+/// pool retired this worker (it was closed or terminated), 1 when the pool could not be reached
+/// for options.grace (said on stderr). Throws AuthenticationError (naming the endpoint) when the
+/// pool refuses our key, ValueError for a malformed endpoint or when the pool refuses us.
+/// Threading: blocks the calling thread; a process serves one pool at a time.
+///     zmp::join_pool({.connect = "tcp://head:5555", .authkey = zmp::read_authkey_file("cluster.key")});
+int join_pool(const JoinOptions& options);
+
+/// The main of a worker program (and of zmp-worker): parses
+///   --connect ENDPOINT   (required) the pool to join
+///   --authkey-file FILE  (required) the pool's authkey file (zmp/authkey.hpp)
+///   --processes N        worker processes on this host (default 1)
+///   --name NAME          the worker's name (several processes: NAME-1, NAME-2...)
+///   --load LIB.so        a library of tasks to load first (repeatable)
+///   --grace SECONDS      give up after this long without the pool (default 60)
+///   --heartbeat MS       ZMTP heartbeat interval (default 1000)
+/// then joins the pool with N processes and returns the exit code for main: 0 when the pool
+/// retired them all, 1 on an error (a refused key, a missing file, a pool lost for good; said on
+/// stderr), 2 for bad flags. --help prints every flag.
+///     int main(int argc, char** argv) { return zmp::worker_main(argc, argv); }
+int worker_main(int argc, char** argv);
+
+}  // namespace zmp

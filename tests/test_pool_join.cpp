@@ -1,0 +1,334 @@
+// Pool workers that join over tcp (PoolOptions::bind, zmp/worker.hpp), on loopback: real worker
+// processes (a program of another build, helpers/pool_task_worker.cpp, and this binary forked),
+// real tcp with CURVE, real signals.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "join_tasks.hpp"
+#include "test_util.hpp"
+#include "zmp/authkey.hpp"
+#include "zmp/logging.hpp"
+#include "zmp/pool.hpp"
+#include "zmp/transport/codec.hpp"
+#include "zmp/transport/security.hpp"
+#include "zmp/transport/zsocket.hpp"
+#include "zmp/worker.hpp"
+
+using namespace std::chrono_literals;
+
+using test_util::exit_code;
+using test_util::read_line;
+using test_util::write_line;
+
+namespace {
+
+long only_in_tests(long x) { return x; }
+ZMP_TASK("only_in_tests", only_in_tests);
+
+// A directory of its own for key files and worker logs, removed at the end.
+struct Scratch {
+    std::string dir;
+    Scratch() {
+        char pattern[] = "/tmp/zmp-join-XXXXXX";
+        REQUIRE(::mkdtemp(pattern) != nullptr);
+        dir = pattern;
+    }
+    ~Scratch() { (void)std::system(("rm -rf " + dir).c_str()); }
+    std::string key_file(const std::string& name, const zmp::Authkey& key) const {
+        const std::string path = dir + "/" + name;
+        zmp::write_authkey_file(path, key);
+        return path;
+    }
+};
+
+// Starts `argv` with stdout and stderr going to `log`.
+pid_t launch(const std::vector<std::string>& argv, const std::string& log) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (out >= 0) {
+            ::dup2(out, 1);
+            ::dup2(out, 2);
+        }
+        std::vector<char*> args;
+        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    return pid;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+pid_t launch_worker(const std::string& endpoint, const std::string& key_file, const std::string& name,
+                    const std::string& log) {
+    return launch(
+        {HELPER_pool_task_worker, "--connect", endpoint, "--authkey-file", key_file, "--name", name, "--grace", "30"},
+        log);
+}
+
+// Waits (generously: the machine is shared) until the pool has `count` workers.
+void wait_for_workers(zmp::Pool& pool, int count) {
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (pool.processes() != count && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+    REQUIRE(pool.processes() == count);
+}
+
+std::vector<long> range(long n) {
+    std::vector<long> v;
+    for (long i = 0; i < n; ++i) v.push_back(i);
+    return v;
+}
+
+void join_as_same_build(std::string endpoint, zmp::Authkey key) {
+    zmp::exit(zmp::join_pool({.connect = endpoint, .authkey = key, .name = "twin"}));
+}
+
+}  // namespace
+
+TEST_CASE("a worker of another build joins over tcp, runs registered tasks by name, and lacks what it lacks") {
+    Scratch scratch;
+    const zmp::Authkey key = zmp::generate_authkey();
+    const std::string log = scratch.dir + "/worker.log";
+    pid_t worker;
+    {
+        zmp::Pool pool(zmp::PoolOptions{.processes = 0, .bind = "tcp://127.0.0.1:0", .authkey = key});
+        const std::string endpoint = pool.endpoint();
+        REQUIRE(endpoint.rfind("tcp://127.0.0.1:", 0) == 0);
+        CHECK(endpoint != "tcp://127.0.0.1:0");  // the real port
+        CHECK(pool.processes() == 0);
+        worker = launch_worker(endpoint, scratch.key_file("key", key), "far", log);
+        wait_for_workers(pool, 1);
+
+        std::vector<long> expected;
+        for (long i = 0; i < 2000; ++i) expected.push_back(i * i);
+        CHECK(pool.map(join_tasks::square, range(2000)) == expected);
+        // Every task ran in the joined worker (the pool has no other).
+        for (long pid : pool.map(join_tasks::worker_pid, range(50))) CHECK(pid == worker);
+
+        // An unregistered function cannot reach another build: that task fails, naming the worker.
+        try {
+            pool.apply([](long x) { return x + 1; }, 1L);
+            FAIL("no error");
+        } catch (const zmp::ValueError& e) {
+            CHECK_THAT(e.what(), Catch::Contains("far") && Catch::Contains("another build"));
+        }
+        // A task the worker program does not have fails alone, naming the task and the worker.
+        try {
+            pool.apply(only_in_tests, 1L);
+            FAIL("no error");
+        } catch (const zmp::ValueError& e) {
+            CHECK(std::string(e.what()) == "worker far has no task 'only_in_tests'");
+        }
+        CHECK(pool.map(join_tasks::square, std::vector<long>{3, 4}) == std::vector<long>{9, 16});
+        CHECK(pool.processes() == 1);
+    }
+    // The pool retired it when it closed.
+    CHECK(exit_code(worker) == 0);
+}
+
+TEST_CASE("this very program, joined as a worker, takes unregistered functions by address") {
+    const zmp::Authkey key = zmp::generate_authkey();
+    zmp::Pool pool(zmp::PoolOptions{.processes = 0, .bind = "tcp://127.0.0.1:0", .authkey = key});
+    zmp::Process twin = zmp::get_context(zmp::StartMethod::fork).Process(join_as_same_build, pool.endpoint(), key);
+    twin.start();
+    wait_for_workers(pool, 1);
+    CHECK(pool.map([](long x) { return 3 * x; }, std::vector<long>{1, 2, 3}) == std::vector<long>{3, 6, 9});
+    CHECK(pool.apply(join_tasks::worker_pid, 0L) == twin.pid().value());
+    pool.close();
+    pool.join();
+    twin.join(60s);
+    CHECK(twin.exitcode() == 0);
+}
+
+TEST_CASE("local children and joined workers share one map") {
+    Scratch scratch;
+    const zmp::Authkey key = zmp::generate_authkey();
+    zmp::Pool pool(zmp::PoolOptions{.processes = 2, .bind = "tcp://127.0.0.1:0", .authkey = key});
+    const pid_t worker = launch_worker(pool.endpoint(), scratch.key_file("key", key), "near", scratch.dir + "/w.log");
+    wait_for_workers(pool, 3);
+    // The first deal gives every worker a task: the joined one is among those that ran some.
+    const std::vector<long> pids = pool.map(join_tasks::worker_pid, range(300), 1);
+    const std::set<long> distinct(pids.begin(), pids.end());
+    CHECK(distinct.count(worker) == 1);
+    CHECK(distinct.size() >= 2);
+    pool.close();
+    pool.join();
+    CHECK(exit_code(worker) == 0);
+}
+
+TEST_CASE("a worker holding another key is refused at once, and the pool logs its address and goes on") {
+    Scratch scratch;
+    const zmp::Authkey key = zmp::generate_authkey();
+    struct Seen {
+        std::mutex mutex;
+        std::vector<std::string> records;
+    };
+    auto seen = std::make_shared<Seen>();  // the handler outlives this test
+    std::mutex& mutex = seen->mutex;
+    std::vector<std::string>& records = seen->records;
+    const zmp::CallbackHandler handler([seen](const zmp::LogRecord& r) {
+        std::lock_guard lock(seen->mutex);
+        seen->records.push_back(r.message);
+    });
+    zmp::get_logger().add_handler(handler);
+    struct Remove {
+        const zmp::CallbackHandler& handler;
+        ~Remove() { zmp::get_logger().remove_handler(handler); }
+    } remove{handler};
+    zmp::Pool pool(zmp::PoolOptions{.processes = 0, .bind = "tcp://127.0.0.1:0", .authkey = key});
+    const std::string log = scratch.dir + "/wrong.log";
+    const pid_t wrong =
+        launch_worker(pool.endpoint(), scratch.key_file("wrong", zmp::generate_authkey()), "intruder", log);
+    CHECK(exit_code(wrong) == 1);
+    const std::string said = read_file(log);
+    CHECK_THAT(said, Catch::Contains(pool.endpoint()));
+    CHECK(pool.processes() == 0);
+    // The refusal is logged with the peer's address.
+    bool logged = false;
+    for (auto deadline = std::chrono::steady_clock::now() + 30s;
+         !logged && std::chrono::steady_clock::now() < deadline;) {
+        {
+            std::lock_guard lock(mutex);
+            for (const auto& m : records) logged = logged || m.find("refused tcp peer 127.0.0.1") != std::string::npos;
+        }
+        if (!logged) std::this_thread::sleep_for(20ms);
+    }
+    CHECK(logged);
+    // A worker with the right key is welcome.
+    const pid_t right =
+        launch_worker(pool.endpoint(), scratch.key_file("right", key), "friend", scratch.dir + "/r.log");
+    wait_for_workers(pool, 1);
+    CHECK(pool.apply(join_tasks::square, 12L) == 144);
+    pool.close();
+    pool.join();
+    CHECK(exit_code(right) == 0);
+}
+
+TEST_CASE("a joined worker killed mid-map: its tasks run elsewhere, every result exactly once") {
+    Scratch scratch;
+    const zmp::Authkey key = zmp::generate_authkey();
+    zmp::Pool pool(zmp::PoolOptions{.processes = 1, .max_retries = 1, .bind = "tcp://127.0.0.1:0", .authkey = key});
+    const pid_t worker = launch_worker(pool.endpoint(), scratch.key_file("key", key), "doomed", scratch.dir + "/w.log");
+    wait_for_workers(pool, 2);
+    std::atomic<std::size_t> progress{0};
+    auto result = pool.map_async(
+        join_tasks::slow_square, range(300),
+        zmp::MapOptions{.chunksize = 1, .progress = [&](std::size_t done, std::size_t) { progress = done; }});
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (progress < 20 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    ::kill(worker, SIGKILL);
+    CHECK(exit_code(worker) == 100 + SIGKILL);
+    std::vector<long> expected;
+    for (long i = 0; i < 300; ++i) expected.push_back(i * i);
+    CHECK(result.get(120s) == expected);
+    wait_for_workers(pool, 1);  // it is gone from the pool; the local worker remains
+}
+
+TEST_CASE("a joined worker's last task fails with WorkerLost naming it when no retry is allowed") {
+    Scratch scratch;
+    const zmp::Authkey key = zmp::generate_authkey();
+    zmp::Pool pool(zmp::PoolOptions{.processes = 0, .bind = "tcp://127.0.0.1:0", .authkey = key});
+    const pid_t worker = launch_worker(pool.endpoint(), scratch.key_file("key", key), "mortal", scratch.dir + "/w.log");
+    wait_for_workers(pool, 1);
+    auto pid = pool.apply_async(join_tasks::worker_pid, 0L);
+    REQUIRE(pid.get(60s) == worker);
+    auto slow = pool.apply_async(join_tasks::slow_square, 5L);
+    ::kill(worker, SIGKILL);
+    CHECK(exit_code(worker) == 100 + SIGKILL);
+    if (slow.wait(120s) && !slow.successful()) {
+        try {
+            slow.get();
+        } catch (const zmp::WorkerLost& e) {
+            CHECK(e.worker() == "mortal");
+            CHECK(e.pid() == worker);
+        }
+    } else {
+        // It finished before the kill landed: nothing was lost, which is right too.
+        CHECK(slow.get() == 25);
+    }
+    wait_for_workers(pool, 0);
+}
+
+TEST_CASE("the dispatcher's endpoint survives garbage from a peer holding the key") {
+    Scratch scratch;
+    const zmp::Authkey key = zmp::generate_authkey();
+    zmp::Pool pool(zmp::PoolOptions{.processes = 0, .bind = "tcp://127.0.0.1:0", .authkey = key});
+    {
+        zmq::context_t context(1);
+        auto peer = zmp::transport::open_socket(context, zmq::socket_type::dealer);
+        zmp::transport::apply_client_security(peer, zmp::transport::TcpSecurity::curve(key));
+        REQUIRE(zmp::transport::connect_and_authenticate(context, peer, pool.endpoint(), 30s) ==
+                zmp::transport::Handshake::succeeded);
+        auto kind_of = [&](std::chrono::milliseconds wait) {
+            std::vector<zmq::message_t> frames;
+            if (!zmp::transport::recv_message(peer, frames, 2, wait) || frames.size() != 1) return -1;
+            auto decoded = zmp::transport::decode(static_cast<const char*>(frames[0].data()), frames[0].size());
+            return zmp::transport::convert<int>(decoded.get().via.array.ptr[0]);
+        };
+        // Bytes that are not msgpack: refused.
+        zmp::transport::send_message(peer, {zmq::str_buffer("\xc1\xc1 garbage")});
+        CHECK(kind_of(30s) == 5);
+        // A result from a connection the pool does not know (its worker was lost): dropped, and
+        // "join again".
+        msgpack::sbuffer stray;
+        msgpack::packer<msgpack::sbuffer>(stray).pack(std::make_tuple(0, std::vector<int>{}, 0));
+        zmp::transport::send_message(peer, {zmq::const_buffer(stray.data(), stray.size())});
+        CHECK(kind_of(30s) == 7);
+        // Three frames: dropped (nothing to answer for a peer that was never admitted).
+        zmp::transport::send_message(peer, {zmq::str_buffer("a"), zmq::str_buffer("b"), zmq::str_buffer("c")});
+        // A hello that does not decode: refused.
+        msgpack::sbuffer bad_hello;
+        msgpack::packer<msgpack::sbuffer>(bad_hello).pack(std::make_tuple(3, "not a hello"));
+        zmp::transport::send_message(peer, {zmq::const_buffer(bad_hello.data(), bad_hello.size())});
+        CHECK(kind_of(30s) == 5);
+        CHECK(pool.processes() == 0);
+    }
+    // And a real worker joins and works.
+    const pid_t worker = launch_worker(pool.endpoint(), scratch.key_file("key", key), "after", scratch.dir + "/w.log");
+    wait_for_workers(pool, 1);
+    CHECK(pool.map(join_tasks::square, range(10)).back() == 81);
+    pool.close();
+    pool.join();
+    CHECK(exit_code(worker) == 0);
+}
+
+TEST_CASE("zmp-worker: --help documents every flag, bad flags exit 2, an unreachable pool is given up") {
+    Scratch scratch;
+    const std::string exe = ZMP_WORKER_EXE;
+    auto help = test_util::run_command(exe + " --help");
+    CHECK(help.status == 0);
+    for (const char* flag :
+         {"--connect", "--authkey-file", "--processes", "--name", "--load", "--grace", "--heartbeat"}) {
+        CHECK_THAT(help.out, Catch::Contains(flag));
+    }
+    CHECK(test_util::run_command(exe + " --bogus 2>&1").status == 2);
+    CHECK(test_util::run_command(exe + " --authkey-file /etc/hostname 2>&1").status == 2);  // no --connect
+    const std::string key = scratch.key_file("key", zmp::generate_authkey());
+    auto missing =
+        test_util::run_command(exe + " --connect tcp://127.0.0.1:1 --authkey-file " + key + " --grace 0.5 2>&1");
+    CHECK(missing.status == 1);
+    CHECK_THAT(missing.out, Catch::Contains("cannot reach the pool at tcp://127.0.0.1:1"));
+}
