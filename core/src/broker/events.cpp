@@ -26,6 +26,16 @@ const char* kind_name(Kind kind) {
             return "Queue";
         case Kind::joinable_queue:
             return "JoinableQueue";
+        case Kind::manager:
+            return "Manager";
+        case Kind::manager_dict:
+            return "DictProxy";
+        case Kind::manager_list:
+            return "ListProxy";
+        case Kind::manager_namespace:
+            return "Namespace";
+        case Kind::manager_value:
+            return "ValueProxy";
     }
     return "object";
 }

@@ -813,11 +813,13 @@ void Server::Impl::status(const Caller& caller, const Request& req) {
     st.pid = self_pid;
     st.host = this_host_name();
     st.endpoint = options.endpoint;
-    for (const auto& [pid, client] : clients) {
+    for (const auto& [key, client] : clients) {
         std::int64_t references = 0;
         for (const auto& [object, n] : client->refs) references += n;
-        st.clients.push_back(
-            ClientStatus{pid, st.host, static_cast<std::int64_t>(client->peers.size()), client->waiting, references});
+        // A client that joined over tcp tells no host name in its HELLO: it is shown as remote.
+        st.clients.push_back(ClientStatus{client->pid, client->remote ? std::string("(remote, over tcp)") : st.host,
+                                          static_cast<std::int64_t>(client->peers.size()), client->waiting,
+                                          references});
     }
     for (const auto& [id, entry] : objects) {
         const Object& obj = *entry.object;
