@@ -11,20 +11,23 @@
 
 cmake_minimum_required(VERSION 3.25)
 
-set(ZMP_CORE_ORDER base runtime travel shm broker sync queue pipe process logging pool)
+set(ZMP_CORE_ORDER base runtime travel shm broker sync queue manager pipe process logging pool)
 
 # Public header (relative to core/include/zmp/) -> the component it belongs to.
 set(ZMP_PUBLIC_vocabulary errors.hpp timeout.hpp detail/deadline.hpp detail/error_texts.hpp detail/source_location.hpp)
+set(ZMP_PUBLIC_base log_level.hpp)
 set(ZMP_PUBLIC_runtime authkey.hpp)
 set(ZMP_PUBLIC_travel function.hpp exceptions.hpp any_value.hpp detail/handle_codec.hpp)
 set(ZMP_PUBLIC_shm shared_memory.hpp sharedctypes.hpp detail/lock_cell.hpp)
-set(ZMP_PUBLIC_broker detail/object_handle.hpp)
+set(ZMP_PUBLIC_broker detail/object_handle.hpp detail/managed_wire.hpp remote.hpp)
 set(ZMP_PUBLIC_sync sync.hpp)
 set(ZMP_PUBLIC_queue queue.hpp)
+set(ZMP_PUBLIC_manager manager.hpp)
 set(ZMP_PUBLIC_pipe pipe.hpp)
 set(ZMP_PUBLIC_process process.hpp context.hpp)
 set(ZMP_PUBLIC_logging logging.hpp)
-set(ZMP_PUBLIC_pool pool.hpp detail/pool_job.hpp detail/pool_results.hpp detail/pool_tasks.hpp)
+set(ZMP_PUBLIC_pool pool.hpp detail/pool_job.hpp detail/pool_results.hpp detail/pool_tasks.hpp futures.hpp thread_pool.hpp
+    detail/thread_tasks.hpp worker.hpp)
 # zmp.hpp, the umbrella header, is for programs that use zmp: nothing inside zmp includes it.
 
 if(NOT ZMP_SOURCE_DIR)

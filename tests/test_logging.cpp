@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "log_collector.hpp"
-#include "logging/log.hpp"
+#include "base/log.hpp"
 #include "runtime/run.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"

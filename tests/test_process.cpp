@@ -395,7 +395,7 @@ TEST_CASE("current_process and parent_process describe this process and its pare
     CHECK(myname == "Kid");
 }
 
-TEST_CASE("ident is the pid; authkey is the run's key, the same in a child under every method") {
+TEST_CASE("ident is the pid, and authkey is the run's key, the same in a child under every method") {
     auto [reader, writer] = zmp::Pipe(false);
     zmp::Process p = zmp::get_context(any_method()).Process(report_ident_and_authkey, writer);
     CHECK_FALSE(p.ident().has_value());  // None before start, as Python

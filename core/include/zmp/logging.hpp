@@ -54,23 +54,9 @@
 #include <vector>
 
 #include "zmp/detail/source_location.hpp"
+#include "zmp/log_level.hpp"
 
 namespace zmp {
-
-/// Python's logging levels, with multiprocessing's SUBDEBUG and SUBWARNING.
-enum class LogLevel : int {
-    notset = 0,  // a handler at notset writes every record
-    subdebug = 5,
-    debug = 10,
-    info = 20,
-    subwarning = 25,
-    warning = 30,
-    error = 40,
-    critical = 50,
-};
-
-/// Python's level names: "DEBUG", "SUBWARNING", ...; "Level N" for other values.
-std::string level_name(LogLevel level);
 
 /// Where a record's message came from: a logging call, or a line a process wrote to its stdout
 /// or stderr while its output was captured (capture_output()).

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "logging/log.hpp"
+#include "base/log.hpp"
 
 namespace zmp::detail::broker {
 

@@ -1,5 +1,5 @@
 #pragma once
-// What the broker tells the run's log (logging/log.hpp): a lock freed because its holder died,
+// What the broker tells the run's log (base/log.hpp): a lock freed because its holder died,
 // queue items given back because their consumer died or its connection closed, a connection
 // refused at HELLO. Each builds its message only when the record would be sent. The broker runs
 // these on its own thread: log_record() never waits for the broker, so this cannot deadlock.

@@ -25,7 +25,7 @@
 #include "base/fork.hpp"
 #include "base/wake_fd.hpp"
 #include "logging/carrier.hpp"
-#include "logging/log.hpp"
+#include "base/log.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/run.hpp"
 #include "runtime/stdio.hpp"

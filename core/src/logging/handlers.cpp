@@ -18,7 +18,7 @@
 
 #include "logging/carrier.hpp"
 #include "logging/handlers.hpp"
-#include "logging/log.hpp"
+#include "base/log.hpp"
 #include "zmp/errors.hpp"
 
 namespace zmp {

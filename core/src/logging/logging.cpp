@@ -42,7 +42,7 @@
 #include "logging/carrier.hpp"
 #include "logging/format.hpp"
 #include "logging/handlers.hpp"
-#include "logging/log.hpp"
+#include "base/log.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/pidfd.hpp"

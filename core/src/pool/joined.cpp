@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <string>
 
-#include "logging/log.hpp"
+#include "base/log.hpp"
 #include "pool/dispatcher_state.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/codec.hpp"

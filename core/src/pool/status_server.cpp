@@ -14,7 +14,7 @@
 
 #include "base/fork.hpp"
 #include "base/wake_fd.hpp"
-#include "logging/log.hpp"
+#include "base/log.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/run_directory.hpp"

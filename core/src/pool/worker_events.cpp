@@ -2,7 +2,7 @@
 
 #include <string.h>
 
-#include "logging/log.hpp"
+#include "base/log.hpp"
 
 namespace zmp::detail {
 namespace {

@@ -1,5 +1,5 @@
 #pragma once
-// What the pool's dispatcher tells the run's log about its workers (logging/log.hpp): a worker
+// What the pool's dispatcher tells the run's log about its workers (base/log.hpp): a worker
 // started, ended (retired, or died: with its exit code or signal), replaced, and a task retried
 // after its worker died. A worker's life is info (a task lost with it raises WorkerLost in its
 // caller already); a retry is a warning, since the caller sees only the result. Each call builds

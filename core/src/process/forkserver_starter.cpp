@@ -9,7 +9,7 @@
 #include <cstring>
 #include <mutex>
 
-#include "logging/log.hpp"
+#include "base/log.hpp"
 #include "process/bootstrap.hpp"
 #include "process/exec_self.hpp"
 #include "process/forkserver.hpp"

@@ -2,7 +2,7 @@
 
 #include <mutex>
 
-#include "logging/log.hpp"
+#include "base/log.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/process_global.hpp"
 #include "zmp/errors.hpp"

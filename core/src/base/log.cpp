@@ -1,7 +1,7 @@
-// The bottom of the logging component (log.hpp): a place for the rest of it to plug into, so that
-// every component can log without depending on what carries records to the root.
+// zmp's own records (log.hpp): a place for the logging component to plug into, so that every
+// component can log without depending on what carries records to the root.
 
-#include "logging/log.hpp"
+#include "base/log.hpp"
 
 #include <unistd.h>
 

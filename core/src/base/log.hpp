@@ -1,6 +1,6 @@
 #pragma once
 // zmp's own records (a worker died, a lock was freed after its owner died...): the internal way
-// into the run's logging, for any component, the lowest included. It depends on nothing but base
+// into the run's logging, for any component: it lives in base, the lowest. It depends on nothing but base
 // and pulls in no logging library: callers build the message themselves, and only when
 // log_enabled() says the record would be sent.
 //
@@ -19,7 +19,7 @@
 #include "zmp/detail/source_location.hpp"
 #include <string_view>
 
-#include "zmp/logging.hpp"
+#include "zmp/log_level.hpp"
 
 namespace zmp::detail {
 
