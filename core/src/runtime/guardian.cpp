@@ -102,9 +102,20 @@ bool start_guardian(const std::string& dir, int self_pidfd) {
     std::string dir_arg = dir;
     char* argv[] = {name, dir_arg.data(), nullptr};
 
+    // The guardian starts with a copy of every descriptor of this process, a Pipe's ends among
+    // them, until it closes them: `dropped` reads end of file once it has, and this call returns
+    // only then, so that no end of this process outlives its closing here (a reader's EOF would
+    // come late).
+    int dropped[2];
+    if (::pipe2(dropped, O_CLOEXEC) != 0) return false;
+
     // _Fork runs no fork handlers: the intermediate and the guardian touch nothing of this process.
     const pid_t middle = ::_Fork();
-    if (middle < 0) return false;
+    if (middle < 0) {
+        ::close(dropped[0]);
+        ::close(dropped[1]);
+        return false;
+    }
     if (middle == 0) {
         const pid_t guardian = ::_Fork();
         if (guardian != 0) ::_exit(guardian < 0 ? 1 : 0);  // the guardian is nobody's child
@@ -123,9 +134,15 @@ bool start_guardian(const std::string& dir, int self_pidfd) {
         ::execve("/proc/self/exe", argv, env.data());
         ::_exit(127);
     }
+    ::close(dropped[1]);
     int status = 0;
     while (::waitpid(middle, &status, 0) < 0 && errno == EINTR) {
     }
+    // End of file once the guardian's close_range (or its death) dropped the write end.
+    char byte;
+    while (::read(dropped[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    ::close(dropped[0]);
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
