@@ -13,7 +13,12 @@
 // Python's repr of the values this example stores.
 std::string repr(const zmp::AnyValue& v) {
     if (v.is_nil()) return "None";
-    if (v.is<std::string>()) return "'" + v.as<std::string>() + "'";
+    if (v.is<std::string>()) {
+        std::string quoted = "'";
+        quoted += v.as<std::string>();
+        quoted += '\'';
+        return quoted;
+    }
     if (v.is<long long>()) return std::to_string(v.as<long long>());
     char text[32];
     std::snprintf(text, sizeof text, "%g", v.as<double>());

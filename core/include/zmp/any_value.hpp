@@ -37,7 +37,8 @@ public:
     requires(!std::is_same_v<std::remove_cvref_t<T>, AnyValue> && is_packable_v<std::remove_cvref_t<T>>)
         AnyValue(const T& value) {  // NOLINT: implicit, so that q.put(42) works on a Queue<>
         const msgpack::sbuffer buffer = transport::encode(value);
-        bytes_.assign(buffer.data(), buffer.size());
+        // Made, not assigned: GCC 12 warns (-Wrestrict, a false positive) on assign() in Release.
+        bytes_ = std::string(buffer.data(), buffer.size());
     }
     AnyValue(const char* text) : AnyValue(std::string(text)) {}  // NOLINT: a string literal is a string
 
