@@ -40,6 +40,8 @@ using test_util::Spawned;
 
 namespace {
 
+using test_util::rss_kib;
+
 // A fresh standalone broker on an ipc endpoint in a private directory; this process uses it.
 struct Standalone {
     std::string dir;
@@ -98,19 +100,6 @@ bool eventually(F cond, std::chrono::seconds limit = std::chrono::seconds(60)) {
     return true;
 }
 
-long rss_kib(pid_t pid) {
-    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-    std::string key;
-    long value = 0;
-    while (status >> key) {
-        if (key == "VmRSS:") {
-            status >> value;
-            return value;
-        }
-        status.ignore(4096, '\n');
-    }
-    return -1;
-}
 
 // A child that keeps a handle it was given after its parent dropped every copy: spawned, so that it
 // inherited nothing.

@@ -28,23 +28,12 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using test_util::rss_kib;
+
 // What a soak run may keep of the root's resident memory: allocator caches and the pages of
 // arenas it touched; a leak of a few dozen bytes per operation would exceed it.
 constexpr long kRssBoundKib = 32 * 1024;
 
-long rss_kib() {
-    std::ifstream status("/proc/self/status");
-    std::string key;
-    long value = 0;
-    while (status >> key) {
-        if (key == "VmRSS:") {
-            status >> value;
-            return value;
-        }
-        status.ignore(4096, '\n');
-    }
-    return -1;
-}
 
 long open_fds() {
     long count = 0;

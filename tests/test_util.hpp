@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
 #include <iterator>
 #include <string>
 #include <type_traits>
@@ -40,6 +41,21 @@ inline std::string read_line(int fd) {
     char c;
     while (::read(fd, &c, 1) == 1 && c != '\n') line += c;
     return line;
+}
+
+/// The resident set size of process `pid` (0: this one), in KiB; -1 if it cannot be read.
+inline long rss_kib(pid_t pid = 0) {
+    std::ifstream status(pid == 0 ? std::string("/proc/self/status") : "/proc/" + std::to_string(pid) + "/status");
+    std::string key;
+    long value = 0;
+    while (status >> key) {
+        if (key == "VmRSS:") {
+            status >> value;
+            return value;
+        }
+        status.ignore(4096, '\n');
+    }
+    return -1;
 }
 
 inline double seconds_since(Clock::time_point start) {
