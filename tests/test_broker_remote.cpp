@@ -126,8 +126,12 @@ TEST_CASE("zmp-broker on tcp: a joined program's lock, semaphore unit and barrie
 
     zmp::connect(broker.endpoint, keys.key);
     const std::string bytes = test_util::unhex(objects.substr(8));
-    auto [lock, semaphore, barrier] =
+    // Not a structured binding: clang 14 cannot capture one in a lambda.
+    auto held =
         zmp::transport::decode_as<std::tuple<zmp::Lock, zmp::Semaphore, zmp::Barrier>>(bytes.data(), bytes.size());
+    zmp::Lock& lock = std::get<0>(held);
+    zmp::Semaphore& semaphore = std::get<1>(held);
+    zmp::Barrier& barrier = std::get<2>(held);
     CHECK_FALSE(lock.acquire(false));
     CHECK_FALSE(semaphore.acquire(false));
     CHECK(eventually([&] { return barrier.n_waiting() == 1; }, 60s));

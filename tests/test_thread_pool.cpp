@@ -104,7 +104,9 @@ TEST_CASE("ThreadPool: a task's exception reaches the caller as it was thrown") 
 TEST_CASE("ThreadPool: imap in order, imap_unordered, an endless input read as it goes") {
     zmp::ThreadPool pool(3);
     std::vector<int> ordered;
-    for (int v : pool.imap([](long x) { return static_cast<int>(x * x); }, test_util::generated(200, [](long i) { return i; }), 5)) ordered.push_back(v);
+    for (int v : pool.imap([](long x) { return static_cast<int>(x * x); },
+                           test_util::generated(200, [](long i) { return i; }), 5))
+        ordered.push_back(v);
     REQUIRE(ordered.size() == 200);
     for (int i = 0; i < 200; ++i) CHECK(ordered[i] == i * i);
     std::multiset<int> unordered;
