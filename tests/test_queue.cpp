@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <numeric>
 #include <ostream>
@@ -18,8 +19,10 @@
 #include <utility>
 #include <vector>
 
+#include "run_leftovers.hpp"
 #include "runtime/run.hpp"
 #include "runtime/zmq_context.hpp"
+#include "spawned.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/pipe.hpp"
@@ -976,4 +979,93 @@ TEST_CASE("a put from the root's atexit handler, after main's thread-locals are 
     const auto result = test_util::run_command(std::string(HELPER_put_at_exit));
     CHECK(result.status == 0);
     CHECK(result.out == "got 1 7\n");
+}
+
+// Python's cancel_join_thread(). What is lost, if anything, depends on how far the feeder got: the
+// assertions are those that hold whatever it got to (the broker stopped, so that the feeder
+// certainly cannot deliver: test_broker_remote).
+TEST_CASE("cancel_join_thread: the child exits, that queue gets a prefix of its items, another queue all of its own") {
+    zmp::Queue<int> cancelled;
+    zmp::Queue<int> kept;
+    const int code = in_child([cancelled, kept] {
+        for (int i = 0; i < 2000; ++i) {
+            cancelled.put(i);
+            kept.put(i);
+        }
+        cancelled.cancel_join_thread();
+        cancelled.join_thread();  // returns at once: nothing to assert but that it returns
+        cancelled.close();
+        return 0;
+    });
+    CHECK(code == 0);
+    for (int i = 0; i < 2000; ++i) REQUIRE(kept.get(60s) == i);  // every one, in order
+    CHECK(kept.empty());
+    std::vector<int> got;
+    for (;;) {
+        try {
+            got.push_back(cancelled.get(2s));
+        } catch (const zmp::Empty&) {
+            break;
+        }
+    }
+    INFO(got.size() << " of 2000 arrived");
+    for (std::size_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == static_cast<int>(i));
+    // The queue itself goes on.
+    cancelled.put(-1);
+    CHECK(cancelled.get(60s) == -1);
+}
+
+TEST_CASE(
+    "cancel_join_thread on a bounded queue and a JoinableQueue loses nothing: put returned once the broker had it") {
+    zmp::Queue<int> bounded(10);
+    zmp::JoinableQueue<int> joinable;
+    const int code = in_child([bounded, joinable] {
+        bounded.cancel_join_thread();
+        joinable.cancel_join_thread();
+        for (int i = 0; i < 5; ++i) {
+            bounded.put(i);
+            joinable.put(i);
+        }
+        return 0;
+    });
+    CHECK(code == 0);
+    for (int i = 0; i < 5; ++i) {
+        CHECK(bounded.get(60s) == i);
+        CHECK(joinable.get(60s) == i);
+        joinable.task_done();
+    }
+    CHECK(joinable.join(60s));
+}
+
+TEST_CASE(
+    "cancel_join_thread: a producer exits while its broker does not answer, one that did not cancel waits for it") {
+    test_util::Spawned root({HELPER_queue_cancel_join});
+    const auto pids_line = root.line_within(120s);
+    REQUIRE(pids_line);
+    int cancel_pid = 0, keep_pid = 0;
+    REQUIRE(std::sscanf(pids_line->c_str(), "pids %d %d", &cancel_pid, &keep_pid) == 2);
+    // The broker is a thread of the root: stopping the root stops it (and the root's reaping, so
+    // an ended child stays a zombie until the root goes on).
+    REQUIRE(::kill(root.pid, SIGSTOP) == 0);
+    struct Resume {
+        pid_t pid;
+        ~Resume() { ::kill(pid, SIGCONT); }
+    } resume{root.pid};
+    REQUIRE(::kill(cancel_pid, SIGUSR1) == 0);
+    REQUIRE(::kill(keep_pid, SIGUSR1) == 0);
+    // The child that cancelled ends although the broker never acknowledges its items.
+    CHECK(run_leftovers::eventually([&] { return test_util::process_state(cancel_pid) == 'Z'; }, 60s));
+    // The other cannot end while the broker is stopped: its exit waits for the acknowledgement.
+    const char keep_state = test_util::process_state(keep_pid);
+    CHECK(keep_state != 'Z');
+    CHECK(keep_state != '\0');
+    REQUIRE(::kill(root.pid, SIGCONT) == 0);
+    CHECK(root.line_within(120s).value_or("(nothing)") == "exits 0 0");
+    CHECK(root.line_within(120s).value_or("(nothing)") == "keep 100 of 100 in order");  // nothing lost
+    const std::string cancelled = root.line_within(120s).value_or("(nothing)");
+    INFO(cancelled);
+    CHECK(cancelled.rfind("cancel ", 0) == 0);
+    CHECK(cancelled.find(" prefix") != std::string::npos);  // whatever arrived, once, in order
+    CHECK(cancelled.find("not a prefix") == std::string::npos);
+    CHECK(root.wait() == 0);
 }

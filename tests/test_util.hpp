@@ -122,6 +122,14 @@ int in_child(F f) {
 /// True if a process with this pid exists (and is not a zombie of ours).
 inline bool pid_exists(pid_t pid) { return ::kill(pid, 0) == 0; }
 
+/// The state letter of /proc/<pid>/stat ('Z' for a zombie, 'T' stopped...), or 0 once the pid is gone.
+inline char process_state(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    const std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const auto paren = text.rfind(')');
+    return paren == std::string::npos || paren + 2 >= text.size() ? '\0' : text[paren + 2];
+}
+
 /// f(0), f(1), ... computed as they are read, `count` of them or without end: a lazy input range
 /// written by hand, as a user's own generator would be. (The tests do not use std::views: clang 14
 /// cannot compile libstdc++ 12's.) The bounded one is a sized range, the endless one is not.

@@ -13,7 +13,8 @@
 //   - a consumer that stops calling get() (for 20 ms) while others wait on an empty queue gives
 //     its received-ahead items back;
 //   - a producer that exits right after put() still delivers: at exit, each process waits until
-//     the broker has acknowledged every item it put (Python's join_thread()).
+//     the broker has acknowledged every item it put (Python's join_thread()), unless it called
+//     cancel_join_thread() on the handle it put them through.
 //
 // Handles. Queue<T> is a small copyable handle: copies, forked children, and processes that get
 // it as a Process or Pool argument or inside any message (every start method) use the same queue.
@@ -103,6 +104,9 @@ public:
     void close() const;
     /// Waits until this process's items put so far are in the broker.
     void flush() const;
+    /// flush(), unless cancel_join_thread() was called on this handle.
+    void join_thread() const;
+    void cancel_join_thread() const;
     void task_done() const;
     bool join(const Timeout& timeout) const;
     std::int64_t maxsize() const;
@@ -232,12 +236,26 @@ public:
     std::int64_t maxsize() const { return core_.maxsize(); }
 
     /// This handle (and its copies in this process) will not be used any more: waits until the
-    /// items it put are in the broker; afterwards put() and get() raise ValueError. The queue
-    /// itself, and handles elsewhere, go on. Closing twice is fine.
+    /// items it put are in the broker (not after cancel_join_thread()); afterwards put() and get() raise ValueError.
+    /// The queue itself, and handles elsewhere, go on. Closing twice is fine.
     void close() const { core_.close(); }
     /// Python's join_thread(): waits until the items this process put are in the broker (it also
-    /// happens by itself at exit).
-    void join_thread() const { core_.flush(); }
+    /// happens by itself at exit). Returns at once after cancel_join_thread() on this handle.
+    void join_thread() const { core_.join_thread(); }
+    /// Python's cancel_join_thread() ("allow exit without flush"): this process will not wait for
+    /// the items put through this handle (and its copies here) to reach the broker — neither at
+    /// exit nor in join_thread() or close(). While the process lives its items are delivered as
+    /// usual; when it exits, those its feeder has not sent yet are dropped, and a batch on its way
+    /// to a broker that has not answered yet arrives whole or not at all (never twice, never in
+    /// part, each producer's order kept: what arrives is a prefix of what was put). Items of other
+    /// queues, and of handles not cancelled, are still waited for. For a process that must exit
+    /// now even when the broker is slow or unreachable, and can lose items. A queue with maxsize
+    /// and a JoinableQueue have nothing to lose (put() returns once the broker holds the item):
+    /// there it changes nothing. Cannot be undone; no errors. Threading: any thread.
+    ///
+    ///     q.put(progress); q.cancel_join_thread();
+    ///     return;   // exits at once, even if the broker never answers; `progress` may be lost
+    void cancel_join_thread() const { core_.cancel_join_thread(); }
 
     bool operator==(const Queue& other) const { return core_ == other.core_; }
     /// For the msgpack adaptor.

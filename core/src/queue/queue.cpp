@@ -45,6 +45,9 @@ struct QueueState {
     std::int64_t maxsize = 0;  // 0: unbounded
     std::uint64_t max_item = 0;
     std::atomic<bool> closed{false};
+    // cancel_join_thread(): at exit, and in join_thread() and close(), this handle's items are not
+    // waited for.
+    std::atomic<bool> join_cancelled{false};
 
     /// put() waits for the broker's answer (rather than going through the feeder).
     bool synchronous_put() const { return maxsize > 0 || kind == QueueCore::Kind::joinable; }
@@ -99,14 +102,18 @@ public:
         answered_.wait(lock, [&] { return done_ >= target || stopped_; });
     }
 
-    /// At exit: flushes, then ends the thread.
+    /// At exit: waits until the broker has every item pushed so far, then ends the thread. Items
+    /// of queues whose join was cancelled are not waited for: those not sent yet are dropped, and
+    /// when the only batch left is one of theirs, on its way to a broker that does not answer, the
+    /// thread is left to the process's end.
     void stop() {
-        {
-            std::lock_guard lock(mutex_);
-            stopping_ = true;
-        }
+        std::unique_lock lock(mutex_);
+        stopping_.store(true, std::memory_order_relaxed);
         work_.notify_one();
-        if (thread_.joinable()) thread_.join();
+        answered_.wait(lock, [&] { return stopped_ || only_cancelled_left(); });
+        const bool finished = stopped_;
+        lock.unlock();
+        if (finished && thread_.joinable()) thread_.join();
     }
 
 private:
@@ -117,40 +124,59 @@ private:
         std::size_t count = 0;
     };
 
+    // Under mutex_: is something still unanswered, and every such batch one of a queue whose join
+    // was cancelled?
+    bool only_cancelled_left() const {
+        const auto cancelled = [](const Pending& p) { return p.queue->join_cancelled.load(std::memory_order_relaxed); };
+        const auto unanswered = sending_.begin() + static_cast<std::ptrdiff_t>(sent_);
+        if (unanswered == sending_.end() && pending_.empty()) return false;  // the thread ends by itself
+        return std::all_of(unanswered, sending_.end(), cancelled) &&
+               std::all_of(pending_.begin(), pending_.end(), cancelled);
+    }
+
     void run() {
-        std::deque<Pending> work;
         for (;;) {
             {
                 std::unique_lock lock(mutex_);
                 idle_ = true;
-                work_.wait(lock, [&] { return !pending_.empty() || stopping_; });
+                work_.wait(lock, [&] { return !pending_.empty() || stopping_.load(std::memory_order_relaxed); });
                 idle_ = false;
                 if (pending_.empty()) {
                     stopped_ = true;
                     answered_.notify_all();
                     return;
                 }
-                work.swap(pending_);
+                sending_.swap(pending_);
+                sent_ = 0;
             }
-            std::uint64_t sent = 0;
-            for (Pending& p : work) {
-                // Each batch is acknowledged before the next: they arrive in order.
-                try {
-                    (void)p.queue->link->call(Op::queue_put, p.queue->id,
-                                              {1, kForever, static_cast<std::int64_t>(p.count)}, std::move(p.batch));
-                } catch (const std::exception& e) {
-                    // As Python's feeder thread does: said, not silent.
-                    std::fprintf(stderr, "zmp: a Queue could not take %zu item(s) this process put: %s\n", p.count,
-                                 e.what());
+            // sending_ changes shape only under the mutex; its entries' queues are read by stop().
+            for (Pending& p : sending_) {
+                const bool dropped = stopping_.load(std::memory_order_relaxed) &&
+                                     p.queue->join_cancelled.load(std::memory_order_relaxed);
+                if (!dropped) send(p);
+                {
+                    std::lock_guard lock(mutex_);
+                    done_ += p.count;
+                    ++sent_;
                 }
-                sent += p.count;
+                answered_.notify_all();
             }
-            {
-                std::lock_guard lock(mutex_);
-                done_ += sent;
-            }
-            answered_.notify_all();
-            work.clear();
+            std::lock_guard lock(mutex_);
+            sending_.clear();
+            sent_ = 0;
+        }
+    }
+
+    // Each batch is acknowledged before the next: they arrive in order.
+    void send(Pending& p) {
+        try {
+            (void)p.queue->link->call(Op::queue_put, p.queue->id, {1, kForever, static_cast<std::int64_t>(p.count)},
+                                      std::move(p.batch));
+        } catch (const std::exception& e) {
+            // As Python's feeder thread does: said, not silent (unless the loss was accepted).
+            if (stopping_.load(std::memory_order_relaxed) && p.queue->join_cancelled.load(std::memory_order_relaxed))
+                return;
+            std::fprintf(stderr, "zmp: a Queue could not take %zu item(s) this process put: %s\n", p.count, e.what());
         }
     }
 
@@ -158,11 +184,13 @@ private:
     std::mutex mutex_;
     std::condition_variable work_;
     std::condition_variable answered_;
-    std::deque<Pending> pending_;
+    std::deque<Pending> pending_;  // gathered, not handed to the thread yet
+    std::deque<Pending> sending_;  // the thread's: being sent, in order
+    std::size_t sent_ = 0;         // of sending_, answered (or dropped)
     std::uint64_t queued_ = 0;
-    std::uint64_t done_ = 0;
+    std::uint64_t done_ = 0;  // items answered or dropped
     bool idle_ = false;
-    bool stopping_ = false;
+    std::atomic<bool> stopping_{false};
     bool stopped_ = false;
     std::thread thread_;
 };
@@ -346,6 +374,12 @@ void flush_queue_feeder() {
 
 void QueueCore::flush() const { flush_queue_feeder(); }
 
+void QueueCore::join_thread() const {
+    if (!state_->join_cancelled.load(std::memory_order_relaxed)) flush();
+}
+
+void QueueCore::cancel_join_thread() const { state_->join_cancelled.store(true, std::memory_order_relaxed); }
+
 std::int64_t QueueCore::qsize() const {
     const QueueState& q = *state_;
     flush();
@@ -355,7 +389,7 @@ std::int64_t QueueCore::qsize() const {
 bool QueueCore::full() const { return state_->maxsize > 0 && qsize() >= state_->maxsize; }
 
 void QueueCore::close() const {
-    flush();
+    join_thread();
     state_->closed.store(true, std::memory_order_relaxed);
 }
 
