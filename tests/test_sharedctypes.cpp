@@ -452,3 +452,93 @@ TEST_CASE("Value, Array and RawValue handles work as arguments under every start
     CHECK(numbers.get(2) == 30);
     CHECK(raw.value() == 2.5);
 }
+
+namespace {
+// Run in a child of any start method: `times` locked increments of a synchronized RawValue's
+// view, and one locked pass over a synchronized RawArray.
+void increment_synchronized(zmp::Value<long> counter, zmp::Array<int> numbers, int times) {
+    for (int i = 0; i < times; ++i) {
+        std::lock_guard guard(counter.get_lock());
+        counter.set(counter.value() + 1);
+    }
+    std::lock_guard guard(numbers.get_lock());
+    for (std::size_t i = 0; i < numbers.size(); ++i) numbers.set(static_cast<std::ptrdiff_t>(i), numbers.get(i) + 1);
+}
+
+// Changes a copy and an original in a child: each change must stay where it was made.
+void change_copy_and_original(zmp::RawArray<int> original, zmp::RawArray<int> copy, zmp::RawValue<double> value_copy) {
+    copy.set(0, 100);
+    original.set(1, 200);
+    value_copy.set(-1.0);
+}
+}  // namespace
+
+TEST_CASE("synchronized(raw): its lock makes 4 processes' increments exact, on the raw object's own memory") {
+    const auto method = GENERATE(zmp::StartMethod::fork, zmp::StartMethod::spawn);
+    zmp::RawValue<long> raw(0);
+    zmp::RawArray<int> raw_numbers(3);
+    zmp::Value<long> counter = zmp::synchronized(raw);
+    zmp::Array<int> numbers = zmp::synchronized(raw_numbers);
+    CHECK(counter.has_lock());
+    CHECK(&counter.get_obj() == &raw.get_obj());  // the same shared memory, not a copy
+    CHECK(numbers.get_obj().data() == raw_numbers.get_obj().data());
+    auto ctx = zmp::get_context(method);
+    std::vector<zmp::Process> workers;
+    for (int w = 0; w < 4; ++w) workers.push_back(ctx.Process(increment_synchronized, counter, numbers, 20000));
+    join_all(workers);
+    CHECK(counter.value() == 80000);
+    CHECK(raw.value() == 80000);  // seen through the raw handle too
+    CHECK(raw_numbers.slice() == std::vector<int>{4, 4, 4});
+}
+
+TEST_CASE("synchronized: a given lock is shared, a Value's own lock is replaced, bad arguments raise ValueError") {
+    zmp::Value<int> guarded(1);
+    zmp::RawValue<int> raw(2);
+    zmp::Value<int> sharing = zmp::synchronized(raw, guarded.get_lock());
+    CHECK(sharing.get_lock() == guarded.get_lock());
+    {
+        std::lock_guard hold(guarded.get_lock());
+        // Another process cannot take it through the synchronized handle.
+        CHECK(test_util::in_child([sharing] { return sharing.get_lock().acquire(false) ? 1 : 0; }) == 0);
+    }
+    CHECK(test_util::in_child([sharing] {
+              if (!sharing.get_lock().acquire(true, 60s)) return 1;
+              sharing.get_lock().release();
+              return 0;
+          }) == 0);
+    zmp::Value<int> relocked = zmp::synchronized(guarded);
+    CHECK_FALSE(relocked.get_lock() == guarded.get_lock());
+    CHECK(&relocked.get_obj() == &guarded.get_obj());
+    CHECK_THROWS_AS(zmp::synchronized(raw, false), zmp::ValueError);
+    CHECK_THROWS_AS(zmp::synchronized(raw, zmp::ValueLock()), zmp::ValueError);
+    CHECK_THROWS_AS(zmp::synchronized(zmp::RawValue<int>()), zmp::ValueError);
+    CHECK_THROWS_AS(zmp::copy(zmp::RawArray<int>()), zmp::ValueError);
+    // A synchronized handle travels with its lock; received as a RawValue, without it.
+    const auto bytes = zmp::transport::encode(sharing);
+    auto again = zmp::transport::decode_as<zmp::Value<int>>(bytes.data(), bytes.size());
+    CHECK(again.get_lock() == guarded.get_lock());
+    auto bare = zmp::transport::decode_as<zmp::RawValue<int>>(bytes.data(), bytes.size());
+    CHECK_FALSE(bare.has_lock());
+    CHECK(bare.value() == 2);
+}
+
+TEST_CASE("copy(raw): a new object with the same contents, independent of the original in every process") {
+    const auto method = GENERATE(zmp::StartMethod::fork, zmp::StartMethod::spawn);
+    zmp::RawArray<int> original{1, 2, 3};
+    zmp::Value<double> value(0.5);
+    zmp::RawArray<int> copied = zmp::copy(original);
+    zmp::RawValue<double> value_copy = zmp::copy(value);  // a locked Value copies too: the copy is raw
+    CHECK(copied.slice() == std::vector<int>{1, 2, 3});
+    CHECK(copied.data() != original.data());
+    CHECK(value_copy.value() == 0.5);
+    CHECK_FALSE(value_copy.has_lock());
+    auto ctx = zmp::get_context(method);
+    zmp::Process child = ctx.Process(change_copy_and_original, original, copied, value_copy);
+    child.start();
+    child.join();
+    CHECK(child.exitcode() == 0);
+    CHECK(original.slice() == std::vector<int>{1, 200, 3});
+    CHECK(copied.slice() == std::vector<int>{100, 2, 3});
+    CHECK(value.value() == 0.5);
+    CHECK(value_copy.value() == -1.0);
+}

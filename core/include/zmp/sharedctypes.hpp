@@ -228,6 +228,12 @@ public:
     static SharedArrayCore from_wire(const SharedArrayWire& wire, std::string_view what, ElementType type,
                                      bool with_lock);
     SharedArrayWire to_wire(std::string_view what) const;
+    /// The same elements, guarded by `lock`: true makes a new lock (in a small segment of its
+    /// own), or an existing ValueLock. ValueError for false, an empty lock or an empty handle.
+    SharedArrayCore synchronized(const LockOption& lock) const;
+    /// A new segment, without a lock, holding a copy of the elements (read under this core's lock
+    /// when it has one). ValueError for an empty handle.
+    SharedArrayCore copied() const;
 
     std::byte* data() const {
         if (data_ == nullptr) throw_empty();
@@ -505,6 +511,49 @@ public:
     static constexpr bool wire_keeps_lock = false;  // a received locked Array is viewed without it
     explicit RawArray(detail::SharedArrayCore core) : Array<T>(std::move(core)) {}
 };
+
+/// Python's sharedctypes.synchronized(obj, lock=None): a handle on the same shared elements as
+/// `obj` (a RawValue, a RawArray, or any Value or Array), with a lock, so that value(), set(),
+/// get(i), set(i, x), slice() and set_slice() lock as a Value's do and get_lock() returns it;
+/// get_obj() is obj's own memory. `lock`: true (the default, Python's lock=None) makes a new
+/// recursive, robust lock; or give an existing ValueLock (another Value's or Array's) to share
+/// it. Whatever lock `obj` had, the result uses `lock`; obj itself is unchanged (a RawValue stays
+/// unlocked: updates through it do not wait for the lock). The result is a Value or Array in
+/// every way: it travels in messages and to children of every start method with its lock.
+/// Lifetime: the elements' segment lives as `obj`'s does (its creator's handles); a new lock's
+/// segment as long as this process holds a handle on it.
+/// Errors: ValueError for an empty handle, `lock = false` or an empty ValueLock; OSError if
+/// the system cannot make the lock's segment. Threading: any thread.
+///
+///     zmp::RawValue<long> raw(0);
+///     zmp::Value<long> counter = zmp::synchronized(raw);   // { lock_guard g(counter.get_lock()); ... }
+template <class T>
+Value<T> synchronized(const Value<T>& obj, LockOption lock = true) {
+    return Value<T>(obj.core().synchronized(lock));
+}
+template <class T>
+Array<T> synchronized(const Array<T>& obj, LockOption lock = true) {
+    return Array<T>(obj.core().synchronized(lock));
+}
+
+/// Python's sharedctypes.copy(obj): a new RawValue or RawArray, in a segment of its own, holding
+/// the same bytes as `obj` now; later changes to either are not seen by the other. `obj` may
+/// have a lock (a Value, an Array, a synchronized() handle): it is held while the elements are
+/// copied, so the copy is a consistent snapshot; without one it is a plain byte copy, like
+/// Python's. The copy is this process's, as if made here with RawValue/RawArray (Lifetime above).
+/// Errors: ValueError for an empty handle; OSError if the system cannot make the segment.
+/// Threading: any thread.
+///
+///     zmp::RawArray<int> snapshot = zmp::copy(shared);    // shared keeps changing; snapshot does not
+///     zmp::RawValue<double> before = zmp::copy(v);
+template <class T>
+RawValue<T> copy(const Value<T>& obj) {
+    return RawValue<T>(obj.core().copied());
+}
+template <class T>
+RawArray<T> copy(const Array<T>& obj) {
+    return RawArray<T>(obj.core().copied());
+}
 
 // Value, Array, RawValue and RawArray travel in any msgpack value (a Pipe message, a spawned
 // child's arguments, a Process or Pool argument under every start method) as the name of their

@@ -20,6 +20,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <new>
 #include <unordered_map>
@@ -266,6 +267,35 @@ SharedArrayWire SharedArrayCore::to_wire(std::string_view what) const {
                         static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(lock_.cell()) - lock_block->base())};
     }
     return wire;
+}
+
+SharedArrayCore SharedArrayCore::synchronized(const LockOption& lock) const {
+    if (data_ == nullptr) throw_empty();
+    SharedArrayCore core = *this;
+    if (lock.make()) {
+        // A lock of its own beside the elements' segment, which has no room for one: the wire
+        // form already lets a lock live in another segment (a Value made with another's lock).
+        auto lock_block = create_block(ElementType{6, 1, 1}, 0, true);
+        core.lock_ = ValueLock(lock_block, lock_block->lock_cell());
+    } else if (lock.existing()) {
+        if (lock.existing()->cell() == nullptr) throw ValueError("the lock given is an empty handle");
+        core.lock_ = *lock.existing();
+    } else {
+        throw ValueError("synchronized() needs a lock: true for a new one, or an existing ValueLock");
+    }
+    return core;
+}
+
+SharedArrayCore SharedArrayCore::copied() const {
+    if (data_ == nullptr) throw_empty();
+    const ElementType type = block_->header().type();
+    SharedArrayCore core;
+    core.block_ = create_block(type, count_, false);
+    core.data_ = core.block_->base() + core.block_->header().data_offset;
+    core.count_ = count_;
+    MaybeLocked guard(*this);
+    if (count_ > 0) std::memcpy(core.data_, data_, count_ * type.size);
+    return core;
 }
 
 void SharedArrayCore::throw_empty() const { throw ValueError("empty shared memory handle"); }
