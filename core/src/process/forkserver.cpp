@@ -1,5 +1,6 @@
 #include "process/forkserver.hpp"
 
+#include <dlfcn.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -15,6 +16,7 @@
 #include "runtime/pidfd.hpp"
 #include "runtime/stdio.hpp"
 #include "zmp/errors.hpp"
+#include "zmp/transport/codec.hpp"
 #include "zmp/transport/fd_channel.hpp"
 
 namespace zmp::detail {
@@ -29,9 +31,31 @@ sockaddr_un forkserver_address(const std::string& path) {
 
 [[noreturn]] void forkserver_main(int handshake_fd) {
     transport::FdChannel handshake(handshake_fd);
-    transport::ChannelMessage request;
-    if (!handshake.recv(request)) ::_exit(1);
-    const std::string path(request.data.get(), request.size);
+    transport::ChannelMessage message;
+    if (!handshake.recv(message)) ::_exit(1);
+    ForkServerRequest request;
+    try {
+        request = transport::decode_as<ForkServerRequest>(message.data.get(), message.size);
+    } catch (const std::exception&) {
+        ::_exit(1);
+    }
+    const std::string& path = request.path;
+    // Python's preload imports modules; here the libraries are loaded once, before any child is
+    // forked: their code and their registrations (ZMP_REGISTER, ZMP_TASK...) are in every child.
+    for (const std::string& library : request.preload) {
+        if (::dlopen(library.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+            const char* why = ::dlerror();
+            std::string reason = "cannot preload ";
+            reason += library;
+            reason += ": ";
+            reason += why != nullptr ? why : "unknown error";
+            try {
+                handshake.send(reason.data(), reason.size());
+            } catch (const ProcessError&) {
+            }
+            ::_exit(1);
+        }
+    }
 
     // Children are reaped as SIGCHLD arrives through a signalfd; the loop stays single-threaded.
     sigset_t chld, previous;

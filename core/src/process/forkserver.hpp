@@ -11,13 +11,25 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
+#include <msgpack.hpp>
+
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace zmp::detail {
 
 /// The run service that holds the server's socket path.
 inline constexpr const char* kForkServerService = "forkserver";
+
+/// What the starter tells a new server: where to listen, and the libraries to load first
+/// (zmp::set_forkserver_preload). The server answers one byte once it serves, or the reason it
+/// cannot.
+struct ForkServerRequest {
+    std::string path;
+    std::vector<std::string> preload;
+    MSGPACK_DEFINE(path, preload)
+};
 
 /// The server's socket address. ValueError if `path` is too long for one.
 sockaddr_un forkserver_address(const std::string& path);

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include "base/log.hpp"
 #include "process/bootstrap.hpp"
@@ -19,6 +21,8 @@
 #include "runtime/process_global.hpp"
 #include "runtime/run.hpp"
 #include "runtime/run_directory.hpp"
+#include "zmp/context.hpp"
+#include "zmp/transport/codec.hpp"
 #include "zmp/transport/fd_channel.hpp"
 
 namespace zmp::detail {
@@ -77,6 +81,7 @@ struct Client {
     std::mutex mutex;
     pid_t started_server = 0;  // the server this process started, reaped when it is replaced
     int servers_started = 0;
+    std::vector<std::string> preload;  // libraries each new server loads (set_forkserver_preload)
 };
 
 Client& client() { return process_global<Client, ForkLayer::service>(); }
@@ -111,13 +116,16 @@ std::string start_server(Client& c) {
     transport::ChannelMessage reply;
     bool ready = false;
     try {
-        mine.send(path.data(), path.size());
+        const msgpack::sbuffer request = transport::encode(ForkServerRequest{path, c.preload});
+        mine.send(request.data(), request.size());
         ready = mine.recv(reply) && reply.size == 1;
     } catch (const ProcessError&) {
     }
     if (!ready) {
         int status;
         ::waitpid(pid, &status, 0);
+        if (reply.size > 1)
+            throw OSError("the fork server did not start: " + std::string(reply.data.get(), reply.size));
         throw OSError("the fork server did not start (its main() must call zmp::init(argc, argv) first)");
     }
     c.started_server = pid;
@@ -193,3 +201,18 @@ Starter& forkserver_starter() {
 }
 
 }  // namespace zmp::detail
+
+namespace zmp {
+
+void set_forkserver_preload(const std::vector<std::string>& libraries) {
+    for (const std::string& library : libraries) {
+        if (library.empty() || library.find('\0') != std::string::npos) {
+            throw ValueError("set_forkserver_preload: a library name must be a non-empty path without NUL bytes");
+        }
+    }
+    detail::Client& c = detail::client();
+    std::lock_guard lock(c.mutex);
+    c.preload = libraries;
+}
+
+}  // namespace zmp
