@@ -7,9 +7,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
+#include <string>
 #include <thread>
 
 #include "process/forkserver.hpp"
@@ -402,4 +405,70 @@ TEST_CASE("the run's authkey is made at random and is the same in children of ev
     CHECK(theirs == std::vector<std::uint8_t>(mine.begin(), mine.end()));
     p.join();
     CHECK(p.exitcode() == 0);
+}
+
+namespace {
+// The same names as tests/helpers/exec_target.cpp registers, with other bodies.
+void exec_write(std::string path, int value) { std::ofstream(path) << "test " << value * 2; }
+ZMP_REGISTER_AS("zmp_test_exec_write", exec_write);
+int exec_square(int x) { return x * x; }
+ZMP_TASK("zmp_test_exec_square", exec_square);
+void unregistered_write(std::string path) { std::ofstream(path) << "unregistered"; }
+int unregistered_square(int x) { return x * x; }
+
+std::string read_text(const std::string& path) {
+    std::ifstream in(path);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+}  // namespace
+
+TEST_CASE("set_executable: spawn children and a spawn Pool's workers run the given zmp program, by registered name") {
+    char pattern[] = "/tmp/zmp-test-exec-XXXXXX";
+    REQUIRE(::mkdtemp(pattern) != nullptr);
+    const std::string dir = pattern;
+    auto ctx = zmp::get_context("spawn");
+    zmp::set_executable(HELPER_exec_target);
+
+    zmp::Process child = ctx.Process(exec_write, dir + "/registered", 21);
+    child.start();
+    child.join();
+    CHECK(child.exitcode() == 0);
+    CHECK(read_text(dir + "/registered") == "exec_target 42");  // the other program's body ran
+
+    // Not registered: refused by the child before it runs anything, and said by start().
+    zmp::Process refused = ctx.Process(unregistered_write, dir + "/unregistered");
+    CHECK_THROWS_WITH(refused.start(), Catch::Matchers::Contains("registered by name"));
+    CHECK_FALSE(std::filesystem::exists(dir + "/unregistered"));
+
+    {
+        zmp::Pool pool({.processes = 1, .context = zmp::StartMethod::spawn});
+        CHECK(pool.apply(exec_square, 5) == 26);
+        CHECK_THROWS_WITH(pool.apply(unregistered_square, 5), Catch::Matchers::Contains("registered by name"));
+        CHECK(pool.apply(exec_square, 6) == 37);  // the pool goes on
+    }
+
+    // Back to this binary.
+    zmp::set_executable("");
+    zmp::Process again = ctx.Process(exec_write, dir + "/again", 21);
+    again.start();
+    again.join();
+    CHECK(again.exitcode() == 0);
+    CHECK(read_text(dir + "/again") == "test 42");
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("set_executable refuses what is not an executable zmp program, and keeps its choice") {
+    CHECK_THROWS_WITH(zmp::set_executable("/nonexistent/zmp-program"),
+                      Catch::Matchers::Contains("not an executable file"));
+    CHECK_THROWS_WITH(zmp::set_executable("/tmp"), Catch::Matchers::Contains("not an executable file"));
+    CHECK_THROWS_WITH(zmp::set_executable("/bin/true"), Catch::Matchers::Contains("not a program linked with zmp"));
+    // Nothing changed: a spawn child still runs this binary.
+    zmp::Process child = zmp::get_context("spawn").Process(unregistered_square, 2);
+    child.start();
+    child.join();
+    CHECK(child.exitcode() == 0);
+    // The helper itself is a working zmp program.
+    const auto direct = test_util::run_command(std::string(HELPER_exec_target) + " pool");
+    CHECK(direct.status == 0);
+    CHECK(direct.out == "10\n");
 }

@@ -158,4 +158,44 @@ std::optional<StartMethod> get_start_method(bool allow_none = false);
 /// Every start method this platform offers, the default first: fork, spawn, forkserver.
 std::vector<StartMethod> get_all_start_methods();
 
+/// Python's set_forkserver_preload(module_names). Python imports the named modules in the fork
+/// server so that each child it forks has them already; zmp's fork server is a fresh run of this
+/// binary, and what it can hold beyond the binary is shared libraries: it loads (dlopen, RTLD_NOW |
+/// RTLD_GLOBAL) each of `libraries`, in order, before it forks any child. Their code and what
+/// they register as they load (ZMP_REGISTER functions, ZMP_TASK tasks, ZMP_REGISTER_EXCEPTION
+/// types) are then in every forkserver child, from its first instruction, without each child
+/// loading them. A target that lives in such a library travels as any function does: by its
+/// registered name, or by its module and offset — so a process that dlopen()ed the library
+/// itself, under the same path, can start children on its functions. Without the preload, such
+/// a child cannot find its target and ends with exit code 1.
+/// Takes effect for fork servers started afterwards, in this process and the children it forks
+/// later (as in Python: call it before the first forkserver child); a running server keeps what
+/// it has. Each call replaces the list; an empty list loads nothing.
+/// Errors: ValueError here for an empty name (or one holding a NUL byte); a library that cannot
+/// be loaded stops the fork server from starting: the start() that needed it raises
+/// OSError("the fork server did not start: cannot preload <name>: <dlerror>"), and so does every
+/// later one until the list is fixed. Threading: any thread.
+///
+///     zmp::set_forkserver_preload({"/opt/app/lib/libtasks.so"});
+///     zmp::get_context("forkserver").Process(task_in_libtasks, 42).start();
+void set_forkserver_preload(const std::vector<std::string>& libraries);
+
+/// Python's set_executable(path): spawn children, and fork servers started from now on, run the
+/// program at `path` instead of this binary (/proc/self/exe), with the same argv otherwise; an
+/// empty path goes back to this binary. In this process and the children it forks later.
+/// The program must be linked with zmp and call zmp::init(argc, argv) first (a child whose
+/// main() does not is reported by start(), as for this binary). What reaches it: every child
+/// carries its starter's build id (the GNU build id); when the program is another build, a target
+/// travels by registered name only — ZMP_REGISTER(fn) or ZMP_TASK(name, fn) in both programs,
+/// as for a Pool's joined workers — and so do a Pool's tasks in workers it runs; anything else is
+/// refused rather than guessed at by address: start() raises ProcessError("the spawned child of
+/// ... could not start: ... can only take functions registered by name ..."), a Pool task fails
+/// with ValueError. A registered Process subclass (ZMP_REGISTER_PROCESS) travels by its name.
+/// Errors: ValueError here if `path` is not an executable file, or holds no trace of zmp (it is
+/// not a zmp program). Threading: any thread; set it before starting the children it concerns.
+///
+///     zmp::set_executable("/opt/app/bin/app-worker");        // registers ZMP_REGISTER(work) too
+///     zmp::get_context("spawn").Process(work, 42).start();   // runs in app-worker
+void set_executable(const std::string& path);
+
 }  // namespace zmp

@@ -254,5 +254,7 @@ void pool_worker_main(Connection link_handle, WorkerInit init) {
         server.serve(decoded.get());
     }
 }
+// By name, so that a worker started from another program (set_executable) finds its entry point.
+ZMP_REGISTER_AS("zmp.pool_worker_main", pool_worker_main);
 
 }  // namespace zmp::detail

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "process/child.hpp"
+#include "travel/starter_build.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/run.hpp"
 #include "runtime/run_directory.hpp"
@@ -75,6 +76,7 @@ BootstrapMessage make_bootstrap(const ProcessState& st, const Process& process, 
     b.authkey.assign(reinterpret_cast<const char*>(run.authkey().data()), run.authkey().size());
     b.services = run.services();
     b.argv = run.argv();
+    b.build_id = this_build_id();
     b.name = st.name;
     b.daemon = st.daemon;
     b.identity = st.identity;
@@ -146,6 +148,7 @@ BootstrapMessage make_bootstrap(const ProcessState& st, const Process& process, 
         if (b.authkey.size() != Authkey{}.size()) throw ProtocolError("bootstrap carries a malformed authkey");
         Authkey key;
         std::memcpy(key.data(), b.authkey.data(), key.size());
+        note_starter_build(b.build_id);
         this_run().adopt(b.root_pid, key, b.services);
         this_run().set_argv(b.argv);
         run_directory().adopt(b.run_dir);
@@ -169,6 +172,13 @@ BootstrapMessage make_bootstrap(const ProcessState& st, const Process& process, 
     } catch (const std::exception& e) {
         std::fprintf(stderr, "zmp: a %s child could not start: %s\n",
                      b.method == static_cast<int>(StartMethod::forkserver) ? "forkserver" : "spawned", e.what());
+        if (ready != nullptr) {  // the spawn parent waits: it raises with the reason
+            const std::string reason = e.what();
+            try {
+                if (reason.size() > 1) ready->send(reason.data(), reason.size());
+            } catch (const ProcessError&) {
+            }
+        }
         ::_exit(70);
     }
     if (ready != nullptr) {

@@ -40,9 +40,10 @@ struct Bootstrap {
     std::string process_state;  // msgpack of that object
     int parent_pidfd = -1;      // index among the message's descriptors
     std::vector<int> stdio;     // indexes of the parent's fds 0, 1, 2 (-1: not passed), fork server only
+    std::string build_id;       // the parent's program (set_executable may start another)
     MSGPACK_DEFINE_MAP(root_pid, run_dir, authkey, services, argv, name, daemon, identity, parent_pid, parent_name,
                        parent_main_thread, method, has_target, target, args, process_type, process_state, parent_pidfd,
-                       stdio)
+                       stdio, build_id)
 };
 
 /// A packed bootstrap and the descriptors to send with it (borrowed: they stay open in the parent).

@@ -5,10 +5,15 @@
 
 #include <sys/types.h>
 
+#include <string>
+
 namespace zmp::detail {
 
-/// Runs this binary again with one descriptor handed to it as fd 3 and announced in the
-/// environment variable `env_name` (=3); every other descriptor beyond stdio is closed in the new
+/// The program set_executable() chose, or empty for this binary.
+std::string spawn_executable();
+
+/// Runs this binary (or the program set_executable() chose) again with one descriptor handed to it as fd 3 and
+/// announced in the environment variable `env_name` (=3); every other descriptor beyond stdio is closed in the new
 /// process, and its signal mask is empty. OSError if posix_spawn fails.
 pid_t exec_self(const char* env_name, int handed_fd);
 

@@ -1,5 +1,7 @@
 // The spawn start method: the child is a fresh run of this binary; its zmp::init() receives the
 // bootstrap (bootstrap.hpp) through the descriptor exec_self() hands it.
+#include <string>
+
 #include "process/bootstrap.hpp"
 #include "process/exec_self.hpp"
 #include "process/starter.hpp"
@@ -22,14 +24,17 @@ public:
         const pid_t pid = exec_self("ZMP_SPAWN_FD", theirs.fd());
         theirs.close();
         auto popen = std::make_unique<WaitpidPopen>(pid);
+        std::string reason;  // what the child said when it could not start (bootstrap.cpp)
         try {
             mine.send(boot.bytes.data(), boot.bytes.size(), boot.fds);
             transport::ChannelMessage reply;
             if (mine.recv(reply) && reply.size == 1) return popen;
+            if (reply.size > 1) reason.assign(reply.data.get(), reply.size);
         } catch (const ProcessError&) {
             // the child is gone; find out how below
         }
         while (!popen->poll()) wait_fd_readable(popen->sentinel(), Deadline::never());
+        if (!reason.empty()) throw ProcessError("the spawned child of " + st.name + " could not start: " + reason);
         throw ProcessError("the spawned child of " + st.name + " (pid " + std::to_string(pid) + ") exited with code " +
                            std::to_string(*popen->poll()) +
                            " before it started: its main() must call zmp::init(argc, argv) first");

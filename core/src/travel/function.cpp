@@ -1,8 +1,11 @@
 #include "zmp/function.hpp"
 
+#include "travel/starter_build.hpp"
+
 #include <dlfcn.h>
 #include <link.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -176,6 +179,15 @@ FunctionId identify(const void* fn, Trampoline tramp) {
     return id;
 }
 
+namespace {
+// Set once, as a child that another build started begins; inherited by its forked children.
+std::atomic<bool> started_by_other_build{false};
+}  // namespace
+
+void note_starter_build(const std::string& build_id) {
+    if (!build_id.empty() && build_id != this_build_id()) started_by_other_build.store(true);
+}
+
 std::pair<const void*, Trampoline> resolve(const FunctionId& id) {
     if (!id.name.empty()) {
         Registry& r = registry();
@@ -183,6 +195,15 @@ std::pair<const void*, Trampoline> resolve(const FunctionId& id) {
         if (auto it = r.by_name.find(id.name); it != r.by_name.end()) {
             return {it->second.function, it->second.trampoline};
         }
+    }
+    if (started_by_other_build.load() && (id.function.module.empty() || id.trampoline.module.empty())) {
+        // Never guess at an address in a binary the sender is not.
+        std::string what = id.name.empty() ? std::string("an unregistered function")
+                                           : "the function registered as '" + id.name + "' by its sender";
+        what += " came from another program (set_executable), and this one (";
+        what += this_build_id();
+        what += ") can only take functions registered by name in both: ZMP_REGISTER(fn) or ZMP_TASK(name, fn)";
+        throw ValueError(what);
     }
     return {find(id.function), reinterpret_cast<Trampoline>(const_cast<void*>(find(id.trampoline)))};
 }
