@@ -207,6 +207,18 @@ def pool_apply_rtt(quick):
         return 1e6 * seconds_per_op(5, n(quick, 2000), lambda: pool.apply_async(_twice, (1,)).get())
 
 
+# Python has no pool whose workers join over tcp: beside zmp's .tcp rows stands its local Pool,
+# measured the same way (what a user leaving Python's Pool for zmp across hosts compares against).
+@row("pool.map.chunk1.tcp", "ops/s")
+def pool_map_chunk1_tcp(quick):
+    return _map_rate(quick, 1)
+
+
+@row("pool.apply.rtt.tcp", "us")
+def pool_apply_rtt_tcp(quick):
+    return pool_apply_rtt(quick)
+
+
 @row("pool.speedup.cpu", "x")
 def pool_speedup_cpu(quick):
     blocks = [b * 20000 for b in range(12 if quick else 30)]

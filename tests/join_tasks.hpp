@@ -19,9 +19,15 @@ inline long slow_square(long x) {
 }
 // Which worker ran it: its pid.
 inline long worker_pid(long) { return static_cast<long>(::getpid()); }
+// How many of these this process has run: a fresh process counts from 1 again.
+inline long tasks_in_this_process(long) {
+    static long count = 0;
+    return ++count;
+}
 
 }  // namespace join_tasks
 
 ZMP_TASK("square", join_tasks::square);
 ZMP_TASK("slow_square", join_tasks::slow_square);
 ZMP_TASK("worker_pid", join_tasks::worker_pid);
+ZMP_TASK("tasks_in_this_process", join_tasks::tasks_in_this_process);

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -18,12 +19,14 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "join_tasks.hpp"
 #include "test_util.hpp"
 #include "zmp/authkey.hpp"
 #include "zmp/logging.hpp"
+#include "zmp/pipe.hpp"
 #include "zmp/pool.hpp"
 #include "zmp/transport/codec.hpp"
 #include "zmp/transport/security.hpp"
@@ -100,6 +103,12 @@ std::vector<long> range(long n) {
     std::vector<long> v;
     for (long i = 0; i < n; ++i) v.push_back(i);
     return v;
+}
+
+// Sends x through `out` (a descriptor of this host), and says which process ran it.
+long through_connection(zmp::Connection out, long x) {
+    out.send(x);
+    return static_cast<long>(::getpid());
 }
 
 void join_as_same_build(std::string endpoint, zmp::Authkey key) {
@@ -331,4 +340,149 @@ TEST_CASE("zmp-worker: --help documents every flag, bad flags exit 2, an unreach
         test_util::run_command(exe + " --connect tcp://127.0.0.1:1 --authkey-file " + key + " --grace 0.5 2>&1");
     CHECK(missing.status == 1);
     CHECK_THAT(missing.out, Catch::Contains("cannot reach the pool at tcp://127.0.0.1:1"));
+}
+
+namespace {
+
+// This test binary's own path: its main is zmp::init() and then Catch.
+std::string this_program() {
+    char path[4096] = {};
+    const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
+    REQUIRE(n > 0);
+    return std::string(path, static_cast<std::size_t>(n));
+}
+
+}  // namespace
+
+TEST_CASE("a program run with --zmp-worker ENDPOINT serves the pool from zmp::init instead of its main") {
+    Scratch scratch;
+    const zmp::Authkey key = zmp::generate_authkey();
+    const std::string key_file = scratch.key_file("key", key);
+    const std::string exe = this_program();
+    zmp::Pool pool(zmp::PoolOptions{.processes = 0, .bind = "tcp://127.0.0.1:0", .authkey = key});
+    // The flag form, with worker_main's flags after the endpoint: two worker processes.
+    const pid_t service = launch({exe, "--zmp-worker", pool.endpoint(), "--authkey-file", key_file, "--processes", "2",
+                                  "--name", "svc", "--grace", "30"},
+                                 scratch.dir + "/service.log");
+    wait_for_workers(pool, 2);
+    // The key file from the environment, the endpoint after '='.
+    const pid_t second = launch({"/usr/bin/env", "ZMP_AUTHKEY_FILE=" + key_file, exe, "--zmp-worker=" + pool.endpoint(),
+                                 "--name", "env", "--grace", "30"},
+                                scratch.dir + "/second.log");
+    wait_for_workers(pool, 3);
+
+    // Tasks registered in this program only, and (the same build) functions by address.
+    CHECK(pool.map(only_in_tests, range(500), 1) == range(500));
+    CHECK(pool.map([](long x) { return 3 * x; }, std::vector<long>{1, 2, 3}) == std::vector<long>{3, 6, 9});
+    // They ran in the launched programs (the service's two forked workers, the second one itself).
+    const std::vector<long> pids = pool.map(join_tasks::worker_pid, range(300), 1);
+    const std::set<long> distinct(pids.begin(), pids.end());
+    CHECK(distinct.count(::getpid()) == 0);
+    CHECK(distinct.count(second) == 1);
+    CHECK(distinct.size() >= 2);
+    pool.close();
+    pool.join();
+    // Retired by the pool: exit code 0, and Catch never ran in them (it rejects --zmp-worker).
+    CHECK(exit_code(service) == 0);
+    CHECK(exit_code(second) == 0);
+    CHECK_THAT(read_file(scratch.dir + "/service.log") + read_file(scratch.dir + "/second.log"),
+               !Catch::Contains("test cases"));
+
+    // Bad use exits 2 with a clear message, before anything else runs.
+    auto bare = test_util::run_command(exe + " --zmp-worker 2>&1");
+    CHECK(bare.status == 2);
+    CHECK_THAT(bare.out, Catch::Contains("--zmp-worker needs the pool's endpoint"));
+    auto no_key = test_util::run_command("env -u ZMP_AUTHKEY_FILE " + exe + " --zmp-worker tcp://127.0.0.1:1 2>&1");
+    CHECK(no_key.status == 2);
+    CHECK_THAT(no_key.out, Catch::Contains("--authkey-file"));
+}
+
+TEST_CASE("tasks whose arguments hold Connections run on local workers only and fail clearly without them") {
+    Scratch scratch;
+    const zmp::Authkey key = zmp::generate_authkey();
+    const std::string key_file = scratch.key_file("key", key);
+    SECTION("local workers beside joined ones take every such task") {
+        zmp::Pool pool(zmp::PoolOptions{.processes = 1, .bind = "tcp://127.0.0.1:0", .authkey = key});
+        const pid_t worker = launch_worker(pool.endpoint(), key_file, "far", scratch.dir + "/w.log");
+        wait_for_workers(pool, 2);
+        auto [reader, writer] = zmp::Pipe(false);
+        std::vector<std::tuple<zmp::Connection, long>> calls;
+        for (long i = 0; i < 200; ++i) calls.emplace_back(writer, i);
+        // Chunks of one: the first deal offers the joined worker some; they wait for the local one.
+        const std::vector<long> pids = pool.starmap(through_connection, calls, {.chunksize = 1});
+        REQUIRE(pids.size() == 200);
+        const std::set<long> distinct(pids.begin(), pids.end());
+        CHECK(distinct.size() == 1);
+        CHECK(distinct.count(worker) == 0);
+        CHECK(distinct.count(::getpid()) == 0);
+        long sum = 0;
+        for (int i = 0; i < 200; ++i) sum += reader.recv<long>();
+        CHECK(sum == 199 * 200 / 2);
+        // The joined worker goes on with everything else.
+        CHECK(pool.apply(join_tasks::worker_pid, 0L) >= 0);
+        std::vector<long> expected;
+        for (long i = 0; i < 100; ++i) expected.push_back(i * i);
+        CHECK(pool.map(join_tasks::square, range(100), 1) == expected);
+        pool.close();
+        pool.join();
+        CHECK(exit_code(worker) == 0);
+    }
+    SECTION("a pool of joined workers only fails such a task alone, saying why") {
+        zmp::Pool pool(zmp::PoolOptions{.processes = 0, .bind = "tcp://127.0.0.1:0", .authkey = key});
+        const pid_t worker = launch_worker(pool.endpoint(), key_file, "far", scratch.dir + "/w.log");
+        wait_for_workers(pool, 1);
+        auto [reader, writer] = zmp::Pipe(false);
+        try {
+            pool.apply(through_connection, writer, 1L);
+            FAIL("no error");
+        } catch (const zmp::ValueError& e) {
+            CHECK_THAT(e.what(), Catch::Contains("Connections") && Catch::Contains("local worker") &&
+                                     Catch::Contains("processes = 0"));
+        }
+        CHECK_FALSE(reader.poll(0ms));  // it never ran
+        CHECK(pool.apply(join_tasks::square, 7L) == 49);
+        pool.close();
+        pool.join();
+        CHECK(exit_code(worker) == 0);
+    }
+}
+
+TEST_CASE("maxtasksperchild renews joined workers: a fresh process takes each one's place") {
+    Scratch scratch;
+    const zmp::Authkey key = zmp::generate_authkey();
+    const std::string key_file = scratch.key_file("key", key);
+    const bool one_process = GENERATE(true, false);
+    CAPTURE(one_process);
+    zmp::Pool pool(
+        zmp::PoolOptions{.processes = 0, .maxtasksperchild = 5, .bind = "tcp://127.0.0.1:0", .authkey = key});
+    // Short grace: a worker renewed just as the pool closes gives up on it soon after.
+    std::vector<std::string> argv{HELPER_pool_task_worker,
+                                  "--connect",
+                                  pool.endpoint(),
+                                  "--authkey-file",
+                                  key_file,
+                                  "--name",
+                                  "renewed",
+                                  "--grace",
+                                  "5"};
+    if (!one_process) argv.insert(argv.end(), {"--processes", "2"});
+    const pid_t worker = launch(argv, scratch.dir + "/w.log");
+    wait_for_workers(pool, one_process ? 1 : 2);
+    // Every process runs at most 5 tasks: the count starts again in each fresh one.
+    const std::vector<long> counts = pool.map(join_tasks::tasks_in_this_process, range(40), 1);
+    REQUIRE(counts.size() == 40);
+    for (long count : counts) CHECK((count >= 1 && count <= 5));
+    CHECK(std::count(counts.begin(), counts.end(), 5L) >= 40 / 5 - (one_process ? 0 : 1));
+    const std::vector<long> pids = pool.map(join_tasks::worker_pid, range(30), 1);
+    const std::set<long> distinct(pids.begin(), pids.end());
+    if (one_process) {
+        CHECK(distinct == std::set<long>{worker});  // started afresh in place: the same pid
+    } else {
+        CHECK(distinct.count(worker) == 0);  // its children ran them, and were replaced
+        CHECK(distinct.size() >= 30 / 5);
+    }
+    pool.close();
+    pool.join();
+    const int code = exit_code(worker);
+    CHECK((code == 0 || code == 1));  // 1: renewed as the pool closed, and gave up on it
 }

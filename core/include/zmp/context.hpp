@@ -43,7 +43,10 @@ struct PoolOptions;
 
 /// Must be the first statement of main() in every program that uses zmp. In the root it records
 /// argv (spawned children get the same argv) and returns. In a child started by spawn it runs the
-/// child's target and never returns; in the fork server it serves and never returns.
+/// child's target and never returns; in the fork server it serves and never returns. A program
+/// whose first argument is `--zmp-worker ENDPOINT` (followed by zmp::worker_main()'s flags other
+/// than --connect: `./myservice --zmp-worker tcp://head:5555 --authkey-file cluster.key`) joins
+/// that pool as a worker (zmp/worker.hpp) and exits with worker_main()'s code instead of returning.
 void init(int argc, char** argv);
 
 std::string_view to_string(StartMethod method);

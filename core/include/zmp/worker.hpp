@@ -21,6 +21,15 @@
 // Liveness: ZMTP heartbeats both ways (PoolOptions::heartbeat, heartbeat_timeout) and a ping from
 // the pool every heartbeat. A worker that cannot reach its pool, or hears nothing from it, keeps
 // reconnecting (ZeroMQ's back-off, up to 5 s between tries) and gives up after `grace`.
+//
+// maxtasksperchild (PoolOptions) counts a joined worker's tasks as a local one's: after that many
+// the pool asks it for a fresh process, and join_pool() returns kJoinRenewed. worker_main() then
+// starts its program afresh in the same process (exec of itself with the same arguments: same
+// pid, new memory) when it runs one worker process, or replaces that child when it runs several.
+// Either way a new worker joins in the old one's place.
+//
+// A program can be its own worker: `./myservice --zmp-worker tcp://head:5555 [flags below]` has
+// zmp::init() run worker_main() with those flags and exit with its code instead of returning.
 
 #include <chrono>
 #include <string>
@@ -43,25 +52,29 @@ struct JoinOptions {
     std::chrono::milliseconds heartbeat_timeout{2000};
 };
 
+/// join_pool()'s code when the pool asks for a fresh process in this one's place (the worker ran
+/// maxtasksperchild tasks): the caller ends this process and starts another (worker_main does).
+inline constexpr int kJoinRenewed = 3;
+
 /// Joins the pool at options.connect in this process and runs its tasks. Returns 0 when the
 /// pool retired this worker (it was closed or terminated), 1 when the pool could not be reached
-/// for options.grace (said on stderr). Throws AuthenticationError (naming the endpoint) when the
-/// pool refuses our key, ValueError for a malformed endpoint or when the pool refuses us.
-/// Threading: blocks the calling thread; a process serves one pool at a time.
+/// for options.grace (said on stderr), kJoinRenewed when it ran maxtasksperchild tasks. Throws AuthenticationError
+/// (naming the endpoint) when the pool refuses our key, ValueError for a malformed endpoint or when the pool refuses
+/// us. Threading: blocks the calling thread; a process serves one pool at a time.
 ///     zmp::join_pool({.connect = "tcp://head:5555", .authkey = zmp::read_authkey_file("cluster.key")});
 int join_pool(const JoinOptions& options);
 
 /// The main of a worker program (and of zmp-worker): parses
 ///   --connect ENDPOINT   (required) the pool to join
-///   --authkey-file FILE  (required) the pool's authkey file (zmp/authkey.hpp)
+///   --authkey-file FILE  (required; or $ZMP_AUTHKEY_FILE) the pool's authkey file (zmp/authkey.hpp)
 ///   --processes N        worker processes on this host (default 1)
 ///   --name NAME          the worker's name (several processes: NAME-1, NAME-2...)
 ///   --load LIB.so        a library of tasks to load first (repeatable)
 ///   --grace SECONDS      give up after this long without the pool (default 60)
 ///   --heartbeat MS       ZMTP heartbeat interval (default 1000)
-/// then joins the pool with N processes and returns the exit code for main: 0 when the pool
-/// retired them all, 1 on an error (a refused key, a missing file, a pool lost for good; said on
-/// stderr), 2 for bad flags. --help prints every flag.
+/// then joins the pool with N processes (renewed after maxtasksperchild tasks, see above) and
+/// returns the exit code for main: 0 when the pool retired them all, 1 on an error (a refused key, a missing file, a
+/// pool lost for good; said on stderr), 2 for bad flags. --help prints every flag.
 ///     int main(int argc, char** argv) { return zmp::worker_main(argc, argv); }
 int worker_main(int argc, char** argv);
 

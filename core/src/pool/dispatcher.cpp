@@ -295,6 +295,27 @@ std::optional<std::uint64_t> PoolCore::next_task() {
     return std::nullopt;
 }
 
+std::optional<std::uint64_t> PoolCore::next_local_task() {
+    if (!local_only_.empty()) {
+        const std::uint64_t id = local_only_.front();
+        local_only_.pop_front();
+        return id;
+    }
+    return next_task();
+}
+
+void PoolCore::keep_local(std::uint64_t id) {
+    if (processes_ > 0) {
+        local_only_.push_back(id);
+        return;
+    }
+    finish_task(id,
+                std::make_exception_ptr(ValueError(
+                    "a pool task whose arguments hold Connections runs only on a local worker, and this pool has none "
+                    "(processes = 0: only workers joined over tcp, which cannot receive this host's descriptors)")),
+                nullptr);
+}
+
 void PoolCore::pump() {
     // Tasks are dealt one at a time, round robin from the least loaded worker, so that they
     // spread over the workers; each worker then gets its share in one message.
@@ -309,7 +330,7 @@ void PoolCore::pump() {
         Worker& w = *worker;
         if (w.retiring || (!w.joined && !w.link.is_open()) || (w.joined && w.joined->gone)) continue;
         std::size_t room = w.window > w.in_flight.size() ? w.window - w.in_flight.size() : 0;
-        if (maxtasks_ && !w.joined) room = std::min(room, static_cast<std::size_t>(*maxtasks_) - w.assigned);
+        if (maxtasks_) room = std::min(room, static_cast<std::size_t>(*maxtasks_) - w.assigned);
         if (room > 0) shares.push_back(Share{&w, room, w.in_flight_items, {}});
     }
     // The least loaded first: tasks often come one at a time (a map's chunks as they are made).
@@ -326,10 +347,15 @@ void PoolCore::pump() {
             // in size from job to job.
             const bool has_work = !s.worker->in_flight.empty() || !s.batch.empty();
             if (has_work && static_cast<double>(s.items) * s.worker->item_us >= kTargetInFlightUs) continue;
-            auto id = next_task();
+            auto id = s.worker->joined ? next_task() : next_local_task();
             if (!id) {
                 more = false;
                 break;
+            }
+            if (s.worker->joined && tasks_.at(*id).chunk.fds) {
+                keep_local(*id);  // its Connections are descriptors of this host
+                dealt = true;
+                continue;
             }
             s.batch.push_back(*id);
             s.items += tasks_.at(*id).chunk.count;
@@ -354,7 +380,10 @@ bool PoolCore::send_batch(Worker& w, std::vector<std::uint64_t>& batch) {
         w.in_flight_items += tasks_.at(id).chunk.count;
     }
     w.assigned += batch.size();
-    if (maxtasks_ && !w.joined && w.assigned >= static_cast<std::size_t>(*maxtasks_)) w.retiring = true;
+    if (maxtasks_ && w.assigned >= static_cast<std::size_t>(*maxtasks_)) {
+        w.retiring = true;
+        w.renew = true;  // a joined one is asked to come back as a fresh process
+    }
     // Tasks share a message, except one that carries descriptors: it goes alone, so that the
     // worker knows whose they are.
     std::vector<std::uint64_t> plain;
@@ -634,7 +663,8 @@ void PoolCore::worker_ended(std::size_t index) {
     bool replace;
     {
         std::lock_guard lock(mutex_);
-        replace = !terminate_requested_ && !broken_ && !(closed_ && jobs_.empty() && retries_.empty());
+        replace =
+            !terminate_requested_ && !broken_ && !(closed_ && jobs_.empty() && retries_.empty() && local_only_.empty());
     }
     if (idle_deaths_ >= kMaxIdleDeaths) {
         break_pool(std::make_exception_ptr(BrokenPool("pool workers keep dying before they run anything (last: " +
@@ -680,7 +710,10 @@ void PoolCore::break_pool(std::exception_ptr error) {
         broken_ = error;
     }
     abort_everything(error);
-    for (auto& w : workers_) w->retiring = true;
+    for (auto& w : workers_) {
+        w->retiring = true;
+        w->renew = false;
+    }
 }
 
 void PoolCore::abort_everything(std::exception_ptr error) {
@@ -696,6 +729,7 @@ void PoolCore::abort_everything(std::exception_ptr error) {
     }
     for (Job& job : queued) job.result->abort(error);
     retries_.clear();
+    local_only_.clear();
     tasks_.clear();
     for (auto& w : workers_) {
         w->in_flight.clear();
@@ -706,6 +740,7 @@ void PoolCore::abort_everything(std::exception_ptr error) {
 void PoolCore::stop_workers() {
     for (auto& w : workers_) {
         if (w->joined) {
+            w->renew = false;
             if (!w->joined->gone) retire_joined(*w);
             continue;
         }
@@ -758,7 +793,7 @@ void PoolCore::publish_status() {
     pk.pack("processes"), pk.pack(processes_);
     pk.pack("max_retries"), pk.pack(max_retries_);
     pk.pack("state"), pk.pack(closed ? "closed" : "running");
-    pk.pack("queued"), pk.pack(static_cast<std::uint64_t>(retries_.size() + queued));
+    pk.pack("queued"), pk.pack(static_cast<std::uint64_t>(retries_.size() + local_only_.size() + queued));
     pk.pack("jobs"), pk.pack(static_cast<std::uint64_t>(jobs_.size()));
     pk.pack("restarts"), pk.pack(status_.restarts);
     pk.pack("workers");
@@ -821,7 +856,7 @@ void PoolCore::run() {
             timeout = ping_joined();
             sweep_joined();
         }
-        if (closed && jobs_.empty() && retries_.empty()) {
+        if (closed && jobs_.empty() && retries_.empty() && local_only_.empty()) {
             bool nothing_left;
             {
                 std::lock_guard lock(mutex_);
@@ -831,6 +866,7 @@ void PoolCore::run() {
                 // Closed and done: end every worker's link; the loop ends once all have exited.
                 for (auto& w : workers_) {
                     w->retiring = true;
+                    w->renew = false;  // nothing is left to do: joined workers leave for good
                     retire_if_done(*w);
                 }
                 sweep_joined();

@@ -21,6 +21,8 @@
 //                         [6]                 the dispatcher is alive (every heartbeat interval)
 //                         [7]                 unknown connection (e.g. after a reconnect): join again
 //                         [8]                 retire: the pool is done with this worker
+//                         [9]                 renew: it ran maxtasksperchild tasks; a fresh process
+//                                             takes its place (worker_main re-executes or replaces it)
 // A joined worker has no status page: it runs its tasks in the order they came, so the first of
 // its in-flight tasks is the one it was running when it was lost.
 //
@@ -104,7 +106,8 @@ enum JoinKind : int {
     kJoinRefused = 5,
     kJoinPing = 6,
     kJoinAgain = 7,
-    kJoinRetire = 8
+    kJoinRetire = 8,
+    kJoinRenew = 9
 };
 
 /// How a process joins a pool over tcp (join.cpp).
@@ -199,6 +202,11 @@ private:
     void accept_incoming();
     void pump();
     std::optional<std::uint64_t> next_task();
+    /// For a local worker: the tasks only a local worker may run first, then next_task().
+    std::optional<std::uint64_t> next_local_task();
+    /// A task dealt to a joined worker whose arguments hold Connections: set aside for a local
+    /// worker, or failed when the pool has no local workers.
+    void keep_local(std::uint64_t id);
     bool send_batch(Worker& worker, std::vector<std::uint64_t>& batch);
     bool send_message(Worker& worker, std::span<const std::uint64_t> ids);
     bool read_from(Worker& worker);
@@ -278,6 +286,7 @@ private:
     std::vector<std::unique_ptr<Worker>> workers_;
     std::unordered_map<std::uint64_t, Task> tasks_;
     std::deque<std::uint64_t> retries_;
+    std::deque<std::uint64_t> local_only_;  // tasks with Connections, waiting for a local worker
     std::deque<std::shared_ptr<ActiveJob>> jobs_;
     std::unordered_map<const void*, std::uint32_t> function_slots_;
     std::vector<FunctionId> function_ids_;

@@ -73,6 +73,7 @@ struct PoolCore::Worker {
     std::size_t window = 1;                  // chunks it may hold; grows once task times are known
     double item_us = 0;                      // moving average of one item's run time
     bool retiring = false;                   // gets no more tasks; its link closes once it is idle
+    bool renew = false;                      // retiring after maxtasksperchild tasks (joined: to come back fresh)
     StatusPage status;                       // which task it is running
     std::exception_ptr dropped;              // why its link was dropped (it broke the protocol)
     std::uint64_t running_when_dropped = 0;  // the task it was running then

@@ -1,9 +1,11 @@
 // A worker that joins a pool over tcp (zmp/worker.hpp): a DEALER with CURVE keys from the authkey
 // and ZMTP heartbeats, the join handshake of dispatcher.hpp, then the same task requests as a
-// local worker serves (task_server.hpp). worker_main() is the command line around it.
+// local worker serves (task_server.hpp). worker_main() is the command line around it, and
+// `--zmp-worker ENDPOINT` as a program's first argument has zmp::init() run it instead of main.
 #include "zmp/worker.hpp"
 
 #include <dlfcn.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -11,11 +13,15 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include "pool/dispatcher.hpp"
 #include "pool/task_server.hpp"
+#include "runtime/hooks.hpp"
 #include "zmp/context.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/exceptions.hpp"
@@ -78,15 +84,26 @@ public:
     }
 
     void send(const char* data, std::size_t size) {
-        if (!socket_.send(zmq::const_buffer(data, size), zmq::send_flags::none)) {
+        zmq::message_t message(data, size);
+        send(message);
+    }
+    void send(std::span<const iovec> parts) {
+        // Gathered straight into the frame ZeroMQ sends (it takes the message as it is).
+        std::size_t size = 0;
+        for (const iovec& part : parts) size += part.iov_len;
+        zmq::message_t message(size);
+        auto* at = static_cast<char*>(message.data());
+        for (const iovec& part : parts) {
+            if (part.iov_len > 0) std::memcpy(at, part.iov_base, part.iov_len);
+            at += part.iov_len;
+        }
+        send(message);
+    }
+    void send(zmq::message_t& message) {
+        if (!socket_.send(message, zmq::send_flags::none)) {
             throw TimeoutError("lost the pool at " + settings_.endpoint + ": a message could not leave for " +
                                std::to_string(settings_.grace.count() / 1000) + " s");
         }
-    }
-    void send(std::span<const iovec> parts) {
-        std::string message;
-        for (const iovec& part : parts) message.append(static_cast<const char*>(part.iov_base), part.iov_len);
-        send(message.data(), message.size());
     }
     /// Sends without waiting (nothing is lost when no connection is up: it is a ping).
     void try_send(const std::string& message) { (void)socket_.send(zmq::buffer(message), zmq::send_flags::dontwait); }
@@ -169,6 +186,8 @@ int serve_joined_pool(const JoinSettings& settings) {
             link.send(hello.data(), hello.size());
         } else if (kind == kJoinRetire) {
             return 0;
+        } else if (kind == kJoinRenew) {
+            return kJoinRenewed;
         }
         // kJoinPing: the pool is alive, nothing to do.
     }
@@ -199,6 +218,27 @@ void joined_child(std::string endpoint, Authkey key, std::string name, std::int6
     zmp::exit(code);
 }
 
+// The pool asked for a fresh process in this one's place (maxtasksperchild): this program again,
+// with the arguments it was started with, in this process — whatever its tasks left behind goes.
+[[noreturn]] void renew_this_process(const char* program) {
+    std::ifstream in("/proc/self/cmdline", std::ios::binary);
+    const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::string> args;
+    for (std::size_t at = 0; at < all.size();) {
+        const std::size_t end = std::min(all.find('\0', at), all.size());
+        args.push_back(all.substr(at, end - at));
+        at = end + 1;
+    }
+    std::vector<char*> pointers;
+    for (std::string& arg : args) pointers.push_back(arg.data());
+    pointers.push_back(nullptr);
+    detail::run_exit_hooks();  // what exit() would do: exec skips it
+    std::fflush(nullptr);
+    if (!args.empty()) ::execv("/proc/self/exe", pointers.data());
+    std::fprintf(stderr, "%s: cannot start afresh after maxtasksperchild tasks: %s\n", program, std::strerror(errno));
+    ::_exit(1);
+}
+
 }  // namespace
 
 int worker_main(int argc, char** argv) {
@@ -213,6 +253,7 @@ int worker_main(int argc, char** argv) {
     int heartbeat_ms = 1000;
     app.add_option("--connect", endpoint, "the pool's endpoint, e.g. tcp://head:5555")->required();
     app.add_option("--authkey-file", authkey_file, "the pool's authkey file (64 hex digits, mode 0600)")
+        ->envname("ZMP_AUTHKEY_FILE")
         ->required()
         ->check(CLI::ExistingFile);
     app.add_option("--processes", processes, "worker processes on this host")->check(CLI::Range(1, 4096));
@@ -236,24 +277,46 @@ int worker_main(int argc, char** argv) {
         }
         const auto grace_ms = static_cast<std::int64_t>(grace_s * 1000);
         if (processes == 1) {
-            return join_pool({.connect = endpoint,
-                              .authkey = key,
-                              .name = name,
-                              .grace = std::chrono::milliseconds(grace_ms),
-                              .heartbeat = std::chrono::milliseconds(heartbeat_ms)});
+            const int code = join_pool({.connect = endpoint,
+                                        .authkey = key,
+                                        .name = name,
+                                        .grace = std::chrono::milliseconds(grace_ms),
+                                        .heartbeat = std::chrono::milliseconds(heartbeat_ms)});
+            if (code == kJoinRenewed) renew_this_process(argc > 0 ? argv[0] : "zmp-worker");
+            return code;
         }
-        std::vector<Process> children;
-        for (int i = 1; i <= processes; ++i) {
+        auto start_child = [&](int i) {
             const std::string child_name = name.empty() ? std::string() : name + "-" + std::to_string(i);
-            children.push_back(get_context(StartMethod::fork)
-                                   .Process({.name = "JoinedWorker-" + std::to_string(i)}, joined_child, endpoint, key,
-                                            child_name, grace_ms, std::int64_t{heartbeat_ms}));
-            children.back().start();
-        }
+            std::optional<Process> child =
+                get_context(StartMethod::fork)
+                    .Process({.name = "JoinedWorker-" + std::to_string(i)}, joined_child, endpoint, key, child_name,
+                             grace_ms, std::int64_t{heartbeat_ms});
+            child->start();
+            return child;
+        };
+        std::vector<std::optional<Process>> children;
+        for (int i = 1; i <= processes; ++i) children.push_back(start_child(i));
+        // Until every child has ended for good: one the pool renews (maxtasksperchild) is replaced.
         int code = 0;
-        for (Process& child : children) {
-            child.join();
-            if (child.exitcode().value_or(1) != 0) code = 1;
+        for (int running = processes; running > 0;) {
+            std::vector<pollfd> sentinels;
+            for (auto& child : children) sentinels.push_back({child ? child->sentinel() : -1, POLLIN, 0});
+            if (::poll(sentinels.data(), sentinels.size(), -1) < 0) {
+                if (errno == EINTR) continue;
+                throw_os_error("poll on zmp-worker's children", errno);
+            }
+            for (std::size_t i = 0; i < children.size(); ++i) {
+                if (!children[i] || sentinels[i].revents == 0) continue;
+                children[i]->join();
+                const int ended = children[i]->exitcode().value_or(1);
+                children[i].reset();
+                if (ended == kJoinRenewed) {
+                    children[i] = start_child(static_cast<int>(i) + 1);
+                    continue;
+                }
+                if (ended != 0) code = 1;
+                --running;
+            }
         }
         return code;
     } catch (const std::exception& e) {
@@ -262,4 +325,45 @@ int worker_main(int argc, char** argv) {
     }
 }
 
+namespace detail {
+namespace {
+
+// `program --zmp-worker ENDPOINT [worker_main's flags]` (or --zmp-worker=ENDPOINT): the program
+// serves the pool at ENDPOINT as worker_main() does, and exits with its code instead of running
+// its main. Only the first argument counts, so that a program's own arguments never trigger it.
+void serve_pool_if_asked(int argc, char** argv) {
+    if (argc < 2) return;
+    const std::string_view first = argv[1];
+    constexpr std::string_view flag = "--zmp-worker";
+    std::vector<std::string> args{argv[0], "--connect"};
+    int rest = 2;
+    if (first == flag) {
+        if (argc < 3) {
+            std::fprintf(stderr, "%s: --zmp-worker needs the pool's endpoint, e.g. --zmp-worker tcp://head:5555\n",
+                         argv[0]);
+            std::exit(2);
+        }
+        args.emplace_back(argv[2]);
+        rest = 3;
+    } else if (first.starts_with(flag) && first.size() > flag.size() && first[flag.size()] == '=') {
+        args.emplace_back(first.substr(flag.size() + 1));
+    } else {
+        return;
+    }
+    for (int i = rest; i < argc; ++i) args.emplace_back(argv[i]);
+    std::vector<char*> pointers;
+    for (std::string& arg : args) pointers.push_back(arg.data());
+    pointers.push_back(nullptr);
+    std::exit(worker_main(static_cast<int>(args.size()), pointers.data()));
+}
+
+}  // namespace
+}  // namespace detail
 }  // namespace zmp
+
+// Registered before main runs. core/CMakeLists.txt names this symbol to the linker (--undefined),
+// so that every program linking zmp keeps this file and honours --zmp-worker, whatever of the
+// pool it uses itself.
+extern "C" {
+bool zmp_pool_worker_flag = (zmp::detail::add_init_hook(zmp::detail::serve_pool_if_asked), true);
+}

@@ -111,7 +111,6 @@ bool PoolCore::serve_join_point() {
         frames.clear();
         // Two frames: the routing id and one message. More is a peer not speaking the protocol.
         zmq::message_t part;
-        std::string peer_address;
         bool more = true;
         while (more) {
             zmq::recv_result_t got;
@@ -126,23 +125,24 @@ bool PoolCore::serve_join_point() {
                 continue;  // the rest of a multipart message is always there
             }
             more = part.more();
-            if (frames.size() == 1) {
-                try {
-                    peer_address = part.gets("Peer-Address");
-                } catch (const zmq::error_t&) {
-                    peer_address = "unknown address";
-                }
-            }
             if (frames.size() < 3) frames.push_back(std::move(part));
         }
         any = true;
+        // Looked up only when a log or a new worker needs it: it costs a search on every message.
+        const auto peer_address_of = [](zmq::message_t& frame) -> std::string {
+            try {
+                return frame.gets("Peer-Address");
+            } catch (const zmq::error_t&) {
+                return "unknown address";
+            }
+        };
         const std::string routing_id = frames[0].to_string();
         auto it = std::find_if(workers_.begin(), workers_.end(), [&](const std::unique_ptr<Worker>& w) {
             return w->joined && !w->joined->gone && w->joined->routing_id == routing_id;
         });
         if (frames.size() != 2) {
-            log_warning("pool at " + join_->endpoint + ": dropped joined peer " + peer_address + ": a message of " +
-                        std::to_string(frames.size()) + " or more frames");
+            log_warning("pool at " + join_->endpoint + ": dropped joined peer " + peer_address_of(frames.back()) +
+                        ": a message of " + std::to_string(frames.size()) + " or more frames");
             if (it != workers_.end()) joined_lost(**it, "sent a malformed message", true);
             continue;
         }
@@ -157,13 +157,13 @@ bool PoolCore::serve_join_point() {
                 if (message.type == msgpack::type::ARRAY && message.via.array.size >= 1) {
                     kind = transport::convert<int>(message.via.array.ptr[0]);
                     if (kind == kJoinHello && message.via.array.size == 2) {
-                        admit_joined(routing_id, message.via.array.ptr[1], peer_address);
+                        admit_joined(routing_id, message.via.array.ptr[1], peer_address_of(frames[1]));
                         continue;
                     }
                 }
             } catch (const ProcessError& e) {
-                log_warning("pool at " + join_->endpoint + ": refused peer " + peer_address + ": a malformed hello (" +
-                            e.what() + ")");
+                log_warning("pool at " + join_->endpoint + ": refused peer " + peer_address_of(frames[1]) +
+                            ": a malformed hello (" + e.what() + ")");
                 send_join_control(routing_id, kJoinRefused, "malformed hello");
                 continue;
             }
@@ -250,11 +250,7 @@ int PoolCore::ping_joined() {
 }
 
 std::exception_ptr PoolCore::cannot_run_joined(const Worker& w, std::uint64_t id) const {
-    const Task& task = tasks_.at(id);
-    if (task.chunk.fds) {
-        return std::make_exception_ptr(ValueError("a pool task whose arguments hold Connections cannot run on worker " +
-                                                  w.name + " on host " + w.joined->host));
-    }
+    const Task& task = tasks_.at(id);  // pump() keeps tasks with Connections from joined workers
     const FunctionId& function = function_ids_.at(task.job->slot);
     if (!w.joined->same_build && function.name.empty()) {
         return std::make_exception_ptr(
@@ -284,7 +280,12 @@ void PoolCore::joined_lost(Worker& w, const std::string& how, bool tell_peer, bo
 }
 
 void PoolCore::retire_joined(Worker& w) {
-    send_join_control(w.joined->routing_id, kJoinRetire);
+    send_join_control(w.joined->routing_id, w.renew ? kJoinRenew : kJoinRetire);
+    if (w.renew) {
+        log_info("pool at " + join_->endpoint + ": joined worker " + w.name + " (pid " + std::to_string(w.joined->pid) +
+                 " on " + w.joined->host + ") ran its " + std::to_string(w.assigned) +
+                 " tasks (maxtasksperchild): a fresh process takes its place");
+    }
     w.joined->gone = true;
     joined_count_.fetch_sub(1, std::memory_order_relaxed);
 }

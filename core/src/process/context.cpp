@@ -7,6 +7,7 @@
 #include "process/bootstrap.hpp"
 #include "process/default_start_method.hpp"
 #include "process/forkserver.hpp"
+#include "runtime/hooks.hpp"
 #include "runtime/run.hpp"
 #include "runtime/startup.hpp"
 
@@ -41,6 +42,8 @@ void init(int argc, char** argv) {
         detail::run_bootstrapped_child(std::move(message), &channel);
     }
     detail::this_run().set_argv(std::move(args));
+    // Services a flag asks for (the pool's --zmp-worker) take the process over here.
+    detail::run_init_hooks(argc, argv);
 }
 
 std::string_view to_string(StartMethod method) {

@@ -16,6 +16,7 @@ struct Hooks {
     std::mutex mutex;
     std::vector<std::function<void()>> start;
     std::vector<std::function<void()>> child;
+    std::vector<std::function<void(int, char**)>> init;
     std::array<std::vector<std::function<void()>>, kStages> exit;
 };
 
@@ -64,6 +65,22 @@ void run_child_hooks() {
         } catch (...) {
         }
     }
+}
+
+void add_init_hook(std::function<void(int argc, char** argv)> hook) {
+    Hooks& h = hooks();
+    std::lock_guard lock(h.mutex);
+    h.init.push_back(std::move(hook));
+}
+
+void run_init_hooks(int argc, char** argv) {
+    std::vector<std::function<void(int, char**)>> init;
+    {
+        Hooks& h = hooks();
+        std::lock_guard lock(h.mutex);
+        init = h.init;
+    }
+    for (auto& hook : init) hook(argc, argv);
 }
 
 void add_exit_hook(std::function<void()> hook, ExitStage stage) {

@@ -35,6 +35,14 @@ void run_start_hooks();
 void add_child_hook(std::function<void()> hook);
 void run_child_hooks();
 
+/// Runs `hook` from zmp::init() in a root process (never in a child started by spawn or the fork
+/// server: init runs their target first), with the program's arguments, once the run knows its
+/// argv. A service that a command-line flag asks for takes the process over there and does not
+/// return (the pool's `--zmp-worker`: the program serves a pool instead of running its main).
+/// Register from a static initialiser; the hooks run in the order of registration.
+void add_init_hook(std::function<void(int argc, char** argv)> hook);
+void run_init_hooks(int argc, char** argv);
+
 /// Runs `hook` when this process exits, in `stage`; within a stage, in the reverse order of
 /// registration. An exception from a hook is swallowed: the others still run.
 void add_exit_hook(std::function<void()> hook, ExitStage stage = ExitStage::services);
