@@ -321,11 +321,11 @@ private:
                 control_->wake.drain();
                 if (control_->exiting.load()) return;
             }
-            if (items[2].revents & ZMQ_POLLIN) on_monitor();
             for (std::size_t i = 0; i < order.size(); ++i) {
                 if (items[i + 3].revents != 0) on_local(order[i], items[i + 3].revents);
             }
             if (items[0].revents & ZMQ_POLLIN) on_remote();
+            if (items[2].revents & ZMQ_POLLIN) on_monitor();
             if (listening() && std::chrono::steady_clock::now() >= next_probe) {
                 probe();
                 next_probe = std::chrono::steady_clock::now() + kProbeInterval;
@@ -382,9 +382,10 @@ private:
         }
     }
 
-    void on_remote() {
-        // Everything waiting now, then back to the poll (the local sides get their turn).
-        for (int n = 0; n < 256; ++n) {
+    // Everything waiting now, or up to 256 messages and then back to the poll (the local sides get
+    // their turn).
+    void on_remote(bool everything = false) {
+        for (int n = 0; everything || n < 256; ++n) {
             try {
                 if (!transport::recv_message(socket_, frames_, listening() ? 3 : 2, 0ms)) return;
             } catch (const ProtocolError& e) {
@@ -453,7 +454,10 @@ private:
         while (transport::recv_message(monitor_, event, 2, 0ms)) {
             std::uint16_t id = 0;
             if (!event.empty() && event[0].size() >= sizeof id) std::memcpy(&id, event[0].data(), sizeof id);
-            if (id == ZMQ_EVENT_DISCONNECTED) remote_gone(std::string());
+            if (id == ZMQ_EVENT_DISCONNECTED) {
+                on_remote(true);  // what arrived before the disconnection is delivered first
+                remote_gone(std::string());
+            }
         }
     }
 
