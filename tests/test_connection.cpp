@@ -119,7 +119,7 @@ TEST_CASE("a Client that sent and left before accept() is still accepted: its me
     CHECK_THROWS_AS(conn.recv<std::string>(), zmp::EOFError);
 }
 
-TEST_CASE("a Client with another authkey gets AuthenticationError at once; the Listener goes on listening") {
+TEST_CASE("a Client with another authkey gets AuthenticationError at once, and the Listener goes on listening") {
     const bool tcp = GENERATE(true, false);
     IpcDir dir;
     const zmp::Authkey key = zmp::generate_authkey();
@@ -224,7 +224,7 @@ TEST_CASE("the death of the process at the other end is EOF, on the Listener's s
     CHECK_THROWS_AS(client.recv_bytes(), zmp::EOFError);
 }
 
-TEST_CASE("Client errors: nobody listening is OSError ECONNREFUSED after the timeout; bad addresses are ValueError") {
+TEST_CASE("Client errors: nobody listening is OSError ECONNREFUSED after the timeout, bad addresses are ValueError") {
     IpcDir dir;
     try {
         (void)zmp::Client(dir.path("nobody.sock"), 300ms);
@@ -238,7 +238,7 @@ TEST_CASE("Client errors: nobody listening is OSError ECONNREFUSED after the tim
     CHECK_THROWS_AS(zmp::Listener("/" + std::string(200, 'x')), zmp::ValueError);
 }
 
-TEST_CASE("wait: 4 children each send 10 messages and close; waiting and receiving collects all 40") {
+TEST_CASE("wait: 4 children each send 10 messages and close, and waiting and receiving collects all 40") {
     // Python's TestWait.test_wait, over Pipes and over Listener/Client Connections at once.
     IpcDir dir;
     zmp::Listener listener("tcp://127.0.0.1:0");
