@@ -23,7 +23,7 @@ set(ZMP_PUBLIC_broker detail/object_handle.hpp detail/managed_wire.hpp remote.hp
 set(ZMP_PUBLIC_sync sync.hpp)
 set(ZMP_PUBLIC_queue queue.hpp)
 set(ZMP_PUBLIC_manager manager.hpp)
-set(ZMP_PUBLIC_pipe pipe.hpp)
+set(ZMP_PUBLIC_pipe pipe.hpp connection.hpp)
 set(ZMP_PUBLIC_process process.hpp context.hpp)
 set(ZMP_PUBLIC_logging logging.hpp)
 set(ZMP_PUBLIC_pool pool.hpp detail/pool_job.hpp detail/pool_results.hpp detail/pool_tasks.hpp futures.hpp thread_pool.hpp

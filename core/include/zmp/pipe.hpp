@@ -98,6 +98,9 @@ public:
     /// Owned by the Connection; OSError if closed.
     int fileno() const;
 
+    /// True for two handles on the same end (copies of one Connection), as wait() returns them.
+    friend bool operator==(const Connection& a, const Connection& b) { return a.state_ == b.state_; }
+
     /// For the runtime and the msgpack adaptor.
     explicit Connection(std::shared_ptr<detail::ConnectionState> state) : state_(std::move(state)) {}
     const std::shared_ptr<detail::ConnectionState>& state() const { return state_; }

@@ -3,6 +3,7 @@
 
 #include "zmp/any_value.hpp"
 #include "zmp/authkey.hpp"
+#include "zmp/connection.hpp"
 #include "zmp/context.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/exceptions.hpp"
