@@ -60,18 +60,7 @@ struct Scratch {
 // Starts `argv` with stdout and stderr going to `log`.
 pid_t launch(const std::vector<std::string>& argv, const std::string& log) {
     const pid_t pid = ::fork();
-    if (pid == 0) {
-        const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (out >= 0) {
-            ::dup2(out, 1);
-            ::dup2(out, 2);
-        }
-        std::vector<char*> args;
-        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        ::execv(args[0], args.data());
-        ::_exit(127);
-    }
+    if (pid == 0) test_util::exec_logged(argv, log);
     return pid;
 }
 
