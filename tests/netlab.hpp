@@ -139,18 +139,7 @@ public:
         if (pid == 0) {
             const int fd = ::open(ns.c_str(), O_RDONLY | O_CLOEXEC);
             if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) ::_exit(126);
-            if (!log.empty()) {
-                const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-                if (out >= 0) {
-                    ::dup2(out, 1);
-                    ::dup2(out, 2);
-                }
-            }
-            std::vector<char*> args;
-            for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-            args.push_back(nullptr);
-            ::execv(args[0], args.data());
-            ::_exit(127);
+            exec_logged(argv, log);
         }
         if (pid > 0) spawned_.push_back(pid);
         return pid;

@@ -14,6 +14,7 @@
 #include <tuple>
 #include <vector>
 
+#include "pool_tasks.hpp"
 #include "test_util.hpp"
 #include "zmp/futures.hpp"
 #include "zmp/pool.hpp"
@@ -23,17 +24,9 @@ using zmp::Connection;
 
 namespace {
 
-int square(int x) { return x * x; }
-
-int sleep_then(double seconds, int value) {
-    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-    return value;
-}
-
-int fail_on(int x, int bad) {
-    if (x == bad) throw std::runtime_error("task " + std::to_string(x) + " failed");
-    return x;
-}
+using pool_tasks::fail_on;
+using pool_tasks::sleep_then;
+using pool_tasks::square;
 
 // Blocks until the test sends on `gate`, then returns `value`.
 int gated(Connection gate, int value) {

@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "pool_tasks.hpp"
 #include "test_util.hpp"
 #include "zmp/pool.hpp"
 
@@ -20,21 +21,13 @@ using zmp::StartMethod;
 
 namespace {
 
-int square(int x) { return x * x; }
+using pool_tasks::fail_on;
+using pool_tasks::sleep_then;
+using pool_tasks::square;
 long twice(long x) { return 2 * x; }
 int add(int a, int b) { return a + b; }
 int my_pid(int) { return static_cast<int>(::getpid()); }
 void nothing(int) {}
-
-int sleep_then(double seconds, int value) {
-    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-    return value;
-}
-
-int fail_on(int x, int bad) {
-    if (x == bad) throw std::runtime_error("task " + std::to_string(x) + " failed");
-    return x;
-}
 
 struct CustomError : std::runtime_error {
     using std::runtime_error::runtime_error;

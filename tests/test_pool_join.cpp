@@ -13,8 +13,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
-#include <memory>
-#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -23,6 +21,7 @@
 #include <vector>
 
 #include "join_tasks.hpp"
+#include "log_collector.hpp"
 #include "test_util.hpp"
 #include "zmp/authkey.hpp"
 #include "zmp/logging.hpp"
@@ -63,18 +62,7 @@ struct Scratch {
 // Starts `argv` with stdout and stderr going to `log`.
 pid_t launch(const std::vector<std::string>& argv, const std::string& log) {
     const pid_t pid = ::fork();
-    if (pid == 0) {
-        const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (out >= 0) {
-            ::dup2(out, 1);
-            ::dup2(out, 2);
-        }
-        std::vector<char*> args;
-        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        ::execv(args[0], args.data());
-        ::_exit(127);
-    }
+    if (pid == 0) test_util::exec_logged(argv, log);
     return pid;
 }
 
@@ -191,22 +179,7 @@ TEST_CASE("local children and joined workers share one map") {
 TEST_CASE("a worker holding another key is refused at once, and the pool logs its address and goes on") {
     Scratch scratch;
     const zmp::Authkey key = zmp::generate_authkey();
-    struct Seen {
-        std::mutex mutex;
-        std::vector<std::string> records;
-    };
-    auto seen = std::make_shared<Seen>();  // the handler outlives this test
-    std::mutex& mutex = seen->mutex;
-    std::vector<std::string>& records = seen->records;
-    const zmp::CallbackHandler handler([seen](const zmp::LogRecord& r) {
-        std::lock_guard lock(seen->mutex);
-        seen->records.push_back(r.message);
-    });
-    zmp::get_logger().add_handler(handler);
-    struct Remove {
-        const zmp::CallbackHandler& handler;
-        ~Remove() { zmp::get_logger().remove_handler(handler); }
-    } remove{handler};
+    test_util::Collector collector;
     zmp::Pool pool(zmp::PoolOptions{.processes = 0, .bind = "tcp://127.0.0.1:0", .authkey = key});
     const std::string log = scratch.dir + "/wrong.log";
     const pid_t wrong =
@@ -216,16 +189,7 @@ TEST_CASE("a worker holding another key is refused at once, and the pool logs it
     CHECK_THAT(said, Catch::Contains(pool.endpoint()));
     CHECK(pool.processes() == 0);
     // The refusal is logged with the peer's address.
-    bool logged = false;
-    for (auto deadline = std::chrono::steady_clock::now() + 30s;
-         !logged && std::chrono::steady_clock::now() < deadline;) {
-        {
-            std::lock_guard lock(mutex);
-            for (const auto& m : records) logged = logged || m.find("refused tcp peer 127.0.0.1") != std::string::npos;
-        }
-        if (!logged) std::this_thread::sleep_for(20ms);
-    }
-    CHECK(logged);
+    CHECK(collector.wait_for("refused tcp peer 127.0.0.1"));
     // A worker with the right key is welcome.
     const pid_t right =
         launch_worker(pool.endpoint(), scratch.key_file("right", key), "friend", scratch.dir + "/r.log");

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,18 +56,36 @@ bool wait_for_workers(zmp::Pool& pool, int count) {
     return pool.processes() == count;
 }
 
+// The pool's head: a process on host a with a Pool of no local workers, bound on a's address with
+// `key`, that runs `body` on it (its exit code is body's). `endpoint` is where workers join.
+struct Head {
+    pid_t pid = -1;
+    std::string endpoint;
+
+    Head(NetLab& lab, const KeyFile& key, zmp::PoolOptions options, const std::function<int(zmp::Pool&)>& body) {
+        int endpoint_pipe[2];
+        REQUIRE(::pipe(endpoint_pipe) == 0);
+        options.processes = 0;
+        options.bind = "tcp://" + lab.address("a") + ":0";
+        options.authkey = key.key;
+        pid = lab.fork_into("a", [&] {
+            zmp::Pool pool(options);
+            write_line(endpoint_pipe[1], pool.endpoint());
+            return body(pool);
+        });
+        ::close(endpoint_pipe[1]);  // a head that fails before it writes reads as an empty endpoint
+        endpoint = read_line(endpoint_pipe[0]);
+        ::close(endpoint_pipe[0]);
+    }
+};
+
 }  // namespace
 
 TEST_CASE("workers on hosts b and c join a pool on host a: a 10,000-task map returns exact results") {
     NetLab lab({"a", "b", "c"});
     if (!lab) test_util::skip_test(lab.why());
     KeyFile key;
-    int endpoint_pipe[2];
-    REQUIRE(::pipe(endpoint_pipe) == 0);
-    const pid_t head = lab.fork_into("a", [&] {
-        zmp::Pool pool(
-            zmp::PoolOptions{.processes = 0, .bind = "tcp://" + lab.address("a") + ":0", .authkey = key.key});
-        write_line(endpoint_pipe[1], pool.endpoint());
+    const Head head(lab, key, {}, [&](zmp::Pool& pool) {
         if (!wait_for_workers(pool, 4)) return 1;
         std::vector<long> input, expected;
         for (long i = 0; i < 10000; ++i) {
@@ -76,11 +95,11 @@ TEST_CASE("workers on hosts b and c join a pool on host a: a 10,000-task map ret
         if (pool.map(join_tasks::square, input, 1) != expected) return 2;
         return 0;
     });
-    const std::string endpoint = read_line(endpoint_pipe[0]);
+    const std::string& endpoint = head.endpoint;
     REQUIRE(endpoint.find(lab.address("a")) != std::string::npos);
     const pid_t b = lab.spawn("b", worker_argv(endpoint, key.path, "b", 2), key.dir + "/b.log");
     const pid_t c = lab.spawn("c", worker_argv(endpoint, key.path, "c", 2), key.dir + "/c.log");
-    CHECK(exit_code(head) == 0);
+    CHECK(exit_code(head.pid) == 0);
     CHECK(exit_code(b) == 0);  // retired when the pool closed
     CHECK(exit_code(c) == 0);
 }
@@ -89,13 +108,9 @@ TEST_CASE("host c is cut mid-map (no FIN): its tasks run again on host b, every 
     NetLab lab({"a", "b", "c"});
     if (!lab) test_util::skip_test(lab.why());
     KeyFile key;
-    int endpoint_pipe[2], progress_pipe[2];
-    REQUIRE(::pipe(endpoint_pipe) == 0);
+    int progress_pipe[2];
     REQUIRE(::pipe(progress_pipe) == 0);
-    const pid_t head = lab.fork_into("a", [&] {
-        zmp::Pool pool(zmp::PoolOptions{
-            .processes = 0, .max_retries = 2, .bind = "tcp://" + lab.address("a") + ":0", .authkey = key.key});
-        write_line(endpoint_pipe[1], pool.endpoint());
+    const Head head(lab, key, {.max_retries = 2}, [&](zmp::Pool& pool) {
         if (!wait_for_workers(pool, 2)) return 1;
         std::vector<long> input, expected;
         for (long i = 0; i < 600; ++i) {
@@ -113,12 +128,12 @@ TEST_CASE("host c is cut mid-map (no FIN): its tasks run again on host b, every 
         if (!wait_for_workers(pool, 1)) return 3;
         return 0;
     });
-    const std::string endpoint = read_line(endpoint_pipe[0]);
+    const std::string& endpoint = head.endpoint;
     const pid_t b = lab.spawn("b", worker_argv(endpoint, key.path, "b", 1), key.dir + "/b.log");
     const pid_t c = lab.spawn("c", worker_argv(endpoint, key.path, "c", 1), key.dir + "/c.log");
     REQUIRE(read_line(progress_pipe[0]) == "cut now");
     REQUIRE(lab.cut("c"));
-    CHECK(exit_code(head) == 0);
+    CHECK(exit_code(head.pid) == 0);
     CHECK(exit_code(b) == 0);
     ::kill(c, SIGKILL);  // it would wait out its grace period behind the cut
     exit_code(c);
@@ -128,21 +143,16 @@ TEST_CASE("a worker on host b with a wrong key is refused, and one with the righ
     NetLab lab({"a", "b"});
     if (!lab) test_util::skip_test(lab.why());
     KeyFile key, wrong;
-    int endpoint_pipe[2];
-    REQUIRE(::pipe(endpoint_pipe) == 0);
-    const pid_t head = lab.fork_into("a", [&] {
-        zmp::Pool pool(
-            zmp::PoolOptions{.processes = 0, .bind = "tcp://" + lab.address("a") + ":0", .authkey = key.key});
-        write_line(endpoint_pipe[1], pool.endpoint());
+    const Head head(lab, key, {}, [&](zmp::Pool& pool) {
         if (!wait_for_workers(pool, 1)) return 1;
         if (pool.apply(join_tasks::square, 9L) != 81) return 2;
         return 0;
     });
-    const std::string endpoint = read_line(endpoint_pipe[0]);
+    const std::string& endpoint = head.endpoint;
     const pid_t intruder = lab.spawn("b", worker_argv(endpoint, wrong.path, "intruder", 1), wrong.dir + "/log");
     CHECK(exit_code(intruder) == 1);
     const pid_t b = lab.spawn("b", worker_argv(endpoint, key.path, "b", 1), key.dir + "/b.log");
-    CHECK(exit_code(head) == 0);
+    CHECK(exit_code(head.pid) == 0);
     CHECK(exit_code(b) == 0);
 }
 
@@ -150,14 +160,10 @@ TEST_CASE("a worker whose host was cut and comes back is welcomed again") {
     NetLab lab({"a", "b"});
     if (!lab) test_util::skip_test(lab.why());
     KeyFile key;
-    int endpoint_pipe[2], state_pipe[2], heal_pipe[2];
-    REQUIRE(::pipe(endpoint_pipe) == 0);
+    int state_pipe[2], heal_pipe[2];
     REQUIRE(::pipe(state_pipe) == 0);
     REQUIRE(::pipe(heal_pipe) == 0);
-    const pid_t head = lab.fork_into("a", [&] {
-        zmp::Pool pool(
-            zmp::PoolOptions{.processes = 0, .bind = "tcp://" + lab.address("a") + ":0", .authkey = key.key});
-        write_line(endpoint_pipe[1], pool.endpoint());
+    const Head head(lab, key, {}, [&](zmp::Pool& pool) {
         if (!wait_for_workers(pool, 1)) return 1;
         const long first = pool.apply(join_tasks::worker_pid, 0L);
         write_line(state_pipe[1], "joined");
@@ -170,7 +176,7 @@ TEST_CASE("a worker whose host was cut and comes back is welcomed again") {
         if (pool.map(join_tasks::square, input) != std::vector<long>{1, 4, 9}) return 6;
         return 0;
     });
-    const std::string endpoint = read_line(endpoint_pipe[0]);
+    const std::string& endpoint = head.endpoint;
     std::vector<std::string> argv = worker_argv(endpoint, key.path, "b", 1);
     argv.back() = "120";  // --grace: it must outlive the cut
     const pid_t b = lab.spawn("b", argv, key.dir + "/b.log");
@@ -179,6 +185,6 @@ TEST_CASE("a worker whose host was cut and comes back is welcomed again") {
     REQUIRE(read_line(state_pipe[0]) == "lost");
     REQUIRE(lab.heal("b"));
     write_line(heal_pipe[1], "healed");
-    CHECK(exit_code(head) == 0);
+    CHECK(exit_code(head.pid) == 0);
     CHECK(exit_code(b) == 0);
 }

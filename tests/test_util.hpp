@@ -2,6 +2,7 @@
 // Small helpers shared by the tests.
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +28,23 @@ inline int exit_code(pid_t pid) {
     int status = 0;
     ::waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
+}
+
+/// For a forked child: runs `argv` with stdout and stderr appended to `log` (if given); exit code
+/// 127 when it cannot be run.
+[[noreturn]] inline void exec_logged(const std::vector<std::string>& argv, const std::string& log) {
+    if (!log.empty()) {
+        const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (out >= 0) {
+            ::dup2(out, 1);
+            ::dup2(out, 2);
+        }
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
 }
 
 /// One line to `fd` (a pipe between a test and its children).

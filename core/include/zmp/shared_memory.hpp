@@ -141,6 +141,8 @@ public:
             list_->set(index_, value);
             return *this;
         }
+        // A proxy: assigning an item to itself reads its value and writes the same value back.
+        // NOLINTNEXTLINE(bugprone-unhandled-self-assignment)
         const Item& operator=(const Item& other) const { return *this = ShareableValue(other); }
         friend bool operator==(const Item& item, const ShareableValue& value) { return ShareableValue(item) == value; }
 

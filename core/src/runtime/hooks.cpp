@@ -30,36 +30,35 @@ void arm_exit_hooks() {
     (void)armed;
 }
 
-void add_start_hook(std::function<void()> hook) {
+namespace {
+
+using HookList = std::vector<std::function<void()>>;
+
+void add_to(HookList Hooks::*list, std::function<void()> hook) {
     Hooks& h = hooks();
     std::lock_guard lock(h.mutex);
-    h.start.push_back(std::move(hook));
+    (h.*list).push_back(std::move(hook));
 }
+
+// A copy, taken under the lock: a hook may register another while the list runs.
+HookList copy_of(HookList Hooks::*list) {
+    Hooks& h = hooks();
+    std::lock_guard lock(h.mutex);
+    return h.*list;
+}
+
+}  // namespace
+
+void add_start_hook(std::function<void()> hook) { add_to(&Hooks::start, std::move(hook)); }
 
 void run_start_hooks() {
-    std::vector<std::function<void()>> start;
-    {
-        Hooks& h = hooks();
-        std::lock_guard lock(h.mutex);
-        start = h.start;
-    }
-    for (auto& hook : start) hook();
+    for (auto& hook : copy_of(&Hooks::start)) hook();
 }
 
-void add_child_hook(std::function<void()> hook) {
-    Hooks& h = hooks();
-    std::lock_guard lock(h.mutex);
-    h.child.push_back(std::move(hook));
-}
+void add_child_hook(std::function<void()> hook) { add_to(&Hooks::child, std::move(hook)); }
 
 void run_child_hooks() {
-    std::vector<std::function<void()>> child;
-    {
-        Hooks& h = hooks();
-        std::lock_guard lock(h.mutex);
-        child = h.child;
-    }
-    for (auto& hook : child) {
+    for (auto& hook : copy_of(&Hooks::child)) {
         try {
             hook();
         } catch (...) {

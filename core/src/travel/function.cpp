@@ -70,6 +70,8 @@ int resolve_in_module(dl_phdr_info* info, std::size_t, void* data) {
         if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
         const std::uintptr_t start = info->dlpi_addr + ph.p_vaddr;
         if (address >= start && address < start + ph.p_memsz) {
+            // The loader gives a module's base as an integer: the address is made from it.
+            // NOLINTNEXTLINE(performance-no-int-to-ptr)
             lookup->address = reinterpret_cast<const void*>(address);
             return 1;
         }
@@ -119,6 +121,8 @@ int find_build_id(dl_phdr_info* info, std::size_t, void* data) {
     for (int i = 0; i < info->dlpi_phnum; ++i) {
         const ElfW(Phdr)& ph = info->dlpi_phdr[i];
         if (ph.p_type != PT_NOTE) continue;
+        // The loader gives a module's base as an integer: the note's address is made from it.
+        // NOLINTNEXTLINE(performance-no-int-to-ptr)
         const char* note = reinterpret_cast<const char*>(info->dlpi_addr + ph.p_vaddr);
         const char* end = note + ph.p_memsz;
         while (note + sizeof(ElfW(Nhdr)) <= end) {

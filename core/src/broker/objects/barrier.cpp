@@ -20,14 +20,11 @@ public:
         : Object(id, args.kind),
           parties_(args.value),
           timeout_ns_(args.timeout_ns < 0 ? kForever : args.timeout_ns),
-          has_action_(args.has_action) {}
-
-    static std::unique_ptr<Object> make(Services& s, std::uint64_t id, const CreateArgs& args) {
+          has_action_(args.has_action) {
         if (args.value < 1 || args.value > INT32_MAX) refuse(Status::value_error, "a barrier needs at least one party");
-        auto barrier = std::make_unique<BarrierObject>(id, args);
-        if (args.shared) barrier->place_in_arena(s, barrier->parties_, barrier->timeout_ns_);
-        return barrier;
     }
+
+    SlotStart slot_start() const { return {parties_, timeout_ns_}; }
 
     // [timeout ns or kBarrierDefault] -> [index]; status run_action to the last arrival when there is an action
     void wait(Services& s, const Caller& caller, const Request& req) { arrive(s, caller, req.rid, arg(req, 0)); }
@@ -186,7 +183,7 @@ private:
 const KindEntry barrier_kind{
     {Kind::barrier},
     true,
-    &BarrierObject::make,
+    &make_object<BarrierObject>,
     {{Op::barrier_wait, op<&BarrierObject::wait>()},
      {Op::barrier_done, op<&BarrierObject::done>()},
      {Op::barrier_abort, op<&BarrierObject::abort>()},

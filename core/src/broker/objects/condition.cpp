@@ -12,10 +12,6 @@ class ConditionObject final : public Object {
 public:
     using Object::Object;
 
-    static std::unique_ptr<Object> make(Services&, std::uint64_t id, const CreateArgs& args) {
-        return std::make_unique<ConditionObject>(id, args.kind);
-    }
-
     // [timeout ns] -> status registered at once, then [notified]
     void wait(Services& s, const Caller& caller, const Request& req) {
         const Clock::time_point deadline = deadline_from(arg(req, 0));
@@ -57,7 +53,7 @@ private:
 const KindEntry condition_kind{
     {Kind::condition},
     false,
-    &ConditionObject::make,
+    &make_object<ConditionObject>,
     {{Op::cond_wait, op<&ConditionObject::wait>()}, {Op::cond_notify, op<&ConditionObject::notify>()}},
 };
 

@@ -8,12 +8,6 @@ class EventObject final : public Object {
 public:
     using Object::Object;
 
-    static std::unique_ptr<Object> make(Services& s, std::uint64_t id, const CreateArgs& args) {
-        auto event = std::make_unique<EventObject>(id, args.kind);
-        if (args.shared) event->place_in_arena(s, 0, kForever);
-        return event;
-    }
-
     // [] -> []
     void set(Services& s, const Caller& caller, const Request& req) {
         flag_ = true;
@@ -64,7 +58,7 @@ private:
 const KindEntry event_kind{
     {Kind::event},
     true,
-    &EventObject::make,
+    &make_object<EventObject>,
     {{Op::event_set, op<&EventObject::set>()},
      {Op::event_clear, op<&EventObject::clear>()},
      {Op::event_is_set, op<&EventObject::is_set>()},

@@ -13,12 +13,6 @@ class LockObject final : public Object {
 public:
     using Object::Object;
 
-    static std::unique_ptr<Object> make(Services& s, std::uint64_t id, const CreateArgs& args) {
-        auto lock = std::make_unique<LockObject>(id, args.kind);
-        if (args.shared) lock->place_in_arena(s, 0, kForever);
-        return lock;
-    }
-
     // [block, timeout ns, depth to restore or 0] -> [acquired, owner died]
     void acquire(Services& s, const Caller& caller, const Request& req) {
         const bool block = arg(req, 0) != 0;
@@ -124,7 +118,7 @@ private:
 const KindEntry lock_kind{
     {Kind::lock, Kind::rlock},
     true,
-    &LockObject::make,
+    &make_object<LockObject>,
     {{Op::acquire, op<&LockObject::acquire>()},
      {Op::release, op<&LockObject::release>()},
      {Op::release_all, op<&LockObject::release_all>()},

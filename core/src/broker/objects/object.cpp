@@ -47,9 +47,9 @@ Clock::time_point deadline_from(std::int64_t timeout_ns) {
     return decode_timeout(timeout_ns, Clock::now()).time_or_max();
 }
 
-void Object::place_in_arena(Services& s, std::int64_t value, std::int64_t timeout_ns) {
+void Object::place_in_arena(Services& s, SlotStart start) {
     const std::uint32_t index = s.allocate_slot();
-    init_slot(s.arena()->slot(index), id_, kind_, value, timeout_ns);
+    init_slot(s.arena()->slot(index), id_, kind_, start.value, start.timeout_ns);
     slot_ = index;
 }
 

@@ -11,7 +11,8 @@
 // Adding a kind (the Manager's dict, say) touches:
 //   - protocol.hpp: its Kind value, and the Ops it answers (each op's name goes in op_name());
 //   - objects/<kind>.cpp: a class derived from Object and a KindEntry describing it (how CREATE's
-//     arguments make one, and which member function answers each op), declared in kinds.hpp;
+//     arguments make one — make_object<T> for a class constructed from them —, and which member
+//     function answers each op), declared in kinds.hpp;
 //   - objects/kinds.cpp: one line in the registry.
 // The server needs no change: it looks the entry up by kind and the handler up by op.
 //
@@ -148,10 +149,28 @@ protected:
 
 inline constexpr std::chrono::milliseconds kTickInterval{10};
 
+/// CREATE's arguments, read: [kind, value, timeout ns, shared, has action].
+struct CreateArgs {
+    Kind kind;
+    std::int64_t value = 0;
+    std::int64_t timeout_ns = kForever;
+    bool has_action = false;
+    /// The object's state goes in the arena (the client asked, this broker has one, the kind can).
+    bool shared = false;
+};
+
+/// What an object's arena slot starts with (fast_path.hpp: init_slot): `value` (a semaphore's
+/// value, a barrier's parties) and `timeout_ns` (a barrier's default).
+struct SlotStart {
+    std::int64_t value = 0;
+    std::int64_t timeout_ns = kForever;
+};
+
 /// One object of the broker. The kind's class derives from it.
 class Object {
 public:
     Object(std::uint64_t id, Kind kind) : id_(id), kind_(kind) {}
+    Object(std::uint64_t id, const CreateArgs& args) : Object(id, args.kind) {}
     virtual ~Object() = default;
     Object(const Object&) = delete;
     Object& operator=(const Object&) = delete;
@@ -184,10 +203,10 @@ public:
     /// an object in the arena from its slot instead). The default tells nothing more.
     virtual void describe(Services& /*s*/, StatusFields& /*out*/) const {}
 
-protected:
-    /// For make(): the object's state goes in a new arena slot (fast_path.hpp: init_slot), with
-    /// `value` (a semaphore's value, a barrier's parties) and `timeout_ns` (a barrier's default).
-    void place_in_arena(Services& s, std::int64_t value, std::int64_t timeout_ns);
+    /// For make_object(): the object's state goes in a new arena slot that starts as `start` says.
+    void place_in_arena(Services& s, SlotStart start);
+    /// What its arena slot starts with; a kind whose slot starts otherwise hides this with its own.
+    SlotStart slot_start() const { return {}; }
 
 private:
     std::int64_t slot_ = -1;
@@ -211,15 +230,15 @@ constexpr OpHandler op() {
     return &OpBinder<Method>::call;
 }
 
-/// CREATE's arguments, read: [kind, value, timeout ns, shared, has action].
-struct CreateArgs {
-    Kind kind;
-    std::int64_t value = 0;
-    std::int64_t timeout_ns = kForever;
-    bool has_action = false;
-    /// The object's state goes in the arena (the client asked, this broker has one, the kind can).
-    bool shared = false;
-};
+/// The KindEntry::make of a kind whose class T is made as T(id, args) (a constructor that finds
+/// CREATE's arguments wrong calls refuse()): its state goes in the arena when `args.shared`,
+/// starting as T::slot_start() says.
+template <class T>
+std::unique_ptr<Object> make_object(Services& s, std::uint64_t id, const CreateArgs& args) {
+    auto object = std::make_unique<T>(id, args);
+    if (args.shared) object->place_in_arena(s, object->slot_start());
+    return object;
+}
 
 /// One kind (or a family of kinds sharing a class, like Lock and RLock).
 struct KindEntry {

@@ -44,14 +44,11 @@ struct Delivery {
 
 class QueueObject final : public Object {
 public:
-    QueueObject(std::uint64_t id, Kind kind, std::int64_t maxsize, std::uint64_t max_item)
-        : Object(id, kind), maxsize_(maxsize), max_item_(max_item) {}
-
     // CREATE [kind, maxsize, max item bytes, 0, 0]
-    static std::unique_ptr<Object> make(Services&, std::uint64_t id, const CreateArgs& args) {
+    QueueObject(std::uint64_t id, const CreateArgs& args)
+        : Object(id, args), maxsize_(args.value), max_item_(static_cast<std::uint64_t>(args.timeout_ns)) {
         if (args.timeout_ns < 1 || args.timeout_ns > kMaxBatchFrame - 4096)
             refuse(Status::value_error, "max_item_bytes is out of range");
-        return std::make_unique<QueueObject>(id, args.kind, args.value, static_cast<std::uint64_t>(args.timeout_ns));
     }
 
     // [block, timeout ns, count] + batch -> []; status full when there is no room in time
@@ -354,7 +351,7 @@ private:
 const KindEntry queue_kind{
     {Kind::queue, Kind::joinable_queue},
     false,
-    &QueueObject::make,
+    &make_object<QueueObject>,
     {{Op::queue_put, op<&QueueObject::put>()},
      {Op::queue_get, op<&QueueObject::get>()},
      {Op::queue_taken, op<&QueueObject::taken>()},

@@ -15,16 +15,13 @@ constexpr std::int64_t kMaxValue = INT32_MAX;
 
 class SemaphoreObject final : public Object {
 public:
-    SemaphoreObject(std::uint64_t id, Kind kind, std::int64_t value)
-        : Object(id, kind), value_(value), bound_(kind == Kind::bounded_semaphore ? value : 0) {}
-
-    static std::unique_ptr<Object> make(Services& s, std::uint64_t id, const CreateArgs& args) {
+    SemaphoreObject(std::uint64_t id, const CreateArgs& args)
+        : Object(id, args), value_(args.value), bound_(args.kind == Kind::bounded_semaphore ? args.value : 0) {
         if (args.value < 0 || args.value > kMaxValue)
             refuse(Status::value_error, "semaphore initial value must be >= 0");
-        auto sem = std::make_unique<SemaphoreObject>(id, args.kind, args.value);
-        if (args.shared) sem->place_in_arena(s, args.value, kForever);
-        return sem;
     }
+
+    SlotStart slot_start() const { return {value_, kForever}; }
 
     // [block, timeout ns, 0] -> [acquired, owner died]
     void acquire(Services& s, const Caller& caller, const Request& req) {
@@ -122,7 +119,7 @@ private:
 const KindEntry semaphore_kind{
     {Kind::semaphore, Kind::bounded_semaphore},
     true,
-    &SemaphoreObject::make,
+    &make_object<SemaphoreObject>,
     {{Op::acquire, op<&SemaphoreObject::acquire>()},
      {Op::release, op<&SemaphoreObject::release>()},
      {Op::get_value, op<&SemaphoreObject::get_value>()}},
