@@ -21,6 +21,8 @@
 //                         [6]                 the dispatcher is alive (every heartbeat interval)
 //                         [7]                 unknown connection (e.g. after a reconnect): join again
 //                         [8]                 retire: the pool is done with this worker
+//   anyone -> dispatcher  [9]                 status? (zmp-status across hosts; no need to join)
+//   dispatcher -> it      [9, status map]     pool/status_server.hpp's answer, for this pool alone
 // A joined worker has no status page: it runs its tasks in the order they came, so the first of
 // its in-flight tasks is the one it was running when it was lost.
 //
@@ -104,7 +106,8 @@ enum JoinKind : int {
     kJoinRefused = 5,
     kJoinPing = 6,
     kJoinAgain = 7,
-    kJoinRetire = 8
+    kJoinRetire = 8,
+    kJoinStatus = 9
 };
 
 /// How a process joins a pool over tcp (join.cpp).
@@ -218,6 +221,8 @@ private:
     void abort_everything(std::exception_ptr error);
     void stop_workers();
     void publish_status();
+    /// This pool's status map (pool/pool_status.hpp). Dispatcher thread only.
+    std::string pack_status();
     /// Hands the tasks a lost worker held back to the queue (those it had not started) or fails
     /// them (the one it was running, with `dropped` if it broke the protocol, else with
     /// `lost_error` unless max_retries allows another try).
@@ -231,6 +236,7 @@ private:
     void open_join_point(const PoolSettings& settings);
     /// Reads everything joined workers sent; true if anything came.
     bool serve_join_point();
+    void answer_status(const std::string& routing_id);
     void admit_joined(const std::string& routing_id, const msgpack::object& hello, const std::string& peer);
     /// False when the worker's connection is gone (the caller loses the worker).
     bool send_to_joined(Worker& worker, const char* data, std::size_t size);
