@@ -236,7 +236,7 @@ TEST_CASE("zmp-status: a Manager and its objects, with how many entries each hol
     CHECK(contains(after, "\"shut_down\":1,\"entries\":0}"));
 }
 
-TEST_CASE("zmp-status --connect: a program's broker and pool over tcp on this host; a wrong key is refused") {
+TEST_CASE("zmp-status --connect: a program's broker and pool over tcp on this host, and a wrong key refused") {
     char pattern[] = "/tmp/zmp-test-status-XXXXXX";
     REQUIRE(::mkdtemp(pattern) != nullptr);
     const std::string dir = pattern, key = dir + "/authkey", wrong = dir + "/wrong", stop = dir + "/stop",
