@@ -10,13 +10,13 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "lab_files.hpp"
 #include "test_util.hpp"
 #include "zmp/authkey.hpp"
 #include "zmp/context.hpp"
@@ -237,12 +237,9 @@ TEST_CASE("zmp-status: a Manager and its objects, with how many entries each hol
 }
 
 TEST_CASE("zmp-status --connect: a program's broker and pool over tcp on this host, and a wrong key refused") {
-    char pattern[] = "/tmp/zmp-test-status-XXXXXX";
-    REQUIRE(::mkdtemp(pattern) != nullptr);
-    const std::string dir = pattern, key = dir + "/authkey", wrong = dir + "/wrong", stop = dir + "/stop",
-                      log = dir + "/program.log";
-    zmp::write_authkey_file(key, zmp::generate_authkey());
-    zmp::write_authkey_file(wrong, zmp::generate_authkey());
+    test_util::ScratchDir files("zmp-test-status");
+    const std::string key = files.key("authkey"), wrong = files.key("wrong"), stop = files.dir + "/stop",
+                      log = files.dir + "/program.log";
     // The program is started with its output in a file (a pipe's write end would outlive it in its workers).
     const pid_t program = ::fork();
     REQUIRE(program >= 0);
@@ -253,15 +250,10 @@ TEST_CASE("zmp-status --connect: a program's broker and pool over tcp on this ho
         ::execl(HELPER_status_program, HELPER_status_program, key.c_str(), stop.c_str(), static_cast<char*>(nullptr));
         ::_exit(127);
     }
-    std::string ready;
-    for (const auto until = std::chrono::steady_clock::now() + 60s;
-         ready.empty() && std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(20ms)) {
-        std::ifstream in(log);
-        for (std::string line; std::getline(in, line);)
-            if (line.rfind("ready ", 0) == 0) ready = line;
-    }
-    REQUIRE(!ready.empty());
-    std::istringstream words(ready.substr(6));
+    const auto ready = test_util::line_in(log, "ready ");
+    INFO(test_util::log_of(log));
+    REQUIRE(ready);
+    std::istringstream words(ready->substr(6));
     std::string broker, pool;
     words >> broker >> pool;
     broker = "tcp://127.0.0.1" + broker.substr(broker.rfind(':'));
@@ -290,5 +282,4 @@ TEST_CASE("zmp-status --connect: a program's broker and pool over tcp on this ho
     }
     std::ofstream(stop).put('\n');
     CHECK(test_util::exit_code(program) == 0);
-    std::filesystem::remove_all(dir);
 }

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "lab_files.hpp"
 #include "netlab.hpp"
 #include "test_util.hpp"
 #include "zmp/authkey.hpp"
@@ -24,41 +25,8 @@ using test_util::NetLab;
 
 namespace {
 
-struct LabDir {
-    std::string dir;
-    LabDir() {
-        char pattern[] = "/tmp/zmp-test-status-hosts-XXXXXX";
-        REQUIRE(::mkdtemp(pattern) != nullptr);
-        dir = pattern;
-    }
-    ~LabDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(dir, ignored);
-    }
-    std::string key(const std::string& name) const {
-        const std::string path = dir + "/" + name;
-        zmp::write_authkey_file(path, zmp::generate_authkey());
-        return path;
-    }
-};
-
-std::string log_of(const std::string& path) {
-    std::ifstream log(path);
-    return std::string(std::istreambuf_iterator<char>(log), {});
-}
-
-// The first line of the log `path` that starts with `prefix`, waiting at most `limit` (test set-up).
-std::optional<std::string> line_in(const std::string& path, const std::string& prefix,
-                                   std::chrono::seconds limit = 60s) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    do {
-        std::ifstream log(path);
-        for (std::string line; std::getline(log, line);)
-            if (line.rfind(prefix, 0) == 0) return line;
-        std::this_thread::sleep_for(20ms);
-    } while (std::chrono::steady_clock::now() < until);
-    return std::nullopt;
-}
+using test_util::line_in;
+using test_util::log_of;
 
 // Runs zmp-status with `args` on `host` and waits for it; its exit code (-1 if it did not exit).
 int run_status(NetLab& lab, const std::string& host, const std::vector<std::string>& args, const std::string& log) {
@@ -82,7 +50,7 @@ std::string on_host(const std::string& bound, const std::string& address) {
 TEST_CASE("zmp-status --connect from another host shows a program's queue, manager, processes and pool workers") {
     NetLab lab({"a", "b"});
     if (!lab) test_util::skip_test(lab.why());
-    LabDir files;
+    test_util::ScratchDir files("zmp-test-status-hosts");
     const std::string key = files.key("authkey"), wrong = files.key("wrong");
     const std::string program_log = files.dir + "/a.log", stop = files.dir + "/stop";
     const pid_t program = lab.spawn("a", {HELPER_status_program, key, stop}, program_log);
