@@ -45,14 +45,16 @@ inline std::string log_of(const std::string& path) {
     return std::string(std::istreambuf_iterator<char>(log), {});
 }
 
-/// The first line of the log `path` that starts with `prefix`, waiting at most `limit` (test set-up).
+/// The first line of the log `path` that starts with `prefix` (or, with `anywhere`, contains it),
+/// waiting at most `limit` (test set-up).
 inline std::optional<std::string> line_in(const std::string& path, const std::string& prefix,
-                                          std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+                                          std::chrono::milliseconds limit = std::chrono::seconds(60),
+                                          bool anywhere = false) {
     const auto until = std::chrono::steady_clock::now() + limit;
     do {
         std::ifstream log(path);
         for (std::string line; std::getline(log, line);)
-            if (line.rfind(prefix, 0) == 0) return line;
+            if (anywhere ? line.find(prefix) != std::string::npos : line.rfind(prefix, 0) == 0) return line;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     } while (std::chrono::steady_clock::now() < until);
     return std::nullopt;

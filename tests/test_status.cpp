@@ -280,6 +280,14 @@ TEST_CASE("zmp-status --connect: a program's broker and pool over tcp on this ho
         CHECK(refused.status == 1);
         CHECK(contains(refused.out, "zmp-status: AuthenticationError: "));
     }
+    // Both refusals were logged by the program, as warning records.
+    const auto pool_refusal = test_util::line_in(log, "pool at ", 60s, true);
+    REQUIRE(pool_refusal);
+    CHECK(pool_refusal->starts_with("[WARNING/"));
+    CHECK(contains(*pool_refusal, "zmp: refused tcp peer 127.0.0.1 (CURVE)"));
+    const auto broker_refusal = test_util::line_in(log, "broker: zmp: refused tcp peer", 60s, true);
+    REQUIRE(broker_refusal);
+    CHECK(broker_refusal->starts_with("[WARNING/"));
     std::ofstream(stop).put('\n');
     CHECK(test_util::exit_code(program) == 0);
 }

@@ -978,7 +978,12 @@ std::string Server::Impl::serve_tcp(const std::string& endpoint, const transport
     zmq::socket_t socket = transport::open_socket(context, zmq::socket_type::router, so);
     std::lock_guard lock(tcp_mutex);
     if (tcp_sockets.size() + tcp_pending.size() >= 254) throw ValueError("serve_tcp: too many tcp endpoints");
-    if (!zap) zap = transport::Authenticator::of(context);
+    if (!zap) {
+        zap = transport::Authenticator::of(context);
+        // Through zmp's logging, as every refused peer (on stderr when the program sets up nothing).
+        zap->set_refusal_handler(
+            [](const transport::Refusal& refusal) { log_peer_refused(transport::describe(refusal)); });
+    }
     transport::apply_server_security(socket, security, *zap);
     try {
         socket.bind(endpoint);
