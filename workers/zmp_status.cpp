@@ -7,6 +7,9 @@
 //     zmp-status --pid 1234         the program whose root process is 1234
 //     zmp-status --run-dir /tmp/zmp-1234-Ab3xYz --json
 //     zmp-status --watch 2          refreshes every 2 s until the program ends (Ctrl-C to stop)
+//     zmp-status --connect tcp://head:6000 --connect tcp://head:5555 --authkey-file cluster.key
+//                                   a program on another host: its broker (zmp::serve) and/or a
+//                                   pool that binds tcp (PoolOptions::bind), over CURVE
 //
 // How it finds them: a run's directory (runtime/run_directory.hpp) holds the broker's endpoint
 // ("broker") and one "pools-<pid>" endpoint per process that runs pools (pool/status_server.hpp).
@@ -16,8 +19,15 @@
 //
 //   {"run_directory": "...", "root_pid": N, "broker": {...} | null, "processes": [{"pid", "name", "pools": [...]}]}
 //
-// Exit status: 0 when it printed a status; 1 when no run was found or its broker did not answer;
-// 2 for bad arguments.
+// Across hosts (--connect, any number of endpoints) it holds the authkey of the program: each
+// endpoint is reached over CURVE with keys derived from it (transport/security.hpp), so a wrong
+// key is an AuthenticationError at once. It asks every endpoint with the broker's STATUS request
+// (no HELLO needed); a pool's join point answers that, as anything from a peer that has not
+// joined, with "join again" ([7]), and is then asked the pool's way ([10], pool/dispatcher.hpp).
+// The document is then {"endpoints": [...], "broker": {...} | null, "processes": [...]}.
+//
+// Exit status: 0 when it printed a status; 1 when no run was found, its broker did not answer, an
+// endpoint did not answer or refused the authkey; 2 for bad arguments.
 #include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -37,8 +47,12 @@
 #include <vector>
 
 #include "broker/protocol.hpp"
+#include "pool/dispatcher.hpp"
 #include "pool/status_server.hpp"
 #include "runtime/run_directory.hpp"
+#include "zmp/errors.hpp"
+#include "zmp/transport/codec.hpp"
+#include "zmp/transport/security.hpp"
 #include "zmp/transport/zsocket.hpp"
 
 namespace {
@@ -178,6 +192,72 @@ std::vector<msgpack::object_handle> ask_pools(zmq::context_t& context, const std
     return answers;
 }
 
+// ---- asking across hosts ---------------------------------------------------------------------------
+
+constexpr auto kConnectWait = std::chrono::seconds(5);
+
+// What one tcp endpoint said: a broker's status or a pool's (a pools-<pid> answer).
+struct RemoteAnswer {
+    std::optional<msgpack::object_handle> broker;
+    std::optional<msgpack::object_handle> process;
+};
+
+RemoteAnswer ask_endpoint(zmq::context_t& context, const std::string& endpoint,
+                          const zmp::transport::TcpSecurity& security) {
+    zmq::socket_t dealer = zmp::transport::open_socket(
+        context, zmq::socket_type::dealer,
+        zmp::transport::SocketOptions{.max_message = static_cast<std::int64_t>(zmp::detail::kMaxPoolMessage)});
+    zmp::transport::apply_client_security(dealer, security);
+    // Throws AuthenticationError at once when the endpoint holds another authkey.
+    if (zmp::transport::connect_and_authenticate(context, dealer, endpoint,
+                                                 std::chrono::duration_cast<std::chrono::milliseconds>(kConnectWait)) !=
+        zmp::transport::Handshake::succeeded)
+        throw NotFound("nothing answers at " + endpoint);
+    msgpack::sbuffer out;
+    broker::encode_request(out, broker::Op::status, 0, 1, {});
+    dealer.send(zmq::const_buffer(out.data(), out.size()), zmq::send_flags::none);
+    for (;;) {
+        zmq::message_t first;
+        if (!recv_with_timeout(dealer, first, kPoolWaitMs)) throw NotFound(endpoint + " did not answer");
+        zmq::message_t second;
+        if (first.more()) (void)dealer.recv(second);
+        while (dealer.get(zmq::sockopt::rcvmore)) (void)dealer.recv(second);
+        // A pool's join point: "join again", then asked the pool's way.
+        try {
+            const zmp::transport::Decoded decoded = zmp::transport::decode(first.data<char>(), first.size());
+            const msgpack::object& m = decoded.get();
+            if (m.type == msgpack::type::ARRAY && m.via.array.size >= 1 &&
+                m.via.array.ptr[0].type == msgpack::type::POSITIVE_INTEGER) {
+                const auto kind = m.via.array.ptr[0].via.u64;
+                if (kind == zmp::detail::kJoinAgain && m.via.array.size == 1) {
+                    msgpack::sbuffer ask;
+                    msgpack::packer<msgpack::sbuffer>(ask).pack_array(1).pack(
+                        static_cast<int>(zmp::detail::kJoinStatus));
+                    dealer.send(zmq::const_buffer(ask.data(), ask.size()), zmq::send_flags::none);
+                    continue;
+                }
+                if (kind == zmp::detail::kJoinStatus && m.via.array.size == 2) {
+                    // The map is the second element: packed again, it is a handle of its own.
+                    msgpack::sbuffer map;
+                    msgpack::pack(map, m.via.array.ptr[1]);
+                    RemoteAnswer answer;
+                    answer.process = msgpack::unpack(map.data(), map.size());
+                    return answer;
+                }
+            }
+        } catch (const std::exception&) {
+            // Not a pool's message: read as the broker's below.
+        }
+        const broker::Reply reply = broker::decode_reply(first.data(), first.size());
+        if (reply.rid != 1) continue;  // an answer to no request of ours
+        if (reply.status != broker::Status::ok) throw NotFound("the broker at " + endpoint + " refused: " + reply.text);
+        if (second.size() == 0) throw NotFound("the broker at " + endpoint + " sent no status");
+        RemoteAnswer answer;
+        answer.broker = msgpack::unpack(second.data<char>(), second.size());
+        return answer;
+    }
+}
+
 // ---- printing --------------------------------------------------------------------------------------
 
 void json(std::ostream& out, const msgpack::object& o) {
@@ -293,16 +373,23 @@ void table(std::ostream& out, const std::vector<std::vector<std::string>>& rows,
 
 struct Status {
     std::string dir;
+    std::vector<std::string> endpoints;  // across hosts, instead of dir
     pid_t root = 0;
     std::optional<msgpack::object_handle> broker;
     std::vector<msgpack::object_handle> processes;
 };
 
 void print_json(std::ostream& out, const Status& st) {
-    out << "{\"run_directory\":";
     msgpack::zone zone;
-    json(out, msgpack::object(st.dir, zone));
-    out << ",\"root_pid\":" << st.root << ",\"broker\":";
+    if (st.endpoints.empty()) {
+        out << "{\"run_directory\":";
+        json(out, msgpack::object(st.dir, zone));
+        out << ",\"root_pid\":" << st.root;
+    } else {
+        out << "{\"endpoints\":";
+        json(out, msgpack::object(st.endpoints, zone));
+    }
+    out << ",\"broker\":";
     if (st.broker) {
         json(out, st.broker->get());
     } else {
@@ -317,19 +404,25 @@ void print_json(std::ostream& out, const Status& st) {
 }
 
 void print_table(std::ostream& out, const Status& st) {
-    out << "zmp program, root pid " << st.root << " (" << st.dir << ")\n";
+    if (st.endpoints.empty()) {
+        out << "zmp program, root pid " << st.root << " (" << st.dir << ")\n";
+    } else {
+        out << "zmp program at";
+        for (const auto& e : st.endpoints) out << ' ' << e;
+        out << '\n';
+    }
     if (!st.broker) {
-        out << "broker: no answer\n";
+        if (st.endpoints.empty()) out << "broker: no answer\n";
     } else {
         const msgpack::object& b = st.broker->get();
         const auto clients = items(field(b, "clients"));
         const auto objects = items(field(b, "objects"));
         out << "\nbroker: pid " << text(b, "pid") << " on " << text(b, "host") << ", " << clients.size()
             << " processes, " << objects.size() << " objects\n";
-        std::vector<std::vector<std::string>> rows{{"PID", "HOST", "CONNECTIONS", "WAITING", "REFERENCES"}};
+        std::vector<std::vector<std::string>> rows{{"PID", "NAME", "HOST", "CONNECTIONS", "WAITING", "REFERENCES"}};
         for (const auto* c : clients)
-            rows.push_back({text(*c, "pid"), text(*c, "host"), text(*c, "connections"), text(*c, "waiting"),
-                            text(*c, "references")});
+            rows.push_back({text(*c, "pid"), text(*c, "name"), text(*c, "host"), text(*c, "connections"),
+                            text(*c, "waiting"), text(*c, "references")});
         table(out, rows, "  ");
         if (!objects.empty()) {
             out << '\n';
@@ -354,10 +447,11 @@ void print_table(std::ostream& out, const Status& st) {
                 << " " << text(*pool, "method") << " workers, " << text(*pool, "state") << ", " << text(*pool, "jobs")
                 << " jobs, " << text(*pool, "queued") << " queued, " << text(*pool, "restarts") << " restarts\n";
             std::vector<std::vector<std::string>> rows{
-                {"WORKER", "PID", "STATE", "TASKS DONE", "IN FLIGHT", "FAILURES", "RUNNING"}};
+                {"WORKER", "PID", "HOST", "STATE", "TASKS DONE", "IN FLIGHT", "FAILURES", "RUNNING"}};
             for (const auto* w : items(field(*pool, "workers")))
-                rows.push_back({text(*w, "name"), text(*w, "pid"), text(*w, "state"), text(*w, "tasks_done"),
-                                text(*w, "in_flight"), text(*w, "failures"), text(*w, "running")});
+                rows.push_back({text(*w, "name"), text(*w, "pid"), text(*w, "host"), text(*w, "state"),
+                                text(*w, "tasks_done"), text(*w, "in_flight"), text(*w, "failures"),
+                                text(*w, "running")});
             table(out, rows, "  ");
             for (const auto* e : items(field(*pool, "ended"))) {
                 const std::string by = text(*e, "replaced_by");
@@ -379,19 +473,44 @@ Status gather(zmq::context_t& context, const std::string& dir) {
     return st;
 }
 
+Status gather_remote(zmq::context_t& context, const std::vector<std::string>& endpoints,
+                     const zmp::transport::TcpSecurity& security) {
+    Status st;
+    st.endpoints = endpoints;
+    for (const std::string& endpoint : endpoints) {
+        RemoteAnswer answer = ask_endpoint(context, endpoint, security);
+        if (answer.broker) {
+            if (st.broker) throw NotFound("two brokers answer (" + endpoint + " is the second): ask one at a time");
+            st.broker = std::move(answer.broker);
+        }
+        if (answer.process) st.processes.push_back(std::move(*answer.process));
+    }
+    return st;
+}
+
 volatile sig_atomic_t interrupted = 0;
 void on_interrupt(int) { interrupted = 1; }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"zmp-status: what a running zmp program on this host is doing — its processes, objects and pools"};
+    CLI::App app{"zmp-status: what a running zmp program is doing — its processes, objects and pools"};
     std::optional<pid_t> pid;
     std::string run_dir;
     bool as_json = false;
     std::optional<double> watch;
+    std::vector<std::string> endpoints;
+    std::string authkey_file;
     auto* pid_option = app.add_option("-p,--pid", pid, "the root process of the program");
-    app.add_option("-d,--run-dir", run_dir, "the program's run directory (zmp-<pid>-XXXXXX)")->excludes(pid_option);
+    auto* dir_option =
+        app.add_option("-d,--run-dir", run_dir, "the program's run directory (zmp-<pid>-XXXXXX)")->excludes(pid_option);
+    auto* key_option = app.add_option("-k,--authkey-file", authkey_file, "the program's authkey (for --connect)");
+    app.add_option("-c,--connect", endpoints,
+                   "a tcp endpoint of a program on any host: its broker (zmp::serve, zmp-broker) or a pool that "
+                   "binds tcp; may be repeated")
+        ->excludes(pid_option)
+        ->excludes(dir_option)
+        ->needs(key_option);
     app.add_flag("--json", as_json, "print JSON (one document per refresh) instead of tables");
     app.add_option("-w,--watch", watch, "refresh every SECONDS until the program ends")
         ->expected(0, 1)
@@ -411,9 +530,14 @@ int main(int argc, char** argv) {
 
     zmq::context_t context;
     std::string dir;
+    std::optional<zmp::transport::TcpSecurity> security;
     try {
-        dir = find_run(pid, run_dir);
-    } catch (const NotFound& e) {
+        if (endpoints.empty()) {
+            dir = find_run(pid, run_dir);
+        } else {
+            security = zmp::transport::TcpSecurity::curve(zmp::transport::read_authkey_file(authkey_file));
+        }
+    } catch (const std::exception& e) {
         std::cerr << "zmp-status: " << e.what() << '\n';
         return 1;
     }
@@ -425,12 +549,16 @@ int main(int argc, char** argv) {
     for (bool first = true;; first = false) {
         Status st;
         try {
-            st = gather(context, dir);
+            st = security ? gather_remote(context, endpoints, *security) : gather(context, dir);
+        } catch (const zmp::AuthenticationError& e) {
+            std::cerr << "zmp-status: AuthenticationError: " << e.what() << '\n';
+            return 1;
         } catch (const std::exception& e) {
+            if (security && !first) return 0;  // watching, and the program has ended
             std::cerr << "zmp-status: " << e.what() << '\n';
             return 1;
         }
-        if (!st.broker && (first || !has_broker(dir))) {
+        if (!security && !st.broker && (first || !has_broker(dir))) {
             if (first) {
                 std::cerr << "zmp-status: the broker in " << dir << " did not answer\n";
                 return 1;

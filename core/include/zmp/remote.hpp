@@ -54,7 +54,8 @@ struct ServeOptions {
 /// Makes this run's broker (the root's own) also serve `endpoint` ("tcp://*:6000",
 /// "tcp://10.0.0.1:0" for a port the system picks), starting it now if it is not running yet.
 /// Returns the endpoint bound, with its port ("tcp://0.0.0.0:6000"). May be called again for more
-/// endpoints. Refused peers are reported on stderr, one line each.
+/// endpoints. Refused peers are logged, one warning record each (zmp/logging.hpp: on stderr unless
+/// the program sets up its logging otherwise).
 /// Errors: ProcessError outside the root process (or in one that joined another broker);
 /// ValueError for an endpoint that is not tcp://, or if the broker started already with its
 /// shared-memory fast path (an object or a child was made before: call serve first); OSError if

@@ -16,6 +16,7 @@
 #include "base/fork.hpp"
 #include "base/thread_id.hpp"
 #include "broker/arena.hpp"
+#include "broker/status.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/zsocket.hpp"
 
@@ -330,9 +331,12 @@ LinkConn& BrokerLink::conn() {
 }
 
 void BrokerLink::hello_on(LinkConn& c) {
+    // Who this process is, for zmp-status (broker/status.hpp): its name, and its host across hosts.
+    std::string identity = pack_hello_identity(HelloIdentity{this_process().name(), remote_ ? this_host_name() : ""});
     const std::uint64_t rid =
-        remote_ ? send_on(c, Op::hello, 0, {current_pid(), current_tid(), static_cast<std::int64_t>(incarnation())})
-                : send_on(c, Op::hello, 0, {current_pid(), current_tid()});
+        remote_ ? send_on(c, Op::hello, 0, {current_pid(), current_tid(), static_cast<std::int64_t>(incarnation())},
+                          &identity)
+                : send_on(c, Op::hello, 0, {current_pid(), current_tid()}, &identity);
     const Reply hello = receive_on(c, rid, Deadline::after(kHelloTimeout));
     if (hello.status != Status::ok)
         throw ProcessError("the broker at " + endpoint_ + " refused this process: " + hello.text);

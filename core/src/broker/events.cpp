@@ -60,4 +60,9 @@ void log_hello_refused(std::int64_t pid, std::string_view why) {
                "broker refused a connection (HELLO from pid " + std::to_string(pid) + "): " + std::string(why));
 }
 
+void log_peer_refused(std::string_view description) {
+    if (!log_enabled(LogLevel::warning)) return;
+    log_record(LogLevel::warning, "broker: " + std::string(description));
+}
+
 }  // namespace zmp::detail::broker

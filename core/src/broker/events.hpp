@@ -29,5 +29,7 @@ void log_lock_freed(Kind kind, std::uint64_t id, pid_t holder);
 void log_items_given_back(Kind kind, std::uint64_t id, std::uint32_t count, pid_t consumer);
 /// Warning: a HELLO was refused (a connection the broker will not serve).
 void log_hello_refused(std::int64_t pid, std::string_view why);
+/// Warning: a tcp peer was turned away by the broker's CURVE/ZAP (`description`: transport's describe()).
+void log_peer_refused(std::string_view description);
 
 }  // namespace zmp::detail::broker

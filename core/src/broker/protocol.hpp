@@ -43,7 +43,8 @@ public:
 
 enum class Op : std::uint8_t {
     hello = 1,      // [pid, tid] -> [client index, broker pid], text: arena prefix ("" = no arena);
-                    // over tcp [pid, tid, incarnation] -> ..., text: the broker's name
+                    // over tcp [pid, tid, incarnation] -> ..., text: the broker's name;
+                    // + optionally [name, host], who the process is (broker/status.hpp)
     create,         // [kind, value, timeout ns, shared] -> [object id, slot or -1]
     acquire,        // [block, timeout ns, depth to restore or 0] -> [acquired, owner died]
     release,        // [] -> []
@@ -77,7 +78,8 @@ enum class Op : std::uint8_t {
     ref_sync,   // [] -> []: answered once everything sent before it on this connection is done
     // The Manager's objects (objects/managed.hpp says the methods, their items and outcomes).
     manager_call,  // [method, item count, int...] + items -> [outcome, int...] + items
-    status,        // [] -> [objects, clients] + a msgpack map of them (broker/status.hpp), for zmp-status
+    status,        // [] -> [objects, clients] + a msgpack map of them (broker/status.hpp), for zmp-status;
+                   // the one request answered on a connection that has not said HELLO
 };
 inline constexpr std::uint8_t kLastOp = static_cast<std::uint8_t>(Op::status);
 

@@ -84,6 +84,8 @@ struct Client {
     std::size_t holds_out = 0;                             // of them, not claimed yet
     std::size_t probe_at = kProbeFirst;                    // peers.size() that triggers a probe
     std::uint32_t waiting = 0;                             // its waiters
+    std::string name;                                      // as its latest HELLO told (for zmp-status)
+    std::string host;                                      // a remote client's, as its HELLO told
 };
 
 namespace {
@@ -116,6 +118,15 @@ struct Adoption {
     std::vector<std::pair<std::uint64_t, std::int64_t>> refs;
     Clock::time_point since{};
 };
+
+// HELLO's optional second frame (broker/status.hpp, pack_hello_identity): the process's name and
+// host, kept for zmp-status. One that cannot be read is ignored: it only feeds the status.
+void read_hello_identity(std::string_view payload, Client& client) {
+    HelloIdentity who;
+    if (!unpack_hello_identity(payload, who)) return;
+    client.name = std::move(who.name);
+    if (client.remote) client.host = std::move(who.host);
+}
 
 // A kind's entry with its ops as a table, for dispatch.
 struct KindTable {
@@ -440,7 +451,7 @@ void Server::Impl::serve_socket(zmq::socket_t& socket, char tag) {
         try {
             req = decode_request(frames[1].data(), frames[1].size(), &rid);
             if (frames.size() == 3) {
-                if (req.op != Op::queue_put && req.op != Op::manager_call)
+                if (req.op != Op::queue_put && req.op != Op::manager_call && req.op != Op::hello)
                     throw ProtocolError(std::string(op_name(req.op)) + " takes no second frame");
                 payload = std::string_view(frames[2].data<char>(), frames[2].size());
                 req.payload = &payload;
@@ -474,6 +485,9 @@ void Server::Impl::handle(const std::string& routing_id, const Request& req) {
         }
     }
     auto peer = peers.find(routing_id);
+    // A status request reads and changes nothing: zmp-status asks without becoming a client (and
+    // over tcp the socket has admitted only holders of the authkey already).
+    if (peer == peers.end() && req.op == Op::status) return status(Caller{routing_id, nullptr, 0}, req);
     if (peer == peers.end()) refuse(Status::protocol_error, "the first message on a connection must be HELLO");
     const Caller caller{routing_id, peer->second.client, peer->second.tid};
     switch (req.op) {
@@ -800,6 +814,7 @@ void Server::Impl::hello(const std::string& routing_id, const Request& req) {
     Peer& peer = peers[routing_id];
     peer.client = client;
     peer.tid = static_cast<std::uint32_t>(tid);
+    if (req.payload != nullptr) read_hello_identity(*req.payload, *client);
     // A local client learns the arena (if any); a remote one the name handles of this broker carry.
     (void)send_reply(routing_id, req.rid, Status::ok, {client->index, self_pid},
                      remote   ? name
@@ -816,8 +831,10 @@ void Server::Impl::status(const Caller& caller, const Request& req) {
     for (const auto& [key, client] : clients) {
         std::int64_t references = 0;
         for (const auto& [object, n] : client->refs) references += n;
-        // A client that joined over tcp tells no host name in its HELLO: it is shown as remote.
-        st.clients.push_back(ClientStatus{client->pid, client->remote ? std::string("(remote, over tcp)") : st.host,
+        // A client that joined over tcp names its host in its HELLO; one that did not is shown as remote.
+        std::string host =
+            client->remote ? (client->host.empty() ? std::string("(remote, over tcp)") : client->host) : st.host;
+        st.clients.push_back(ClientStatus{client->pid, client->name, std::move(host),
                                           static_cast<std::int64_t>(client->peers.size()), client->waiting,
                                           references});
     }
@@ -961,7 +978,12 @@ std::string Server::Impl::serve_tcp(const std::string& endpoint, const transport
     zmq::socket_t socket = transport::open_socket(context, zmq::socket_type::router, so);
     std::lock_guard lock(tcp_mutex);
     if (tcp_sockets.size() + tcp_pending.size() >= 254) throw ValueError("serve_tcp: too many tcp endpoints");
-    if (!zap) zap = transport::Authenticator::of(context);
+    if (!zap) {
+        zap = transport::Authenticator::of(context);
+        // Through zmp's logging, as every refused peer (on stderr when the program sets up nothing).
+        zap->set_refusal_handler(
+            [](const transport::Refusal& refusal) { log_peer_refused(transport::describe(refusal)); });
+    }
     transport::apply_server_security(socket, security, *zap);
     try {
         socket.bind(endpoint);

@@ -11,6 +11,7 @@
 
 #include "pipe/connection.hpp"
 #include "pool/status_server.hpp"
+#include "broker/status.hpp"
 #include "pool/worker_events.hpp"
 #include "pool/dispatcher_state.hpp"
 #include "process/default_start_method.hpp"
@@ -778,6 +779,15 @@ std::optional<std::string> PoolCore::status() {
 
 // The dispatcher's answer to status(): its own books, packed (pool/pool_status.hpp).
 void PoolCore::publish_status() {
+    std::string packed = pack_status();
+    std::lock_guard lock(mutex_);
+    status_.packed = std::move(packed);
+    status_.wanted = false;
+    ++status_.serial;
+    status_.answered.notify_all();
+}
+
+std::string PoolCore::pack_status() {
     msgpack::sbuffer out;
     msgpack::packer<msgpack::sbuffer> pk(out);
     bool closed;
@@ -798,11 +808,13 @@ void PoolCore::publish_status() {
     pk.pack("restarts"), pk.pack(status_.restarts);
     pk.pack("workers");
     pk.pack_array(static_cast<std::uint32_t>(workers_.size()));
+    const std::string host = broker::this_host_name();
     for (const auto& w : workers_) {
         const std::uint64_t running = w->status.running();
-        pk.pack_map(7);
+        pk.pack_map(8);
         pk.pack("name"), pk.pack(w->name);
-        pk.pack("pid"), pk.pack(static_cast<std::int64_t>(w->process->pid().value_or(0)));
+        pk.pack("pid"), pk.pack(static_cast<std::int64_t>(worker_pid(*w)));
+        pk.pack("host"), pk.pack(w->joined ? w->joined->host : host);
         pk.pack("state"), pk.pack(w->retiring ? "retiring" : running != 0 || !w->in_flight.empty() ? "busy" : "idle");
         pk.pack("tasks_done"), pk.pack(w->tasks_done);
         pk.pack("failures"), pk.pack(w->failures);
@@ -819,11 +831,7 @@ void PoolCore::publish_status() {
         pk.pack("retired"), pk.pack(e.retired);
         pk.pack("replaced_by"), pk.pack(e.replaced_by);
     }
-    std::lock_guard lock(mutex_);
-    status_.packed.assign(out.data(), out.size());
-    status_.wanted = false;
-    ++status_.serial;
-    status_.answered.notify_all();
+    return std::string(out.data(), out.size());
 }
 
 void PoolCore::run() {

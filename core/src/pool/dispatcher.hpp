@@ -23,6 +23,8 @@
 //                         [8]                 retire: the pool is done with this worker
 //                         [9]                 renew: it ran maxtasksperchild tasks; a fresh process
 //                                             takes its place (worker_main re-executes or replaces it)
+//   anyone -> dispatcher  [10]                status? (zmp-status across hosts; no need to join)
+//   dispatcher -> it      [10, status map]    pool/status_server.hpp's answer, for this pool alone
 // A joined worker has no status page: it runs its tasks in the order they came, so the first of
 // its in-flight tasks is the one it was running when it was lost.
 //
@@ -107,7 +109,8 @@ enum JoinKind : int {
     kJoinPing = 6,
     kJoinAgain = 7,
     kJoinRetire = 8,
-    kJoinRenew = 9
+    kJoinRenew = 9,
+    kJoinStatus = 10
 };
 
 /// How a process joins a pool over tcp (join.cpp).
@@ -226,6 +229,8 @@ private:
     void abort_everything(std::exception_ptr error);
     void stop_workers();
     void publish_status();
+    /// This pool's status map (pool/pool_status.hpp). Dispatcher thread only.
+    std::string pack_status();
     /// Hands the tasks a lost worker held back to the queue (those it had not started) or fails
     /// them (the one it was running, with `dropped` if it broke the protocol, else with
     /// `lost_error` unless max_retries allows another try).
@@ -239,6 +244,7 @@ private:
     void open_join_point(const PoolSettings& settings);
     /// Reads everything joined workers sent; true if anything came.
     bool serve_join_point();
+    void answer_status(const std::string& routing_id);
     void admit_joined(const std::string& routing_id, const msgpack::object& hello, const std::string& peer);
     /// False when the worker's connection is gone (the caller loses the worker).
     bool send_to_joined(Worker& worker, const char* data, std::size_t size);

@@ -8,6 +8,7 @@
 
 #include "base/log.hpp"
 #include "pool/dispatcher_state.hpp"
+#include "pool/status_server.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/transport/codec.hpp"
 #include "zmp/transport/zsocket.hpp"
@@ -160,6 +161,10 @@ bool PoolCore::serve_join_point() {
                         admit_joined(routing_id, message.via.array.ptr[1], peer_address_of(frames[1]));
                         continue;
                     }
+                    if (kind == kJoinStatus && message.via.array.size == 1) {
+                        answer_status(routing_id);
+                        continue;
+                    }
                 }
             } catch (const ProcessError& e) {
                 log_warning("pool at " + join_->endpoint + ": refused peer " + peer_address_of(frames[1]) +
@@ -180,6 +185,23 @@ bool PoolCore::serve_join_point() {
             }
             joined_lost(w, why, true);
         }
+    }
+}
+
+// zmp-status across hosts: the same answer as this process's status server gives
+// (pool/status_server.hpp), for this pool alone, read on the dispatcher's own thread.
+void PoolCore::answer_status(const std::string& routing_id) {
+    msgpack::sbuffer buffer;
+    msgpack::packer<msgpack::sbuffer> out(buffer);
+    out.pack_array(2);
+    out.pack(static_cast<int>(kJoinStatus));
+    const std::string process = pack_process_status({pack_status()});
+    buffer.write(process.data(), process.size());
+    try {
+        (void)transport::send_message(join_->router,
+                                      {zmq::buffer(routing_id), zmq::const_buffer(buffer.data(), buffer.size())});
+    } catch (const zmq::error_t&) {
+        // It hung up meanwhile: nobody to answer.
     }
 }
 

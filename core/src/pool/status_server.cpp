@@ -87,14 +87,7 @@ private:
             } catch (...) {
             }
         }
-        msgpack::sbuffer out;
-        msgpack::packer<msgpack::sbuffer> pk(out);
-        pk.pack_map(3);
-        pk.pack("pid"), pk.pack(static_cast<std::int64_t>(::getpid()));
-        pk.pack("name"), pk.pack(this_process().name());
-        pk.pack("pools"), pk.pack_array(static_cast<std::uint32_t>(described.size()));
-        for (const std::string& pool : described) out.write(pool.data(), pool.size());
-        return std::string(out.data(), out.size());
+        return pack_process_status(described);
     }
 
     void serve() {
@@ -140,6 +133,17 @@ StatusServer& this_server() {
 }
 
 }  // namespace
+
+std::string pack_process_status(const std::vector<std::string>& pools) {
+    msgpack::sbuffer out;
+    msgpack::packer<msgpack::sbuffer> pk(out);
+    pk.pack_map(3);
+    pk.pack("pid"), pk.pack(static_cast<std::int64_t>(::getpid()));
+    pk.pack("name"), pk.pack(this_process().name());
+    pk.pack("pools"), pk.pack_array(static_cast<std::uint32_t>(pools.size()));
+    for (const std::string& pool : pools) out.write(pool.data(), pool.size());
+    return std::string(out.data(), out.size());
+}
 
 std::string pool_status_name(pid_t pid) { return "pools-" + std::to_string(pid); }
 

@@ -17,6 +17,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace zmp::detail {
 
@@ -25,6 +26,10 @@ namespace zmp::detail {
 /// (the pool runs without status; the reason is logged).
 std::uint64_t register_pool_status(std::function<std::optional<std::string>()> describe);
 void unregister_pool_status(std::uint64_t id);
+
+/// The answer's map for this process, holding `pools` (each one pool's packed map). Also what a
+/// pool's tcp join point answers a status request with (pool/dispatcher.hpp, kJoinStatus).
+std::string pack_process_status(const std::vector<std::string>& pools);
 
 /// The name of the endpoint file in the run directory ("pools-<pid>").
 std::string pool_status_name(pid_t pid);

@@ -21,6 +21,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "broker/events.hpp"
 #include "broker/objects/kinds.hpp"
 #include "zmp/detail/managed_wire.hpp"
 #include "zmp/errors.hpp"
@@ -303,6 +304,13 @@ public:
     /// At shutdown: lets go of every value.
     virtual void empty() = 0;
 
+    // For zmp-status: whether its manager has shut down, and the kind's own fields.
+    void describe(Services& /*s*/, StatusFields& out) const override {
+        out.emplace_back("shut_down", manager_->shut_down ? 1 : 0);
+        describe_contents(out);
+    }
+    virtual void describe_contents(StatusFields& /*out*/) const {}
+
     // No call of these objects waits.
     void on_timeout(Services&, WaiterId) override {}
     void drop_waiter(Services&, WaiterId) override {}
@@ -469,6 +477,10 @@ private:
 
     bool is_namespace() const { return kind() == Kind::manager_namespace; }
 
+    void describe_contents(StatusFields& out) const override {
+        out.emplace_back("entries", static_cast<std::int64_t>(order_.size()));
+    }
+
     [[noreturn]] void missing(std::string_view key) const {
         if (is_namespace()) fail(Outcome::attribute_error, "'Namespace' object has no attribute " + show(key));
         fail(Outcome::key_error, show(key));
@@ -616,6 +628,7 @@ protected:
 
 private:
     std::int64_t size() const { return static_cast<std::int64_t>(items_.size()); }
+    void describe_contents(StatusFields& out) const override { out.emplace_back("entries", size()); }
 
     // Python's index: negative counts from the end; IndexError(`what`) outside.
     std::int64_t at(std::int64_t i, const char* what) const {
@@ -729,6 +742,13 @@ public:
 
     void on_timeout(Services&, WaiterId) override {}
     void drop_waiter(Services&, WaiterId) override {}
+
+    // For zmp-status: the objects it made that are alive, whether it has shut down, its owner.
+    void describe(Services& /*s*/, StatusFields& out) const override {
+        out.emplace_back("objects", static_cast<std::int64_t>(state_->members.size()));
+        out.emplace_back("shut_down", state_->shut_down ? 1 : 0);
+        out.emplace_back("owner_pid", owner_ != nullptr ? static_cast<std::int64_t>(client_pid(*owner_)) : 0);
+    }
 
     // The process that made the manager died: it shuts down, as Python's server does with its owner.
     void on_client_death(Services&, Client& client) override {
