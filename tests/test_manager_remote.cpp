@@ -4,13 +4,9 @@
 // to its clients, and garbage at the manager's endpoint survived.
 #include <catch2/catch.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <random>
 #include <string>
 #include <thread>
@@ -19,6 +15,7 @@
 #include "broker/handle.hpp"
 #include "broker/protocol.hpp"
 #include "spawned.hpp"
+#include "tcp_peers.hpp"
 #include "zmp/authkey.hpp"
 #include "zmp/errors.hpp"
 #include "zmp/manager.hpp"
@@ -26,27 +23,12 @@
 #include "zmp/transport/codec.hpp"
 
 using namespace std::chrono_literals;
+using test_util::KeyDir;
+using test_util::port_of;
+using test_util::send_raw;
 using test_util::Spawned;
 
 namespace {
-
-// A private directory holding an authkey file.
-struct KeyDir {
-    std::string dir, keyfile;
-    zmp::Authkey key;
-
-    explicit KeyDir(const zmp::Authkey& k = zmp::generate_authkey()) : key(k) {
-        char pattern[] = "/tmp/zmp-test-manager-remote-XXXXXX";
-        REQUIRE(::mkdtemp(pattern) != nullptr);
-        dir = pattern;
-        keyfile = dir + "/authkey";
-        zmp::write_authkey_file(keyfile, key);
-    }
-    ~KeyDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(dir, ignored);
-    }
-};
 
 std::string line_of(Spawned& peer) {
     const auto line = peer.line_within(60s);
@@ -68,25 +50,9 @@ struct PeerServer {
     }
 };
 
-int port_of(const std::string& endpoint) { return std::stoi(endpoint.substr(endpoint.rfind(':') + 1)); }
-
-// A raw tcp connection to 127.0.0.1:`port` that writes `bytes` and closes.
-void send_raw(int port, const std::string& bytes) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0)
-        (void)!::write(fd, bytes.data(), bytes.size());
-    ::close(fd);
-}
-
 template <class T>
 std::string packed(const T& value) {
-    msgpack::sbuffer out;
-    msgpack::pack(out, value);
+    const msgpack::sbuffer out = zmp::transport::encode(value);
     return std::string(out.data(), out.size());
 }
 
