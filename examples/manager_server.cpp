@@ -6,12 +6,14 @@
 //     m = QueueManager(address=('', 50000), authkey=b'abracadabra'); m.get_server().serve_forever()
 //
 //   manager_server [address] [keyfile]     (defaults: tcp://127.0.0.1:50000, manager.key)
-// writes a new authkey to keyfile, prints "serving <address>", and once a client has set "done",
-// prints the squares it computed.
+// writes a new authkey to keyfile, prints "serving <address>", once a client has set "done"
+// prints the squares it computed, and serves on until it is killed.
 #include <zmp/zmp.hpp>
 
 #include <cstdio>
+#include <chrono>
 #include <string>
+#include <thread>
 
 int main(int argc, char** argv) {
     zmp::init(argc, argv);
@@ -40,5 +42,8 @@ int main(int argc, char** argv) {
     }
     std::printf("%s}\n", text.c_str());
     std::printf("visits: %d\n", manager.get<zmp::ValueProxy<int>>("visits").get());
-    manager.shutdown();
+    std::fflush(stdout);
+    // Serves on, as Python's serve_forever(), until it is killed: a client may still be talking
+    // to it (its last call's answer must not be lost with this process).
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
 }
