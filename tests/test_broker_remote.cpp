@@ -23,6 +23,7 @@
 #include "run_leftovers.hpp"
 #include "runtime/zmq_context.hpp"
 #include "spawned.hpp"
+#include "tcp_peers.hpp"
 #include "test_util.hpp"
 #include "zmp/authkey.hpp"
 #include "zmp/errors.hpp"
@@ -36,27 +37,12 @@
 using namespace std::chrono_literals;
 using run_leftovers::eventually;
 using test_util::hex;
+using test_util::KeyDir;
+using test_util::port_of;
+using test_util::send_raw;
 using test_util::Spawned;
 
 namespace {
-
-// A private directory holding an authkey file.
-struct KeyDir {
-    std::string dir, keyfile;
-    zmp::Authkey key;
-
-    explicit KeyDir(const zmp::Authkey& k = zmp::generate_authkey()) : key(k) {
-        char pattern[] = "/tmp/zmp-test-remote-XXXXXX";
-        REQUIRE(::mkdtemp(pattern) != nullptr);
-        dir = pattern;
-        keyfile = dir + "/authkey";
-        zmp::write_authkey_file(keyfile, key);
-    }
-    ~KeyDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(dir, ignored);
-    }
-};
 
 // zmp-broker serving tcp on a loopback port it picks; `endpoint` is where it listens.
 struct TcpBroker {
@@ -80,21 +66,6 @@ std::string helper_line(Spawned& helper) {
     const auto line = helper.line_within(60s);
     return line ? *line : std::string("(nothing within 60 s)");
 }
-
-// A raw tcp connection to 127.0.0.1:`port` that writes `bytes` and closes.
-void send_raw(int port, const std::string& bytes) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0)
-        (void)!::write(fd, bytes.data(), bytes.size());
-    ::close(fd);
-}
-
-int port_of(const std::string& endpoint) { return std::stoi(endpoint.substr(endpoint.rfind(':') + 1)); }
 
 }  // namespace
 

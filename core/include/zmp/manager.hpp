@@ -50,11 +50,28 @@
 // SharedMemoryManager (below): Python's, which makes SharedMemory segments and ShareableLists and
 // unlinks them all at shutdown.
 //
-// Not here (yet): BaseManager-style custom types registered by name, and managers served on an
-// address that unrelated programs connect to (they need a broker that serves other hosts).
+// Managers on an address (Python's BaseManager(address, authkey) with start() or serve_forever(),
+// and connect() in another program): Manager::serve("tcp://*:50000", key) makes this process's
+// broker also serve that tcp endpoint (zmp::serve: CURVE keys from the authkey) and makes it the
+// manager served there; Manager::connect("tcp://host:50000", key) in an unrelated program joins
+// that broker (zmp::connect) and the manager. Both sides then reach the same named objects —
+// Python's registered typeids, as names: publish(name, object) names any handle (a dict, list,
+// Namespace or Value proxy, a Queue, Lock, Event...), get<H>(name) hands it to any program of the
+// manager, and get_or_create<H>(name) makes it once for all. A connecting program with another
+// key gets AuthenticationError (at once, not after a timeout); a program whose server was killed
+// gets ProcessError from its next call (the call in progress fails at once, a later one after at
+// most half a second of trying to reconnect). The named objects live as long as the manager.
+//
+//     // server:  auto m = zmp::Manager::serve("tcp://*:50000", key);
+//     //          m.publish("jobs", m.Queue<int>());   ...   m.shutdown();
+//     // client:  auto m = zmp::Manager::connect("tcp://server:50000", key);
+//     //          m.get<zmp::Queue<int>>("jobs").put(7);
+//
+// Not here (yet): BaseManager-style custom types registered by name.
 
 #include <msgpack.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
 #include <map>
@@ -67,6 +84,7 @@
 #include <vector>
 
 #include "zmp/any_value.hpp"
+#include "zmp/authkey.hpp"
 #include "zmp/detail/handle_codec.hpp"
 #include "zmp/detail/managed_wire.hpp"
 #include "zmp/detail/object_handle.hpp"
@@ -133,6 +151,25 @@ ObjectHandle managed_from_wire(const msgpack::object& obj, ManagedKind kind);
 
 template <class T>
 inline constexpr bool managed_value_ok = is_packable_v<T> && !std::is_reference_v<T> && !std::is_const_v<T>;
+
+/// A manager's named object as name_get answered it: its handle's wire (tokens 0), and the
+/// references the broker gave this process to its objects (held until `as` has claimed its own).
+struct NamedObject {
+    std::string name;
+    std::string wire;
+    std::vector<ObjectHandle> held;
+
+    /// The handle; TypeError if it is not an H.
+    template <class H>
+    H as() const {
+        msgpack::object_handle unpacked = msgpack::unpack(wire.data(), wire.size());
+        try {
+            return HandleCodec<H>::from_wire(unpacked.get());
+        } catch (const ProtocolError& e) {
+            throw TypeError("the Manager's object \"" + name + "\" is not of the type asked for: " + e.what());
+        }
+    }
+};
 
 }  // namespace detail
 
@@ -565,14 +602,98 @@ public:
     zmp::Barrier Barrier(int parties) const;
 
     /// Empties every dict, list, Namespace and Value this manager made; their proxies raise
-    /// ProcessError from then on, in every process. Calling it again does nothing.
+    /// ProcessError from then on, in every process. Calling it again does nothing. For a Manager
+    /// that connected to an address: lets go of it here; the server's manager runs on.
     void shutdown();
 
+    // ---- a manager on an address -------------------------------------------------------------
+
+    /// Python's BaseManager(address, authkey).start(): this process's broker also serves tcp
+    /// `address` ("tcp://*:50000"; port 0 picks one) with CURVE keys derived from `authkey`, and
+    /// the new Manager is the one served there. Call it before the first object or child is made
+    /// (zmp::serve's rule). ValueError for an address that is not tcp:// or a broker that started
+    /// already, or if this broker serves another Manager; OSError if it cannot bind.
+    ///
+    ///     auto manager = zmp::Manager::serve("tcp://*:50000", key);
+    static Manager serve(const std::string& address, const Authkey& authkey = current_authkey());
+    /// Python's BaseManager(address, authkey).connect(): joins the manager served at tcp
+    /// `address` (zmp::connect, waiting up to `timeout` for it to answer). AuthenticationError if it
+    /// holds another key; ProcessError if nobody answers in time; ValueError if the broker there
+    /// serves no Manager. Objects this program makes through it live at that broker.
+    ///
+    ///     auto manager = zmp::Manager::connect("tcp://server:50000", key);
+    static Manager connect(const std::string& address, const Authkey& authkey,
+                           std::chrono::milliseconds timeout = std::chrono::seconds(30));
+    /// The tcp endpoint bound (serve) or joined (connect), with its port; empty otherwise.
+    const std::string& address() const { return address_; }
+
+    /// Names `object` (any handle: a proxy, Queue, Lock, Event...) for every program of this
+    /// manager; a name taken already is given the new object. The manager keeps the object alive
+    /// until it shuts down (or the name is removed). ValueError for an object of another broker.
+    template <class H>
+    void publish(const std::string& name, const H& object) const {
+        static_assert(detail::CodecHandle<H>, "publish: the object must be a zmp handle (a proxy, a Queue, a Lock...)");
+        detail::with_packed_item(object, [&](std::string_view wire) { (void)bind(name, wire, true); });
+    }
+    /// The object named `name`, as an H. KeyError if there is none; TypeError if it is not an H.
+    template <class H>
+    H get(const std::string& name) const {
+        return lookup(name).template as<H>();
+    }
+    /// The object named `name`; if there is none yet, a new one (made as the makers above make it:
+    /// an empty dict, a Value holding T{}, a Queue without bound...) published under that name.
+    /// Programs that race to make one all get the same. TypeError if it is not an H.
+    template <class H>
+    H get_or_create(const std::string& name) const {
+        if (auto found = find(name)) return found->template as<H>();
+        H fresh = make(std::type_identity<H>());
+        std::optional<detail::NamedObject> taken;
+        detail::with_packed_item(fresh, [&](std::string_view wire) { taken = bind(name, wire, false); });
+        if (taken) return taken->template as<H>();
+        return fresh;
+    }
+    /// Whether `name` names an object.
+    bool contains(const std::string& name) const { return find(name).has_value(); }
+    /// The names, sorted.
+    std::vector<std::string> names() const;
+    /// Removes a name (the object lives on while handles of it do); KeyError if there is none.
+    void unpublish(const std::string& name) const;
+
+    const detail::ObjectHandle& handle() const { return handle_; }
+
 private:
+    Manager(detail::ObjectHandle handle, std::string address, bool connected);
     void check_running() const;
     detail::ObjectHandle create(detail::ManagedKind kind) const;
+    detail::NamedObject lookup(const std::string& name) const;
+    std::optional<detail::NamedObject> find(const std::string& name) const;
+    /// Binds `name` to the handle packed as `wire`; when the name is taken and not `replace`d:
+    /// the object it names.
+    std::optional<detail::NamedObject> bind(const std::string& name, std::string_view wire, bool replace) const;
+
+    template <class K, class V>
+    DictProxy<K, V> make(std::type_identity<DictProxy<K, V>>) const {
+        return dict<K, V>();
+    }
+    template <class T>
+    ListProxy<T> make(std::type_identity<ListProxy<T>>) const {
+        return list<T>();
+    }
+    NamespaceProxy make(std::type_identity<NamespaceProxy>) const { return Namespace(); }
+    template <class T>
+    ValueProxy<T> make(std::type_identity<ValueProxy<T>>) const {
+        return Value<T>();
+    }
+    template <class H>
+    H make(std::type_identity<H>) const {
+        check_running();
+        return H();
+    }
+
     detail::ObjectHandle handle_;
+    std::string address_;
     int owner_pid_ = 0;
+    bool connected_ = false;
     bool shut_down_ = false;
 };
 

@@ -30,6 +30,10 @@ constexpr std::chrono::seconds kHelloTimeout{60};
 constexpr std::chrono::seconds kExitTimeout{5};
 // A remote broker that did not accept a reference channel is not asked again for this long.
 constexpr std::chrono::seconds kRefRetryAfter{30};
+// Once a connection to a remote broker was lost, a new one is awaited at most this long: a broker
+// that was killed or stopped is reported as gone within about this time rather than after the
+// link's join timeout (a broker that restarts has forgotten its objects anyway).
+constexpr std::chrono::milliseconds kReconnectTimeout{500};
 
 // Links by endpoint. The mutex is held across fork() so that a child never inherits it locked.
 std::mutex registry_mutex;
@@ -270,6 +274,7 @@ zmq::socket_t BrokerLink::connect(zmq::context_t& context) const {
         std::lock_guard lock(remote_mutex_);
         timeout = connect_timeout_;
     }
+    if (lost_connection_.load(std::memory_order_relaxed)) timeout = std::min(timeout, kReconnectTimeout);
     return connect(context, timeout);
 }
 
@@ -313,6 +318,7 @@ LinkConn& BrokerLink::conn() {
         // A connection that was closed meanwhile (even while nobody waited on it) is made afresh:
         // the broker forgot it, and events left unread would pile up.
         if (!it->second->disconnected()) return *it->second;
+        lost_connection_.store(true, std::memory_order_relaxed);
         mine.conns.erase(it);  // closes its sockets; a new connection says HELLO again
         break;
     }
@@ -558,6 +564,7 @@ Reply BrokerLink::receive_on(LinkConn& c, std::uint64_t rid, const Deadline& dea
             // Only DISCONNECTED events are asked for: the connection is gone, and with it what
             // the broker had for this connection.
             c.lost = true;
+            lost_connection_.store(true, std::memory_order_relaxed);
             throw BrokerLost("lost the connection to the broker at " + endpoint_ +
                              " (it stopped, or its host stopped answering heartbeats)");
         }

@@ -176,6 +176,7 @@ private:
     std::chrono::milliseconds connect_timeout_{60000};
     std::string name_;                                     // what the broker's HELLO said (remote links)
     bool joined_ = false;                                  // join() succeeded: its credentials are the link's for good
+    std::atomic<bool> lost_connection_{false};             // a remote connection was lost: reconnect briefly
     std::atomic<std::uint64_t> registered_generation_{0};  // the fork generation of the last HELLO
     std::atomic<std::uint64_t> holdings_generation_{0};    // ... of the last broker-path semaphore acquire
     std::atomic<std::uint32_t> index_{0};

@@ -204,6 +204,9 @@ struct Server::Impl final : Services {
     void release_slot(std::uint32_t index) override { arena_->release_slot(index); }
     void want_ticks(std::uint64_t object) override { ticking.insert(object); }
     void note_connection_state(const std::string& routing_id, std::uint64_t object) override;
+    bool keep(std::uint64_t object) override;
+    void release(std::uint64_t object) override { release_ref(object, 1); }
+    void give_reference(const Caller& to, std::uint64_t object) override { add_ref(*to.client, object, 1); }
 
     bool send_reply(const std::string& routing_id, std::uint64_t rid, Status status,
                     std::initializer_list<std::int64_t> values, std::string_view text);
@@ -761,6 +764,13 @@ void Server::Impl::tick(Clock::time_point now) {
             ++it;
         }
     }
+}
+
+bool Server::Impl::keep(std::uint64_t object) {
+    auto it = objects.find(object);
+    if (it == objects.end()) return false;
+    ++it->second.refs;
+    return true;
 }
 
 void Server::Impl::note_connection_state(const std::string& routing_id, std::uint64_t object) {

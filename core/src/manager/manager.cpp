@@ -5,6 +5,7 @@
 #include "broker/client.hpp"
 #include "broker/handle.hpp"
 #include "broker/protocol.hpp"
+#include "zmp/remote.hpp"
 #include "zmp/transport/codec.hpp"
 
 namespace zmp {
@@ -93,7 +94,57 @@ ObjectHandle managed_from_wire(const msgpack::object& obj, ManagedKind kind) {
 
 namespace {
 constexpr auto kManagerKind = static_cast<std::int64_t>(detail::broker::Kind::manager);
+
+// A handle's wire as a manager names it: each broker object in it (a handle is an ObjectWire or a
+// queue's wire, [endpoint, id, kind, ..., token], or an array of them, as a Condition's) with its
+// token, and the wire again with every token 0 (a named object's wire is handed out many times;
+// each receiver's reference comes with the name_get answer instead).
+struct HandleWire {
+    struct Object {
+        std::string endpoint;
+        std::uint64_t id = 0;
+        std::uint8_t kind = 0;
+        std::uint64_t token = 0;
+    };
+    std::vector<Object> objects;
+    std::string without_tokens;
+};
+
+bool is_object_wire(const msgpack::object& o) {
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 6) return false;
+    const msgpack::object* f = o.via.array.ptr;
+    return f[0].type == msgpack::type::STR && f[1].type == msgpack::type::POSITIVE_INTEGER &&
+           f[2].type == msgpack::type::POSITIVE_INTEGER && f[2].via.u64 <= 255 &&
+           f[5].type == msgpack::type::POSITIVE_INTEGER;
 }
+
+void walk_wire(const msgpack::object& o, msgpack::packer<msgpack::sbuffer>& out, HandleWire& wire, int depth) {
+    if (is_object_wire(o)) {
+        const msgpack::object* f = o.via.array.ptr;
+        wire.objects.push_back({std::string(f[0].via.str.ptr, f[0].via.str.size), f[1].via.u64,
+                                static_cast<std::uint8_t>(f[2].via.u64), f[5].via.u64});
+        out.pack_array(6);
+        for (int i = 0; i < 5; ++i) out.pack(f[i]);
+        out.pack(0);
+        return;
+    }
+    if (o.type != msgpack::type::ARRAY || depth > 2 || o.via.array.size == 0)
+        throw ProtocolError("a Manager can name zmp handles only");
+    out.pack_array(o.via.array.size);
+    for (std::uint32_t i = 0; i < o.via.array.size; ++i) walk_wire(o.via.array.ptr[i], out, wire, depth + 1);
+}
+
+HandleWire read_handle_wire(std::string_view bytes) {
+    transport::Decoded decoded = transport::decode(bytes.data(), bytes.size());
+    HandleWire wire;
+    msgpack::sbuffer buffer;
+    msgpack::packer<msgpack::sbuffer> out(buffer);
+    walk_wire(decoded.get(), out, wire, 0);
+    wire.without_tokens.assign(buffer.data(), buffer.size());
+    return wire;
+}
+
+}  // namespace
 
 Manager::Manager() : owner_pid_(detail::broker::current_pid()) {
     using namespace detail::broker;
@@ -104,14 +155,44 @@ Manager::Manager() : owner_pid_(detail::broker::current_pid()) {
     (void)detail::managed_call(handle_, detail::managed::Method::attach_owner);
 }
 
+Manager::Manager(detail::ObjectHandle handle, std::string address, bool connected)
+    : handle_(std::move(handle)),
+      address_(std::move(address)),
+      owner_pid_(detail::broker::current_pid()),
+      connected_(connected) {}
+
+Manager Manager::serve(const std::string& address, const Authkey& authkey) {
+    ServeOptions options;
+    options.authkey = authkey;
+    std::string bound = zmp::serve(address, options);
+    Manager manager;
+    manager.address_ = std::move(bound);
+    (void)detail::managed_call(manager.handle_, detail::managed::Method::publish);
+    return manager;
+}
+
+Manager Manager::connect(const std::string& address, const Authkey& authkey, std::chrono::milliseconds timeout) {
+    using namespace detail::broker;
+    zmp::connect(address, authkey, timeout);
+    BrokerLink& link = BrokerLink::get(address);
+    const Reply r = link.call(Op::create, 0, {kManagerKind, 1, 0, 0, 0});
+    return Manager(
+        make_handle(link, static_cast<std::uint64_t>(r.value(0)), static_cast<std::uint8_t>(Kind::manager), -1),
+        address, true);
+}
+
 Manager::Manager(Manager&& other) noexcept
-    : handle_(std::move(other.handle_)), owner_pid_(other.owner_pid_), shut_down_(other.shut_down_) {
+    : handle_(std::move(other.handle_)),
+      address_(std::move(other.address_)),
+      owner_pid_(other.owner_pid_),
+      connected_(other.connected_),
+      shut_down_(other.shut_down_) {
     other.handle_ = detail::ObjectHandle();
     other.shut_down_ = true;
 }
 
 Manager::~Manager() {
-    if (handle_.empty() || shut_down_ || detail::broker::current_pid() != owner_pid_) return;
+    if (handle_.empty() || shut_down_ || connected_ || detail::broker::current_pid() != owner_pid_) return;
     try {
         shutdown();
     } catch (const ProcessError&) {
@@ -122,7 +203,101 @@ Manager::~Manager() {
 void Manager::shutdown() {
     if (shut_down_ || handle_.empty()) return;
     shut_down_ = true;
+    if (connected_) {
+        handle_ = detail::ObjectHandle();
+        return;
+    }
     (void)detail::managed_call(handle_, detail::managed::Method::shutdown);
+}
+
+namespace {
+
+// The answer to name_get or a refused name_bind: the wire, and the references the broker gave
+// this process to its objects, as handles (dropped once the caller has made its own).
+detail::NamedObject named_object(const detail::ObjectHandle& manager, const std::string& name,
+                                 const detail::ManagedReply& reply) {
+    detail::NamedObject named{name, std::string(reply.items().at(0)), {}};
+    const HandleWire wire = read_handle_wire(named.wire);
+    for (const auto& object : wire.objects)
+        named.held.push_back(detail::broker::make_handle(*manager.ref().link, object.id, object.kind, -1));
+    return named;
+}
+
+detail::ManagedItems name_item(const std::string& name) {
+    if (name.empty()) throw ValueError("a Manager's name cannot be empty");
+    detail::ManagedItems items;
+    items.add(name);
+    return items;
+}
+
+}  // namespace
+
+detail::NamedObject Manager::lookup(const std::string& name) const {
+    check_running();
+    return named_object(handle_, name,
+                        detail::managed_call(handle_, detail::managed::Method::name_get, name_item(name)));
+}
+
+std::optional<detail::NamedObject> Manager::find(const std::string& name) const {
+    try {
+        return lookup(name);
+    } catch (const KeyError&) {
+        return std::nullopt;
+    }
+}
+
+std::optional<detail::NamedObject> Manager::bind(const std::string& name, std::string_view packed, bool replace) const {
+    check_running();
+    // `packed` is in this thread's packing buffer, which packing the other items reuses.
+    const std::string bytes(packed);
+    detail::ManagedItems items = name_item(name);
+    HandleWire wire;
+    try {
+        wire = read_handle_wire(bytes);
+    } catch (const ProtocolError& e) {
+        throw ValueError(std::string("Manager.publish: ") + e.what());
+    }
+    detail::broker::BrokerLink& link = *handle_.ref().link;
+    std::vector<std::uint64_t> ids;
+    for (const auto& object : wire.objects) {
+        if (object.endpoint != link.name())
+            throw ValueError("Manager.publish: \"" + name + "\" names an object of another broker than the Manager's");
+        ids.push_back(object.id);
+    }
+    items.add_bytes(wire.without_tokens);
+    items.add(ids);
+    std::optional<detail::NamedObject> taken;
+    {
+        // The references packing set aside for a receiver go back (the manager keeps its own).
+        struct Reclaim {
+            detail::broker::BrokerLink& link;
+            const HandleWire& wire;
+            ~Reclaim() {
+                for (const auto& object : wire.objects) {
+                    try {
+                        link.claim(object.id, object.token);
+                    } catch (const ProcessError&) {
+                        continue;  // the broker is gone: nothing to give back
+                    }
+                    link.drop(object.id);
+                }
+            }
+        } reclaim{link, wire};
+        const detail::ManagedReply reply =
+            detail::managed_call(handle_, detail::managed::Method::name_bind, std::move(items), replace ? 1 : 0);
+        if (reply.result == 0) taken = named_object(handle_, name, reply);
+    }
+    return taken;
+}
+
+std::vector<std::string> Manager::names() const {
+    check_running();
+    return detail::managed_call(handle_, detail::managed::Method::name_list).all<std::string>();
+}
+
+void Manager::unpublish(const std::string& name) const {
+    check_running();
+    (void)detail::managed_call(handle_, detail::managed::Method::name_remove, name_item(name));
 }
 
 void Manager::check_running() const {

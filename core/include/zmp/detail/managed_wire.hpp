@@ -64,8 +64,17 @@ enum class Method : std::uint8_t {
     value_set,
     value_increment,
     value_compare_and_set,
+    // A manager's named objects (a manager served on an address). A name's item is its handle's
+    // wire (its tokens 0), and the ids of the objects in it, a msgpack array; the manager keeps a
+    // reference to each of them until it shuts down.
+    publish,      // [] -> []: this manager is the one its broker serves (CREATE [manager, 1] joins it)
+    name_get,     // [name] -> [wire]; KeyError. The caller gets a reference to each object of the wire
+    name_bind,    // (replace) [name, wire, ids] -> [bound]: 1, or 0 and [wire] (the name's, when it is
+                  // taken and not replaced; the caller gets references as by name_get)
+    name_remove,  // [name] -> []; KeyError
+    name_list,    // [] -> name...
 };
-inline constexpr std::uint8_t kLastMethod = static_cast<std::uint8_t>(Method::value_compare_and_set);
+inline constexpr std::uint8_t kLastMethod = static_cast<std::uint8_t>(Method::name_list);
 
 enum class Outcome : std::int64_t {
     ok = 0,

@@ -35,18 +35,29 @@ using managed::Outcome;
 
 class ManagedObject;
 
-// What a manager's objects share: whether it has shut down, and who they are (to empty them then).
+// An object published under a name: its handle's wire (tokens 0) and the objects in it, each of
+// which the manager keeps a reference to.
+struct Named {
+    std::string wire;
+    std::vector<std::uint64_t> ids;
+};
+
+// What a manager's objects share: whether it has shut down, who they are (to empty them then),
+// and its named objects.
 struct ManagerState {
     bool shut_down = false;
     std::vector<ManagedObject*> members;
+    std::map<std::string, Named, std::less<>> names;
 };
 
 // Managers by (broker, id): an object of a manager is made knowing its manager's id only. Several
 // brokers may run in one process, each on its own thread. Never destroyed: a broker may free its
-// objects during static destruction.
+// objects during static destruction. `served`: the manager each broker serves on its address
+// (PUBLISH), which programs that connect join (CREATE [manager, 1]).
 struct ManagerRegistry {
     std::mutex mutex;
     std::map<std::pair<const Services*, std::uint64_t>, std::shared_ptr<ManagerState>> by_id;
+    std::map<const Services*, std::shared_ptr<ManagerState>> served;
 };
 ManagerRegistry& managers() {
     static auto* registry = new ManagerRegistry();
@@ -276,6 +287,26 @@ std::unique_ptr<Object> make_managed(Services& s, std::uint64_t id, const Create
     return std::make_unique<T>(id, args.kind, manager_of(s, args.value));
 }
 
+// Answers a MANAGER_CALL ok: `result` and the items in `batch` (made with append_item), `count` of them.
+void answer(Services& s, const Caller& caller, const Call& call, std::int64_t result = 0, std::string batch = {},
+            std::size_t count = 0) {
+    const std::initializer_list<std::int64_t> values = {0, result, static_cast<std::int64_t>(count)};
+    if (count == 0) {
+        (void)s.reply(caller, call.req->rid, Status::ok, values);
+    } else {
+        (void)s.reply_with_batch(caller, call.req->rid, values, std::move(batch));
+    }
+}
+void answer_item(Services& s, const Caller& caller, const Call& call, std::string_view item, std::int64_t result = 0) {
+    std::string batch;
+    append_item(batch, item);
+    answer(s, caller, call, result, std::move(batch), 1);
+}
+// Answers with the referent's exception.
+void answer_failed(Services& s, const Caller& caller, const Request& req, const Failed& f) {
+    (void)s.reply(caller, req.rid, Status::ok, {static_cast<std::int64_t>(f.outcome)}, f.text);
+}
+
 // ---- what every object of a manager shares ----------------------------------------------------
 
 class ManagedObject : public Object {
@@ -297,7 +328,7 @@ public:
         try {
             serve(s, caller, call);
         } catch (const Failed& f) {
-            (void)s.reply(caller, req.rid, Status::ok, {static_cast<std::int64_t>(f.outcome)}, f.text);
+            answer_failed(s, caller, req, f);
         }
     }
 
@@ -321,23 +352,6 @@ protected:
     [[noreturn]] void not_mine(const Call& call, const char* what) const {
         refuse(Status::protocol_error,
                "manager_call: method " + std::to_string(static_cast<int>(call.method)) + " does not apply to " + what);
-    }
-
-    // Answers ok: `result` and the items in `batch` (made with append_item), `count` of them.
-    static void answer(Services& s, const Caller& caller, const Call& call, std::int64_t result = 0,
-                       std::string batch = {}, std::size_t count = 0) {
-        const std::initializer_list<std::int64_t> values = {0, result, static_cast<std::int64_t>(count)};
-        if (count == 0) {
-            (void)s.reply(caller, call.req->rid, Status::ok, values);
-        } else {
-            (void)s.reply_with_batch(caller, call.req->rid, values, std::move(batch));
-        }
-    }
-    static void answer_item(Services& s, const Caller& caller, const Call& call, std::string_view item,
-                            std::int64_t result = 0) {
-        std::string batch;
-        append_item(batch, item);
-        answer(s, caller, call, result, std::move(batch), 1);
     }
 
 private:
@@ -710,34 +724,72 @@ private:
 
 // ---- the manager ------------------------------------------------------------------------------------
 
+// A name's item: a msgpack string.
+std::string name_of(std::string_view item) {
+    transport::Decoded decoded = transport::decode(item.data(), item.size());
+    const msgpack::object& o = decoded.get();
+    if (o.type != msgpack::type::STR || o.via.str.size == 0)
+        refuse(Status::protocol_error, "manager_call: a name must be a non-empty string");
+    return std::string(o.via.str.ptr, o.via.str.size);
+}
+
+// name_bind's ids item: a msgpack array of object ids, at least one.
+std::vector<std::uint64_t> ids_of(std::string_view item) {
+    transport::Decoded decoded = transport::decode(item.data(), item.size());
+    const msgpack::object& o = decoded.get();
+    if (o.type != msgpack::type::ARRAY || o.via.array.size == 0 || o.via.array.size > 16)
+        refuse(Status::protocol_error, "manager_call: a named object's ids must be an array of 1 to 16 ids");
+    std::vector<std::uint64_t> ids;
+    for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
+        const msgpack::object& id = o.via.array.ptr[i];
+        if (id.type != msgpack::type::POSITIVE_INTEGER || id.via.u64 == 0)
+            refuse(Status::protocol_error, "manager_call: an object id must be a positive integer");
+        ids.push_back(id.via.u64);
+    }
+    return ids;
+}
+
+// A manager (CREATE [manager, 0]), or a view of the one its broker serves, which a program that
+// connected to that address holds (CREATE [manager, 1]): both make objects for the same state and
+// reach the same names, but only the manager itself shuts it down.
 class ManagerObject final : public Object {
 public:
-    ManagerObject(std::uint64_t id, Kind kind, const Services& s)
-        : Object(id, kind), services_(&s), state_(std::make_shared<ManagerState>()) {
+    ManagerObject(std::uint64_t id, Kind kind, const Services& s, std::shared_ptr<ManagerState> state, bool view)
+        : Object(id, kind), services_(&s), state_(std::move(state)), view_(view) {
         std::lock_guard lock(managers().mutex);
         managers().by_id[{services_, id}] = state_;
     }
     ~ManagerObject() override {
         std::lock_guard lock(managers().mutex);
         managers().by_id.erase({services_, id()});
+        auto served = managers().served.find(services_);
+        if (!view_ && served != managers().served.end() && served->second == state_) managers().served.erase(served);
     }
 
     static std::unique_ptr<Object> make(Services& s, std::uint64_t id, const CreateArgs& args) {
-        return std::make_unique<ManagerObject>(id, args.kind, s);
+        if (args.value == 0)
+            return std::make_unique<ManagerObject>(id, args.kind, s, std::make_shared<ManagerState>(), false);
+        if (args.value != 1) refuse(Status::protocol_error, "create: a manager's argument is 0 or 1");
+        std::shared_ptr<ManagerState> served;
+        {
+            std::lock_guard lock(managers().mutex);
+            auto it = managers().served.find(&s);
+            if (it != managers().served.end()) served = it->second;
+        }
+        if (served == nullptr || served->shut_down)
+            refuse(Status::value_error,
+                   "this broker serves no Manager (it was not started on an address, or has shut down)");
+        return std::make_unique<ManagerObject>(id, args.kind, s, std::move(served), true);
     }
 
-    // MANAGER_CALL: attach_owner, shutdown
+    // MANAGER_CALL: attach_owner, shutdown, publish, and the names.
     void call(Services& s, const Caller& caller, const Request& req) {
         const Call call = read_call(req);
-        call.need(0);
-        if (call.method == Method::attach_owner) {
-            owner_ = caller.client;
-        } else if (call.method == Method::shutdown) {
-            shut_down();
-        } else {
-            refuse(Status::protocol_error, "manager_call: this method does not apply to a Manager");
+        try {
+            serve(s, caller, call);
+        } catch (const Failed& f) {
+            answer_failed(s, caller, req, f);
         }
-        (void)s.reply(caller, req.rid, Status::ok, {0, 0, 0});
     }
 
     void on_timeout(Services&, WaiterId) override {}
@@ -751,27 +803,112 @@ public:
     }
 
     // The process that made the manager died: it shuts down, as Python's server does with its owner.
-    void on_client_death(Services&, Client& client) override {
+    void on_client_death(Services& s, Client& client) override {
         if (&client == owner_) {
             owner_ = nullptr;
-            shut_down();
+            shut_down(s);
         }
     }
 
     void on_destroy(Services& s) override {
-        shut_down();
+        if (!view_) shut_down(s);
         Object::on_destroy(s);
     }
 
 private:
-    void shut_down() {
+    void serve(Services& s, const Caller& caller, const Call& call) {
+        const auto& items = call.items;
+        switch (call.method) {
+            case Method::attach_owner:
+                call.need(0);
+                if (!view_) owner_ = caller.client;
+                return answer(s, caller, call);
+            case Method::shutdown:
+                call.need(0);
+                if (!view_) shut_down(s);  // a program that connected cannot stop the server's manager
+                return answer(s, caller, call);
+            default:
+                break;
+        }
+        if (state_->shut_down) fail(Outcome::shut_down, "the Manager has shut down");
+        switch (call.method) {
+            case Method::publish: {
+                call.need(0);
+                if (view_) refuse(Status::protocol_error, "manager_call: a connected manager cannot publish");
+                std::lock_guard lock(managers().mutex);
+                auto& served = managers().served[services_];
+                if (served != nullptr && served != state_ && !served->shut_down)
+                    fail(Outcome::value_error, "this broker serves another Manager already");
+                served = state_;
+                return answer(s, caller, call);
+            }
+            case Method::name_get: {
+                call.need(1);
+                auto it = state_->names.find(name_of(items[0]));
+                if (it == state_->names.end()) fail(Outcome::key_error, show(items[0]));
+                return give(s, caller, call, it->second, 1);
+            }
+            case Method::name_bind: {
+                call.need(3);
+                std::string name = name_of(items[0]);
+                Named named{std::string(items[1]), ids_of(items[2])};
+                auto it = state_->names.find(name);
+                if (it != state_->names.end() && call.int_arg(0) == 0) return give(s, caller, call, it->second, 0);
+                for (std::size_t i = 0; i < named.ids.size(); ++i) {
+                    if (s.keep(named.ids[i])) continue;
+                    for (std::size_t j = 0; j < i; ++j) s.release(named.ids[j]);
+                    fail(Outcome::value_error, "the object published as " + show(items[0]) + " no longer exists");
+                }
+                if (it != state_->names.end()) {
+                    for (std::uint64_t id : it->second.ids) s.release(id);
+                    it->second = std::move(named);
+                } else {
+                    state_->names.emplace(std::move(name), std::move(named));
+                }
+                return answer(s, caller, call, 1);
+            }
+            case Method::name_remove: {
+                call.need(1);
+                auto it = state_->names.find(name_of(items[0]));
+                if (it == state_->names.end()) fail(Outcome::key_error, show(items[0]));
+                for (std::uint64_t id : it->second.ids) s.release(id);
+                state_->names.erase(it);
+                return answer(s, caller, call);
+            }
+            case Method::name_list: {
+                call.need(0);
+                std::string batch;
+                for (const auto& [name, named] : state_->names) {
+                    msgpack::sbuffer packed;
+                    msgpack::pack(packed, name);
+                    append_item(batch, std::string_view(packed.data(), packed.size()));
+                }
+                return answer(s, caller, call, 0, std::move(batch), state_->names.size());
+            }
+            default:
+                refuse(Status::protocol_error, "manager_call: this method does not apply to a Manager");
+        }
+    }
+
+    // Answers with a named object's wire; the caller gets a reference to each of its objects.
+    static void give(Services& s, const Caller& caller, const Call& call, const Named& named, std::int64_t result) {
+        for (std::uint64_t id : named.ids) s.give_reference(caller, id);
+        answer_item(s, caller, call, named.wire, result);
+    }
+
+    void shut_down(Services& s) {
         if (state_->shut_down) return;
         state_->shut_down = true;
         for (ManagedObject* member : state_->members) member->empty();
+        auto names = std::move(state_->names);
+        state_->names.clear();
+        for (const auto& [name, named] : names)
+            for (std::uint64_t id : named.ids) s.release(id);
     }
 
     const Services* services_;
     std::shared_ptr<ManagerState> state_;
+    const bool view_;
     Client* owner_ = nullptr;
 };
 

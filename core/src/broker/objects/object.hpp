@@ -26,6 +26,8 @@
 //     in both cases the kind removes the id from its own queues.
 //   - Every object the server frees (its last reference is gone) gets on_destroy() first; the
 //     server then refuses whatever waiters it still has.
+//   - Reference counts are the server's; a kind that holds others' objects goes through keep(),
+//     release() and give_reference().
 //   - Client is opaque: kinds compare pointers (an owner, a holder) and never keep one past
 //     on_client_death() for that client.
 
@@ -142,6 +144,14 @@ public:
     /// Notes that connection `routing_id` has state in `object` (a queue delivery): the server
     /// calls `object`.on_connection_gone() when that connection is forgotten.
     virtual void note_connection_state(const std::string& routing_id, std::uint64_t object) = 0;
+
+    /// References an object holds on others (a Manager's named objects): keep() takes one (false
+    /// when `object` does not exist), release() gives it back (the object may then be freed).
+    virtual bool keep(std::uint64_t object) = 0;
+    virtual void release(std::uint64_t object) = 0;
+    /// Gives `to`'s process a reference to `object` (which exists: kept by the caller), as CREATE
+    /// gives its creator one; the process's handle drops it as usual.
+    virtual void give_reference(const Caller& to, std::uint64_t object) = 0;
 
 protected:
     ~Services() = default;
