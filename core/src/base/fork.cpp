@@ -2,13 +2,15 @@
 
 #include <pthread.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-#include <cstring>
+// clang's AddressSanitizer runtime: its allocator is locked across fork (see below). GCC's is a
+// shared library that exports none of the calls this needs.
+#if defined(__clang__) && defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ZMP_CLANG_ASAN 1
+#endif
+#endif
+#ifndef ZMP_CLANG_ASAN
+#define ZMP_CLANG_ASAN 0
 #endif
 
 #include <array>
@@ -43,66 +45,45 @@ Registry& registry() {
 
 std::atomic<std::uint64_t> generation{1};
 
-#if defined(__SANITIZE_ADDRESS__)
-// fork() under AddressSanitizer. GCC 12's ASan allocator has no fork handlers (glibc's malloc has):
-// a child forked while another thread of its parent holds one of the allocator's locks inherits
-// it held, and the child's first thread that allocates from that size class hangs for ever. zmp's
-// background threads (the embedded broker, ZeroMQ's I/O threads) allocate while they work, so in
-// ASan builds the last prepare step waits, for a bounded time, until every other thread of the
-// process sleeps in a blocking system call. This narrows the window; nothing closes it.
-// System calls a thread sleeps in while it holds no allocator lock.
-bool blocking_call(long nr) {
-    switch (nr) {
-        case SYS_epoll_wait:
-        case SYS_epoll_pwait:
-        case SYS_poll:
-        case SYS_ppoll:
-        case SYS_futex:
-        case SYS_nanosleep:
-        case SYS_clock_nanosleep:
-        case SYS_read:
-        case SYS_recvmsg:
-        case SYS_wait4:
-        case SYS_waitid:
-            return true;
-        default:
-            return false;
-    }
+#if ZMP_CLANG_ASAN
+// fork() under clang 14's AddressSanitizer, whose runtime is linked statically into each program.
+// Its allocator has no fork handlers of its own (later LLVM releases added them): a child forked
+// while another thread of its parent held one of the allocator's locks (a size-class region, the
+// thread registry, a bucket of the stack depot that records every allocation's stack) would inherit
+// it held, and its first allocation needing it would hang for ever. zmp's background threads (the
+// embedded broker, ZeroMQ's I/O threads) allocate while they work, so the last prepare step takes
+// those locks, as LeakSanitizer does to stop the world, and the first parent/child step gives them
+// back. Between the two this thread must not allocate: nothing runs there but fork itself.
+}  // namespace
+}  // namespace zmp::detail
+namespace __lsan {
+void LockThreadRegistry();
+void UnlockThreadRegistry();
+void LockAllocator();
+void UnlockAllocator();
+}  // namespace __lsan
+namespace __sanitizer {
+void StackDepotLockAll();
+void StackDepotUnlockAll();
+}  // namespace __sanitizer
+namespace zmp::detail {
+namespace {
+
+void lock_sanitizer_allocator() {
+    __lsan::LockThreadRegistry();
+    __lsan::LockAllocator();
+    __sanitizer::StackDepotLockAll();
 }
 
-// True if every other thread of this process is asleep in a blocking call.
-bool others_asleep() {
-    const long self = ::syscall(SYS_gettid);
-    DIR* tasks = ::opendir("/proc/self/task");
-    if (tasks == nullptr) return true;
-    bool asleep = true;
-    while (dirent* entry = ::readdir(tasks)) {
-        if (entry->d_name[0] == '.') continue;
-        const long tid = std::strtol(entry->d_name, nullptr, 10);
-        if (tid == self) continue;
-        char path[64];
-        std::snprintf(path, sizeof path, "/proc/self/task/%ld/syscall", tid);
-        const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) continue;  // it just ended
-        char text[32] = {};
-        const ssize_t n = ::read(fd, text, sizeof text - 1);
-        ::close(fd);
-        // "running", or the number of the system call it is in.
-        if (n <= 0 || text[0] < '0' || text[0] > '9' || !blocking_call(std::strtol(text, nullptr, 10))) {
-            asleep = false;
-            break;
-        }
-    }
-    ::closedir(tasks);
-    return asleep;
-}
-
-void wait_until_others_asleep() {
-    for (int i = 0; i < 4000 && !others_asleep(); ++i) ::usleep(250);  // at most about a second
+void unlock_sanitizer_allocator() {
+    __sanitizer::StackDepotUnlockAll();
+    __lsan::UnlockAllocator();
+    __lsan::UnlockThreadRegistry();
 }
 
 #else
-void wait_until_others_asleep() {}
+void lock_sanitizer_allocator() {}
+void unlock_sanitizer_allocator() {}
 #endif
 
 // Highest layer first; within a layer, the latest registration first.
@@ -113,11 +94,12 @@ void run_prepare() {
         for (std::size_t i = r.count; i-- > 0;)
             if (static_cast<int>(r.entries[i].layer) == layer && r.entries[i].handlers.prepare)
                 r.entries[i].handlers.prepare();
-    wait_until_others_asleep();
+    lock_sanitizer_allocator();
 }
 
 // Lowest layer first; within a layer, in order of registration.
 void run_after(void (*ForkHandlers::*which)()) {
+    unlock_sanitizer_allocator();
     Registry& r = registry();
     for (int layer = 0; layer <= static_cast<int>(ForkLayer::service); ++layer)
         for (std::size_t i = 0; i < r.count; ++i)

@@ -8,8 +8,8 @@
 //    layer down (a service may call into the runtime while it locks), `parent` and `child` from
 //    the lowest layer up (the runtime is itself again before the services that use it). Within a
 //    layer, as pthread_atfork does: prepare in reverse order of registration, parent and child in
-//    order. In AddressSanitizer builds the last prepare step also waits until the process's other
-//    threads sleep (fork.cpp says why).
+//    order. In clang AddressSanitizer builds the last prepare step also locks the sanitizer's
+//    allocator, and the first parent/child step unlocks it (fork.cpp says why).
 //  - fork_generation() and ForkLocal<T>: a number bumped in every forked child before any child
 //    handler runs, and per-thread state that starts afresh in a child the first time it is used.
 

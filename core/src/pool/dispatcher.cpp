@@ -14,6 +14,7 @@
 #include "broker/status.hpp"
 #include "pool/worker_events.hpp"
 #include "pool/dispatcher_state.hpp"
+#include "pool/frames.hpp"
 #include "process/default_start_method.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/private_fds.hpp"
@@ -482,14 +483,11 @@ bool PoolCore::read_from(Worker& w) {
 bool PoolCore::handle_message(Worker& w, const char* data, std::size_t size) {
     try {
         transport::Decoded decoded = transport::decode(data, size);
-        const msgpack::object& message = decoded.get();
-        if (message.type != msgpack::type::ARRAY || message.via.array.size < 2) {
-            throw ProtocolError("a message that is not a [kind, ...] array");
-        }
-        const int kind = transport::convert<int>(message.via.array.ptr[0]);
+        const WorkerMessage message = read_worker_message(decoded.get());
+        const int kind = message.kind;
         if ((kind == kJoinPing || kind == kJoinHello) && w.joined) return true;  // it is known already
-        if (kind == 1 && message.via.array.size == 2) {
-            auto record = transport::convert<ErrorRecord>(message.via.array.ptr[1]);
+        if (kind == 1) {
+            const ErrorRecord& record = message.initializer_error;
             if (w.joined) {
                 // One host's failing initializer costs that host, not the pool.
                 joined_lost(w, "its initializer failed: " + record.type + ": " + record.message, true);
@@ -500,8 +498,8 @@ bool PoolCore::handle_message(Worker& w, const char* data, std::size_t size) {
                                                           ": " + record.message)));
             return true;
         }
-        if (kind != 0 || message.via.array.size != 3) throw ProtocolError("a message of an unknown kind");
-        handle_results(w, message.via.array.ptr[1], transport::convert<std::uint64_t>(message.via.array.ptr[2]));
+        if (kind != 0) throw ProtocolError("a message of an unknown kind");
+        handle_results(w, *message.results, message.busy_us);
     } catch (const ProcessError& e) {
         drop_worker(w, e.what());
         return false;
@@ -528,15 +526,11 @@ void PoolCore::drop_worker(Worker& w, const std::string& what) {
 }
 
 void PoolCore::handle_results(Worker& w, const msgpack::object& results, std::uint64_t busy_us) {
-    if (results.type != msgpack::type::ARRAY) throw ProtocolError("results that are not an array");
-    const std::size_t n = results.via.array.size;
-    std::size_t items = 0;  // in the chunks these results are for
+    const std::size_t n = results.via.array.size;  // an array: read_worker_message() checked
+    std::size_t items = 0;                         // in the chunks these results are for
     for (std::size_t i = 0; i < n; ++i) {
-        const msgpack::object& entry = results.via.array.ptr[i];
-        if (entry.type != msgpack::type::ARRAY || entry.via.array.size != 3) {
-            throw ProtocolError("a result that is not a [task id, ok, values] array");
-        }
-        const auto id = transport::convert<std::uint64_t>(entry.via.array.ptr[0]);
+        const WorkerResult result = read_result(results.via.array.ptr[i]);
+        const std::uint64_t id = result.id;
         // Only a task this worker holds counts: anything else is late or a duplicate.
         auto held = std::find(w.in_flight.begin(), w.in_flight.end(), id);
         if (held == w.in_flight.end()) continue;
@@ -548,12 +542,11 @@ void PoolCore::handle_results(Worker& w, const msgpack::object& results, std::ui
         items += count;
         w.in_flight_items -= std::min(w.in_flight_items, count);
         idle_deaths_ = 0;
-        const msgpack::object& ok = entry.via.array.ptr[1];
-        const msgpack::object& payload = entry.via.array.ptr[2];
-        if (ok.type != msgpack::type::BOOLEAN) {
+        if (result.status == WorkerResult::Status::bad_status) {
             finish_task(id, protocol_error(w, "a result whose status is not a boolean"), nullptr);
-        } else if (ok.via.boolean) {
+        } else if (result.status == WorkerResult::Status::values) {
             // The values go where the task's items are: exactly as many as it has.
+            const msgpack::object& payload = *result.values;
             if (payload.type != msgpack::type::ARRAY || payload.via.array.size != count) {
                 const std::string got = payload.type == msgpack::type::ARRAY
                                             ? std::to_string(payload.via.array.size) + " values"
@@ -564,13 +557,10 @@ void PoolCore::handle_results(Worker& w, const msgpack::object& results, std::ui
             }
         } else {
             ++w.failures;
-            std::exception_ptr error;
-            try {
-                error = exception_from_record(transport::convert<ErrorRecord>(payload));
-            } catch (const ProcessError&) {
-                error = protocol_error(w, "an error record that does not decode");
-            }
-            finish_task(id, error, nullptr);
+            finish_task(id,
+                        result.error ? exception_from_record(*result.error)
+                                     : protocol_error(w, "an error record that does not decode"),
+                        nullptr);
         }
     }
     if (items > 0) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "pool/dispatcher.hpp"
+#include "pool/frames.hpp"
 #include "pool/task_server.hpp"
 #include "runtime/hooks.hpp"
 #include "zmp/context.hpp"
@@ -161,14 +162,17 @@ int serve_joined_pool(const JoinSettings& settings) {
         last_heard = Clock::now();
         transport::Decoded decoded = transport::decode(static_cast<const char*>(message.data()), message.size());
         const msgpack::object& request = decoded.get();
-        if (request.type != msgpack::type::ARRAY || request.via.array.size < 1) {
-            throw ProtocolError("malformed message from the pool at " + settings.endpoint);
+        PoolMessage read;
+        try {
+            read = read_pool_message(request);
+        } catch (const ProtocolError& e) {
+            throw ProtocolError("malformed message from the pool at " + settings.endpoint + " (" + e.what() + ")");
         }
-        const int kind = transport::convert<int>(request.via.array.ptr[0]);
+        const int kind = read.kind;
         if (kind == 0) {
             if (server) server->serve(request);
-        } else if (kind == kJoinWelcome && request.via.array.size == 2) {
-            const auto welcome = transport::convert<JoinWelcome>(request.via.array.ptr[1]);
+        } else if (read.welcome) {
+            const JoinWelcome& welcome = *read.welcome;
             const bool by_name_only = welcome.build_id != this_build_id();
             server = std::make_unique<TaskServer>([&link](std::span<const iovec> parts) { link.send(parts); }, nullptr,
                                                   name, by_name_only);
@@ -177,10 +181,7 @@ int serve_joined_pool(const JoinSettings& settings) {
                     link.send(failed->data(), failed->size());
             }
         } else if (kind == kJoinRefused) {
-            const std::string reason = request.via.array.size == 2
-                                           ? transport::convert<std::string>(request.via.array.ptr[1])
-                                           : std::string("no reason given");
-            throw ValueError("the pool at " + settings.endpoint + " dropped worker " + name + ": " + reason);
+            throw ValueError("the pool at " + settings.endpoint + " dropped worker " + name + ": " + read.refusal);
         } else if (kind == kJoinAgain) {
             server.reset();  // a new session: functions are defined afresh
             link.send(hello.data(), hello.size());
