@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -117,12 +118,15 @@ TEST_CASE("host c is cut mid-map (no FIN): its tasks run again on host b, every 
             input.push_back(i);
             expected.push_back(i * i);
         }
-        std::atomic<bool> told{false};
-        auto result = pool.map_async(join_tasks::slow_square, input,
-                                     zmp::MapOptions{.chunksize = 1, .progress = [&](std::size_t done, std::size_t) {
-                                                         if (done >= 60 && !told.exchange(true))
-                                                             write_line(progress_pipe[1], "cut now");
-                                                     }});
+        // The progress callback runs on the pool's callback thread and may run once more after
+        // get() returned: what it uses must outlive this scope.
+        auto told = std::make_shared<std::atomic<bool>>(false);
+        const int cut_signal = progress_pipe[1];
+        auto result = pool.map_async(
+            join_tasks::slow_square, input,
+            zmp::MapOptions{.chunksize = 1, .progress = [told, cut_signal](std::size_t done, std::size_t) {
+                                if (done >= 60 && !told->exchange(true)) write_line(cut_signal, "cut now");
+                            }});
         if (result.get() != expected) return 2;
         // Host c is gone from the pool.
         if (!wait_for_workers(pool, 1)) return 3;

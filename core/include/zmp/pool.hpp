@@ -104,7 +104,8 @@ struct MapOptions {
     /// Tasks per chunk; empty: Python's choice (map: len / (4 * processes), rounded up; imap: 1).
     std::optional<std::size_t> chunksize;
     /// Called with (items done, items in all) as the map progresses (total is 0 while unknown),
-    /// on the pool's callback thread, at most every 50 ms and once at the end.
+    /// on the pool's callback thread, at most every 50 ms and once at the end. That last call may
+    /// run after get() has returned: capture by value (or by shared_ptr) what it uses.
     std::function<void(std::size_t done, std::size_t total)> progress;
     /// Draws a progress bar on stderr, only when stderr is a terminal.
     bool progress_bar = false;
