@@ -31,6 +31,8 @@ struct ScratchDir {
     }
     ScratchDir(const ScratchDir&) = delete;
     ScratchDir& operator=(const ScratchDir&) = delete;
+    /// The path of `name` in the directory.
+    std::string path(const std::string& name) const { return dir + "/" + name; }
     /// A new authkey file `name` in the directory, with a fresh key; its path.
     std::string key(const std::string& name) const {
         const std::string path = dir + "/" + name;

@@ -14,26 +14,18 @@
 #include <filesystem>
 #include <string>
 
+#include "lab_files.hpp"
 #include "zmp/authkey.hpp"
 
 namespace test_util {
 
 // A private directory holding an authkey file.
 struct KeyDir {
-    std::string dir, keyfile;
+    ScratchDir scratch{"zmp-test-keys"};
+    std::string dir = scratch.dir, keyfile = scratch.path("authkey");
     zmp::Authkey key;
 
-    explicit KeyDir(const zmp::Authkey& k = zmp::generate_authkey()) : key(k) {
-        char pattern[] = "/tmp/zmp-test-keys-XXXXXX";
-        REQUIRE(::mkdtemp(pattern) != nullptr);
-        dir = pattern;
-        keyfile = dir + "/authkey";
-        zmp::write_authkey_file(keyfile, key);
-    }
-    ~KeyDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(dir, ignored);
-    }
+    explicit KeyDir(const zmp::Authkey& k = zmp::generate_authkey()) : key(k) { zmp::write_authkey_file(keyfile, key); }
 };
 
 // A raw tcp connection to 127.0.0.1:`port` that writes `bytes` and closes.

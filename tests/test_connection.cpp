@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "tcp_peers.hpp"
 #include "test_util.hpp"
 #include "zmp/authkey.hpp"
 #include "zmp/connection.hpp"
@@ -27,38 +28,14 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A fresh ipc path in a private directory, removed afterwards.
-struct IpcDir {
-    std::string dir;
-    IpcDir() {
-        char pattern[] = "/tmp/zmp-test-conn-XXXXXX";
-        REQUIRE(::mkdtemp(pattern) != nullptr);
-        dir = pattern;
-    }
-    ~IpcDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(dir, ignored);
-    }
-    std::string path(const std::string& name) const { return dir + "/" + name; }
+// A private directory for ipc paths, removed afterwards.
+struct IpcDir : test_util::ScratchDir {
+    IpcDir() : ScratchDir("zmp-test-conn") {}
 };
 
 // The two families a Listener serves, as Python's tests run each family.
 std::string listen_address(const IpcDir& dir, bool tcp) {
     return tcp ? std::string("tcp://127.0.0.1:0") : dir.path("listener.sock");
-}
-
-// A raw tcp connection to the endpoint's port on 127.0.0.1 that writes `bytes` and closes.
-void send_raw(const std::string& endpoint, const std::string& bytes) {
-    const int port = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0)
-        (void)!::write(fd, bytes.data(), bytes.size());
-    ::close(fd);
 }
 
 }  // namespace
@@ -143,7 +120,7 @@ TEST_CASE("garbage at a Listener's tcp port is refused and the Listener goes on 
         std::string bytes(static_cast<std::size_t>(random() % 4096), '\0');
         for (char& c : bytes) c = static_cast<char>(random());
         if (i % 4 == 0) bytes.insert(0, std::string("\xff\0\0\0\0\0\0\0\x01\x7f", 10));  // a ZMTP signature
-        send_raw(listener.address(), bytes);
+        test_util::send_raw(test_util::port_of(listener.address()), bytes);
     }
     zmp::Connection client = zmp::Client(listener.address(), key, 60s);
     zmp::Connection served = listener.accept();

@@ -15,6 +15,7 @@
 
 #include "process/forkserver.hpp"
 #include "run_leftovers.hpp"
+#include "lab_files.hpp"
 #include "test_util.hpp"
 #include "zmp/context.hpp"
 #include "zmp/errors.hpp"
@@ -46,19 +47,6 @@ void end_forkserver() {
         60s));
 }
 
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char pattern[] = "/tmp/zmp-test-preload-XXXXXX";
-        REQUIRE(::mkdtemp(pattern) != nullptr);
-        path = pattern;
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path, ignored);
-    }
-};
-
 }  // namespace
 
 TEST_CASE("set_forkserver_preload: a target in a preloaded library runs in every forkserver child, and only then") {
@@ -66,23 +54,23 @@ TEST_CASE("set_forkserver_preload: a target in a preloaded library runs in every
     REQUIRE(library != nullptr);
     auto write = reinterpret_cast<WriteFn>(::dlsym(library, "zmp_test_preload_write"));
     REQUIRE(write != nullptr);
-    TempDir dir;
+    test_util::ScratchDir dir{"zmp-test-preload"};
     auto ctx = zmp::get_context("forkserver");
 
     // A fork server that has not loaded the library: its child cannot find the target.
     zmp::set_forkserver_preload({});
     end_forkserver();
-    zmp::Process without = ctx.Process(write, dir.path + "/without", 1);
+    zmp::Process without = ctx.Process(write, dir.dir + "/without", 1);
     without.start();
     without.join();
     CHECK(without.exitcode() == 70);
-    CHECK_FALSE(std::filesystem::exists(dir.path + "/without"));
+    CHECK_FALSE(std::filesystem::exists(dir.dir + "/without"));
 
     // One that has: every child it forks runs the library's code.
     zmp::set_forkserver_preload({ZMP_PRELOAD_LIB});
     end_forkserver();
     for (int i = 0; i < 3; ++i) {
-        const std::string path = dir.path + "/with-" + std::to_string(i);
+        const std::string path = dir.dir + "/with-" + std::to_string(i);
         zmp::Process child = ctx.Process(write, path, 10 + i);
         child.start();
         child.join();
@@ -91,11 +79,11 @@ TEST_CASE("set_forkserver_preload: a target in a preloaded library runs in every
     }
     // A running server keeps what it has: a new list applies to the next server.
     zmp::set_forkserver_preload({});
-    zmp::Process still = ctx.Process(write, dir.path + "/still", 5);
+    zmp::Process still = ctx.Process(write, dir.dir + "/still", 5);
     still.start();
     still.join();
     CHECK(still.exitcode() == 0);
-    CHECK(read_file(dir.path + "/still") == "10");
+    CHECK(read_file(dir.dir + "/still") == "10");
     end_forkserver();
 }
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "join_tasks.hpp"
+#include "lab_files.hpp"
 #include "log_collector.hpp"
 #include "test_util.hpp"
 #include "zmp/authkey.hpp"
@@ -44,14 +45,8 @@ long only_in_tests(long x) { return x; }
 ZMP_TASK("only_in_tests", only_in_tests);
 
 // A directory of its own for key files and worker logs, removed at the end.
-struct Scratch {
-    std::string dir;
-    Scratch() {
-        char pattern[] = "/tmp/zmp-join-XXXXXX";
-        REQUIRE(::mkdtemp(pattern) != nullptr);
-        dir = pattern;
-    }
-    ~Scratch() { (void)std::system(("rm -rf " + dir).c_str()); }
+struct Scratch : test_util::ScratchDir {
+    Scratch() : ScratchDir("zmp-join") {}
     std::string key_file(const std::string& name, const zmp::Authkey& key) const {
         const std::string path = dir + "/" + name;
         zmp::write_authkey_file(path, key);
